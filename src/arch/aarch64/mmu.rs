@@ -1,0 +1,176 @@
+//! The hypervisor's EL2 stage-1 translation: an identity map of RAM (normal,
+//! write-back) plus the MMIO the hypervisor drives (Device-nGnRE), mapped on
+//! demand. Everything else faults, so a stray pointer is caught at once.
+
+use crate::mm::pagetable::{Attrs, MapError, PageTable, Regime, TableMemory, MAIR_EL2};
+use crate::mm::PhysRange;
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{
+    Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2 as MAIR, SCTLR_EL2, TCR_EL2, TTBR0_EL2,
+};
+use core::arch::asm;
+use spin::Mutex;
+
+const POOL_PAGES: usize = 64;
+
+#[repr(C, align(4096))]
+struct Pool([[u64; 512]; POOL_PAGES]);
+
+static mut POOL: Pool = Pool([[0; 512]; POOL_PAGES]);
+
+/// Table pages for the EL2 map, from a fixed pool in BSS (so the map can be
+/// built before any allocator exists).
+struct El2TableMemory {
+    used: usize,
+}
+
+impl TableMemory for El2TableMemory {
+    fn alloc_tables(&mut self, pages: usize) -> Result<u64, MapError> {
+        let first = self.used.next_multiple_of(pages);
+        if first + pages > POOL_PAGES {
+            return Err(MapError::NoMemory);
+        }
+        self.used = first + pages;
+        // SAFETY: only the address is taken; pages are handed out once each.
+        let base = unsafe { core::ptr::addr_of!(POOL.0[first]) } as u64;
+        Ok(base)
+    }
+
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: `pa` came from `alloc_tables`, so it is a pool page, which is
+        // identity mapped (or the MMU is off); the caller holds the only
+        // reference to the map (the EL2 lock, or boot before other CPUs run).
+        unsafe { &mut *(pa as *mut [u64; 512]) }
+    }
+}
+
+struct El2Map {
+    table: PageTable,
+    mem: El2TableMemory,
+}
+
+static EL2_MAP: Mutex<Option<El2Map>> = Mutex::new(None);
+/// TTBR0_EL2 value, for secondaries (read with their MMU off: cleaned to PoC).
+static mut ROOT: u64 = 0;
+
+/// Physical address bits this CPU supports (ID_AA64MMFR0_EL1.PARange).
+pub fn pa_bits() -> u32 {
+    match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        5 => 48,
+        _ => 52,
+    }
+}
+
+fn tcr_el2() -> u64 {
+    let ps = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(5);
+    // T0SZ = 16 (48-bit VA), walks inner/outer write-back and inner shareable,
+    // 4 KiB granule, PS = the CPU's PA size; bits 31 and 23 are RES1.
+    16 | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (ps << 16) | (1 << 23) | (1 << 31)
+}
+
+/// Builds the identity map of `ram` and `image` and turns the MMU and caches
+/// on for the boot CPU. Runs with the MMU off and no other CPU up.
+pub fn init(ram: impl Iterator<Item = PhysRange>, image: PhysRange) -> Result<(), MapError> {
+    let mut mem = El2TableMemory { used: 0 };
+    let mut table = PageTable::new(Regime::El2Stage1, 48, &mut mem)?;
+    for r in ram {
+        let base = r.base.align_down(4096).0;
+        let end = (r.end() + 4095) & !4095;
+        table.map(base, base, end - base, Attrs::RAM, &mut mem)?;
+    }
+    let base = image.base.align_down(4096).0;
+    let end = (image.end() + 4095) & !4095;
+    // The image lies in RAM on every real board; map it anyway in case not.
+    if table.translate(base, &mut mem).is_none() {
+        table.map(base, base, end - base, Attrs::RAM, &mut mem)?;
+    }
+    // SAFETY: single CPU, MMU off: nobody else reads ROOT yet.
+    unsafe { ROOT = table.root() };
+    // Data written with the MMU off went straight to memory; drop any stale
+    // lines for the image (tables, stacks, BSS) before caches come on.
+    invalidate_dcache(image.base.0, image.end());
+    enable();
+    *EL2_MAP.lock() = Some(El2Map { table, mem });
+    Ok(())
+}
+
+/// Turns the MMU on for a secondary CPU with the boot CPU's tables.
+pub fn enable_secondary() {
+    enable();
+}
+
+fn enable() {
+    // SAFETY: ROOT is written once by the boot CPU before any secondary starts
+    // and cleaned to PoC by `clean_for_secondaries`.
+    let root = unsafe { core::ptr::addr_of!(ROOT).read_volatile() };
+    MAIR.set(MAIR_EL2);
+    TCR_EL2.set(tcr_el2());
+    TTBR0_EL2.set(root);
+    barrier::isb(barrier::SY);
+    // SAFETY: TLB and I-cache maintenance have no memory-safety effect.
+    unsafe {
+        asm!(
+            "tlbi alle2",
+            "dsb nsh",
+            "ic iallu",
+            "dsb nsh",
+            "isb",
+            options(nostack)
+        );
+    }
+    SCTLR_EL2.set(super::SCTLR_EL2_RES1 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12));
+    barrier::isb(barrier::SY);
+}
+
+/// Maps an MMIO range the hypervisor drives (idempotent for the same range).
+pub fn map_device(range: PhysRange) -> Result<(), MapError> {
+    let base = range.base.align_down(4096).0;
+    let end = (range.end() + 4095) & !4095;
+    let mut guard = EL2_MAP.lock();
+    let map = guard.as_mut().ok_or(MapError::NoMemory)?;
+    map.table
+        .map(base, base, end - base, Attrs::DEVICE, &mut map.mem)?;
+    // New entries only replace invalid ones: no TLB maintenance needed, just
+    // make the writes visible to the walker before the mapping is used.
+    barrier::dsb(barrier::ISHST);
+    barrier::isb(barrier::SY);
+    Ok(())
+}
+
+fn dcache_line() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// Invalidates data cache lines covering `[start, end)` to PoC.
+fn invalidate_dcache(start: u64, end: u64) {
+    let line = dcache_line();
+    let mut a = start & !(line - 1);
+    while a < end {
+        // SAFETY: discards cache lines for memory we own whose up-to-date
+        // contents are already in memory (written with the MMU off).
+        unsafe { asm!("dc ivac, {}", in(reg) a, options(nostack)) };
+        a += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
+/// Cleans `[start, end)` to PoC, so CPUs that start with their MMU (and so
+/// caches) off read what this CPU wrote.
+pub fn clean_dcache(start: u64, end: u64) {
+    let line = dcache_line();
+    let mut a = start & !(line - 1);
+    while a < end {
+        // SAFETY: cleaning writes dirty lines back; contents are unchanged.
+        unsafe { asm!("dc cvac, {}", in(reg) a, options(nostack)) };
+        a += line;
+    }
+    barrier::dsb(barrier::SY);
+}

@@ -1,0 +1,96 @@
+// EL2 exception vectors (Arm ARM D1.10.2: 16 entries of 0x80 bytes, the table
+// 2 KiB aligned). Every entry saves the interrupted context as a `TrapFrame`
+// on the current CPU's stack and calls into Rust; lower-EL entries return to
+// the guest through `exception_return`.
+
+.equ FRAME_SIZE, 272                 // 31 x-registers, ELR, SPSR, padding
+
+.macro SAVE_FRAME
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    stp     x18, x19, [sp, #16 * 9]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+    mrs     x0, elr_el2
+    mrs     x1, spsr_el2
+    stp     x30, x0, [sp, #16 * 15]
+    str     x1, [sp, #16 * 16]
+.endm
+
+.macro UNEXPECTED kind
+.balign 0x80
+    SAVE_FRAME
+    mov     x0, sp
+    mov     x1, #\kind
+    bl      el2_unexpected
+    b       .
+.endm
+
+.macro LOWER handler
+.balign 0x80
+    SAVE_FRAME
+    mov     x0, sp
+    bl      \handler
+    b       exception_return
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    // Current EL with SP_EL0: EL2 never uses SP_EL0.
+    UNEXPECTED 0
+    UNEXPECTED 1
+    UNEXPECTED 2
+    UNEXPECTED 3
+    // Current EL with SP_EL2: a fault in the hypervisor itself.
+    UNEXPECTED 4
+    UNEXPECTED 5
+    UNEXPECTED 6
+    UNEXPECTED 7
+    // Lower EL, AArch64: the guests.
+    LOWER   lower_sync
+    LOWER   lower_irq
+    LOWER   lower_fiq
+    LOWER   lower_serror
+    // Lower EL, AArch32: guests are AArch64 only (HCR_EL2.RW = 1).
+    UNEXPECTED 12
+    UNEXPECTED 13
+    UNEXPECTED 14
+    UNEXPECTED 15
+
+// Restores the TrapFrame at SP and returns to where it points.
+.global exception_return
+exception_return:
+    ldp     x30, x0, [sp, #16 * 15]
+    ldr     x1, [sp, #16 * 16]
+    msr     elr_el2, x0
+    msr     spsr_el2, x1
+    ldp     x0, x1, [sp, #16 * 0]
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldp     x18, x19, [sp, #16 * 9]
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+    add     sp, sp, #FRAME_SIZE
+    eret

@@ -1,0 +1,191 @@
+//! The boot flow on the target: what `entry.S` calls.
+
+use crate::arch::aarch64::{cpu, mmu};
+use crate::mm::{FrameAllocator, PhysRange};
+use crate::platform::{self, Platform};
+use crate::{console, smp, VERSION};
+use core::panic::PanicInfo;
+use fdt::Fdt;
+use log::{info, warn};
+use spin::Once;
+
+/// The board, once discovered (read-only from then on).
+pub static PLATFORM: Once<Platform> = Once::new();
+/// The free physical memory.
+pub static FRAMES: spin::Mutex<FrameAllocator> = spin::Mutex::new(FrameAllocator::new_empty());
+
+extern "C" {
+    static _start: u8;
+}
+
+/// The loaded image: from `_start` for the header's `image_size` bytes (BSS
+/// and any appended guest package included).
+fn image_range() -> PhysRange {
+    // SAFETY: `_start` is the Image header; image_size is at offset 16.
+    let (base, size) = unsafe {
+        let base = &_start as *const u8 as u64;
+        (base, core::ptr::read_volatile((base + 16) as *const u64))
+    };
+    PhysRange::new(base, size)
+}
+
+/// Boot CPU, from `entry.S`: `dtb` as passed in x0, `el` the level we entered at.
+#[no_mangle]
+extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
+    let t0 = cpu::counter();
+    // SAFETY: x0 holds the DTB address per the arm64 boot protocol; `Fdt`
+    // checks the header magic and sizes before reading further.
+    let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
+        cpu::park(); // no DTB: no console to complain on
+    };
+    if el != 2 {
+        early_complain(
+            &fdt,
+            "tessera: not entered at EL2 (the boot loader must start us in EL2); stopping\n",
+        );
+    }
+    let image = image_range();
+    let dtb_range = PhysRange::new(dtb as u64, fdt.total_size() as u64);
+    if mmu::init(platform::memory_ranges(&fdt), image).is_err() {
+        early_complain(
+            &fdt,
+            "tessera: cannot build the EL2 translation tables; stopping\n",
+        );
+    }
+    crate::mm::heap::init();
+
+    let platform = match platform::discover(&fdt) {
+        Ok(p) => PLATFORM.call_once(|| p),
+        Err(e) => {
+            let mut msg = alloc::string::String::from("tessera: cannot boot: ");
+            msg.push_str(&alloc::format!("{e}\n"));
+            early_complain(&fdt, &msg);
+        }
+    };
+    if mmu::map_device(platform.console.regs).is_err() {
+        cpu::park();
+    }
+    console::init(platform.console.regs.base.0 as usize, t0);
+    for w in &platform.warnings {
+        warn!("{w}");
+    }
+
+    let mut exclude = alloc::vec![image, dtb_range];
+    exclude.extend_from_slice(&platform.reserved);
+    *FRAMES.lock() = FrameAllocator::new(&platform.ram, &exclude);
+
+    let boot = platform.cpu_index(cpu::mpidr()).unwrap_or(0);
+    cpu::set_index(boot);
+    let online = smp::start_secondaries(platform, boot);
+    banner(platform, online, image, t0);
+
+    if let Some(test) = platform.boot_option("tessera.selftest") {
+        selftest(test);
+    }
+    info!("tessera: boot complete");
+    cpu::park()
+}
+
+/// Each secondary CPU, from `entry.S`, with `slot` its stack slot.
+#[no_mangle]
+extern "C" fn secondary_main(slot: usize) -> ! {
+    smp::secondary_init(slot);
+    cpu::park()
+}
+
+fn banner(p: &Platform, online: usize, image: PhysRange, t0: u64) {
+    let us = (cpu::counter() - t0) * 1_000_000 / cpu::counter_freq().max(1);
+    info!("Tessera {VERSION} on \"{}\"", p.model);
+    info!(
+        "  CPUs online: {online}/{} (boot CPU MPIDR {:#x})",
+        p.cpus.len(),
+        cpu::mpidr()
+    );
+    let frames = FRAMES.lock();
+    info!(
+        "  RAM: {} MiB in {} range(s), {} MiB free; image {} ({} KiB)",
+        p.ram_bytes() >> 20,
+        p.ram.len(),
+        frames.free_bytes() >> 20,
+        image,
+        image.size >> 10
+    );
+    drop(frames);
+    let g = &p.gic;
+    match g.version {
+        platform::GicVersion::V3 => info!(
+            "  GICv3 ({}): GICD {}, GICR {}{}",
+            g.path,
+            g.dist.base,
+            g.redists[0].base,
+            if g.redists.len() > 1 {
+                " (+ more regions)"
+            } else {
+                ""
+            }
+        ),
+        platform::GicVersion::V2 => info!(
+            "  GICv2 ({}): GICD {}, GICC {:#x}, GICH {:#x}, GICV {:#x}",
+            g.path,
+            g.dist.base,
+            g.cpu_if.map(|r| r.base.0).unwrap_or(0),
+            g.hyp_if.map(|r| r.base.0).unwrap_or(0),
+            g.vcpu_if.map(|r| r.base.0).unwrap_or(0)
+        ),
+    }
+    info!(
+        "  console: PL011 at {} ({}, via {})",
+        p.console.regs.base, p.console.path, p.console.found_by
+    );
+    let psci = p
+        .psci
+        .map(|c| (c, crate::arch::aarch64::firmware::psci_version(c)));
+    match psci {
+        Some((c, Ok((maj, min)))) => info!(
+            "  timer PPIs: virt {}, EL1 phys {}, EL2 phys {}; PSCI {maj}.{min} via {c:?}",
+            p.timer.virt, p.timer.phys, p.timer.hyp_phys
+        ),
+        _ => info!(
+            "  timer PPIs: virt {}, EL1 phys {}, EL2 phys {}; no PSCI",
+            p.timer.virt, p.timer.phys, p.timer.hyp_phys
+        ),
+    }
+    info!(
+        "  boot: {}.{:03} ms from entry to banner",
+        us / 1000,
+        us % 1000
+    );
+}
+
+/// Deliberate faults for the test suite (`tessera.selftest=` on the command line).
+fn selftest(name: &str) {
+    match name {
+        "el2-fault" => {
+            info!("selftest: reading an unmapped address at EL2");
+            // SAFETY: deliberately faults; the EL2 vector reports and parks.
+            let v = unsafe { core::ptr::read_volatile(0xdead_0000 as *const u64) };
+            info!("selftest: read {v:#x} (should not get here)");
+        }
+        other => warn!("unknown selftest {other:?}"),
+    }
+}
+
+/// Says `msg` on whatever UART the DTB names and stops: for failures before
+/// the console is up. Without any PL011 in the DTB, parks silently.
+fn early_complain(fdt: &Fdt, msg: &str) -> ! {
+    if let Some(base) = platform::first_uart(fdt) {
+        let _ = mmu::map_device(PhysRange::new(base as u64, 0x1000));
+        console::early_print(base, msg);
+    }
+    cpu::park()
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    console::emergency_print(format_args!("\ntessera: CPU {} panicked at ", cpu::index()));
+    if let Some(l) = info.location() {
+        console::emergency_print(format_args!("{}:{}: ", l.file(), l.line()));
+    }
+    console::emergency_print(format_args!("{}\n", info.message()));
+    cpu::park()
+}

@@ -1,0 +1,97 @@
+//! The hypervisor's own console: the board UART behind a `spin` lock, and the
+//! `log` backend on top of it. A whole line is written under the lock, so
+//! lines from several CPUs never interleave.
+
+use crate::arch::aarch64::cpu;
+use crate::drivers::pl011::Pl011;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+use log::{LevelFilter, Log, Metadata, Record};
+use spin::Mutex;
+
+static UART: Mutex<Option<Pl011>> = Mutex::new(None);
+static BOOT_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Takes over the UART at `base` (already mapped) and installs the logger.
+pub fn init(base: usize, boot_counter: u64) {
+    BOOT_COUNTER.store(boot_counter, Ordering::Relaxed);
+    // SAFETY: `base` is the platform console, mapped as device memory by the
+    // caller; from here on only this module drives it, under UART's lock.
+    let uart = unsafe { Pl011::new(base) };
+    uart.init();
+    *UART.lock() = Some(uart);
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(LevelFilter::Info);
+}
+
+/// Writes before `init`, or when the lock may be held by a dead context (a
+/// panic or an exception report): waits a bounded time for the lock, then
+/// writes anyway rather than hang.
+pub fn emergency_print(args: core::fmt::Arguments) {
+    for _ in 0..1_000_000 {
+        if let Some(mut g) = UART.try_lock() {
+            if let Some(u) = g.as_mut() {
+                let _ = u.write_fmt(args);
+            }
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: the lock is stuck; forcing it lets the report out. Output may
+    // interleave with the stuck writer, which is better than silence.
+    unsafe { UART.force_unlock() };
+    if let Some(u) = UART.lock().as_mut() {
+        let _ = u.write_fmt(args);
+    }
+}
+
+/// Prints on a PL011 at `base` without locks or the MMU: the one way to say
+/// something before the console is set up (for example, not entered at EL2).
+pub fn early_print(base: usize, s: &str) {
+    // SAFETY: only used while this CPU is the only one running and the MMU is
+    // off or maps `base` as device memory.
+    let uart = unsafe { Pl011::new(base) };
+    uart.write_str(s);
+}
+
+/// Reads a byte from the console, if one is waiting.
+pub fn getc() -> Option<u8> {
+    UART.lock().as_ref().and_then(|u| u.getc())
+}
+
+/// Microseconds since entry.
+pub fn uptime_us() -> u64 {
+    let ticks = cpu::counter().wrapping_sub(BOOT_COUNTER.load(Ordering::Relaxed));
+    let freq = cpu::counter_freq().max(1);
+    ticks * 1_000_000 / freq
+}
+
+struct Logger;
+static LOGGER: Logger = Logger;
+
+impl Log for Logger {
+    fn enabled(&self, _: &Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &Record) {
+        let us = uptime_us();
+        let level = match record.level() {
+            log::Level::Error => "ERROR ",
+            log::Level::Warn => "WARN ",
+            _ => "",
+        };
+        if let Some(u) = UART.lock().as_mut() {
+            let _ = writeln!(
+                u,
+                "[{:5}.{:06}] {}{}",
+                us / 1_000_000,
+                us % 1_000_000,
+                level,
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,3 @@
+//! Drivers for physical devices. They know nothing about VMs.
+
+pub mod pl011;

@@ -1,0 +1,33 @@
+//! Tessera: a static-partitioning Type-1 hypervisor for AArch64.
+//!
+//! The boot flow, top to bottom: the entry code (`arch/aarch64/entry.S`)
+//! relocates the image, clears BSS and calls [`primary_main`] at EL2 with the
+//! DTB. From there: translation and caches on, heap, board discovery, console,
+//! free memory, the other CPUs, the banner.
+
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code))]
+
+extern crate alloc;
+
+mod arch;
+mod mm;
+mod platform;
+mod smp;
+
+#[cfg(target_os = "none")]
+mod boot;
+#[cfg(target_os = "none")]
+mod console;
+#[cfg(target_os = "none")]
+mod drivers;
+
+/// Version printed in the banner.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("tessera runs on aarch64-unknown-none-softfloat: use `cargo xtask build` or `cargo xtask run`");
+    std::process::exit(1);
+}

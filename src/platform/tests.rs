@@ -1,0 +1,90 @@
+//! Discovery against device trees dumped from QEMU (`cargo xtask dtbs`).
+
+use super::*;
+
+fn load(name: &str) -> Platform {
+    let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let dtb = Fdt::new(&bytes).expect("valid DTB");
+    discover(&dtb).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn error(name: &str) -> DiscoverError {
+    let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap();
+    discover(&Fdt::new(&bytes).unwrap()).unwrap_err()
+}
+
+#[test]
+fn qemu_virt_gicv3_smp4() {
+    let p = load("qemu-virt-gicv3-smp4.dtb");
+    assert_eq!(p.cpus.len(), 4);
+    assert_eq!(
+        p.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(p.ram, vec![PhysRange::new(0x4000_0000, 1 << 30)]);
+    assert_eq!(p.gic.version, GicVersion::V3);
+    assert_eq!(p.gic.dist, PhysRange::new(0x0800_0000, 0x1_0000));
+    assert_eq!(p.gic.redists[0].base.0, 0x080a_0000);
+    assert_eq!(p.gic.maintenance_irq, Some(25));
+    assert_eq!(
+        p.timer,
+        Timer {
+            secure_phys: 29,
+            phys: 30,
+            virt: 27,
+            hyp_phys: 26
+        }
+    );
+    assert_eq!(p.console.regs, PhysRange::new(0x0900_0000, 0x1000));
+    assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(p.console.path, "/pl011@9000000");
+    assert_eq!(p.psci, Some(Conduit::Smc));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn qemu_virt_gicv2_has_all_frames() {
+    let p = load("qemu-virt-gicv2-smp4.dtb");
+    assert_eq!(p.gic.version, GicVersion::V2);
+    assert_eq!(p.gic.dist.base.0, 0x0800_0000);
+    assert_eq!(p.gic.cpu_if.unwrap().base.0, 0x0801_0000);
+    assert_eq!(p.gic.hyp_if.unwrap().base.0, 0x0803_0000);
+    assert_eq!(p.gic.vcpu_if.unwrap().base.0, 0x0804_0000);
+    assert!(p.gic.redists.is_empty());
+}
+
+#[test]
+fn cpu_counts() {
+    assert_eq!(load("qemu-virt-gicv3-smp1.dtb").cpus.len(), 1);
+    assert_eq!(load("qemu-virt-gicv3-smp8.dtb").cpus.len(), 8);
+    let p = load("qemu-virt-gicv2-smp8.dtb");
+    assert_eq!(p.cpus.len(), 8);
+    assert_eq!(p.cpu_index(7), Some(7));
+    assert_eq!(p.cpu_index(0x100), None);
+}
+
+#[test]
+fn missing_gic_is_named() {
+    let e = error("qemu-virt-nogic.dtb");
+    assert!(matches!(e, DiscoverError::InterruptController(_)));
+    assert!(e.to_string().contains("missing: interrupt controller"));
+}
+
+#[test]
+fn missing_stdout_path_falls_back_with_warning() {
+    let p = load("qemu-virt-nostdout.dtb");
+    assert_eq!(p.console.regs.base.0, 0x0900_0000);
+    assert_eq!(p.console.found_by, "first arm,pl011");
+    assert!(p.warnings.iter().any(|w| w.contains("stdout-path")));
+}
+
+#[test]
+fn boot_options_parse() {
+    let mut p = load("qemu-virt-gicv3-smp4.dtb");
+    p.bootargs = "tessera.selftest=el2-fault quiet".into();
+    assert_eq!(p.boot_option("tessera.selftest"), Some("el2-fault"));
+    assert_eq!(p.boot_option("quiet"), Some(""));
+    assert_eq!(p.boot_option("loud"), None);
+}

@@ -1,0 +1,127 @@
+//! Bringing up the other physical CPUs through PSCI CPU_ON.
+//!
+//! The boot CPU runs on stack slot 0 whatever its position in the DTB, so a
+//! CPU's stack slot is its logical index with the boot CPU's and 0 swapped.
+
+#[cfg(target_os = "none")]
+pub use target::*;
+
+/// The boot CPU's stack slot is 0; the CPU that would have had slot 0 takes
+/// the boot CPU's. The mapping is its own inverse.
+pub fn slot_of(logical: usize, boot: usize) -> usize {
+    if logical == boot {
+        0
+    } else if logical == 0 {
+        boot
+    } else {
+        logical
+    }
+}
+
+#[cfg(target_os = "none")]
+mod target {
+    use super::slot_of;
+    use crate::arch::aarch64::{cpu, firmware, mmu, MAX_CPUS};
+    use crate::platform::Platform;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use log::{info, warn};
+
+    /// CPUs running hypervisor code, the boot CPU included.
+    static ONLINE: AtomicUsize = AtomicUsize::new(1);
+    /// Logical index of the boot CPU (read by secondaries with the MMU off).
+    static mut BOOT_CPU: usize = 0;
+
+    extern "C" {
+        fn secondary_entry();
+        static __image_start: u8;
+        static __image_end: u8;
+    }
+
+    /// Starts every CPU of the platform but this one; returns how many are online.
+    pub fn start_secondaries(p: &Platform, boot: usize) -> usize {
+        // SAFETY: written before any secondary runs; cleaned to PoC just below.
+        unsafe { BOOT_CPU = boot };
+        // Secondaries start with caches off: make everything they read before
+        // their MMU is on (the image's data and BSS) visible in memory.
+        // SAFETY: linker-provided symbols; only their addresses are used.
+        let (start, end) = unsafe {
+            (
+                &__image_start as *const u8 as u64,
+                &__image_end as *const u8 as u64,
+            )
+        };
+        mmu::clean_dcache(start, end);
+
+        let Some(conduit) = p.psci else {
+            warn!("no PSCI: running on the boot CPU only");
+            return 1;
+        };
+        let entry = secondary_entry as usize as u64;
+        for (i, c) in p.cpus.iter().enumerate() {
+            if i == boot {
+                continue;
+            }
+            if i >= MAX_CPUS {
+                warn!(
+                    "CPU {i} (MPIDR {:#x}) left off: Tessera drives at most {MAX_CPUS} CPUs",
+                    c.mpidr
+                );
+                continue;
+            }
+            let before = ONLINE.load(Ordering::Acquire);
+            if let Err(e) = firmware::cpu_on(conduit, c.mpidr, entry, slot_of(i, boot) as u64) {
+                warn!(
+                    "CPU {i} (MPIDR {:#x}) failed to start: PSCI error {e:?}",
+                    c.mpidr
+                );
+                continue;
+            }
+            // Wait for it to report in (bounded: a CPU that never arrives is left).
+            let deadline = cpu::counter() + cpu::counter_freq();
+            while ONLINE.load(Ordering::Acquire) == before && cpu::counter() < deadline {
+                core::hint::spin_loop();
+            }
+            if ONLINE.load(Ordering::Acquire) == before {
+                warn!(
+                    "CPU {i} (MPIDR {:#x}) did not report in within 1 s",
+                    c.mpidr
+                );
+            }
+        }
+        ONLINE.load(Ordering::Acquire)
+    }
+
+    /// First Rust code on a secondary CPU, called from `secondary_entry`.
+    pub fn secondary_init(slot: usize) -> usize {
+        mmu::enable_secondary();
+        // SAFETY: BOOT_CPU was written and cleaned before this CPU was started.
+        let boot = unsafe { core::ptr::addr_of!(BOOT_CPU).read_volatile() };
+        let logical = slot_of(slot, boot);
+        cpu::set_index(logical);
+        info!(
+            "CPU {logical} online (MPIDR {:#x}, EL{})",
+            cpu::mpidr(),
+            cpu::current_el()
+        );
+        ONLINE.fetch_add(1, Ordering::AcqRel);
+        logical
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_of;
+
+    #[test]
+    fn boot_cpu_takes_slot_zero() {
+        assert_eq!(slot_of(2, 2), 0);
+        assert_eq!(slot_of(0, 2), 2);
+        assert_eq!(slot_of(1, 2), 1);
+        assert_eq!(slot_of(0, 0), 0);
+        for boot in 0..4 {
+            let mut slots: Vec<usize> = (0..4).map(|l| slot_of(l, boot)).collect();
+            slots.sort();
+            assert_eq!(slots, vec![0, 1, 2, 3]);
+        }
+    }
+}
