@@ -3,10 +3,14 @@
 use crate::arch::aarch64::{cpu, mmu};
 use crate::mm::{FrameAllocator, PhysRange};
 use crate::platform::{self, Platform};
+use crate::config::Config;
+use crate::package::Package;
+use crate::vm::{self, vcpu};
 use crate::{console, smp, VERSION};
+use alloc::vec::Vec;
 use core::panic::PanicInfo;
 use fdt::Fdt;
-use log::{info, warn};
+use log::{error, info, warn};
 use spin::Once;
 
 /// The board, once discovered (read-only from then on).
@@ -76,21 +80,58 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
 
     let boot = platform.cpu_index(cpu::mpidr()).unwrap_or(0);
     cpu::set_index(boot);
+    vcpu::set_stack_top(boot, smp::stack_top(0));
     let online = smp::start_secondaries(platform, boot);
     banner(platform, online, image, t0);
 
     if let Some(test) = platform.boot_option("tessera.selftest") {
         selftest(test);
     }
-    info!("tessera: boot complete");
-    cpu::park()
+    let vms = match package() {
+        Some(pkg) => match pkg.config().map(Config::parse) {
+            Some(Ok(config)) => vm::create_all(platform, &config, &pkg, &mut FRAMES.lock()),
+            Some(Err(e)) => {
+                error!("{e}; no VM started");
+                Vec::new()
+            }
+            None => {
+                warn!("the image carries no configuration; no VM started");
+                Vec::new()
+            }
+        },
+        None => {
+            info!("no guest package appended to the image (cargo xtask build --config ...); no VM started");
+            Vec::new()
+        }
+    };
+    info!("tessera: boot complete, {} VM(s) starting", vms.len());
+    vcpu::install(vms);
+    vcpu::cpu_loop()
+}
+
+/// The guest package xtask appended after the image, if any.
+fn package() -> Option<Package<'static>> {
+    extern "C" {
+        static __payload_start: u8;
+    }
+    let image = image_range();
+    // SAFETY: only the symbol's address is used.
+    let start = unsafe { core::ptr::addr_of!(__payload_start) } as u64;
+    if image.end() <= start + 24 {
+        return None;
+    }
+    // SAFETY: the loader placed `image_size` bytes from `_start`, and the
+    // package lies inside them (checked above); the bytes are never written.
+    let bytes = unsafe { core::slice::from_raw_parts(start as *const u8, (image.end() - start) as usize) };
+    Package::parse(bytes)
 }
 
 /// Each secondary CPU, from `entry.S`, with `slot` its stack slot.
 #[no_mangle]
 extern "C" fn secondary_main(slot: usize) -> ! {
     smp::secondary_init(slot);
-    cpu::park()
+    vcpu::VMS.wait();
+    vcpu::cpu_loop()
 }
 
 fn banner(p: &Platform, online: usize, image: PhysRange, t0: u64) {

@@ -95,3 +95,18 @@ impl Log for Logger {
 
     fn flush(&self) {}
 }
+
+/// Prints one line of a VM's console output, prefixed with the VM's name.
+/// Invalid UTF-8 is shown as replacement characters, never trusted.
+pub fn vm_line(vm: &str, line: &[u8]) {
+    if let Some(u) = UART.lock().as_mut() {
+        let _ = write!(u, "[{vm}] ");
+        for chunk in line.utf8_chunks() {
+            let _ = u.write_str(chunk.valid());
+            if !chunk.invalid().is_empty() {
+                let _ = u.write_str("\u{fffd}");
+            }
+        }
+        let _ = u.write_str("\n");
+    }
+}

@@ -12,9 +12,13 @@
 extern crate alloc;
 
 mod arch;
+mod config;
 mod mm;
+mod package;
 mod platform;
 mod smp;
+mod vdev;
+mod vm;
 
 #[cfg(target_os = "none")]
 mod boot;

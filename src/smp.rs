@@ -91,6 +91,17 @@ mod target {
         ONLINE.load(Ordering::Acquire)
     }
 
+    extern "C" {
+        static __stacks: u8;
+    }
+
+    /// Top of the stack in `slot` (entry.S lays stacks out the same way).
+    pub fn stack_top(slot: usize) -> u64 {
+        // SAFETY: only the address of the linker symbol is taken.
+        let base = unsafe { core::ptr::addr_of!(__stacks) } as u64;
+        base + ((slot + 1) * crate::arch::aarch64::STACK_SIZE) as u64
+    }
+
     /// First Rust code on a secondary CPU, called from `secondary_entry`.
     pub fn secondary_init(slot: usize) -> usize {
         mmu::enable_secondary();
@@ -98,6 +109,7 @@ mod target {
         let boot = unsafe { core::ptr::addr_of!(BOOT_CPU).read_volatile() };
         let logical = slot_of(slot, boot);
         cpu::set_index(logical);
+        crate::vm::vcpu::set_stack_top(logical, stack_top(slot));
         info!(
             "CPU {logical} online (MPIDR {:#x}, EL{})",
             cpu::mpidr(),

@@ -190,9 +190,10 @@ mod tests {
         }
         // Partial pages at the edges are not handed out.
         assert_eq!(a.free_ranges()[0].base.0, 0x4023_5000);
-        assert_eq!(a.free_ranges()[1].end(), 0x4800_0000);
-        assert_eq!(a.free_ranges()[2].base.0, 0x4810_1000);
-        let taken = 0x23_5000 + 0x10_2000 + 0x100_0000;
+        assert_eq!(a.free_ranges()[0].end(), 0x4800_0000);
+        assert_eq!(a.free_ranges()[1].base.0, 0x4810_1000);
+        assert_eq!(a.free_ranges()[2].base.0, 0x5100_0000);
+        let taken = 0x23_5000 + 0x10_1000 + 0x100_0000;
         assert_eq!(a.free_bytes(), RAM.size - taken);
     }
 

@@ -8,5 +8,7 @@ pub mod pagetable;
 #[cfg(target_os = "none")]
 pub mod heap;
 
-pub use addr::PhysRange;
+pub use addr::{PhysAddr, PhysRange};
 pub use frame::FrameAllocator;
+#[cfg(target_os = "none")]
+pub mod phys;

@@ -43,3 +43,18 @@ pub fn park() -> ! {
 pub fn set_index(i: usize) {
     TPIDR_EL2.set(i as u64);
 }
+
+/// Wakes CPUs waiting in WFE.
+pub fn send_event() {
+    asm::sev();
+}
+
+/// Waits for an event (SEV or interrupt), for polling loops.
+pub fn wait_for_event() {
+    asm::wfe();
+}
+
+/// Waits for an interrupt.
+pub fn wait_for_interrupt() {
+    asm::wfi();
+}

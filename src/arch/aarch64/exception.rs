@@ -84,23 +84,3 @@ impl core::fmt::Write for Buf<'_> {
 extern "C" fn el2_unexpected(frame: &TrapFrame, kind: u64) -> ! {
     report(frame, kind as usize)
 }
-
-#[no_mangle]
-extern "C" fn lower_sync(frame: &mut TrapFrame) {
-    report(frame, 8)
-}
-
-#[no_mangle]
-extern "C" fn lower_irq(frame: &mut TrapFrame) {
-    report(frame, 9)
-}
-
-#[no_mangle]
-extern "C" fn lower_fiq(frame: &mut TrapFrame) {
-    report(frame, 10)
-}
-
-#[no_mangle]
-extern "C" fn lower_serror(frame: &mut TrapFrame) {
-    report(frame, 11)
-}

@@ -2,6 +2,7 @@
 //! registers. Submodules that touch hardware are only built for the target;
 //! the data layouts and decoders compile on the host so they can be tested.
 
+pub mod esr;
 pub mod frame;
 
 #[cfg(target_os = "none")]
@@ -10,6 +11,8 @@ pub mod cpu;
 pub mod exception;
 #[cfg(target_os = "none")]
 pub mod firmware;
+#[cfg(target_os = "none")]
+pub mod guest;
 #[cfg(target_os = "none")]
 pub mod mmu;
 

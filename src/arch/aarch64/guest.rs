@@ -1,0 +1,198 @@
+//! EL2 registers that put a guest in its box: HCR_EL2, stage-2 (VTCR_EL2,
+//! VTTBR_EL2), the EL1 reset state a vCPU starts from, entering EL1, and
+//! writing an injected exception into the guest's EL1 registers.
+
+use super::frame::TrapFrame;
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::registers::{
+    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2,
+    HPFAR_EL2, ID_AA64MMFR0_EL1, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2,
+    VTTBR_EL2,
+};
+use core::arch::asm;
+
+/// HCR_EL2 while a guest runs (Arm ARM D19.2.48):
+/// VM (stage 2 on), SWIO (set/way invalidate is clean+invalidate), FMO/IMO/AMO
+/// (physical FIQ/IRQ/SError to EL2), TSC (SMC traps), TIDCP (implementation
+/// defined system registers trap), TSW (data cache set/way operations trap:
+/// they would reach caches other VMs share), TACR (auxiliary control
+/// registers trap), RW (EL1 is AArch64), PTW.
+pub const HCR_GUEST: u64 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 20)
+    | (1 << 21) | (1 << 22) | (1 << 31);
+
+/// SPSR for entering a guest: EL1h, D, A, I, F masked (Linux boot protocol).
+pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
+
+/// SCTLR_EL1 reset value: MMU and caches off, RES1 bits set.
+const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+
+/// VTCR_EL2 for a stage-2 table of `ipa_bits` starting at `start_level`.
+pub fn vtcr(ipa_bits: u32, start_level: usize) -> u64 {
+    let ps = ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange).min(6);
+    let vmid16 = vmid_bits() == 16;
+    let sl0: u64 = match start_level {
+        0 => 0b10,
+        1 => 0b01,
+        _ => 0b00,
+    };
+    (64 - u64::from(ipa_bits)) | (sl0 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (ps << 16)
+        | (u64::from(vmid16) << 19)
+        | (1 << 31)
+}
+
+/// VMID width: 16 bits where ID_AA64MMFR1_EL1.VMIDBits says so, else 8.
+pub fn vmid_bits() -> u32 {
+    let mmfr1: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { asm!("mrs {}, id_aa64mmfr1_el1", out(reg) mmfr1, options(nomem, nostack)) };
+    if (mmfr1 >> 4) & 0xf == 2 {
+        16
+    } else {
+        8
+    }
+}
+
+/// Physical address bits of this CPU.
+pub fn pa_bits() -> u32 {
+    super::mmu::pa_bits()
+}
+
+/// Loads a VM's stage 2 and trap configuration on this CPU and resets the
+/// EL1 state its vCPU starts from.
+pub fn load_vm(vttbr: u64, vtcr: u64, vmpidr: u64) {
+    VTCR_EL2.set(vtcr);
+    VTTBR_EL2.set(vttbr);
+    HCR_EL2.set(HCR_GUEST);
+    let midr = MIDR_EL1.get();
+    // SAFETY: VPIDR_EL2 only changes what the guest reads as MIDR_EL1.
+    unsafe { asm!("msr vpidr_el2, {}", in(reg) midr, options(nomem, nostack)) };
+    // Bit 31 of MPIDR is RES1; Aff0 = vCPU index, no multithreading.
+    VMPIDR_EL2.set((1 << 31) | vmpidr);
+    // EL1 may use the physical counter and timer; the virtual counter runs
+    // with no offset so every VM sees the same time base.
+    CNTHCTL_EL2.set(0b11);
+    CNTVOFF_EL2.set(0);
+    // SAFETY: CPTR_EL2 = RES1 bits only: no FP/SIMD traps (the guest owns
+    // the FP registers; EL2 is built soft-float and never uses them).
+    unsafe { asm!("msr cptr_el2, {}", in(reg) 0x33ffu64, options(nomem, nostack)) };
+    reset_el1();
+    barrier::isb(barrier::SY);
+    // SAFETY: invalidating this VMID's stage-1+2 TLB entries on this CPU.
+    unsafe { asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
+}
+
+/// EL1 system registers to their reset state for a (re)starting vCPU.
+pub fn reset_el1() {
+    SCTLR_EL1.set(SCTLR_EL1_RESET);
+    VBAR_EL1.set(0);
+    // SAFETY: these EL1 registers belong to the vCPU on this CPU, which is
+    // not running; the values are architectural reset states.
+    unsafe {
+        asm!(
+            "msr cpacr_el1, xzr",
+            "msr tcr_el1, xzr",
+            "msr mair_el1, xzr",
+            "msr ttbr0_el1, xzr",
+            "msr ttbr1_el1, xzr",
+            "msr cntv_ctl_el0, xzr",
+            "msr cntp_ctl_el0, xzr",
+            "msr cntkctl_el1, xzr",
+            "msr contextidr_el1, xzr",
+            "msr tpidr_el1, xzr",
+            "msr tpidr_el0, xzr",
+            "msr tpidrro_el0, xzr",
+            "msr sp_el1, xzr",
+            "msr sp_el0, xzr",
+            "msr elr_el1, xzr",
+            "msr spsr_el1, xzr",
+            "msr esr_el1, xzr",
+            "msr far_el1, xzr",
+            "msr afsr0_el1, xzr",
+            "msr afsr1_el1, xzr",
+            "msr amair_el1, xzr",
+            "msr par_el1, xzr",
+            options(nostack)
+        );
+    }
+}
+
+/// Invalidates every TLB entry of the VM whose VTTBR this is, on all CPUs.
+pub fn flush_vm_tlb(vttbr: u64) {
+    let saved = VTTBR_EL2.get();
+    VTTBR_EL2.set(vttbr);
+    barrier::isb(barrier::SY);
+    // SAFETY: TLB maintenance for the VMID just loaded; no memory effects.
+    unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+    VTTBR_EL2.set(saved);
+    barrier::isb(barrier::SY);
+}
+
+/// ESR_EL2 of the exception being handled.
+#[inline(always)]
+pub fn esr() -> u64 {
+    ESR_EL2.get()
+}
+
+/// FAR_EL2 of the exception being handled.
+#[inline(always)]
+pub fn far() -> u64 {
+    FAR_EL2.get()
+}
+
+/// The faulting IPA of a stage-2 abort: HPFAR_EL2.FIPA with FAR's page offset.
+pub fn fault_ipa() -> u64 {
+    ((HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8) | (FAR_EL2.get() & 0xfff)
+}
+
+/// The guest's VBAR_EL1.
+pub fn vbar_el1() -> u64 {
+    VBAR_EL1.get()
+}
+
+/// Writes the EL1 side of an injected exception.
+pub fn write_el1_exception(elr: u64, spsr: u64, esr: u64, far: Option<u64>) {
+    ELR_EL1.set(elr);
+    SPSR_EL1.set(spsr);
+    ESR_EL1.set(esr);
+    if let Some(f) = far {
+        FAR_EL1.set(f);
+    }
+}
+
+extern "C" {
+    fn guest_enter(frame: *const TrapFrame, stack_top: u64) -> !;
+    fn restart_on(stack_top: u64, f: extern "C" fn() -> !) -> !;
+}
+
+/// Drops into the guest with `frame`'s registers. The frame is copied to the
+/// top of this CPU's stack, where every later exit saves its registers.
+pub fn enter(frame: &TrapFrame, stack_top: u64) -> ! {
+    // SAFETY: `stack_top` is this CPU's stack top; nothing on the current
+    // stack is needed again (the caller never returns).
+    unsafe { guest_enter(frame, stack_top) }
+}
+
+/// Abandons the current stack (a vCPU that powered off) and runs `f` from
+/// the top of this CPU's stack.
+pub fn restart(stack_top: u64, f: extern "C" fn() -> !) -> ! {
+    // SAFETY: as for `enter`: the current stack's contents are dead.
+    unsafe { restart_on(stack_top, f) }
+}
+
+core::arch::global_asm!(
+    ".section .text.guest, \"ax\"",
+    ".global guest_enter",
+    "guest_enter:",
+    "    sub     sp, x1, #272",
+    "    mov     x2, sp",
+    "    mov     x3, #17",
+    "1:  ldp     x4, x5, [x0], #16",
+    "    stp     x4, x5, [x2], #16",
+    "    subs    x3, x3, #1",
+    "    b.ne    1b",
+    "    b       exception_return",
+    ".global restart_on",
+    "restart_on:",
+    "    mov     sp, x0",
+    "    br      x1",
+);

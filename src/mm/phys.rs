@@ -1,0 +1,44 @@
+//! Access to physical memory through the hypervisor's identity map. The only
+//! place that turns a physical address into a pointer.
+
+use super::pagetable::{MapError, TableMemory};
+use super::FrameAllocator;
+
+/// Zeroes `[pa, pa + len)`.
+///
+/// # Safety
+/// The range must be RAM the caller owns (allocated to it from the frame
+/// allocator) and identity mapped.
+pub unsafe fn zero(pa: u64, len: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+}
+
+/// Copies `src` to physical `pa`.
+///
+/// # Safety
+/// As for [`zero`], for `[pa, pa + src.len())`.
+pub unsafe fn copy_to(pa: u64, src: &[u8]) {
+    // SAFETY: the caller's contract; `src` is hypervisor memory, which is
+    // never handed to a VM, so the two cannot overlap.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, src.len()) };
+}
+
+/// Translation-table pages from the frame allocator (stage-2 tables).
+pub struct FrameTables<'a>(pub &'a mut FrameAllocator);
+
+impl TableMemory for FrameTables<'_> {
+    fn alloc_tables(&mut self, pages: usize) -> Result<u64, MapError> {
+        let size = pages as u64 * 4096;
+        let pa = self.0.alloc(size, size).map_err(|_| MapError::NoMemory)?.0;
+        // SAFETY: freshly allocated RAM, owned by these tables from now on.
+        unsafe { zero(pa, size) };
+        Ok(pa)
+    }
+
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: `pa` came from `alloc_tables`: an identity-mapped table
+        // page owned by the table being edited, which the caller holds.
+        unsafe { &mut *(pa as *mut [u64; 512]) }
+    }
+}

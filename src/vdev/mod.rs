@@ -1,0 +1,28 @@
+//! Emulated devices. Each implements [`MmioDevice`] and is tested on the host
+//! by calling it; none touches a hardware register.
+
+pub mod testdev;
+pub mod vuart;
+
+use core::fmt;
+
+/// An access the device refuses: the guest gets a synchronous external abort.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BusError;
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bus error")
+    }
+}
+
+/// A device behind a guest-physical MMIO window. `offset` is from the start
+/// of the window, `width` is 1, 2, 4 or 8 bytes, `vcpu` the accessing vCPU.
+pub trait MmioDevice: Send + Sync {
+    /// Short name for logs.
+    fn name(&self) -> &str;
+    /// Bytes of guest-physical space the device decodes.
+    fn size(&self) -> u64;
+    fn read(&self, offset: u64, width: u8, vcpu: usize) -> Result<u64, BusError>;
+    fn write(&self, offset: u64, width: u8, value: u64, vcpu: usize) -> Result<(), BusError>;
+}

@@ -1,0 +1,157 @@
+//! Building the VMs the configuration describes: RAM, stage 2, emulated
+//! devices, images, vCPUs. A VM that cannot be built is reported and left
+//! out; the others still start.
+
+use super::mmio::MmioBus;
+use super::{RamRegion, Vcpu, Vm, VmState};
+use crate::arch::aarch64::{guest, mmu, MAX_CPUS};
+use crate::config::{Config, ConsoleKind, VmConfig};
+use crate::mm::pagetable::{Attrs, PageTable, Regime};
+use crate::mm::phys::{self, FrameTables};
+use crate::mm::{FrameAllocator, PhysAddr};
+use crate::package::{Package, KIND_IMAGE};
+use crate::platform::Platform;
+use crate::vdev::testdev::TestDevice;
+use crate::vdev::vuart::VirtualUart;
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, AtomicUsize};
+use log::{error, info};
+
+/// Guest-physical base of the virtual console (QEMU `virt`'s PL011).
+pub const VUART_IPA: u64 = 0x0900_0000;
+const BLOCK: u64 = 2 << 20;
+
+/// Builds every VM of `config`; returns those that could be built.
+pub fn create_all(p: &Platform, config: &Config, pkg: &Package, frames: &mut FrameAllocator) -> Vec<Vm> {
+    let mut vms = Vec::new();
+    let mut taken = [false; MAX_CPUS];
+    for vc in &config.vms {
+        let index = vms.len();
+        match create(index, p, vc, pkg, frames, &mut taken) {
+            Ok(vm) => vms.push(vm),
+            Err(e) => error!("VM {}: not started: {e}", vc.name),
+        }
+    }
+    vms
+}
+
+fn create(
+    index: usize,
+    p: &Platform,
+    vc: &VmConfig,
+    pkg: &Package,
+    frames: &mut FrameAllocator,
+    taken: &mut [bool; MAX_CPUS],
+) -> Result<Vm, String> {
+    for &c in &vc.cpus {
+        if c >= p.cpus.len() || c >= MAX_CPUS {
+            return Err(format!("CPU {c} does not exist on this board ({} CPUs)", p.cpus.len()));
+        }
+        if taken[c] {
+            return Err(format!("CPU {c} already belongs to another VM"));
+        }
+    }
+    let kernel = pkg.find(KIND_IMAGE, &vc.kernel).ok_or_else(|| format!("image {:?} not in the package", vc.kernel))?;
+
+    // RAM first: nothing else is allocated if it does not fit.
+    let mut ram: Vec<RamRegion> = Vec::new();
+    for m in &vc.memory {
+        let got = match m.phys {
+            Some(pa) => frames.alloc_at(PhysAddr(pa), m.size).map(|_| pa),
+            None => frames.alloc(m.size, BLOCK).map(|a| a.0),
+        };
+        match got {
+            Ok(pa) => ram.push(RamRegion { ipa: if m.identity { pa } else { m.ipa }, pa, size: m.size }),
+            Err(e) => {
+                for r in &ram {
+                    frames.free(PhysAddr(r.pa), r.size);
+                }
+                return Err(format!("memory: {e}"));
+            }
+        }
+    }
+
+    let mut mmio = MmioBus::default();
+    if vc.console == ConsoleKind::Virtual {
+        mmio.add(VUART_IPA, Box::new(VirtualUart::new(&vc.name, crate::console::vm_line)))
+            .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
+    }
+    if let Some(base) = vc.test_device {
+        mmio.add(base, Box::new(TestDevice::new())).map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
+    }
+
+    // Stage 2: IPA size from the highest address the VM uses, capped by the CPU.
+    let top = ram
+        .iter()
+        .map(|r| r.ipa + r.size)
+        .chain(mmio.regions().iter().map(|r| r.base + r.size))
+        .max()
+        .unwrap_or(1 << 32);
+    let ipa_bits = (64 - (top - 1).leading_zeros()).max(32).min(guest::pa_bits());
+    if top > 1 << ipa_bits {
+        return Err(format!("guest-physical address {top:#x} beyond the CPU's {ipa_bits}-bit IPA space"));
+    }
+    let mut tables = FrameTables(frames);
+    let mut s2 = PageTable::new(Regime::Stage2, ipa_bits, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
+    for r in &ram {
+        s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
+    }
+
+    // Scrub RAM, then load the kernel at RAM base + its Image text_offset.
+    for r in &ram {
+        // SAFETY: allocated to this VM above; identity mapped (it is RAM).
+        unsafe { phys::zero(r.pa, r.size) };
+    }
+    let first = ram[0];
+    let text_offset = image_text_offset(kernel);
+    if text_offset + kernel.len() as u64 > first.size {
+        return Err(format!("kernel ({} bytes) does not fit in the first RAM region", kernel.len()));
+    }
+    let load_pa = first.pa + text_offset;
+    // SAFETY: inside the VM's first RAM region (checked just above).
+    unsafe { phys::copy_to(load_pa, kernel) };
+    // The vCPU starts with its MMU and caches off: push the image to PoC.
+    mmu::clean_dcache(load_pa, load_pa + kernel.len() as u64);
+
+    for &c in &vc.cpus {
+        taken[c] = true;
+    }
+    let vmid = (index + 1) as u16;
+    let vcpus = vc.cpus.iter().enumerate().map(|(i, &c)| Vcpu::new(index, i, c)).collect();
+    info!(
+        "VM {} ({}): CPUs {:?}, RAM {}, kernel {:?} at {:#x}, console {:?}",
+        index,
+        vc.name,
+        vc.cpus,
+        ram.iter().map(|r| format!("{:#x}->{:#x}+{}M", r.ipa, r.pa, r.size >> 20)).collect::<Vec<_>>().join(" "),
+        vc.kernel,
+        first.ipa + text_offset,
+        vc.console
+    );
+    Ok(Vm {
+        index,
+        vmid,
+        vttbr: s2.root() | (u64::from(vmid) << 48),
+        vtcr: guest::vtcr(ipa_bits, s2.start_level()),
+        entry: first.ipa + text_offset,
+        x0: 0,
+        config: vc.clone(),
+        vcpus,
+        ram,
+        mmio,
+        state: AtomicU8::new(VmState::Running as u8),
+        faults_logged: AtomicUsize::new(0),
+    })
+}
+
+/// text_offset from an arm64 Image header, or 0 for a raw binary.
+fn image_text_offset(image: &[u8]) -> u64 {
+    if image.len() >= 64 && &image[56..60] == b"ARM\x64" {
+        u64::from_le_bytes(image[8..16].try_into().unwrap_or_default())
+    } else {
+        0
+    }
+}

@@ -1,0 +1,177 @@
+//! What happens when a guest leaves EL1: one dispatch on ESR_EL2.EC, every
+//! class answered. The HVC path is the hot path: no locks shared with other
+//! VMs, no allocation, no logging.
+
+use super::inject::{inject, GuestState, Injected};
+use super::psci::{self, Action, Power};
+use super::vcpu::{abandon_guest, current};
+use super::{Vm, VmState};
+use crate::arch::aarch64::esr::{self, DataAbort, Esr, ExceptionClass, SysRegAccess};
+use crate::arch::aarch64::frame::TrapFrame;
+use crate::arch::aarch64::{cpu, guest};
+use log::{info, warn};
+
+/// Synchronous exception from the guest.
+#[no_mangle]
+extern "C" fn lower_sync(frame: &mut TrapFrame) {
+    let esr = Esr(guest::esr());
+    match esr.class() {
+        ExceptionClass::Hvc64 => {
+            // ELR already points past the HVC.
+            if esr::hvc_imm(esr.iss()) != 0 {
+                frame.x[0] = u64::MAX; // NOT_SUPPORTED
+            } else {
+                smccc_call(frame);
+            }
+        }
+        ExceptionClass::Smc64 => {
+            // A trapped SMC returns to the SMC itself (Arm ARM D1.10.4).
+            frame.elr += 4;
+            smccc_call(frame);
+        }
+        ExceptionClass::DataAbortLower => data_abort(frame, esr),
+        ExceptionClass::InstrAbortLower => {
+            let (vm, vcpu) = current();
+            let far = guest::far();
+            if vm.should_log_fault() {
+                warn!("VM {} vCPU {}: instruction fetch from unmapped {:#x}; abort injected", vm.name(), vcpu.index, far);
+            }
+            inject_into(frame, Injected::InstrAbort { far });
+        }
+        ExceptionClass::SysReg64 => sysreg(frame, SysRegAccess::from_iss(esr.iss())),
+        ExceptionClass::Wfx => {
+            frame.elr += 4;
+        }
+        _ => {
+            let (vm, vcpu) = current();
+            if vm.should_log_fault() {
+                warn!(
+                    "VM {} vCPU {}: unhandled exit {} (ESR {:#x}) at {:#x}; UNDEFINED injected",
+                    vm.name(),
+                    vcpu.index,
+                    esr,
+                    esr.0,
+                    frame.elr
+                );
+            }
+            inject_into(frame, Injected::Undefined);
+        }
+    }
+}
+
+#[no_mangle]
+extern "C" fn lower_irq(_frame: &mut TrapFrame) {
+    // Physical interrupts come with the GIC driver; until then none are enabled.
+}
+
+#[no_mangle]
+extern "C" fn lower_fiq(_frame: &mut TrapFrame) {}
+
+/// An SError from the guest (an asynchronous external abort it caused): the
+/// VM is stopped, nobody else is affected.
+#[no_mangle]
+extern "C" fn lower_serror(frame: &mut TrapFrame) {
+    let (vm, vcpu) = current();
+    stop_vm(vm, vcpu.index, "SError (asynchronous external abort)", frame.elr);
+}
+
+fn smccc_call(frame: &mut TrapFrame) {
+    let (vm, vcpu) = current();
+    match psci::call(vm, frame.x[0] as u32, [frame.x[1], frame.x[2], frame.x[3]]) {
+        Action::Return(v) => frame.x[0] = v,
+        Action::CpuOff => {
+            vcpu.set_power(Power::Off);
+            abandon_guest();
+        }
+        Action::Suspend => {
+            // CPU_SUSPEND as a WFI: any interrupt (or none at all) wakes it.
+            cpu::wait_for_interrupt();
+            frame.x[0] = 0;
+        }
+        Action::SystemOff => stop_vm(vm, vcpu.index, "PSCI SYSTEM_OFF", frame.elr),
+        Action::SystemReset => stop_vm(vm, vcpu.index, "PSCI SYSTEM_RESET (restart not supported yet)", frame.elr),
+    }
+}
+
+fn data_abort(frame: &mut TrapFrame, esr: Esr) {
+    let (vm, vcpu) = current();
+    let da = DataAbort::from_iss(esr.iss());
+    let ipa = guest::fault_ipa();
+    if da.isv {
+        if let Some((dev, offset)) = vm.mmio.find(ipa) {
+            let result = if da.wnr {
+                dev.write(offset, da.sas, esr::store_value(frame.reg(da.srt as usize), &da), vcpu.index)
+            } else {
+                dev.read(offset, da.sas, vcpu.index).map(|v| frame.set_reg(da.srt as usize, esr::load_result(v, &da)))
+            };
+            if result.is_ok() {
+                frame.elr += 4;
+                return;
+            }
+        }
+    }
+    if vm.should_log_fault() {
+        warn!(
+            "VM {} vCPU {}: {} of IPA {:#x} at {:#x} {}; external abort injected",
+            vm.name(),
+            vcpu.index,
+            if da.wnr { "write" } else { "read" },
+            ipa,
+            frame.elr,
+            if !da.isv {
+                "not decodable (ISV=0)"
+            } else if vm.mmio.find(ipa).is_some() {
+                "refused by the device"
+            } else {
+                "outside the VM"
+            }
+        );
+    }
+    inject_into(frame, Injected::DataAbort { far: guest::far(), write: da.wnr });
+}
+
+fn sysreg(frame: &mut TrapFrame, acc: SysRegAccess) {
+    match acc.encoding() {
+        // Set/way cache maintenance (HCR_EL2.TSW): it would reach caches
+        // shared with other VMs. Stage 2 keeps VM memory coherent, so a
+        // guest that uses it (firmware-style code) loses nothing: ignore.
+        esr::DC_ISW | esr::DC_CSW | esr::DC_CISW => frame.elr += 4,
+        _ => {
+            let (vm, vcpu) = current();
+            if vm.should_log_fault() {
+                warn!(
+                    "VM {} vCPU {}: {} of system register S{}_{}_C{}_C{}_{} at {:#x}; UNDEFINED injected",
+                    vm.name(),
+                    vcpu.index,
+                    if acc.read { "read" } else { "write" },
+                    acc.op0,
+                    acc.op1,
+                    acc.crn,
+                    acc.crm,
+                    acc.op2,
+                    frame.elr
+                );
+            }
+            inject_into(frame, Injected::Undefined);
+        }
+    }
+}
+
+/// Delivers a synchronous exception to the guest's own EL1 vector.
+fn inject_into(frame: &mut TrapFrame, what: Injected) {
+    let st = GuestState { pc: frame.elr, pstate: frame.spsr, vbar_el1: guest::vbar_el1() };
+    let i = inject(&st, what);
+    guest::write_el1_exception(i.elr_el1, i.spsr_el1, i.esr_el1, i.far_el1);
+    frame.elr = i.new_pc;
+    frame.spsr = i.new_pstate;
+}
+
+/// Stops a whole VM with a logged reason; this CPU goes back to waiting.
+fn stop_vm(vm: &Vm, vcpu: usize, why: &str, pc: u64) -> ! {
+    vm.set_state(VmState::Stopped);
+    for v in &vm.vcpus {
+        v.set_power(Power::Off);
+    }
+    info!("VM {} stopped: {} (vCPU {}, pc {:#x})", vm.name(), why, vcpu, pc);
+    abandon_guest()
+}

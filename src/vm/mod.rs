@@ -1,0 +1,169 @@
+//! Virtual machines: creation from the configuration, their vCPUs, and what
+//! happens when a guest leaves EL1.
+
+pub mod inject;
+pub mod mmio;
+pub mod psci;
+
+#[cfg(target_os = "none")]
+mod create;
+#[cfg(target_os = "none")]
+pub mod exit;
+#[cfg(target_os = "none")]
+pub mod vcpu;
+
+#[cfg(target_os = "none")]
+pub use create::create_all;
+
+use crate::config::VmConfig;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use mmio::MmioBus;
+use psci::{Power, PsciTarget, MPIDR_AFF_MASK};
+
+/// One contiguous piece of a VM's RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRegion {
+    pub ipa: u64,
+    pub pa: u64,
+    pub size: u64,
+}
+
+/// Lifecycle of a VM.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum VmState {
+    Running = 0,
+    Stopped = 1,
+}
+
+/// A virtual CPU, pinned to one physical CPU for the VM's life.
+pub struct Vcpu {
+    pub index: usize,
+    /// The physical CPU (logical index) it runs on.
+    pub pcpu: usize,
+    /// Its MPIDR affinity as the guest sees it (Aff0 = index).
+    pub vmpidr: u64,
+    power: AtomicU8,
+    entry: AtomicU64,
+    context: AtomicU64,
+    /// Index of the owning VM in the VM table.
+    pub vm: usize,
+}
+
+impl Vcpu {
+    pub fn new(vm: usize, index: usize, pcpu: usize) -> Self {
+        Self {
+            index,
+            pcpu,
+            vmpidr: index as u64,
+            power: AtomicU8::new(Power::Off as u8),
+            entry: AtomicU64::new(0),
+            context: AtomicU64::new(0),
+            vm,
+        }
+    }
+
+    pub fn power(&self) -> Power {
+        match self.power.load(Ordering::Acquire) {
+            0 => Power::On,
+            2 => Power::OnPending,
+            _ => Power::Off,
+        }
+    }
+
+    pub fn set_power(&self, p: Power) {
+        self.power.store(p as u8, Ordering::Release);
+    }
+
+    /// Off -> OnPending with an entry point, atomically.
+    pub fn request_on(&self, entry: u64, context: u64) -> Result<(), Power> {
+        // Claim first, then publish entry/context, then mark pending: the
+        // target reads them only after seeing OnPending.
+        const CLAIMED: u8 = 3;
+        match self.power.compare_exchange(Power::Off as u8, CLAIMED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                self.entry.store(entry, Ordering::Relaxed);
+                self.context.store(context, Ordering::Relaxed);
+                self.power.store(Power::OnPending as u8, Ordering::Release);
+                Ok(())
+            }
+            Err(3) => Err(Power::OnPending),
+            Err(v) => Err(if v == Power::On as u8 { Power::On } else { Power::OnPending }),
+        }
+    }
+
+    /// The pending entry point and context id.
+    pub fn boot_args(&self) -> (u64, u64) {
+        (self.entry.load(Ordering::Relaxed), self.context.load(Ordering::Relaxed))
+    }
+}
+
+/// A virtual machine.
+pub struct Vm {
+    pub index: usize,
+    pub vmid: u16,
+    pub config: VmConfig,
+    pub vcpus: Vec<Vcpu>,
+    pub ram: Vec<RamRegion>,
+    pub mmio: MmioBus,
+    /// VTTBR_EL2 (root table and VMID) and VTCR_EL2 for this VM.
+    pub vttbr: u64,
+    pub vtcr: u64,
+    /// Where vCPU 0 starts and what it gets in x0.
+    pub entry: u64,
+    pub x0: u64,
+    state: AtomicU8,
+    /// Guest faults logged so far (logging is rate-limited per VM).
+    pub faults_logged: AtomicUsize,
+}
+
+impl Vm {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn state(&self) -> VmState {
+        if self.state.load(Ordering::Acquire) == VmState::Running as u8 {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        }
+    }
+
+    pub fn set_state(&self, s: VmState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    /// The physical address of guest-physical `ipa`, if it is RAM of this VM.
+    pub fn ram_pa(&self, ipa: u64) -> Option<u64> {
+        self.ram.iter().find(|r| ipa >= r.ipa && ipa - r.ipa < r.size).map(|r| r.pa + (ipa - r.ipa))
+    }
+
+    /// Whether to log another guest fault (first 16 per VM, then every 1024th).
+    pub fn should_log_fault(&self) -> bool {
+        let n = self.faults_logged.fetch_add(1, Ordering::Relaxed);
+        n < 16 || n % 1024 == 0
+    }
+}
+
+impl PsciTarget for Vm {
+    fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
+        self.vcpus.iter().position(|v| v.vmpidr == mpidr & MPIDR_AFF_MASK)
+    }
+
+    fn power(&self, vcpu: usize) -> Power {
+        self.vcpus[vcpu].power()
+    }
+
+    fn request_on(&self, vcpu: usize, entry: u64, context: u64) -> Result<(), Power> {
+        self.vcpus[vcpu].request_on(entry, context)?;
+        #[cfg(target_os = "none")]
+        crate::arch::aarch64::cpu::send_event();
+        Ok(())
+    }
+
+    fn valid_entry(&self, entry: u64) -> bool {
+        entry % 4 == 0 && self.ram_pa(entry).is_some()
+    }
+}

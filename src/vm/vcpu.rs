@@ -1,0 +1,83 @@
+//! Running vCPUs: every physical CPU that owns a vCPU waits here until the
+//! vCPU is powered on, then drops into the guest. A vCPU that powers off (or
+//! whose VM stops) comes back here on a fresh stack.
+
+use super::psci::Power;
+use super::{Vcpu, Vm, VmState};
+use crate::arch::aarch64::frame::TrapFrame;
+use crate::arch::aarch64::{cpu, guest, MAX_CPUS};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use spin::Once;
+
+/// All VMs, fixed once created.
+pub static VMS: Once<Vec<Vm>> = Once::new();
+
+/// The vCPU each physical CPU runs, if any.
+static CURRENT: [AtomicPtr<Vcpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+/// Top of each physical CPU's stack, where guest frames live.
+static STACK_TOP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Publishes the VMs and assigns their vCPUs to physical CPUs; powers on
+/// each VM's first vCPU.
+pub fn install(vms: Vec<Vm>) {
+    let vms = VMS.call_once(|| vms);
+    for vm in vms {
+        for v in &vm.vcpus {
+            CURRENT[v.pcpu].store(v as *const Vcpu as *mut Vcpu, Ordering::Release);
+        }
+        let _ = vm.vcpus[0].request_on(vm.entry, vm.x0);
+    }
+    cpu::send_event();
+}
+
+/// Records where this CPU's stack ends (called once per CPU at bring-up).
+pub fn set_stack_top(cpu: usize, top: u64) {
+    STACK_TOP[cpu].store(top, Ordering::Relaxed);
+}
+
+/// The vCPU running on this physical CPU and its VM. Only valid while a
+/// guest is assigned, which is the case for every exit from a lower EL.
+#[inline(always)]
+pub fn current() -> (&'static Vm, &'static Vcpu) {
+    let p = CURRENT[cpu::index()].load(Ordering::Relaxed);
+    // SAFETY: set once in `install` to an element of VMS, which lives for
+    // ever and is never moved; lower-EL exits only happen on CPUs that run
+    // a vCPU, so the pointer is non-null here.
+    let vcpu: &'static Vcpu = unsafe { &*p };
+    let vm = &VMS.get().expect("VMs exist when a guest runs")[vcpu.vm];
+    (vm, vcpu)
+}
+
+/// This CPU's scheduler, such as it is: wait for our vCPU, run it. Never
+/// returns; entered from boot and again after a vCPU stops.
+pub extern "C" fn cpu_loop() -> ! {
+    let me = cpu::index();
+    let p = CURRENT[me].load(Ordering::Acquire);
+    if p.is_null() {
+        cpu::park();
+    }
+    // SAFETY: as in `current`.
+    let vcpu: &'static Vcpu = unsafe { &*p };
+    let vm = &VMS.get().expect("VMs installed before CPUs run them")[vcpu.vm];
+    loop {
+        if vm.state() == VmState::Running && vcpu.power() == Power::OnPending {
+            break;
+        }
+        cpu::wait_for_event();
+    }
+    let (entry, context) = vcpu.boot_args();
+    vcpu.set_power(Power::On);
+    guest::load_vm(vm.vttbr, vm.vtcr, vcpu.vmpidr);
+    let mut frame = TrapFrame::default();
+    frame.x[0] = context;
+    frame.elr = entry;
+    frame.spsr = guest::SPSR_EL1H_MASKED;
+    guest::enter(&frame, STACK_TOP[me].load(Ordering::Relaxed))
+}
+
+/// Leaves the guest for good on this CPU (its vCPU is off or its VM stopped)
+/// and goes back to waiting.
+pub fn abandon_guest() -> ! {
+    guest::restart(STACK_TOP[cpu::index()].load(Ordering::Relaxed), cpu_loop)
+}
