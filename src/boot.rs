@@ -1,10 +1,10 @@
 //! The boot flow on the target: what `entry.S` calls.
 
 use crate::arch::aarch64::{cpu, mmu};
-use crate::mm::{FrameAllocator, PhysRange};
-use crate::platform::{self, Platform};
 use crate::config::Config;
+use crate::mm::{FrameAllocator, PhysRange};
 use crate::package::Package;
+use crate::platform::{self, Platform};
 use crate::vm::{self, vcpu};
 use crate::{console, smp, VERSION};
 use alloc::vec::Vec;
@@ -39,8 +39,17 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     let t0 = cpu::counter();
     // SAFETY: x0 holds the DTB address per the arm64 boot protocol; `Fdt`
     // checks the header magic and sizes before reading further.
-    let Ok(fdt) = (unsafe { Fdt::from_ptr(dtb as *const u8) }) else {
+    let Ok(size) = (unsafe { Fdt::from_ptr(dtb as *const u8) }).map(|f| f.total_size()) else {
         cpu::park(); // no DTB: no console to complain on
+    };
+    // SAFETY: the boot loader handed us the DTB's `size` bytes; nothing else
+    // uses them while we compact it in place.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, size) };
+    if platform::nops::strip_nops(bytes).is_err() {
+        cpu::park();
+    }
+    let Ok(fdt) = Fdt::new(bytes) else {
+        cpu::park();
     };
     if el != 2 {
         early_complain(
@@ -115,8 +124,7 @@ fn package() -> Option<Package<'static>> {
         static __payload_start: u8;
     }
     let image = image_range();
-    // SAFETY: only the symbol's address is used.
-    let start = unsafe { core::ptr::addr_of!(__payload_start) } as u64;
+    let start = core::ptr::addr_of!(__payload_start) as u64;
     if image.end() <= start + 24 {
         return None;
     }
@@ -191,11 +199,7 @@ fn banner(p: &Platform, online: usize, image: PhysRange, t0: u64) {
             p.timer.virt, p.timer.phys, p.timer.hyp_phys
         ),
     }
-    info!(
-        "  boot: {}.{:03} ms from entry to banner",
-        us / 1000,
-        us % 1000
-    );
+    info!("  boot: {}.{:03} ms from entry to banner", us / 1000, us % 1000);
 }
 
 /// Deliberate faults for the test suite (`tessera.selftest=` on the command line).

@@ -69,7 +69,9 @@ impl<'a> Package<'a> {
 
     /// The first entry of `kind` called `name`.
     pub fn find(&self, kind: u32, name: &str) -> Option<&'a [u8]> {
-        self.entries().find(|e| e.kind == kind && e.name == name).map(|e| e.data)
+        self.entries()
+            .find(|e| e.kind == kind && e.name == name)
+            .map(|e| e.data)
     }
 
     /// The config blob.
@@ -107,7 +109,10 @@ mod tests {
 
     #[test]
     fn finds_entries() {
-        let p = build(&[(KIND_CONFIG, "config", b"cfg"), (KIND_IMAGE, "hello", b"\x01\x02")]);
+        let p = build(&[
+            (KIND_CONFIG, "config", b"cfg"),
+            (KIND_IMAGE, "hello", b"\x01\x02"),
+        ]);
         let pkg = Package::parse(&p).unwrap();
         assert_eq!(pkg.config(), Some(&b"cfg"[..]));
         assert_eq!(pkg.find(KIND_IMAGE, "hello"), Some(&[1u8, 2][..]));

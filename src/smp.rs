@@ -56,7 +56,7 @@ mod target {
             warn!("no PSCI: running on the boot CPU only");
             return 1;
         };
-        let entry = secondary_entry as usize as u64;
+        let entry = secondary_entry as *const () as u64;
         for (i, c) in p.cpus.iter().enumerate() {
             if i == boot {
                 continue;
@@ -70,10 +70,7 @@ mod target {
             }
             let before = ONLINE.load(Ordering::Acquire);
             if let Err(e) = firmware::cpu_on(conduit, c.mpidr, entry, slot_of(i, boot) as u64) {
-                warn!(
-                    "CPU {i} (MPIDR {:#x}) failed to start: PSCI error {e:?}",
-                    c.mpidr
-                );
+                warn!("CPU {i} (MPIDR {:#x}) failed to start: PSCI error {e:?}", c.mpidr);
                 continue;
             }
             // Wait for it to report in (bounded: a CPU that never arrives is left).
@@ -82,10 +79,7 @@ mod target {
                 core::hint::spin_loop();
             }
             if ONLINE.load(Ordering::Acquire) == before {
-                warn!(
-                    "CPU {i} (MPIDR {:#x}) did not report in within 1 s",
-                    c.mpidr
-                );
+                warn!("CPU {i} (MPIDR {:#x}) did not report in within 1 s", c.mpidr);
             }
         }
         ONLINE.load(Ordering::Acquire)
@@ -97,8 +91,7 @@ mod target {
 
     /// Top of the stack in `slot` (entry.S lays stacks out the same way).
     pub fn stack_top(slot: usize) -> u64 {
-        // SAFETY: only the address of the linker symbol is taken.
-        let base = unsafe { core::ptr::addr_of!(__stacks) } as u64;
+        let base = core::ptr::addr_of!(__stacks) as u64;
         base + ((slot + 1) * crate::arch::aarch64::STACK_SIZE) as u64
     }
 

@@ -93,12 +93,19 @@ impl fmt::Display for ConfigError {
 }
 
 fn err(vm: Option<&str>, what: impl Into<String>) -> ConfigError {
-    ConfigError { vm: vm.map(|s| s.to_string()), what: what.into() }
+    ConfigError {
+        vm: vm.map(|s| s.to_string()),
+        what: what.into(),
+    }
 }
 
 fn cells(n: &FdtNode, name: &str) -> Option<Vec<u32>> {
     let v = n.property(name)?.value;
-    Some(v.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Some(
+        v.chunks_exact(4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
 }
 
 fn string(n: &FdtNode, name: &str) -> Option<String> {
@@ -130,7 +137,10 @@ impl Config {
         if string(&root, "compatible").as_deref() != Some("tessera,config-v1") {
             return Err(err(None, "not a tessera,config-v1 blob"));
         }
-        let console_prefix = cells(&root, "console-prefix").and_then(|c| c.first().copied()).unwrap_or(1) != 0;
+        let console_prefix = cells(&root, "console-prefix")
+            .and_then(|c| c.first().copied())
+            .unwrap_or(1)
+            != 0;
         let mut vms = Vec::new();
         for n in root.children().filter(|n| n.name.starts_with("vm@")) {
             vms.push(Self::parse_vm(&n)?);
@@ -144,12 +154,16 @@ impl Config {
     fn parse_vm(n: &FdtNode) -> Result<VmConfig, ConfigError> {
         let name = string(n, "name").ok_or_else(|| err(Some(n.name), "no name"))?;
         let vm = Some(name.as_str());
-        let cpus: Vec<usize> = cells(n, "cpus").unwrap_or_default().into_iter().map(|c| c as usize).collect();
+        let cpus: Vec<usize> = cells(n, "cpus")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c as usize)
+            .collect();
         if cpus.is_empty() {
             return Err(err(vm, "no CPUs"));
         }
         let mem = cells(n, "memory").unwrap_or_default();
-        if mem.is_empty() || mem.len() % 7 != 0 {
+        if mem.is_empty() || !mem.len().is_multiple_of(7) {
             return Err(err(vm, "memory must be (ipa, size, phys, flags) entries"));
         }
         let memory = mem
@@ -183,7 +197,9 @@ impl Config {
             console,
             psci,
             devices: string_list(n, "devices"),
-            test_device: cells(n, "test-device").filter(|c| c.len() == 2).map(|c| u64_of(c[0], c[1])),
+            test_device: cells(n, "test-device")
+                .filter(|c| c.len() == 2)
+                .map(|c| u64_of(c[0], c[1])),
             name,
             cpus,
             memory,

@@ -29,7 +29,11 @@ fn blob(vms: &[Vm], compatible: &str) -> Vec<u8> {
         }
         w.property_array_u32("memory", &mem).unwrap();
         w.property_string("kernel", "hello").unwrap();
-        w.property_string_list("devices", vec!["/pl031@9010000".into(), "/virtio_mmio@a000000".into()]).unwrap();
+        w.property_string_list(
+            "devices",
+            vec!["/pl031@9010000".into(), "/virtio_mmio@a000000".into()],
+        )
+        .unwrap();
         w.property_array_u32("test-device", &[0, 0x0b00_0000]).unwrap();
         if let Some(c) = vm.console {
             w.property_string("console", c).unwrap();
@@ -45,7 +49,13 @@ fn blob(vms: &[Vm], compatible: &str) -> Vec<u8> {
 
 fn one(console: Option<&str>, psci: Option<&str>) -> Vec<u8> {
     blob(
-        &[Vm { name: "a", cpus: &[1, 2], memory: &[(0x4000_0000, 16 << 20, None, false)], console, psci }],
+        &[Vm {
+            name: "a",
+            cpus: &[1, 2],
+            memory: &[(0x4000_0000, 16 << 20, None, false)],
+            console,
+            psci,
+        }],
         "tessera,config-v1",
     )
 }
@@ -57,11 +67,20 @@ fn reads_every_field() {
             Vm {
                 name: "linux0",
                 cpus: &[0, 1],
-                memory: &[(0x4000_0000, 256 << 20, None, false), (0x4800_0000, 2 << 20, Some(0x4800_0000), true)],
+                memory: &[
+                    (0x4000_0000, 256 << 20, None, false),
+                    (0x4800_0000, 2 << 20, Some(0x4800_0000), true),
+                ],
                 console: Some("virtual"),
                 psci: Some("smc"),
             },
-            Vm { name: "rt", cpus: &[3], memory: &[(0x4000_0000, 16 << 20, None, false)], console: None, psci: None },
+            Vm {
+                name: "rt",
+                cpus: &[3],
+                memory: &[(0x4000_0000, 16 << 20, None, false)],
+                console: None,
+                psci: None,
+            },
         ],
         "tessera,config-v1",
     );
@@ -71,25 +90,53 @@ fn reads_every_field() {
     let v = &c.vms[0];
     assert_eq!(v.name, "linux0");
     assert_eq!(v.cpus, vec![0, 1]);
-    assert_eq!(v.memory[0], MemoryConfig { ipa: 0x4000_0000, size: 256 << 20, phys: None, identity: false });
+    assert_eq!(
+        v.memory[0],
+        MemoryConfig {
+            ipa: 0x4000_0000,
+            size: 256 << 20,
+            phys: None,
+            identity: false
+        }
+    );
     assert_eq!(
         v.memory[1],
-        MemoryConfig { ipa: 0x4800_0000, size: 2 << 20, phys: Some(0x4800_0000), identity: true }
+        MemoryConfig {
+            ipa: 0x4800_0000,
+            size: 2 << 20,
+            phys: Some(0x4800_0000),
+            identity: true
+        }
     );
     assert_eq!(v.psci, PsciConduit::Smc);
     assert_eq!(v.console, ConsoleKind::Virtual);
-    assert_eq!(v.devices, vec!["/pl031@9010000".to_string(), "/virtio_mmio@a000000".to_string()]);
+    assert_eq!(
+        v.devices,
+        vec!["/pl031@9010000".to_string(), "/virtio_mmio@a000000".to_string()]
+    );
     assert_eq!(v.test_device, Some(0x0b00_0000));
     assert_eq!(c.vms[1].psci, PsciConduit::Hvc);
 }
 
 #[test]
 fn rejects_unknown_values_and_blobs() {
-    assert!(Config::parse(&one(Some("telnet"), None)).unwrap_err().to_string().contains("unknown console"));
-    assert!(Config::parse(&one(None, Some("svc"))).unwrap_err().to_string().contains("unknown PSCI conduit"));
+    assert!(Config::parse(&one(Some("telnet"), None))
+        .unwrap_err()
+        .to_string()
+        .contains("unknown console"));
+    assert!(Config::parse(&one(None, Some("svc")))
+        .unwrap_err()
+        .to_string()
+        .contains("unknown PSCI conduit"));
     assert!(Config::parse(&blob(&[], "tessera,config-v1")).is_err());
     let wrong = blob(
-        &[Vm { name: "a", cpus: &[1], memory: &[(0, 4096, None, false)], console: None, psci: None }],
+        &[Vm {
+            name: "a",
+            cpus: &[1],
+            memory: &[(0, 4096, None, false)],
+            console: None,
+            psci: None,
+        }],
         "something-else",
     );
     assert!(Config::parse(&wrong).is_err());
@@ -99,10 +146,25 @@ fn rejects_unknown_values_and_blobs() {
 #[test]
 fn a_vm_needs_cpus_and_memory() {
     let no_cpus = blob(
-        &[Vm { name: "a", cpus: &[], memory: &[(0, 4096, None, false)], console: None, psci: None }],
+        &[Vm {
+            name: "a",
+            cpus: &[],
+            memory: &[(0, 4096, None, false)],
+            console: None,
+            psci: None,
+        }],
         "tessera,config-v1",
     );
     assert_eq!(Config::parse(&no_cpus).unwrap_err().vm.as_deref(), Some("a"));
-    let no_mem = blob(&[Vm { name: "a", cpus: &[0], memory: &[], console: None, psci: None }], "tessera,config-v1");
+    let no_mem = blob(
+        &[Vm {
+            name: "a",
+            cpus: &[0],
+            memory: &[],
+            console: None,
+            psci: None,
+        }],
+        "tessera,config-v1",
+    );
     assert!(Config::parse(&no_mem).is_err());
 }

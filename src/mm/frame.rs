@@ -87,7 +87,7 @@ impl FrameAllocator {
     /// `align` a power of two), first fit from the bottom.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<PhysAddr, FrameError> {
         let align = align.max(PAGE_SIZE);
-        if size == 0 || size % PAGE_SIZE != 0 || !align.is_power_of_two() {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) || !align.is_power_of_two() {
             return Err(FrameError::BadRequest);
         }
         let found = self.free.iter().find_map(|r| {
@@ -101,7 +101,7 @@ impl FrameAllocator {
 
     /// Allocates exactly `[base, base + size)`, which must be entirely free.
     pub fn alloc_at(&mut self, base: PhysAddr, size: u64) -> Result<(), FrameError> {
-        if size == 0 || size % PAGE_SIZE != 0 || !base.is_aligned(PAGE_SIZE) {
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) || !base.is_aligned(PAGE_SIZE) {
             return Err(FrameError::BadRequest);
         }
         self.take(PhysRange::new(base.0, size))
@@ -248,9 +248,6 @@ mod tests {
         );
         a.alloc_at(PhysAddr(0x4800_0000), 0x20_0000).unwrap();
         assert!(a.alloc_at(PhysAddr(0x4810_0000), 0x1000).is_err());
-        assert_eq!(
-            a.alloc(0x20_0000, 0x20_0000).unwrap(),
-            PhysAddr(0x4020_0000)
-        );
+        assert_eq!(a.alloc(0x20_0000, 0x20_0000).unwrap(), PhysAddr(0x4020_0000));
     }
 }

@@ -8,7 +8,10 @@ pub mod pagetable;
 #[cfg(target_os = "none")]
 pub mod heap;
 
+#[cfg_attr(not(target_os = "none"), allow(unused_imports))]
 pub use addr::{PhysAddr, PhysRange};
+#[cfg_attr(not(target_os = "none"), allow(unused_imports))]
 pub use frame::FrameAllocator;
+
 #[cfg(target_os = "none")]
 pub mod phys;

@@ -183,11 +183,7 @@ impl PageTable {
         let concat_bits = if regime == Regime::Stage2 { 4 } else { 0 };
         // Start at level 1 unless the input size needs level 0; never lower
         // (keeps the SL0/T0SZ combinations to the two everybody supports).
-        let level = if input_bits > shift(0) + concat_bits {
-            0
-        } else {
-            1
-        };
+        let level = if input_bits > shift(0) + concat_bits { 0 } else { 1 };
         let bits_here = input_bits.saturating_sub(shift(level));
         let pages = if bits_here > 9 {
             1usize << (bits_here - 9)
@@ -198,11 +194,7 @@ impl PageTable {
     }
 
     /// An empty tree for `input_bits` of input address (VA or IPA).
-    pub fn new(
-        regime: Regime,
-        input_bits: u32,
-        mem: &mut impl TableMemory,
-    ) -> Result<Self, MapError> {
+    pub fn new(regime: Regime, input_bits: u32, mem: &mut impl TableMemory) -> Result<Self, MapError> {
         let (start_level, pages) = Self::geometry(regime, input_bits);
         let root = mem.alloc_tables(pages)?;
         Ok(Self {
@@ -251,7 +243,7 @@ impl PageTable {
         attrs: Attrs,
         mem: &mut impl TableMemory,
     ) -> Result<(), MapError> {
-        if va % 4096 != 0 || pa % 4096 != 0 || size % 4096 != 0 {
+        if !va.is_multiple_of(4096) || !pa.is_multiple_of(4096) || !size.is_multiple_of(4096) {
             return Err(MapError::Unaligned);
         }
         let end = va.checked_add(size).ok_or(MapError::OutOfRange)?;
@@ -402,13 +394,7 @@ pub mod tests {
             .unwrap();
         // root (2 pages) + one L2 table + one L3 table.
         assert_eq!(m.count(), 4);
-        for off in [
-            0u64,
-            0x1234,
-            (1 << 30) - 8,
-            1 << 30,
-            (1 << 30) + (2 << 20) + 4095,
-        ] {
+        for off in [0u64, 0x1234, (1 << 30) - 8, 1 << 30, (1 << 30) + (2 << 20) + 4095] {
             let (pa, a) = pt.translate(0x4000_0000 + off, &mut m).unwrap();
             assert_eq!(pa, 0x8000_0000 + off);
             assert_eq!(a, Attrs::RAM);
@@ -435,8 +421,7 @@ pub mod tests {
         let mut m = HostTables::default();
         let mut pt = PageTable::new(Regime::Stage2, 40, &mut m).unwrap();
         let va = (1u64 << 40) - (1 << 30);
-        pt.map(va, 0x1_0000_0000, 1 << 30, Attrs::RAM, &mut m)
-            .unwrap();
+        pt.map(va, 0x1_0000_0000, 1 << 30, Attrs::RAM, &mut m).unwrap();
         assert_eq!(pt.translate(va + 5, &mut m).unwrap().0, 0x1_0000_0005);
     }
 
@@ -482,10 +467,7 @@ pub mod tests {
             ..Default::default()
         };
         let mut pt = PageTable::new(Regime::Stage2, 39, &mut m).unwrap();
-        assert_eq!(
-            pt.map(0, 0, 0x1000, Attrs::RAM, &mut m),
-            Err(MapError::NoMemory)
-        );
+        assert_eq!(pt.map(0, 0, 0x1000, Attrs::RAM, &mut m), Err(MapError::NoMemory));
     }
 
     #[test]

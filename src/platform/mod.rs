@@ -11,6 +11,7 @@ use core::fmt;
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
+pub mod nops;
 #[cfg(test)]
 mod tests;
 
@@ -237,8 +238,7 @@ fn node_path(dtb: &Fdt, want: &FdtNode) -> String {
 }
 
 fn is_compatible(n: &FdtNode, with: &[&str]) -> bool {
-    n.compatible()
-        .is_some_and(|c| c.all().any(|s| with.contains(&s)))
+    n.compatible().is_some_and(|c| c.all().any(|s| with.contains(&s)))
 }
 
 fn discover_cpus(dtb: &Fdt) -> Result<Vec<Cpu>, DiscoverError> {
@@ -282,8 +282,7 @@ pub fn gic_intid(kind: u32, number: u32) -> u32 {
 }
 
 fn discover_gic(dtb: &Fdt) -> Result<Gic, DiscoverError> {
-    let (node, version) = if let Some(n) = dtb.all_nodes().find(|n| is_compatible(n, GICV3_COMPAT))
-    {
+    let (node, version) = if let Some(n) = dtb.all_nodes().find(|n| is_compatible(n, GICV3_COMPAT)) {
         (n, GicVersion::V3)
     } else if let Some(n) = dtb.all_nodes().find(|n| is_compatible(n, GICV2_COMPAT)) {
         (n, GicVersion::V2)
@@ -346,9 +345,7 @@ fn discover_timer(dtb: &Fdt) -> Result<Timer, DiscoverError> {
         .all_nodes()
         .find(|n| is_compatible(n, TIMER_COMPAT))
         .ok_or(DiscoverError::Timer)?;
-    let c: Vec<u32> = cells(&node, "interrupts")
-        .ok_or(DiscoverError::Timer)?
-        .collect();
+    let c: Vec<u32> = cells(&node, "interrupts").ok_or(DiscoverError::Timer)?.collect();
     // #interrupt-cells is 3 for both GIC bindings: (type, number, flags).
     let ids: Vec<u32> = c.chunks_exact(3).map(|s| gic_intid(s[0], s[1])).collect();
     if ids.len() < 4 {
@@ -363,9 +360,7 @@ fn discover_timer(dtb: &Fdt) -> Result<Timer, DiscoverError> {
 }
 
 fn console_at(dtb: &Fdt, node: FdtNode, found_by: &'static str) -> Option<Console> {
-    if !is_compatible(&node, &[PL011_COMPAT])
-        || prop_str(&node, "status").is_some_and(|s| s == "disabled")
-    {
+    if !is_compatible(&node, &[PL011_COMPAT]) || prop_str(&node, "status").is_some_and(|s| s == "disabled") {
         return None;
     }
     let regs = *reg_ranges(node).first()?;
@@ -384,9 +379,7 @@ fn discover_console(dtb: &Fdt, warnings: &mut Vec<String>) -> Result<Console, Di
             dtb.aliases()?.resolve_node(name)
         }
     };
-    let stdout = dtb
-        .find_node("/chosen")
-        .and_then(|c| prop_str(&c, "stdout-path"));
+    let stdout = dtb.find_node("/chosen").and_then(|c| prop_str(&c, "stdout-path"));
     match stdout {
         Some(path) => {
             let name = path.split(':').next().unwrap_or(path);

@@ -114,7 +114,7 @@ impl MmioDevice for VirtualUart {
             RIS => INT_TX,
             MIS => INT_TX & s.imsc,
             DMACR => s.dmacr,
-            0xfe0..=0xffc if offset % 4 == 0 => IDS[((offset - 0xfe0) / 4) as usize],
+            0xfe0..=0xffc if offset.is_multiple_of(4) => IDS[((offset - 0xfe0) / 4) as usize],
             _ => 0,
         })
     }
@@ -157,7 +157,13 @@ mod tests {
             u.write(DR, 1, u64::from(b'x'), 0).unwrap();
         }
         u.write(DR, 1, u64::from(b'\n'), 0).unwrap();
-        let lines: Vec<_> = LINES.lock().unwrap().iter().filter(|(v, _)| v == "vmtest").cloned().collect();
+        let lines: Vec<_> = LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(v, _)| v == "vmtest")
+            .cloned()
+            .collect();
         assert_eq!(lines[0].1, b"hi");
         assert_eq!(lines[1].1.len(), LINE);
         assert_eq!(lines[2].1.len(), 5);

@@ -48,13 +48,18 @@ fn create(
 ) -> Result<Vm, String> {
     for &c in &vc.cpus {
         if c >= p.cpus.len() || c >= MAX_CPUS {
-            return Err(format!("CPU {c} does not exist on this board ({} CPUs)", p.cpus.len()));
+            return Err(format!(
+                "CPU {c} does not exist on this board ({} CPUs)",
+                p.cpus.len()
+            ));
         }
         if taken[c] {
             return Err(format!("CPU {c} already belongs to another VM"));
         }
     }
-    let kernel = pkg.find(KIND_IMAGE, &vc.kernel).ok_or_else(|| format!("image {:?} not in the package", vc.kernel))?;
+    let kernel = pkg
+        .find(KIND_IMAGE, &vc.kernel)
+        .ok_or_else(|| format!("image {:?} not in the package", vc.kernel))?;
 
     // RAM first: nothing else is allocated if it does not fit.
     let mut ram: Vec<RamRegion> = Vec::new();
@@ -64,7 +69,11 @@ fn create(
             None => frames.alloc(m.size, BLOCK).map(|a| a.0),
         };
         match got {
-            Ok(pa) => ram.push(RamRegion { ipa: if m.identity { pa } else { m.ipa }, pa, size: m.size }),
+            Ok(pa) => ram.push(RamRegion {
+                ipa: if m.identity { pa } else { m.ipa },
+                pa,
+                size: m.size,
+            }),
             Err(e) => {
                 for r in &ram {
                     frames.free(PhysAddr(r.pa), r.size);
@@ -76,11 +85,15 @@ fn create(
 
     let mut mmio = MmioBus::default();
     if vc.console == ConsoleKind::Virtual {
-        mmio.add(VUART_IPA, Box::new(VirtualUart::new(&vc.name, crate::console::vm_line)))
-            .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
+        mmio.add(
+            VUART_IPA,
+            Box::new(VirtualUart::new(&vc.name, crate::console::vm_line)),
+        )
+        .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
     }
     if let Some(base) = vc.test_device {
-        mmio.add(base, Box::new(TestDevice::new())).map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
+        mmio.add(base, Box::new(TestDevice::new()))
+            .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
     }
 
     // Stage 2: IPA size from the highest address the VM uses, capped by the CPU.
@@ -92,12 +105,16 @@ fn create(
         .unwrap_or(1 << 32);
     let ipa_bits = (64 - (top - 1).leading_zeros()).max(32).min(guest::pa_bits());
     if top > 1 << ipa_bits {
-        return Err(format!("guest-physical address {top:#x} beyond the CPU's {ipa_bits}-bit IPA space"));
+        return Err(format!(
+            "guest-physical address {top:#x} beyond the CPU's {ipa_bits}-bit IPA space"
+        ));
     }
     let mut tables = FrameTables(frames);
-    let mut s2 = PageTable::new(Regime::Stage2, ipa_bits, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
+    let mut s2 =
+        PageTable::new(Regime::Stage2, ipa_bits, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
     for r in &ram {
-        s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
+        s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables)
+            .map_err(|e| format!("stage 2: {e}"))?;
     }
 
     // Scrub RAM, then load the kernel at RAM base + its Image text_offset.
@@ -108,7 +125,10 @@ fn create(
     let first = ram[0];
     let text_offset = image_text_offset(kernel);
     if text_offset + kernel.len() as u64 > first.size {
-        return Err(format!("kernel ({} bytes) does not fit in the first RAM region", kernel.len()));
+        return Err(format!(
+            "kernel ({} bytes) does not fit in the first RAM region",
+            kernel.len()
+        ));
     }
     let load_pa = first.pa + text_offset;
     // SAFETY: inside the VM's first RAM region (checked just above).
@@ -120,13 +140,21 @@ fn create(
         taken[c] = true;
     }
     let vmid = (index + 1) as u16;
-    let vcpus = vc.cpus.iter().enumerate().map(|(i, &c)| Vcpu::new(index, i, c)).collect();
+    let vcpus = vc
+        .cpus
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| Vcpu::new(index, i, c))
+        .collect();
     info!(
         "VM {} ({}): CPUs {:?}, RAM {}, kernel {:?} at {:#x}, console {:?}",
         index,
         vc.name,
         vc.cpus,
-        ram.iter().map(|r| format!("{:#x}->{:#x}+{}M", r.ipa, r.pa, r.size >> 20)).collect::<Vec<_>>().join(" "),
+        ram.iter()
+            .map(|r| format!("{:#x}->{:#x}+{}M", r.ipa, r.pa, r.size >> 20))
+            .collect::<Vec<_>>()
+            .join(" "),
         vc.kernel,
         first.ipa + text_offset,
         vc.console

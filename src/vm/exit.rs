@@ -34,7 +34,12 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
             let (vm, vcpu) = current();
             let far = guest::far();
             if vm.should_log_fault() {
-                warn!("VM {} vCPU {}: instruction fetch from unmapped {:#x}; abort injected", vm.name(), vcpu.index, far);
+                warn!(
+                    "VM {} vCPU {}: instruction fetch from unmapped {:#x}; abort injected",
+                    vm.name(),
+                    vcpu.index,
+                    far
+                );
             }
             inject_into(frame, Injected::InstrAbort { far });
         }
@@ -89,7 +94,12 @@ fn smccc_call(frame: &mut TrapFrame) {
             frame.x[0] = 0;
         }
         Action::SystemOff => stop_vm(vm, vcpu.index, "PSCI SYSTEM_OFF", frame.elr),
-        Action::SystemReset => stop_vm(vm, vcpu.index, "PSCI SYSTEM_RESET (restart not supported yet)", frame.elr),
+        Action::SystemReset => stop_vm(
+            vm,
+            vcpu.index,
+            "PSCI SYSTEM_RESET (restart not supported yet)",
+            frame.elr,
+        ),
     }
 }
 
@@ -100,9 +110,15 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
     if da.isv {
         if let Some((dev, offset)) = vm.mmio.find(ipa) {
             let result = if da.wnr {
-                dev.write(offset, da.sas, esr::store_value(frame.reg(da.srt as usize), &da), vcpu.index)
+                dev.write(
+                    offset,
+                    da.sas,
+                    esr::store_value(frame.reg(da.srt as usize), &da),
+                    vcpu.index,
+                )
             } else {
-                dev.read(offset, da.sas, vcpu.index).map(|v| frame.set_reg(da.srt as usize, esr::load_result(v, &da)))
+                dev.read(offset, da.sas, vcpu.index)
+                    .map(|v| frame.set_reg(da.srt as usize, esr::load_result(v, &da)))
             };
             if result.is_ok() {
                 frame.elr += 4;
@@ -127,7 +143,13 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
             }
         );
     }
-    inject_into(frame, Injected::DataAbort { far: guest::far(), write: da.wnr });
+    inject_into(
+        frame,
+        Injected::DataAbort {
+            far: guest::far(),
+            write: da.wnr,
+        },
+    );
 }
 
 fn sysreg(frame: &mut TrapFrame, acc: SysRegAccess) {
@@ -157,10 +179,24 @@ fn sysreg(frame: &mut TrapFrame, acc: SysRegAccess) {
     }
 }
 
-/// Delivers a synchronous exception to the guest's own EL1 vector.
+/// Delivers a synchronous exception to the guest's own EL1 vector. A guest
+/// whose vector itself faults would loop here for ever: it is stopped.
 fn inject_into(frame: &mut TrapFrame, what: Injected) {
-    let st = GuestState { pc: frame.elr, pstate: frame.spsr, vbar_el1: guest::vbar_el1() };
+    let st = GuestState {
+        pc: frame.elr,
+        pstate: frame.spsr,
+        vbar_el1: guest::vbar_el1(),
+    };
     let i = inject(&st, what);
+    if i.new_pc == frame.elr {
+        let (vm, vcpu) = current();
+        stop_vm(
+            vm,
+            vcpu.index,
+            "its exception vector is not in its memory (double fault)",
+            frame.elr,
+        );
+    }
     guest::write_el1_exception(i.elr_el1, i.spsr_el1, i.esr_el1, i.far_el1);
     frame.elr = i.new_pc;
     frame.spsr = i.new_pstate;

@@ -350,10 +350,7 @@ mod tests {
             pstate: 0b1_0000 | (1 << 21),
             vbar_el1: VBAR,
         };
-        assert_eq!(
-            inject(&a32, Injected::Undefined).new_pstate,
-            (1 << 24) | 0x3c5
-        );
+        assert_eq!(inject(&a32, Injected::Undefined).new_pstate, (1 << 24) | 0x3c5);
     }
 
     #[test]
@@ -363,10 +360,7 @@ mod tests {
             pstate: 0b0101,
             vbar_el1: 0x4008_0000 | 0x7ff,
         };
-        assert_eq!(
-            inject(&state, Injected::Undefined).new_pc,
-            0x4008_0000 + 0x200
-        );
+        assert_eq!(inject(&state, Injected::Undefined).new_pc, 0x4008_0000 + 0x200);
     }
 
     #[test]

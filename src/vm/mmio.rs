@@ -21,7 +21,11 @@ impl MmioBus {
     /// Adds `device` at `base`; refuses a window that overlaps another.
     pub fn add(&mut self, base: u64, device: Box<dyn MmioDevice>) -> Result<(), u64> {
         let size = device.size();
-        if self.regions.iter().any(|r| base < r.base + r.size && r.base < base + size) {
+        if self
+            .regions
+            .iter()
+            .any(|r| base < r.base + r.size && r.base < base + size)
+        {
             return Err(base);
         }
         let at = self.regions.partition_point(|r| r.base < base);
@@ -53,7 +57,10 @@ mod tests {
         let mut bus = MmioBus::default();
         bus.add(0x0b00_0000, Box::new(TestDevice::new())).unwrap();
         bus.add(0x0a00_0000, Box::new(TestDevice::new())).unwrap();
-        assert_eq!(bus.add(0x0b00_0800, Box::new(TestDevice::new())), Err(0x0b00_0800));
+        assert_eq!(
+            bus.add(0x0b00_0800, Box::new(TestDevice::new())),
+            Err(0x0b00_0800)
+        );
         let (_, off) = bus.find(0x0b00_0ffc).unwrap();
         assert_eq!(off, 0xffc);
         assert!(bus.find(0x0b00_1000).is_none());

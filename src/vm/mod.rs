@@ -1,6 +1,7 @@
 //! Virtual machines: creation from the configuration, their vCPUs, and what
 //! happens when a guest leaves EL1.
 
+pub mod dtb;
 pub mod inject;
 pub mod mmio;
 pub mod psci;
@@ -81,7 +82,10 @@ impl Vcpu {
         // Claim first, then publish entry/context, then mark pending: the
         // target reads them only after seeing OnPending.
         const CLAIMED: u8 = 3;
-        match self.power.compare_exchange(Power::Off as u8, CLAIMED, Ordering::AcqRel, Ordering::Acquire) {
+        match self
+            .power
+            .compare_exchange(Power::Off as u8, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => {
                 self.entry.store(entry, Ordering::Relaxed);
                 self.context.store(context, Ordering::Relaxed);
@@ -89,13 +93,20 @@ impl Vcpu {
                 Ok(())
             }
             Err(3) => Err(Power::OnPending),
-            Err(v) => Err(if v == Power::On as u8 { Power::On } else { Power::OnPending }),
+            Err(v) => Err(if v == Power::On as u8 {
+                Power::On
+            } else {
+                Power::OnPending
+            }),
         }
     }
 
     /// The pending entry point and context id.
     pub fn boot_args(&self) -> (u64, u64) {
-        (self.entry.load(Ordering::Relaxed), self.context.load(Ordering::Relaxed))
+        (
+            self.entry.load(Ordering::Relaxed),
+            self.context.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -137,13 +148,16 @@ impl Vm {
 
     /// The physical address of guest-physical `ipa`, if it is RAM of this VM.
     pub fn ram_pa(&self, ipa: u64) -> Option<u64> {
-        self.ram.iter().find(|r| ipa >= r.ipa && ipa - r.ipa < r.size).map(|r| r.pa + (ipa - r.ipa))
+        self.ram
+            .iter()
+            .find(|r| ipa >= r.ipa && ipa - r.ipa < r.size)
+            .map(|r| r.pa + (ipa - r.ipa))
     }
 
     /// Whether to log another guest fault (first 16 per VM, then every 1024th).
     pub fn should_log_fault(&self) -> bool {
         let n = self.faults_logged.fetch_add(1, Ordering::Relaxed);
-        n < 16 || n % 1024 == 0
+        n < 16 || n.is_multiple_of(1024)
     }
 }
 
@@ -164,6 +178,6 @@ impl PsciTarget for Vm {
     }
 
     fn valid_entry(&self, entry: u64) -> bool {
-        entry % 4 == 0 && self.ram_pa(entry).is_some()
+        entry.is_multiple_of(4) && self.ram_pa(entry).is_some()
     }
 }

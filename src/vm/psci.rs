@@ -4,7 +4,10 @@
 //!
 //! Pure decision logic over [`PsciTarget`], so it is tested on the host.
 
-use smccc::arch::{SMCCC_ARCH_FEATURES, SMCCC_ARCH_SOC_ID, SMCCC_ARCH_WORKAROUND_1, SMCCC_ARCH_WORKAROUND_2, SMCCC_ARCH_WORKAROUND_3, SMCCC_VERSION};
+use smccc::arch::{
+    SMCCC_ARCH_FEATURES, SMCCC_ARCH_SOC_ID, SMCCC_ARCH_WORKAROUND_1, SMCCC_ARCH_WORKAROUND_2,
+    SMCCC_ARCH_WORKAROUND_3, SMCCC_VERSION,
+};
 use smccc::psci::error::{ALREADY_ON, INVALID_ADDRESS, INVALID_PARAMETERS, NOT_SUPPORTED, ON_PENDING};
 use smccc::psci::*;
 
@@ -58,7 +61,11 @@ fn error(code: i32) -> Action {
 /// Handles one SMCCC call: `fid` from w0, `args` from x1..x3.
 pub fn call(vm: &impl PsciTarget, fid: u32, args: [u64; 3]) -> Action {
     // SMC32/HVC32 calls (bit 30 clear) pass 32-bit arguments.
-    let args = if fid & (1 << 30) == 0 { args.map(|a| a & 0xffff_ffff) } else { args };
+    let args = if fid & (1 << 30) == 0 {
+        args.map(|a| a & 0xffff_ffff)
+    } else {
+        args
+    };
     match fid {
         SMCCC_VERSION => Action::Return(SMCCC_VERSION_1_1),
         SMCCC_ARCH_FEATURES => match args[0] as u32 {
@@ -66,9 +73,10 @@ pub fn call(vm: &impl PsciTarget, fid: u32, args: [u64; 3]) -> Action {
             // The Spectre workarounds need firmware we never call on a
             // guest's behalf; Linux then reports the CPU as vulnerable
             // rather than trusting a fake mitigation.
-            SMCCC_ARCH_WORKAROUND_1 | SMCCC_ARCH_WORKAROUND_2 | SMCCC_ARCH_WORKAROUND_3 | SMCCC_ARCH_SOC_ID => {
-                error(NOT_SUPPORTED)
-            }
+            SMCCC_ARCH_WORKAROUND_1
+            | SMCCC_ARCH_WORKAROUND_2
+            | SMCCC_ARCH_WORKAROUND_3
+            | SMCCC_ARCH_SOC_ID => error(NOT_SUPPORTED),
             _ => error(NOT_SUPPORTED),
         },
         PSCI_VERSION => Action::Return(PSCI_VERSION_1_1),
@@ -118,7 +126,10 @@ fn supported(fid: u32) -> bool {
 }
 
 fn cpu_on(vm: &impl PsciTarget, mpidr: u64, entry: u64, context: u64) -> Action {
-    let Some(v) = vm.vcpu_by_mpidr(mpidr & MPIDR_AFF_MASK).filter(|_| mpidr & !MPIDR_AFF_MASK == 0) else {
+    let Some(v) = vm
+        .vcpu_by_mpidr(mpidr & MPIDR_AFF_MASK)
+        .filter(|_| mpidr & !MPIDR_AFF_MASK == 0)
+    else {
         return error(INVALID_PARAMETERS);
     };
     match vm.power(v) {
@@ -150,7 +161,10 @@ mod tests {
         fn new(n: usize) -> Self {
             let mut p = vec![Power::Off; n];
             p[0] = Power::On;
-            FakeVm { power: RefCell::new(p), started: RefCell::new(vec![]) }
+            FakeVm {
+                power: RefCell::new(p),
+                started: RefCell::new(vec![]),
+            }
         }
     }
 
@@ -171,7 +185,7 @@ mod tests {
             Ok(())
         }
         fn valid_entry(&self, e: u64) -> bool {
-            (0x4000_0000..0x4100_0000).contains(&e) && e % 4 == 0
+            (0x4000_0000..0x4100_0000).contains(&e) && e.is_multiple_of(4)
         }
     }
 
@@ -189,14 +203,28 @@ mod tests {
         assert_eq!(ret(call(&vm, SMCCC_VERSION, [0; 3])), 0x10001);
         assert_eq!(ret(call(&vm, PSCI_FEATURES, [PSCI_CPU_ON_64 as u64, 0, 0])), 0);
         assert_eq!(ret(call(&vm, PSCI_FEATURES, [0xC400_ABCD, 0, 0])), -1);
-        assert_eq!(ret(call(&vm, SMCCC_ARCH_FEATURES, [SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0])), -1);
+        assert_eq!(
+            ret(call(
+                &vm,
+                SMCCC_ARCH_FEATURES,
+                [SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0]
+            )),
+            -1
+        );
         assert_eq!(ret(call(&vm, PSCI_MIGRATE_INFO_TYPE, [0; 3])), 2);
     }
 
     #[test]
     fn unknown_functions_are_not_supported() {
         let vm = FakeVm::new(1);
-        for fid in [0x8600_0000u32, 0xC500_0000, 0x42, 0xFFFF_FFFF, PSCI_SYSTEM_RESET2_64, PSCI_MEM_PROTECT] {
+        for fid in [
+            0x8600_0000u32,
+            0xC500_0000,
+            0x42,
+            0xFFFF_FFFF,
+            PSCI_SYSTEM_RESET2_64,
+            PSCI_MEM_PROTECT,
+        ] {
             assert_eq!(ret(call(&vm, fid, [0; 3])), -1, "{fid:#x}");
         }
     }
@@ -204,24 +232,52 @@ mod tests {
     #[test]
     fn cpu_on_rules() {
         let vm = FakeVm::new(3);
-        assert_eq!(ret(call(&vm, PSCI_CPU_ON_64, [0x63, 0x4000_0000, 0])), INVALID_PARAMETERS as i64);
-        assert_eq!(ret(call(&vm, PSCI_CPU_ON_64, [1 << 40 | 1, 0x4000_0000, 0])), INVALID_PARAMETERS as i64);
-        assert_eq!(ret(call(&vm, PSCI_CPU_ON_64, [0, 0x4000_0000, 0])), ALREADY_ON as i64);
-        assert_eq!(ret(call(&vm, PSCI_CPU_ON_64, [1, 0x10, 0])), INVALID_ADDRESS as i64);
+        assert_eq!(
+            ret(call(&vm, PSCI_CPU_ON_64, [0x63, 0x4000_0000, 0])),
+            INVALID_PARAMETERS as i64
+        );
+        assert_eq!(
+            ret(call(&vm, PSCI_CPU_ON_64, [1 << 40 | 1, 0x4000_0000, 0])),
+            INVALID_PARAMETERS as i64
+        );
+        assert_eq!(
+            ret(call(&vm, PSCI_CPU_ON_64, [0, 0x4000_0000, 0])),
+            ALREADY_ON as i64
+        );
+        assert_eq!(
+            ret(call(&vm, PSCI_CPU_ON_64, [1, 0x10, 0])),
+            INVALID_ADDRESS as i64
+        );
         assert_eq!(ret(call(&vm, PSCI_CPU_ON_64, [1, 0x4000_1000, 7])), 0);
         assert_eq!(vm.started.borrow()[0], (1, 0x4000_1000, 7));
-        assert_eq!(ret(call(&vm, PSCI_CPU_ON_64, [1, 0x4000_1000, 7])), ON_PENDING as i64);
+        assert_eq!(
+            ret(call(&vm, PSCI_CPU_ON_64, [1, 0x4000_1000, 7])),
+            ON_PENDING as i64
+        );
         assert_eq!(ret(call(&vm, PSCI_AFFINITY_INFO_64, [1, 0, 0])), 2);
         assert_eq!(ret(call(&vm, PSCI_AFFINITY_INFO_64, [2, 0, 0])), 1);
         assert_eq!(ret(call(&vm, PSCI_AFFINITY_INFO_64, [0, 0, 0])), 0);
-        assert_eq!(ret(call(&vm, PSCI_AFFINITY_INFO_64, [9, 0, 0])), INVALID_PARAMETERS as i64);
-        assert_eq!(ret(call(&vm, PSCI_AFFINITY_INFO_64, [0, 1, 0])), INVALID_PARAMETERS as i64);
+        assert_eq!(
+            ret(call(&vm, PSCI_AFFINITY_INFO_64, [9, 0, 0])),
+            INVALID_PARAMETERS as i64
+        );
+        assert_eq!(
+            ret(call(&vm, PSCI_AFFINITY_INFO_64, [0, 1, 0])),
+            INVALID_PARAMETERS as i64
+        );
     }
 
     #[test]
     fn smc32_arguments_are_truncated() {
         let vm = FakeVm::new(2);
-        assert_eq!(ret(call(&vm, PSCI_CPU_ON_32, [0xdead_0000_0000_0001, 0x1_4000_2000, 0])), 0);
+        assert_eq!(
+            ret(call(
+                &vm,
+                PSCI_CPU_ON_32,
+                [0xdead_0000_0000_0001, 0x1_4000_2000, 0]
+            )),
+            0
+        );
         assert_eq!(vm.started.borrow()[0].1, 0x4000_2000);
     }
 

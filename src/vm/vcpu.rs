@@ -4,7 +4,6 @@
 
 use super::psci::Power;
 use super::{Vcpu, Vm, VmState};
-use crate::arch::aarch64::frame::TrapFrame;
 use crate::arch::aarch64::{cpu, guest, MAX_CPUS};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -69,11 +68,12 @@ pub extern "C" fn cpu_loop() -> ! {
     let (entry, context) = vcpu.boot_args();
     vcpu.set_power(Power::On);
     guest::load_vm(vm.vttbr, vm.vtcr, vcpu.vmpidr);
-    let mut frame = TrapFrame::default();
-    frame.x[0] = context;
-    frame.elr = entry;
-    frame.spsr = guest::SPSR_EL1H_MASKED;
-    guest::enter(&frame, STACK_TOP[me].load(Ordering::Relaxed))
+    guest::enter(
+        entry,
+        context,
+        guest::SPSR_EL1H_MASKED,
+        STACK_TOP[me].load(Ordering::Relaxed),
+    )
 }
 
 /// Leaves the guest for good on this CPU (its vCPU is off or its VM stopped)

@@ -514,9 +514,7 @@ pub struct Wfx {
 impl Wfx {
     /// Decodes an ISS of EC 0x01.
     pub const fn from_iss(iss: u32) -> Self {
-        Self {
-            is_wfe: bit(iss, 0),
-        }
+        Self { is_wfe: bit(iss, 0) }
     }
 }
 
@@ -910,10 +908,7 @@ mod tests {
                                 let sr = SysRegAccess::from_iss(iss);
                                 assert_eq!(
                                     (sr.op0, sr.op1, sr.crn, sr.crm, sr.op2, sr.rt, sr.read),
-                                    (
-                                        op0 as u8, op1 as u8, crn as u8, crm as u8, op2 as u8,
-                                        rt as u8, read
-                                    )
+                                    (op0 as u8, op1 as u8, crn as u8, crm as u8, op2 as u8, rt as u8, read)
                                 );
                                 assert_eq!(
                                     sr.encoding(),
@@ -958,10 +953,7 @@ mod tests {
         let iss = (1 << 20) | (2 << 17) | (7 << 10) | (3 << 5) | (14 << 1);
         assert_eq!(SysRegAccess::from_iss(iss).encoding(), DC_CISW);
         // Arguments wider than their fields are truncated, not a panic.
-        assert_eq!(
-            sysreg(0xff, 0xff, 0xff, 0xff, 0xff),
-            sysreg(3, 7, 15, 15, 7)
-        );
+        assert_eq!(sysreg(0xff, 0xff, 0xff, 0xff, 0xff), sysreg(3, 7, 15, 15, 7));
     }
 
     #[test]

@@ -52,8 +52,7 @@ pub fn report(frame: &TrapFrame, kind: usize) -> ! {
         for col in 0..4 {
             let n = row * 4 + col;
             if n < 31 {
-                let _ =
-                    core::fmt::write(&mut w, format_args!("    x{:<2} {:#018x}", n, frame.x[n]));
+                let _ = core::fmt::write(&mut w, format_args!("    x{:<2} {:#018x}", n, frame.x[n]));
             }
         }
         let len = w.len;

@@ -2,12 +2,10 @@
 //! VTTBR_EL2), the EL1 reset state a vCPU starts from, entering EL1, and
 //! writing an injected exception into the guest's EL1 registers.
 
-use super::frame::TrapFrame;
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2,
-    HPFAR_EL2, ID_AA64MMFR0_EL1, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2,
-    VTTBR_EL2,
+    HPFAR_EL2, ID_AA64MMFR0_EL1, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use core::arch::asm;
 
@@ -17,8 +15,17 @@ use core::arch::asm;
 /// defined system registers trap), TSW (data cache set/way operations trap:
 /// they would reach caches other VMs share), TACR (auxiliary control
 /// registers trap), RW (EL1 is AArch64), PTW.
-pub const HCR_GUEST: u64 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 19) | (1 << 20)
-    | (1 << 21) | (1 << 22) | (1 << 31);
+pub const HCR_GUEST: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 19)
+    | (1 << 20)
+    | (1 << 21)
+    | (1 << 22)
+    | (1 << 31);
 
 /// SPSR for entering a guest: EL1h, D, A, I, F masked (Linux boot protocol).
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
@@ -35,7 +42,12 @@ pub fn vtcr(ipa_bits: u32, start_level: usize) -> u64 {
         1 => 0b01,
         _ => 0b00,
     };
-    (64 - u64::from(ipa_bits)) | (sl0 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (ps << 16)
+    (64 - u64::from(ipa_bits))
+        | (sl0 << 6)
+        | (0b01 << 8)
+        | (0b01 << 10)
+        | (0b11 << 12)
+        | (ps << 16)
         | (u64::from(vmid16) << 19)
         | (1 << 31)
 }
@@ -122,7 +134,15 @@ pub fn flush_vm_tlb(vttbr: u64) {
     VTTBR_EL2.set(vttbr);
     barrier::isb(barrier::SY);
     // SAFETY: TLB maintenance for the VMID just loaded; no memory effects.
-    unsafe { asm!("dsb ishst", "tlbi vmalls12e1is", "dsb ish", "isb", options(nostack)) };
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack)
+        )
+    };
     VTTBR_EL2.set(saved);
     barrier::isb(barrier::SY);
 }
@@ -160,16 +180,17 @@ pub fn write_el1_exception(elr: u64, spsr: u64, esr: u64, far: Option<u64>) {
 }
 
 extern "C" {
-    fn guest_enter(frame: *const TrapFrame, stack_top: u64) -> !;
+    fn guest_enter(entry: u64, x0: u64, spsr: u64, stack_top: u64) -> !;
     fn restart_on(stack_top: u64, f: extern "C" fn() -> !) -> !;
 }
 
-/// Drops into the guest with `frame`'s registers. The frame is copied to the
-/// top of this CPU's stack, where every later exit saves its registers.
-pub fn enter(frame: &TrapFrame, stack_top: u64) -> ! {
+/// Drops into the guest at `entry` with `x0` and every other register zero.
+/// The frame is built at the top of this CPU's stack, where every later exit
+/// saves the guest's registers.
+pub fn enter(entry: u64, x0: u64, spsr: u64, stack_top: u64) -> ! {
     // SAFETY: `stack_top` is this CPU's stack top; nothing on the current
     // stack is needed again (the caller never returns).
-    unsafe { guest_enter(frame, stack_top) }
+    unsafe { guest_enter(entry, x0, spsr, stack_top) }
 }
 
 /// Abandons the current stack (a vCPU that powered off) and runs `f` from
@@ -183,13 +204,15 @@ core::arch::global_asm!(
     ".section .text.guest, \"ax\"",
     ".global guest_enter",
     "guest_enter:",
-    "    sub     sp, x1, #272",
-    "    mov     x2, sp",
-    "    mov     x3, #17",
-    "1:  ldp     x4, x5, [x0], #16",
-    "    stp     x4, x5, [x2], #16",
-    "    subs    x3, x3, #1",
+    "    sub     sp, x3, #272",
+    "    mov     x4, sp",
+    "    mov     x5, #17",
+    "1:  stp     xzr, xzr, [x4], #16",
+    "    subs    x5, x5, #1",
     "    b.ne    1b",
+    "    str     x1, [sp]",
+    "    str     x0, [sp, #248]",
+    "    str     x2, [sp, #256]",
     "    b       exception_return",
     ".global restart_on",
     "restart_on:",

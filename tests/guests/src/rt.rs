@@ -1,0 +1,65 @@
+//! The Rust side of the entry: MMU on, then the guest's main (boot vCPU) or
+//! the function [`start_cpu`] registered (secondaries); the panic handler.
+
+use crate::cpu::park;
+use crate::{mmu, println, psci, MAX_CPUS};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Per vCPU index: the `fn(usize) -> !` it runs once started, or 0.
+static SECONDARY_MAIN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+extern "C" {
+    /// The image's first byte (linker/guest.ld).
+    static __image_start: u8;
+    /// PSCI CPU_ON entry in entry.S.
+    fn tessera_secondary_entry();
+    /// Defined by the guest with [`entry!`](crate::entry).
+    fn tessera_guest_main() -> !;
+}
+
+/// Boot vCPU, from entry.S with relocations applied, BSS clear, stack set.
+#[no_mangle]
+extern "C" fn tessera_rt_primary(_dtb: u64) -> ! {
+    mmu::build(&raw const __image_start as u64);
+    mmu::enable();
+    // SAFETY: `entry!` defines this symbol as a safe `fn() -> !`.
+    unsafe { tessera_guest_main() }
+}
+
+/// Secondary vCPU `index` (< MAX_CPUS, checked by entry.S).
+#[no_mangle]
+extern "C" fn tessera_rt_secondary(index: usize) -> ! {
+    mmu::enable();
+    let main = SECONDARY_MAIN[index].load(Ordering::Acquire);
+    if main == 0 {
+        println!("FAIL vCPU {index} started without a function to run");
+        park();
+    }
+    // SAFETY: non-zero values are only stored by `start_cpu`, from a
+    // `fn(usize) -> !`.
+    let main: fn(usize) -> ! = unsafe { core::mem::transmute::<usize, fn(usize) -> !>(main) };
+    main(index)
+}
+
+/// Physical address to give PSCI CPU_ON as the entry point of a secondary
+/// (the context id must be its vCPU index < [`MAX_CPUS`]).
+pub fn secondary_entry_address() -> u64 {
+    tessera_secondary_entry as *const () as u64
+}
+
+/// Starts vCPU `index` (MPIDR Aff0 = `index`) with PSCI CPU_ON, running
+/// `main(index)` on its own stack; returns the PSCI code.
+///
+/// # Panics
+/// If `index` is not below [`MAX_CPUS`].
+pub fn start_cpu(index: usize, main: fn(usize) -> !) -> i64 {
+    assert!(index < MAX_CPUS, "vCPU index {index} beyond MAX_CPUS");
+    SECONDARY_MAIN[index].store(main as usize, Ordering::Release);
+    psci::cpu_on(index as u64, secondary_entry_address(), index as u64)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("FAIL panic: {info}");
+    park()
+}

@@ -1,0 +1,705 @@
+//! VM configurations: TOML files in `boards/<board>/`, checked against the
+//! board before anything is built, then written as the config blob the
+//! hypervisor reads (a small FDT, `compatible = "tessera,config-v1"`; see
+//! `src/config/mod.rs`) and packed with the guest images.
+//!
+//! Every error names the file, the VM and the field. No image is written
+//! when a config is wrong.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Where guests see their first RAM region unless the config says otherwise.
+pub const DEFAULT_RAM_IPA: u64 = 0x4000_0000;
+/// Guest-physical windows the hypervisor emulates for every VM (GIC, console).
+pub const EMULATED_WINDOWS: &[(&str, u64, u64)] = &[
+    ("the virtual GIC", 0x0800_0000, 0x0100_0000),
+    ("the virtual console", 0x0900_0000, 0x1000),
+];
+
+/// A size in bytes: an integer or a string with K/M/G suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// "16M", "1G", "512K", "4096" -> bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = if let Some(hex) = num.strip_prefix("0x") {
+        u64::from_str_radix(hex, 16)
+    } else {
+        num.parse()
+    }
+    .map_err(|_| format!("`{s}` is not a size (like 16M, 1G or 4096)"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// A physical CPU: its index in the board's CPU list, or its MPIDR.
+#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum CpuRef {
+    Index(u64),
+    Mpidr { mpidr: u64 },
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryToml {
+    pub size: Size,
+    /// Fixed physical base (else the hypervisor chooses at boot).
+    pub base: Option<u64>,
+    /// Guest-physical base (default: 0x4000_0000 for the first region, then
+    /// each region right after the previous one).
+    pub ipa: Option<u64>,
+    /// Guest-physical = physical, for VMs owning DMA-capable devices.
+    #[serde(default)]
+    pub identity: bool,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Console {
+    #[default]
+    Virtual,
+    Passthrough,
+    None,
+}
+
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Psci {
+    #[default]
+    Hvc,
+    Smc,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct VmToml {
+    pub name: String,
+    pub cpus: Vec<CpuRef>,
+    pub memory: Vec<MemoryToml>,
+    /// `guest:<name>` for a test guest built by xtask, else a path relative
+    /// to the config file.
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub dtb: Option<String>,
+    #[serde(default)]
+    pub bootargs: String,
+    #[serde(default)]
+    pub console: Console,
+    #[serde(default)]
+    pub psci: Psci,
+    /// Host device-tree paths of devices passed through.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Guest-physical base of the scratch MMIO test device (tests only).
+    pub test_device: Option<u64>,
+}
+
+/// QEMU settings for `xtask run`/`test` with this config.
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QemuToml {
+    pub gic: Option<u32>,
+    pub smp: Option<u32>,
+    pub mem: Option<String>,
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HypervisorToml {
+    /// Prefix each VM's console lines with its name (default true).
+    pub console_prefix: Option<bool>,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigToml {
+    /// The board folder under `boards/` (default: the folder the config is in).
+    pub board: Option<String>,
+    #[serde(default)]
+    pub hypervisor: HypervisorToml,
+    #[serde(default)]
+    pub qemu: QemuToml,
+    #[serde(rename = "vm")]
+    pub vms: Vec<VmToml>,
+}
+
+/// What the board offers, from its device tree (and board.toml).
+#[derive(Clone, Debug, Default)]
+pub struct Board {
+    /// MPIDR of each CPU, in DTB order.
+    pub cpus: Vec<u64>,
+    pub ram: Vec<(u64, u64)>,
+    /// Ranges nobody may be given: where the hypervisor image and the DTB sit.
+    pub reserved: Vec<(String, u64, u64)>,
+    /// Device paths with their MMIO ranges.
+    pub devices: BTreeMap<String, Vec<(u64, u64)>>,
+    /// Path of the board's console UART.
+    pub console: Option<String>,
+}
+
+/// A config error: file, VM and field, then what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub vm: Option<String>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file)?;
+        if let Some(vm) = &self.vm {
+            write!(f, "vm \"{vm}\": ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A VM ready to pack: everything resolved and checked.
+#[derive(Clone, Debug)]
+pub struct ResolvedVm {
+    pub name: String,
+    pub cpus: Vec<u32>,
+    /// (ipa, size, fixed phys, identity)
+    pub memory: Vec<(u64, u64, Option<u64>, bool)>,
+    pub kernel: Vec<u8>,
+    pub initrd: Option<Vec<u8>>,
+    pub dtb: Option<Vec<u8>>,
+    pub bootargs: String,
+    pub console: Console,
+    pub psci: Psci,
+    pub devices: Vec<String>,
+    pub test_device: Option<u64>,
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub vms: Vec<ResolvedVm>,
+    pub console_prefix: bool,
+    pub qemu: QemuToml,
+}
+
+/// Parses `path` (syntax and unknown keys only).
+pub fn parse(path: &Path) -> Result<ConfigToml> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = crate::paths::display(path);
+    let parsed: ConfigToml = toml::from_str(&text).map_err(|e| ConfigError {
+        file: file.clone(),
+        vm: None,
+        field: String::new(),
+        message: e.message().trim_end().to_owned() + &location(&text, e.span()),
+    })?;
+    Ok(parsed)
+}
+
+/// Checks the parsed config at `path` against `board`. `guest_image` maps
+/// `guest:<name>` kernels to built test-guest images.
+pub fn load(
+    path: &Path,
+    parsed: &ConfigToml,
+    board: &Board,
+    guest_image: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Resolved> {
+    let file = crate::paths::display(path);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    check(&file, dir, parsed, board, guest_image).map_err(Into::into)
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => format!(
+            " (line {})",
+            text[..r.start.min(text.len())].lines().count().max(1)
+        ),
+        None => String::new(),
+    }
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
+}
+
+/// Checks a parsed config against the board: every rule of docs/config.md.
+pub fn check(
+    file: &str,
+    dir: &Path,
+    cfg: &ConfigToml,
+    board: &Board,
+    guest_image: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Resolved, ConfigError> {
+    let err = |vm: Option<&str>, field: String, message: String| ConfigError {
+        file: file.to_owned(),
+        vm: vm.map(str::to_owned),
+        field,
+        message,
+    };
+    if cfg.vms.is_empty() {
+        return Err(err(
+            None,
+            "vm".into(),
+            "no VMs: add at least one [[vm]] table".into(),
+        ));
+    }
+    let mut cpu_owner: HashMap<u32, String> = HashMap::new();
+    let mut dev_owner: HashMap<String, String> = HashMap::new();
+    let mut fixed: Vec<(String, String, u64, u64)> = Vec::new(); // (vm, field, base, size)
+    let mut total = 0u64;
+    let mut names: Vec<&str> = Vec::new();
+    let mut passthrough_console: Option<&str> = None;
+    let mut vms = Vec::new();
+
+    for vm in &cfg.vms {
+        let n = Some(vm.name.as_str());
+        if vm.name.is_empty()
+            || vm.name.len() > 24
+            || !vm
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(err(
+                n,
+                "name".into(),
+                "must be 1-24 characters of letters, digits, - and _".into(),
+            ));
+        }
+        if names.contains(&vm.name.as_str()) {
+            return Err(err(n, "name".into(), "another VM has the same name".into()));
+        }
+        names.push(&vm.name);
+
+        // CPUs.
+        if vm.cpus.is_empty() {
+            return Err(err(n, "cpus".into(), "a VM needs at least one CPU".into()));
+        }
+        let mut cpus = Vec::new();
+        for (i, c) in vm.cpus.iter().enumerate() {
+            let field = format!("cpus[{i}]");
+            let idx = match c {
+                CpuRef::Index(x) if (*x as usize) < board.cpus.len() => *x as u32,
+                CpuRef::Index(x) => {
+                    return Err(err(
+                        n,
+                        field,
+                        format!(
+                            "CPU {x} does not exist: the board has {} CPUs (0..{})",
+                            board.cpus.len(),
+                            board.cpus.len().saturating_sub(1)
+                        ),
+                    ))
+                }
+                CpuRef::Mpidr { mpidr } => match board.cpus.iter().position(|m| m == mpidr) {
+                    Some(p) => p as u32,
+                    None => {
+                        return Err(err(
+                            n,
+                            field,
+                            format!("no CPU with MPIDR {mpidr:#x} on the board"),
+                        ))
+                    }
+                },
+            };
+            if let Some(other) = cpu_owner.insert(idx, vm.name.clone()) {
+                return Err(err(
+                    n,
+                    field,
+                    format!("CPU {idx} is already given to vm \"{other}\""),
+                ));
+            }
+            cpus.push(idx);
+        }
+
+        // Memory.
+        if vm.memory.is_empty() {
+            return Err(err(
+                n,
+                "memory".into(),
+                "a VM needs at least one memory region".into(),
+            ));
+        }
+        let mut memory: Vec<(u64, u64, Option<u64>, bool)> = Vec::new();
+        let mut next_ipa = DEFAULT_RAM_IPA;
+        for (i, m) in vm.memory.iter().enumerate() {
+            let field = format!("memory[{i}]");
+            let size = m.size.0;
+            if size == 0 || size % 4096 != 0 {
+                return Err(err(
+                    n,
+                    format!("{field}.size"),
+                    format!("{size:#x} is not a non-zero multiple of 4 KiB"),
+                ));
+            }
+            if let Some(b) = m.base {
+                if b % 4096 != 0 {
+                    return Err(err(
+                        n,
+                        format!("{field}.base"),
+                        format!("{b:#x} is not 4 KiB aligned"),
+                    ));
+                }
+                if !board.ram.iter().any(|&(rb, rs)| b >= rb && b + size <= rb + rs) {
+                    return Err(err(
+                        n,
+                        format!("{field}.base"),
+                        format!(
+                            "{b:#x}..{:#x} is not inside the board's RAM ({})",
+                            b + size,
+                            ranges(&board.ram)
+                        ),
+                    ));
+                }
+                for (what, rb, rs) in &board.reserved {
+                    if overlaps((b, size), (*rb, *rs)) {
+                        return Err(err(
+                            n,
+                            format!("{field}.base"),
+                            format!(
+                                "{b:#x}..{:#x} overlaps {what} at {rb:#x}..{:#x}",
+                                b + size,
+                                rb + rs
+                            ),
+                        ));
+                    }
+                }
+                for (ovm, ofield, ob, os) in &fixed {
+                    if overlaps((b, size), (*ob, *os)) {
+                        return Err(err(
+                            n,
+                            format!("{field}.base"),
+                            format!(
+                                "{b:#x}..{:#x} overlaps vm \"{ovm}\" {ofield} at {ob:#x}..{:#x}",
+                                b + size,
+                                ob + os
+                            ),
+                        ));
+                    }
+                }
+                fixed.push((vm.name.clone(), field.clone(), b, size));
+            }
+            if m.identity && m.ipa.is_some() && m.ipa != m.base {
+                return Err(err(
+                    n,
+                    format!("{field}.ipa"),
+                    "an identity region's ipa is its physical base: leave ipa out".into(),
+                ));
+            }
+            let ipa = if m.identity {
+                m.base.unwrap_or(0)
+            } else {
+                m.ipa.unwrap_or(next_ipa)
+            };
+            if !m.identity {
+                if ipa % 4096 != 0 {
+                    return Err(err(
+                        n,
+                        format!("{field}.ipa"),
+                        format!("{ipa:#x} is not 4 KiB aligned"),
+                    ));
+                }
+                for (what, wb, ws) in EMULATED_WINDOWS {
+                    if overlaps((ipa, size), (*wb, *ws)) {
+                        return Err(err(
+                            n,
+                            format!("{field}.ipa"),
+                            format!("{ipa:#x}..{:#x} overlaps {what} at {wb:#x}", ipa + size),
+                        ));
+                    }
+                }
+                for (j, &(oi, os, _, oid)) in memory.iter().enumerate() {
+                    if !oid && overlaps((ipa, size), (oi, os)) {
+                        return Err(err(
+                            n,
+                            format!("{field}.ipa"),
+                            format!("overlaps memory[{j}] of the same VM"),
+                        ));
+                    }
+                }
+                next_ipa = (ipa + size).next_multiple_of(2 << 20);
+            }
+            total += size;
+            memory.push((ipa, size, m.base, m.identity));
+        }
+
+        // Devices.
+        for (i, d) in vm.devices.iter().enumerate() {
+            let field = format!("devices[{i}]");
+            if !board.devices.contains_key(d) {
+                return Err(err(
+                    n,
+                    field,
+                    format!("the board has no device {d:?} (see `cargo xtask devices`)"),
+                ));
+            }
+            if let Some(other) = dev_owner.insert(d.clone(), vm.name.clone()) {
+                return Err(err(n, field, format!("{d} is already given to vm \"{other}\"")));
+            }
+            if board.console.as_deref() == Some(d.as_str()) {
+                return Err(err(
+                    n,
+                    field,
+                    format!(
+                        "{d} is the hypervisor's console; use console = \"passthrough\" to give it to a VM"
+                    ),
+                ));
+            }
+        }
+        if vm.console == Console::Passthrough {
+            if let Some(other) = passthrough_console {
+                return Err(err(
+                    n,
+                    "console".into(),
+                    format!("the physical console is already given to vm \"{other}\""),
+                ));
+            }
+            passthrough_console = Some(&vm.name);
+        }
+
+        // Images.
+        let kernel_path = resolve(dir, &vm.kernel, guest_image).map_err(|m| err(n, "kernel".into(), m))?;
+        let kernel = read(&kernel_path).map_err(|m| err(n, "kernel".into(), m))?;
+        let kernel = crate::image::guest_kernel(&kernel)
+            .map_err(|e| err(n, "kernel".into(), format!("{}: {e:#}", kernel_path.display())))?;
+        let initrd = match &vm.initrd {
+            Some(p) => Some(
+                resolve(dir, p, guest_image)
+                    .and_then(|p| read(&p))
+                    .map_err(|m| err(n, "initrd".into(), m))?,
+            ),
+            None => None,
+        };
+        let dtb = match &vm.dtb {
+            Some(p) => {
+                let bytes = resolve(dir, p, guest_image)
+                    .and_then(|p| read(&p))
+                    .map_err(|m| err(n, "dtb".into(), m))?;
+                fdt::Fdt::new(&bytes)
+                    .map_err(|e| err(n, "dtb".into(), format!("not a device tree blob: {e:?}")))?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        if let Some(t) = vm.test_device {
+            if t % 4096 != 0 {
+                return Err(err(
+                    n,
+                    "test_device".into(),
+                    format!("{t:#x} is not 4 KiB aligned"),
+                ));
+            }
+        }
+        vms.push(ResolvedVm {
+            name: vm.name.clone(),
+            cpus,
+            memory,
+            kernel,
+            initrd,
+            dtb,
+            bootargs: vm.bootargs.clone(),
+            console: vm.console,
+            psci: vm.psci,
+            devices: vm.devices.clone(),
+            test_device: vm.test_device,
+        });
+    }
+    let ram: u64 = board.ram.iter().map(|r| r.1).sum();
+    let reserved: u64 = board.reserved.iter().map(|r| r.2).sum();
+    if total + reserved > ram {
+        return Err(err(
+            None,
+            "memory".into(),
+            format!(
+                "the VMs ask for {} MiB but the board has {} MiB of RAM, {} MiB of it reserved",
+                total >> 20,
+                ram >> 20,
+                reserved >> 20
+            ),
+        ));
+    }
+    Ok(Resolved {
+        vms,
+        console_prefix: cfg.hypervisor.console_prefix.unwrap_or(true),
+        qemu: cfg.qemu.clone(),
+    })
+}
+
+fn ranges(r: &[(u64, u64)]) -> String {
+    r.iter()
+        .map(|(b, s)| format!("{b:#x}..{:#x}", b + s))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn resolve(dir: &Path, spec: &str, guest_image: &dyn Fn(&str) -> Option<PathBuf>) -> Result<PathBuf, String> {
+    match spec.strip_prefix("guest:") {
+        Some(name) => guest_image(name).ok_or_else(|| format!("no test guest `{name}`")),
+        None => Ok(dir.join(spec)),
+    }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, String> {
+    fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+}
+
+/// The config blob the hypervisor parses (`src/config/mod.rs`).
+pub fn blob(r: &Resolved) -> Result<Vec<u8>> {
+    let e = |e: vm_fdt::Error| anyhow!("writing the config blob: {e}");
+    let mut w = vm_fdt::FdtWriter::new().map_err(e)?;
+    let root = w.begin_node("").map_err(e)?;
+    w.property_string("compatible", "tessera,config-v1").map_err(e)?;
+    w.property_u32("console-prefix", u32::from(r.console_prefix))
+        .map_err(e)?;
+    for (i, vm) in r.vms.iter().enumerate() {
+        let n = w.begin_node(&format!("vm@{i}")).map_err(e)?;
+        w.property_string("name", &vm.name).map_err(e)?;
+        w.property_array_u32("cpus", &vm.cpus).map_err(e)?;
+        let mut mem = Vec::new();
+        for &(ipa, size, phys, identity) in &vm.memory {
+            let p = phys.unwrap_or(0);
+            let flags = u32::from(identity) | if phys.is_some() { 2 } else { 0 };
+            mem.extend_from_slice(&[(ipa >> 32) as u32, ipa as u32, (size >> 32) as u32, size as u32]);
+            mem.extend_from_slice(&[(p >> 32) as u32, p as u32, flags]);
+        }
+        w.property_array_u32("memory", &mem).map_err(e)?;
+        w.property_string("kernel", &format!("k{i}")).map_err(e)?;
+        if vm.initrd.is_some() {
+            w.property_string("initrd", &format!("i{i}")).map_err(e)?;
+        }
+        if vm.dtb.is_some() {
+            w.property_string("dtb", &format!("d{i}")).map_err(e)?;
+        }
+        w.property_string("bootargs", &vm.bootargs).map_err(e)?;
+        let console = match vm.console {
+            Console::Virtual => "virtual",
+            Console::Passthrough => "passthrough",
+            Console::None => "none",
+        };
+        w.property_string("console", console).map_err(e)?;
+        w.property_string("psci", if vm.psci == Psci::Smc { "smc" } else { "hvc" })
+            .map_err(e)?;
+        if !vm.devices.is_empty() {
+            w.property_string_list("devices", vm.devices.clone()).map_err(e)?;
+        }
+        if let Some(t) = vm.test_device {
+            w.property_array_u32("test-device", &[(t >> 32) as u32, t as u32])
+                .map_err(e)?;
+        }
+        w.end_node(n).map_err(e)?;
+    }
+    w.end_node(root).map_err(e)?;
+    w.finish().map_err(e)
+}
+
+/// Package entry kinds, as the hypervisor's `src/package.rs` defines them.
+pub const KIND_CONFIG: u32 = 1;
+pub const KIND_IMAGE: u32 = 2;
+
+/// The config blob and every image, named as the blob refers to them.
+pub fn package_entries(r: &Resolved) -> Result<Vec<(u32, String, Vec<u8>)>> {
+    let mut out = vec![(KIND_CONFIG, "config".to_owned(), blob(r)?)];
+    for (i, vm) in r.vms.iter().enumerate() {
+        out.push((KIND_IMAGE, format!("k{i}"), vm.kernel.clone()));
+        if let Some(b) = &vm.initrd {
+            out.push((KIND_IMAGE, format!("i{i}"), b.clone()));
+        }
+        if let Some(b) = &vm.dtb {
+            out.push((KIND_IMAGE, format!("d{i}"), b.clone()));
+        }
+    }
+    Ok(out)
+}
+
+/// The board as its DTB describes it.
+pub fn board_from_dtb(dtb: &[u8], reserved: Vec<(String, u64, u64)>) -> Result<Board> {
+    let fdt = fdt::Fdt::new(dtb).map_err(|e| anyhow!("board DTB: {e:?}"))?;
+    let mut b = Board {
+        reserved,
+        ..Default::default()
+    };
+    if let Some(cpus) = fdt.find_node("/cpus") {
+        for c in cpus.children() {
+            if c.property("device_type").and_then(|p| p.as_str()) == Some("cpu") {
+                if let Some(reg) = c.property("reg") {
+                    let v = reg.value;
+                    let mpidr = match v.len() {
+                        4 => u64::from(u32::from_be_bytes(v[..4].try_into()?)),
+                        8 => u64::from_be_bytes(v[..8].try_into()?),
+                        _ => continue,
+                    };
+                    b.cpus.push(mpidr);
+                }
+            }
+        }
+    }
+    for n in fdt.all_nodes() {
+        if n.property("device_type").and_then(|p| p.as_str()) == Some("memory") {
+            for r in n.reg().into_iter().flatten() {
+                b.ram
+                    .push((r.starting_address as u64, r.size.unwrap_or(0) as u64));
+            }
+        }
+    }
+    let root = fdt.find_node("/").context("board DTB has no root")?;
+    collect_devices(&root, "", &mut b.devices);
+    if let Some(stdout) = fdt
+        .find_node("/chosen")
+        .and_then(|c| c.property("stdout-path"))
+        .and_then(|p| p.as_str())
+    {
+        b.console = Some(stdout.split(':').next().unwrap_or(stdout).to_owned());
+    }
+    if b.cpus.is_empty() || b.ram.is_empty() {
+        bail!("board DTB lists no CPUs or no memory");
+    }
+    Ok(b)
+}
+
+fn collect_devices(node: &fdt::node::FdtNode, prefix: &str, out: &mut BTreeMap<String, Vec<(u64, u64)>>) {
+    for c in node.children() {
+        let path = format!("{prefix}/{}", c.name);
+        if c.name.contains('@') && c.property("compatible").is_some() {
+            if let Some(reg) = c.reg() {
+                let r: Vec<(u64, u64)> = reg
+                    .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
+                    .collect();
+                out.insert(path.clone(), r);
+            }
+        }
+        collect_devices(&c, &path, out);
+    }
+}

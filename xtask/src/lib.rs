@@ -1,0 +1,19 @@
+//! Tessera's host-side tool, as a library so each piece (ELF conversion, payload packing,
+//! QEMU scenarios) can be reused and unit-tested; `main.rs` is only the command line.
+
+pub mod args;
+pub mod assets;
+pub mod board;
+pub mod config;
+pub mod cpio;
+pub mod dtbs;
+pub mod host_tools;
+pub mod image;
+pub mod images;
+pub mod pack;
+pub mod paths;
+pub mod qemu;
+pub mod run_cmd;
+pub mod runner;
+pub mod scenarios;
+pub mod test_cmd;

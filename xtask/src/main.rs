@@ -1,0 +1,125 @@
+//! `cargo xtask`: build, run and test Tessera from the host. This file only parses the
+//! command line; each command lives in its own module of the `xtask` library.
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use xtask::args::Args;
+use xtask::{assets, dtbs, images, run_cmd, test_cmd};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build [--debug] [--config FILE]
+                           build the hypervisor and test guests; write target/tessera.bin
+                           and target/guests/<name>.bin; with --config, check the VM
+                           config and pack it with its images into target/images/
+  run [options]            build, then boot in QEMU (interactive; Ctrl-A X quits)
+      --config FILE        VM config to run (default boards/qemu-virt/demo.toml)
+      --no-config          boot the hypervisor alone
+      --gic 2|3            GIC version (default 3; GICv2 allows at most 8 CPUs)
+      --smp N              CPUs (default 4)
+      --mem SIZE           RAM, QEMU syntax (default 1G)
+      --gdb                wait for a debugger on localhost:1234
+      --append \"ARGS\"      hypervisor command line
+      --dtb FILE           device tree to boot with instead of QEMU's
+      --image FILE         boot FILE instead of target/tessera.bin
+      --timeout SECS       stop QEMU after SECS (default 1800; 0 = never)
+      --debug              build the hypervisor with the dev profile
+  test [options]           host unit tests, then every QEMU scenario; ends with
+                           `N passed, N failed`
+      --filter SUBSTR      only tests whose name contains SUBSTR
+      --jobs N             QEMU scenarios at a time (default 2)
+      --no-host            skip the host unit tests
+  dtbs                     regenerate tests/dtbs/ (needs QEMU and dtc)
+  assets [options]         fetch Debian's arm64 kernel and busybox, build the guest
+                           initramfs (cached in target/guest-assets/); print the paths
+      --kernel FILE        use this arm64 Image (raw or gzip) instead of Debian's
+      --initrd FILE        use this initramfs instead of the built one
+  help                     this text";
+
+fn main() -> ExitCode {
+    match dispatch() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command; `Ok(false)` means it ran but something it checked failed.
+fn dispatch() -> Result<bool> {
+    let mut argv = std::env::args().skip(1);
+    let command = argv.next().unwrap_or_default();
+    let mut args = Args::new(argv);
+    match command.as_str() {
+        "build" => {
+            let debug = args.flag("--debug");
+            let config = args.value("--config")?.map(absolute).transpose()?;
+            args.finish()?;
+            let built = images::build(debug)?;
+            if let Some(config) = config {
+                let img = xtask::board::build_config_image(&config, &built, None)?;
+                println!("{}: {} VM(s), {} bytes", xtask::paths::display(&img.path), img.resolved.vms.len(), std::fs::metadata(&img.path)?.len());
+            }
+        }
+        "run" => {
+            let opts = run_cmd::Options {
+                gic: args.parsed("--gic")?,
+                smp: args.parsed("--smp")?,
+                mem: args.value("--mem")?,
+                config: args.value("--config")?.map(absolute).transpose()?,
+                no_config: args.flag("--no-config"),
+                gdb: args.flag("--gdb"),
+                append: args.value("--append")?,
+                dtb: args.value("--dtb")?.map(absolute).transpose()?,
+                timeout_secs: args.parsed("--timeout")?.unwrap_or(run_cmd::DEFAULT_TIMEOUT_SECS),
+                image: args.value("--image")?.map(absolute).transpose()?,
+                debug: args.flag("--debug"),
+            };
+            args.finish()?;
+            run_cmd::run(opts)?;
+        }
+        "test" => {
+            let opts = test_cmd::Options {
+                filter: args.value("--filter")?,
+                jobs: args.parsed("--jobs")?.unwrap_or(2),
+                no_host: args.flag("--no-host"),
+            };
+            args.finish()?;
+            return test_cmd::test(&opts);
+        }
+        "dtbs" => {
+            args.finish()?;
+            dtbs::regenerate()?;
+        }
+        "assets" => {
+            let opts = assets::Options {
+                kernel: args.value("--kernel")?.map(absolute).transpose()?,
+                initrd: args.value("--initrd")?.map(absolute).transpose()?,
+                target_dir: None,
+            };
+            args.finish()?;
+            let a = assets::ensure_assets(&opts)?;
+            println!("kernel  {}", a.kernel.display());
+            println!("initrd  {}", a.initrd.display());
+            println!("version {}", a.version);
+        }
+        "help" | "--help" | "-h" => println!("{USAGE}"),
+        "" => {
+            println!("{USAGE}");
+            return Ok(false);
+        }
+        other => anyhow::bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+    Ok(true)
+}
+
+/// A user-given path, made absolute from the current directory, since QEMU runs from the
+/// repository root.
+fn absolute(path: String) -> Result<PathBuf> {
+    Ok(std::path::absolute(&path)?)
+}

@@ -1,0 +1,285 @@
+//! Runs QEMU scenarios: boots each one with its console piped, watches the lines for what
+//! must and must not appear, and stops QEMU as soon as the verdict is known.
+
+use crate::images::Built;
+use crate::paths;
+use crate::qemu::{self, Console, Machine};
+use crate::scenarios::{Image, Scenario};
+use anyhow::{Context, Result};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long to keep reading after the verdict is known: after the last `must` line, so a
+/// forbidden line printed right after it (a panic, say) still fails the scenario; after a
+/// forbidden line, so the log shows what came with it.
+const GRACE: Duration = Duration::from_millis(300);
+/// Console lines shown when a scenario fails.
+const TAIL_LINES: usize = 30;
+
+/// The result of one test (a QEMU scenario or the host unit tests).
+pub struct Outcome {
+    pub name: String,
+    pub duration: Duration,
+    /// Why it failed; `None` means it passed.
+    pub failure: Option<String>,
+    /// Output to show under a failure (the console tail).
+    pub details: Vec<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// The `PASS`/`FAIL` line, followed on failure by the details.
+    pub fn report(&self) -> String {
+        let secs = self.duration.as_secs_f64();
+        match &self.failure {
+            None => format!("PASS {} ({secs:.1} s)\n", self.name),
+            Some(why) => {
+                let mut s = format!("FAIL {}: {why}\n", self.name);
+                for line in &self.details {
+                    s.push_str(&format!("    | {line}\n"));
+                }
+                s
+            }
+        }
+    }
+
+    /// Prints the report in one piece, so parallel runners do not interleave.
+    pub fn print(&self) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(self.report().as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// Runs `scenarios`, `jobs` at a time, printing each outcome as it finishes.
+pub fn run_all(scenarios: &[Scenario], jobs: usize, qemu: &Path, built: &Built) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                while let Some(scenario) = scenarios.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let outcome = run(scenario, qemu, built);
+                    outcome.print();
+                    outcomes.lock().unwrap().push(outcome);
+                }
+            });
+        }
+    });
+    outcomes.into_inner().unwrap()
+}
+
+/// Runs one scenario; setup errors (a missing image, QEMU failing to start) fail it too.
+pub fn run(scenario: &Scenario, qemu: &Path, built: &Built) -> Outcome {
+    let start = Instant::now();
+    let log = paths::test_logs_dir(&built.target_dir).join(format!("{}.log", scenario.name));
+    let (failure, details) = match watch(scenario, qemu, built, &log) {
+        Ok(verdict) => verdict.into_failure(&log),
+        Err(e) => (Some(format!("{e:#}")), Vec::new()),
+    };
+    Outcome {
+        name: scenario.name.to_owned(),
+        duration: start.elapsed(),
+        failure,
+        details,
+    }
+}
+
+/// What was seen on the console.
+struct Verdict {
+    missing: Vec<&'static str>,
+    /// What is left of the ordered list.
+    sequence: Vec<&'static str>,
+    forbidden_seen: Vec<&'static str>,
+    /// Set when QEMU exited on its own or the time ran out before all `must` lines.
+    ended: Option<String>,
+    tail: VecDeque<String>,
+}
+
+impl Verdict {
+    fn new(must: &[&'static str], sequence: &[&'static str]) -> Self {
+        Self {
+            missing: must.to_vec(),
+            sequence: sequence.iter().rev().copied().collect(),
+            forbidden_seen: Vec::new(),
+            ended: None,
+            tail: VecDeque::new(),
+        }
+    }
+
+    fn see(&mut self, line: String, forbidden: &[&'static str]) {
+        self.missing.retain(|m| !line.contains(m));
+        if self.sequence.last().is_some_and(|s| line.contains(s)) {
+            self.sequence.pop();
+        }
+        for f in forbidden {
+            if line.contains(f) && !self.forbidden_seen.contains(f) {
+                self.forbidden_seen.push(f);
+            }
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+
+    fn into_failure(self, log: &Path) -> (Option<String>, Vec<String>) {
+        if self.missing.is_empty() && self.sequence.is_empty() && self.forbidden_seen.is_empty() {
+            return (None, Vec::new());
+        }
+        let mut why = Vec::new();
+        if !self.missing.is_empty() {
+            why.push(format!("missing {}", quoted(&self.missing)));
+        }
+        if let Some(next) = self.sequence.last() {
+            why.push(format!("sequence stopped before {next:?}"));
+        }
+        if !self.forbidden_seen.is_empty() {
+            why.push(format!("found forbidden {}", quoted(&self.forbidden_seen)));
+        }
+        why.extend(self.ended);
+        why.push(format!("log: {}", paths::display(log)));
+        (Some(why.join("; ")), self.tail.into())
+    }
+}
+
+fn quoted(items: &[&str]) -> String {
+    let q: Vec<_> = items.iter().map(|s| format!("{s:?}")).collect();
+    q.join(", ")
+}
+
+fn image_path(scenario: &Scenario, built: &Built) -> Result<PathBuf> {
+    match scenario.image {
+        Image::Hypervisor => Ok(built.hypervisor_bin.clone()),
+        Image::File(path) => Ok(paths::root().join(path)),
+        Image::Make(make) => make(built).context("building the scenario's image"),
+    }
+}
+
+fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Result<Verdict> {
+    let mut machine = Machine {
+        gic: scenario.gic,
+        smp: scenario.smp,
+        mem: scenario.mem.to_owned(),
+        dtb: scenario.dtb.map(|d| paths::root().join(d)),
+        append: scenario.append.map(str::to_owned),
+        extra: scenario.extra.iter().map(|s| s.to_string()).collect(),
+        ..Machine::new(PathBuf::new())
+    };
+    machine.kernel = match scenario.config {
+        Some(config) => {
+            let set = |m: &mut crate::board::MachineSettings| {
+                m.gic = scenario.gic;
+                m.smp = scenario.smp;
+                m.mem = scenario.mem.to_owned();
+            };
+            let img = crate::board::build_config_image(&paths::root().join(config), built, Some(&set))?;
+            let mut extra = img.machine.extra.clone();
+            extra.append(&mut machine.extra);
+            machine.extra = extra;
+            img.path
+        }
+        None => image_path(scenario, built)?,
+    };
+    machine.validate()?;
+    let mut cmd = machine.command(qemu, Console::Captured);
+    cmd.current_dir(paths::root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    std::fs::create_dir_all(log_path.parent().expect("log path has a directory"))?;
+    let mut log = File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    writeln!(log, "$ {cmd:?}")?;
+
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
+    let lines = console_lines(&mut child);
+    let forbidden = scenario.forbidden();
+    let mut v = Verdict::new(scenario.must, scenario.sequence);
+    let mut see = |line: String, v: &mut Verdict| -> Result<()> {
+        writeln!(log, "{line}")?;
+        v.see(line, &forbidden);
+        Ok(())
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(scenario.timeout_secs);
+    let mut grace_end = None;
+    let mut exited = false;
+    loop {
+        let until = grace_end.unwrap_or(deadline).min(deadline);
+        let Some(left) = until.checked_duration_since(Instant::now()) else {
+            if grace_end.is_none() {
+                v.ended = Some(format!("timed out after {} s", scenario.timeout_secs));
+            }
+            break;
+        };
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                see(line, &mut v)?;
+                // The verdict is known once everything required (or anything forbidden)
+                // has shown up; the grace period only collects what follows.
+                let decided = (v.missing.is_empty() && v.sequence.is_empty()) || !v.forbidden_seen.is_empty();
+                if decided && grace_end.is_none() {
+                    grace_end = Some(Instant::now() + GRACE);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                exited = true;
+                break;
+            }
+        }
+    }
+    qemu::stop(&mut child)?;
+    // Lines already printed before QEMU stopped still count; the pipes are closed now.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+        see(line, &mut v)?;
+    }
+    if exited && (!v.missing.is_empty() || !v.sequence.is_empty()) {
+        let status = child.wait()?;
+        v.ended = Some(format!("QEMU exited first ({status})"));
+    }
+    Ok(v)
+}
+
+/// QEMU's stdout and stderr, line by line, read on their own threads so the deadline is
+/// kept even when QEMU prints nothing.
+fn console_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>);
+    let stderr = child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>);
+    for pipe in [stdout, stderr].into_iter().flatten() {
+        let tx = tx.clone();
+        thread::spawn(move || forward_lines(pipe, tx));
+    }
+    rx
+}
+
+/// Sends each line of `pipe` (lossily decoded, without its line ending) until EOF.
+fn forward_lines(pipe: Box<dyn Read + Send>, tx: mpsc::Sender<String>) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']).to_owned();
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The QEMU scenarios `cargo xtask test` runs: one per behaviour, named for what it proves.
+//!
+//! Adding one is a struct literal in [`all`]: start from [`Scenario::new`] and override
+//! what differs, e.g. `Scenario { smp: 2, must: &["..."], ..Scenario::new("name") }`.
+
+use crate::images::Built;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Lines no scenario may print unless it opts out through [`Scenario::allow`].
+pub const GLOBAL_MUST_NOT: &[&str] = &["panicked at", "EL2 exception"];
+
+/// Printed by the hypervisor at the end of a successful boot.
+pub const BOOT_COMPLETE: &str = "tessera: boot complete";
+
+/// What QEMU boots.
+#[derive(Clone, Copy)]
+pub enum Image {
+    /// The plain hypervisor, `target/tessera.bin`.
+    Hypervisor,
+    /// A file relative to the repository root.
+    File(&'static str),
+    /// Built on the fly from the build outputs (e.g. the hypervisor packed with guests).
+    Make(fn(&Built) -> Result<PathBuf>),
+}
+
+#[derive(Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub gic: u32,
+    pub smp: u32,
+    pub mem: &'static str,
+    /// `-dtb`, relative to the repository root.
+    pub dtb: Option<&'static str>,
+    /// `-append`: the hypervisor's command line.
+    pub append: Option<&'static str>,
+    /// Any further QEMU arguments.
+    pub extra: &'static [&'static str],
+    pub image: Image,
+    /// A VM config (relative to the repository root) to check and pack with
+    /// the guests; boots that image on this scenario's machine.
+    pub config: Option<&'static str>,
+    /// Each must appear on some console line.
+    pub must: &'static [&'static str],
+    /// Must appear in this order (each on a line after the previous one's).
+    pub sequence: &'static [&'static str],
+    /// None may appear on any console line (in addition to [`GLOBAL_MUST_NOT`]).
+    pub must_not: &'static [&'static str],
+    /// Entries of [`GLOBAL_MUST_NOT`] this scenario expects to see.
+    pub allow: &'static [&'static str],
+    pub timeout_secs: u64,
+}
+
+impl Scenario {
+    /// GICv3, 4 CPUs, 1 GiB, the plain hypervisor, 60 s.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            gic: 3,
+            smp: 4,
+            mem: "1G",
+            dtb: None,
+            append: None,
+            extra: &[],
+            image: Image::Hypervisor,
+            config: None,
+            must: &[],
+            sequence: &[],
+            must_not: &[],
+            allow: &[],
+            timeout_secs: 60,
+        }
+    }
+
+    /// Everything this scenario must not print: its own list plus the global one.
+    pub fn forbidden(&self) -> Vec<&'static str> {
+        let global = GLOBAL_MUST_NOT.iter().filter(|s| !self.allow.contains(s));
+        self.must_not.iter().chain(global).copied().collect()
+    }
+}
+
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            must: &["GICv3", "CPUs online: 4/4", BOOT_COMPLETE],
+            ..Scenario::new("boot_gicv3_smp4")
+        },
+        Scenario {
+            gic: 2,
+            must: &["GICv2", "CPUs online: 4/4", BOOT_COMPLETE],
+            ..Scenario::new("boot_gicv2_smp4")
+        },
+        Scenario {
+            smp: 1,
+            must: &["CPUs online: 1/1", BOOT_COMPLETE],
+            ..Scenario::new("boot_gicv3_smp1")
+        },
+        Scenario {
+            smp: 8,
+            must: &["CPUs online: 8/8", BOOT_COMPLETE],
+            ..Scenario::new("boot_gicv3_smp8")
+        },
+        Scenario {
+            gic: 2,
+            smp: 8,
+            must: &["GICv2", "CPUs online: 8/8", BOOT_COMPLETE],
+            ..Scenario::new("boot_gicv2_smp8")
+        },
+        Scenario {
+            smp: 2,
+            append: Some("tessera.selftest=el2-fault"),
+            allow: &["EL2 exception"],
+            must: &[
+                "EL2 exception",
+                "ESR_EL2",
+                "ELR_EL2",
+                "FAR_EL2",
+                "SPSR_EL2",
+                "x30",
+                "CPU 0",
+            ],
+            ..Scenario::new("el2_exception_report")
+        },
+        Scenario {
+            smp: 2,
+            dtb: Some("tests/dtbs/qemu-virt-nogic.dtb"),
+            must: &["missing", "interrupt controller"],
+            must_not: &[BOOT_COMPLETE],
+            ..Scenario::new("dtb_without_gic_is_reported")
+        },
+        Scenario {
+            smp: 2,
+            dtb: Some("tests/dtbs/qemu-virt-nostdout.dtb"),
+            must: &["stdout-path", BOOT_COMPLETE],
+            ..Scenario::new("dtb_without_console_path_falls_back")
+        },
+        Scenario {
+            config: Some("tests/configs/two_vms.toml"),
+            must: &[
+                "[left] hello: start at EL1",
+                "[right] hello: start at EL1",
+                "[left] hello: tick 3",
+                "[right] hello: tick 3",
+            ],
+            ..Scenario::new("two_vms_run_side_by_side")
+        },
+        Scenario {
+            config: Some("tests/configs/psci.toml"),
+            must: &[
+                "[psci] psci: 3 vCPUs",
+                "[psci] RESULT psci: ",
+                "VM psci stopped: PSCI SYSTEM_OFF",
+            ],
+            sequence: &[
+                "VM psci stopped: PSCI SYSTEM_OFF",
+                "[bystander] hello: tick",
+                "[bystander] hello: tick",
+            ],
+            must_not: &["FAIL", "RESULT psci: 0 passed"],
+            ..Scenario::new("psci_cpu_on_off_and_system_off_stop_one_vm")
+        },
+        Scenario {
+            config: Some("tests/configs/isolation.toml"),
+            must: &[
+                "[attacker] RESULT isolation: ",
+                " 0 failed",
+                "[victim] hello: tick 5",
+            ],
+            sequence: &["[attacker] RESULT isolation", "[victim] hello: tick"],
+            must_not: &["FAIL"],
+            ..Scenario::new("isolation_foreign_memory_aborts_in_guest")
+        },
+        Scenario {
+            config: Some("tests/configs/hostile.toml"),
+            must: &[
+                "[hostile] RESULT hostile: ",
+                " 0 failed",
+                "[hostile] hostile: still alive",
+            ],
+            sequence: &["[hostile] RESULT hostile", "[bystander] hello: tick"],
+            must_not: &["FAIL"],
+            ..Scenario::new("hostile_guest_is_answered_architecturally")
+        },
+        Scenario {
+            config: Some("tests/configs/mmio.toml"),
+            must: &["[mmio] RESULT mmio: ", " 0 failed"],
+            must_not: &["FAIL"],
+            ..Scenario::new("mmio_all_widths_and_sign_extension")
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_every_scenario_checks_something() {
+        let all = all();
+        let names: HashSet<_> = all.iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), all.len());
+        assert!(all.iter().all(|s| !s.must.is_empty() || !s.sequence.is_empty()));
+    }
+
+    #[test]
+    fn referenced_dtbs_exist() {
+        for s in all() {
+            if let Some(dtb) = s.dtb {
+                assert!(crate::paths::root().join(dtb).is_file(), "{}: {dtb}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn opting_out_removes_only_that_global() {
+        let s = Scenario {
+            must_not: &["x"],
+            allow: &["EL2 exception"],
+            ..Scenario::new("t")
+        };
+        assert_eq!(s.forbidden(), ["x", "panicked at"]);
+    }
+}
