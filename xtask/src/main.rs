@@ -63,7 +63,12 @@ fn dispatch() -> Result<bool> {
             let built = images::build(debug)?;
             if let Some(config) = config {
                 let img = xtask::board::build_config_image(&config, &built, None)?;
-                println!("{}: {} VM(s), {} bytes", xtask::paths::display(&img.path), img.resolved.vms.len(), std::fs::metadata(&img.path)?.len());
+                println!(
+                    "{}: {} VM(s), {} bytes",
+                    xtask::paths::display(&img.path),
+                    img.resolved.vms.len(),
+                    std::fs::metadata(&img.path)?.len()
+                );
             }
         }
         "run" => {

@@ -48,7 +48,10 @@ pub fn run(opts: Options) -> Result<()> {
     if opts.image.is_none() {
         machine.kernel = built.hypervisor_bin.clone();
         if !opts.no_config {
-            let config = opts.config.clone().unwrap_or_else(|| paths::root().join(DEFAULT_CONFIG));
+            let config = opts
+                .config
+                .clone()
+                .unwrap_or_else(|| paths::root().join(DEFAULT_CONFIG));
             let set = |m: &mut crate::board::MachineSettings| {
                 if let Some(g) = opts.gic {
                     m.gic = g;

@@ -1,0 +1,614 @@
+//! The virtual GIC of one VM: distributor state (and GICv3 redistributors)
+//! emulated per VM, and a queue of interrupts waiting for each vCPU's list
+//! registers. A VM sees and programs only the interrupts it owns: its SGIs,
+//! its timer PPIs, its virtual devices' SPIs and its passed-through SPIs.
+//! Everything else reads as zero and ignores writes.
+//!
+//! No hardware access here: what must reach the physical GIC (enabling a
+//! passed-through interrupt, routing it, kicking another CPU) goes through
+//! [`VgicHost`], so the whole model is tested on the host.
+
+pub mod dist;
+pub mod lr;
+pub mod redist;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use lr::Lr;
+use spin::Mutex;
+
+/// Which GIC the guest sees (always the board's).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Version {
+    V2,
+    V3,
+}
+
+/// Who drives an interrupt the VM owns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Owner {
+    /// Raised by the hypervisor (SGIs, emulated devices).
+    Virtual,
+    /// A physical interrupt with the same number (timer PPIs, passed-through
+    /// SPIs): injected with the HW bit.
+    Hw,
+}
+
+/// What the vGIC needs done outside itself.
+pub trait VgicHost: Send + Sync {
+    /// `vcpu` has new interrupts queued: get its CPU to fill its list registers.
+    fn kick(&self, vcpu: usize);
+    /// Mirror the guest enabling/disabling hardware interrupt `intid` (for a
+    /// PPI: the one of `vcpu`'s CPU).
+    fn hw_enable(&self, intid: u32, vcpu: usize, enable: bool);
+    /// Route hardware SPI `intid` to the CPU running `vcpu`.
+    fn hw_route(&self, intid: u32, vcpu: usize);
+}
+
+/// Default priority of every interrupt (what GIC reset leaves is 0; Linux
+/// programs its own).
+const RESET_PRIORITY: u8 = 0;
+/// Interrupts one vCPU may have queued beyond its list registers. A VM that
+/// raises more (an SGI flood) loses the excess; they are counted.
+const QUEUE: usize = 64;
+
+#[derive(Clone, Copy, Debug)]
+struct Irq {
+    enabled: bool,
+    /// Pending but not yet handed to a list register.
+    pending: bool,
+    priority: u8,
+    edge: bool,
+    group1: bool,
+    /// Target vCPU (SPIs).
+    target: u8,
+    /// Line level of a level-triggered virtual source.
+    line: bool,
+    /// v3 IROUTER as the guest wrote it.
+    router: u64,
+}
+
+const IRQ_RESET: Irq = Irq {
+    enabled: false,
+    pending: false,
+    priority: RESET_PRIORITY,
+    edge: false,
+    group1: false,
+    target: 0,
+    line: false,
+    router: 0,
+};
+
+/// An interrupt on its way to a list register.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Queued {
+    pub vintid: u32,
+    pub hw: bool,
+    pub priority: u8,
+    pub group1: bool,
+    pub eoi: bool,
+    pub source: u8,
+}
+
+impl Queued {
+    pub fn lr(&self) -> Lr {
+        Lr {
+            vintid: self.vintid,
+            pintid: self.hw.then_some(self.vintid),
+            priority: self.priority,
+            state: lr::LrState::Pending,
+            group1: self.group1,
+            eoi: self.eoi,
+            source: self.source,
+        }
+    }
+}
+
+struct State {
+    ctlr: u32,
+    spis: Vec<Irq>,
+    private: Vec<[Irq; 32]>,
+    /// GICR_WAKER.ProcessorSleep per vCPU (v3).
+    asleep: Vec<bool>,
+}
+
+struct Queue {
+    items: [Option<Queued>; QUEUE],
+    len: usize,
+}
+
+impl Queue {
+    fn push(&mut self, q: Queued) -> bool {
+        if self.items[..self.len]
+            .iter()
+            .flatten()
+            .any(|i| i.vintid == q.vintid && i.source == q.source)
+        {
+            return true;
+        }
+        if self.len == QUEUE {
+            return false;
+        }
+        self.items[self.len] = Some(q);
+        self.len += 1;
+        true
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        if self.len == 0 {
+            return None;
+        }
+        let first = self.items[0].take();
+        self.items.copy_within(1..self.len, 0);
+        self.len -= 1;
+        self.items[self.len] = None;
+        first
+    }
+
+    fn push_front(&mut self, q: Queued) {
+        if self.len == QUEUE {
+            return;
+        }
+        self.items.copy_within(0..self.len, 1);
+        self.items[0] = Some(q);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, vintid: u32) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            if let Some(q) = self.items[i] {
+                if q.vintid != vintid {
+                    self.items[kept] = Some(q);
+                    kept += 1;
+                }
+            }
+        }
+        for slot in &mut self.items[kept..self.len] {
+            *slot = None;
+        }
+        self.len = kept;
+    }
+}
+
+/// One VM's virtual GIC.
+pub struct Vgic {
+    pub version: Version,
+    pub nvcpus: usize,
+    /// SPIs the distributor reports (a multiple of 32).
+    pub nspis: u32,
+    owners: Vec<Option<Owner>>,
+    state: Mutex<State>,
+    queues: Vec<Mutex<Queue>>,
+    host: Box<dyn VgicHost>,
+    /// Interrupts lost to a full queue.
+    pub dropped: AtomicU64,
+}
+
+impl Vgic {
+    /// A vGIC for `nvcpus` vCPUs owning `owned` (INTID, owner) interrupts
+    /// besides the SGIs. `timer_ppis` are the PPIs injected from hardware.
+    pub fn new(version: Version, nvcpus: usize, owned: &[(u32, Owner)], host: Box<dyn VgicHost>) -> Self {
+        let max = owned.iter().map(|o| o.0).max().unwrap_or(31).max(31);
+        let nspis = (max + 1).div_ceil(32) * 32 - 32;
+        let mut owners = alloc::vec![None; (32 + nspis) as usize];
+        for o in owners.iter_mut().take(16) {
+            *o = Some(Owner::Virtual);
+        }
+        for &(intid, owner) in owned {
+            owners[intid as usize] = Some(owner);
+        }
+        let mut private = [IRQ_RESET; 32];
+        for p in private.iter_mut().take(16) {
+            // SGIs are always enabled and edge-triggered on GICv2; GICv3
+            // leaves enabling to the guest.
+            p.edge = true;
+            p.enabled = version == Version::V2;
+        }
+        Self {
+            version,
+            nvcpus,
+            nspis,
+            owners,
+            state: Mutex::new(State {
+                ctlr: 0,
+                spis: alloc::vec![IRQ_RESET; nspis as usize],
+                private: alloc::vec![private; nvcpus],
+                asleep: alloc::vec![true; nvcpus],
+            }),
+            queues: (0..nvcpus)
+                .map(|_| {
+                    Mutex::new(Queue {
+                        items: [None; QUEUE],
+                        len: 0,
+                    })
+                })
+                .collect(),
+            host,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Who owns `intid` in this VM, if anyone.
+    pub fn owner(&self, intid: u32) -> Option<Owner> {
+        self.owners.get(intid as usize).copied().flatten()
+    }
+
+    fn irq<'a>(&self, s: &'a mut State, intid: u32, vcpu: usize) -> Option<&'a mut Irq> {
+        self.owner(intid)?;
+        if intid < 32 {
+            s.private.get_mut(vcpu).map(|p| &mut p[intid as usize])
+        } else {
+            s.spis.get_mut(intid as usize - 32)
+        }
+    }
+
+    fn group_enabled(&self, s: &State, group1: bool) -> bool {
+        s.ctlr & if group1 { 2 } else { 1 } != 0
+    }
+
+    /// Queues `intid` for its target if it can be delivered now; otherwise
+    /// leaves it latched pending. Returns the vCPU to kick.
+    fn deliver(&self, s: &mut State, intid: u32, vcpu: usize, source: u8) -> Option<usize> {
+        let ctlr_ok = |g| self.group_enabled(s, g);
+        let irq = if intid < 32 {
+            s.private[vcpu][intid as usize]
+        } else {
+            s.spis[intid as usize - 32]
+        };
+        if !irq.enabled || !ctlr_ok(irq.group1) {
+            return None;
+        }
+        let target = if intid < 32 {
+            vcpu
+        } else {
+            usize::from(irq.target).min(self.nvcpus - 1)
+        };
+        let q = Queued {
+            vintid: intid,
+            hw: false,
+            priority: irq.priority,
+            group1: irq.group1,
+            eoi: !irq.edge && self.owner(intid) == Some(Owner::Virtual),
+            source,
+        };
+        if !self.queues[target].lock().push(q) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(i) = self.irq(s, intid, vcpu) {
+            i.pending = false;
+        }
+        Some(target)
+    }
+
+    /// Makes a virtual interrupt pending (an SGI from `source`, an emulated
+    /// device's edge). `vcpu` selects the banked copy of SGIs/PPIs.
+    pub fn raise(&self, intid: u32, vcpu: usize, source: u8) {
+        let kick = {
+            let mut s = self.state.lock();
+            match self.irq(&mut s, intid, vcpu) {
+                Some(irq) => irq.pending = true,
+                None => return,
+            }
+            self.deliver(&mut s, intid, vcpu, source)
+        };
+        if let Some(t) = kick {
+            self.host.kick(t);
+        }
+    }
+
+    /// Sets the line of a level-triggered virtual source (SPIs only).
+    pub fn set_line(&self, intid: u32, level: bool) {
+        let kick = {
+            let mut s = self.state.lock();
+            let Some(irq) = self.irq(&mut s, intid, 0) else {
+                return;
+            };
+            let was = irq.line;
+            irq.line = level;
+            if !level {
+                irq.pending = false;
+                None
+            } else if !was {
+                irq.pending = true;
+                self.deliver(&mut s, intid, 0, 0)
+            } else {
+                None
+            }
+        };
+        if let Some(t) = kick {
+            self.host.kick(t);
+        }
+    }
+
+    /// The guest EOIed a level-triggered virtual interrupt: if its line is
+    /// still high, it is pending again.
+    pub fn eoi(&self, intid: u32, vcpu: usize) {
+        let kick = {
+            let mut s = self.state.lock();
+            match self.irq(&mut s, intid, vcpu) {
+                Some(irq) if irq.line => self.deliver(&mut s, intid, vcpu, 0),
+                _ => None,
+            }
+        };
+        if let Some(t) = kick {
+            self.host.kick(t);
+        }
+    }
+
+    /// A hardware interrupt this VM owns fired on `vcpu`'s CPU: what to put
+    /// in a list register, or `None` if the guest has it disabled (the caller
+    /// then masks it physically and deactivates it).
+    pub fn hw_fired(&self, intid: u32, vcpu: usize) -> Option<Queued> {
+        let mut s = self.state.lock();
+        let group_ok = |g| s.ctlr & if g { 2 } else { 1 } != 0;
+        let irq = if intid < 32 {
+            s.private.get(vcpu)?[intid as usize]
+        } else {
+            *s.spis.get(intid as usize - 32)?
+        };
+        if self.owner(intid) != Some(Owner::Hw) || !irq.enabled || !group_ok(irq.group1) {
+            return None;
+        }
+        Some(Queued {
+            vintid: intid,
+            hw: true,
+            priority: irq.priority,
+            group1: irq.group1,
+            eoi: false,
+            source: 0,
+        })
+    }
+
+    /// Next interrupt queued for `vcpu`.
+    pub fn pop(&self, vcpu: usize) -> Option<Queued> {
+        self.queues.get(vcpu)?.lock().pop()
+    }
+
+    /// Puts back what did not fit in the list registers.
+    pub fn unpop(&self, vcpu: usize, q: Queued) {
+        if let Some(queue) = self.queues.get(vcpu) {
+            queue.lock().push_front(q);
+        }
+    }
+
+    /// Queues a hardware interrupt that found no free list register.
+    pub fn queue_hw(&self, vcpu: usize, q: Queued) {
+        if let Some(queue) = self.queues.get(vcpu) {
+            if !queue.lock().push(q) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether `vcpu` has interrupts waiting for a list register.
+    pub fn has_queued(&self, vcpu: usize) -> bool {
+        self.queues.get(vcpu).is_some_and(|q| q.lock().len > 0)
+    }
+
+    /// Delivers a guest SGI (from ICC_SGI1R_EL1 or GICD_SGIR) to each vCPU
+    /// in `targets` (a bit mask of vCPU indices).
+    pub fn send_sgi(&self, intid: u32, from: usize, targets: u64) {
+        for t in 0..self.nvcpus.min(64) {
+            if targets & (1 << t) != 0 {
+                self.raise(intid & 0xf, t, from as u8);
+            }
+        }
+    }
+
+    // Register-level helpers used by `dist` and `redist`.
+
+    fn set_enabled(&self, intid: u32, vcpu: usize, on: bool) {
+        let (hw, kick) = {
+            let mut s = self.state.lock();
+            let Some(irq) = self.irq(&mut s, intid, vcpu) else {
+                return;
+            };
+            if irq.enabled == on || (intid < 16 && self.version == Version::V2) {
+                return;
+            }
+            irq.enabled = on;
+            let pending = irq.pending;
+            let target = if intid < 32 { vcpu } else { usize::from(irq.target) };
+            let kick = if on && pending {
+                self.deliver(&mut s, intid, vcpu, 0)
+            } else {
+                None
+            };
+            ((self.owner(intid) == Some(Owner::Hw)).then_some(target), kick)
+        };
+        if let Some(target) = hw {
+            self.host.hw_enable(intid, target, on);
+        }
+        if let Some(t) = kick {
+            self.host.kick(t);
+        }
+    }
+
+    fn set_pending(&self, intid: u32, vcpu: usize, on: bool) {
+        if on {
+            self.raise(intid, vcpu, 0);
+        } else {
+            let mut s = self.state.lock();
+            let target = match self.irq(&mut s, intid, vcpu) {
+                Some(irq) => {
+                    irq.pending = false;
+                    if intid < 32 {
+                        vcpu
+                    } else {
+                        usize::from(irq.target)
+                    }
+                }
+                None => return,
+            };
+            self.queues[target.min(self.nvcpus - 1)].lock().remove(intid);
+        }
+    }
+
+    fn with_irq<R>(&self, intid: u32, vcpu: usize, f: impl FnOnce(&mut Irq) -> R) -> Option<R> {
+        let mut s = self.state.lock();
+        self.irq(&mut s, intid, vcpu).map(f)
+    }
+
+    fn set_target(&self, intid: u32, vcpu: usize) {
+        let vcpu = vcpu.min(self.nvcpus - 1);
+        let changed = self.with_irq(intid, 0, |irq| {
+            let changed = usize::from(irq.target) != vcpu;
+            irq.target = vcpu as u8;
+            changed
+        });
+        if changed == Some(true) && self.owner(intid) == Some(Owner::Hw) {
+            self.host.hw_route(intid, vcpu);
+        }
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    /// Records what the vGIC asked of the hardware.
+    #[derive(Default, Clone)]
+    pub struct Recorder(pub Arc<StdMutex<Vec<String>>>);
+
+    impl VgicHost for Recorder {
+        fn kick(&self, vcpu: usize) {
+            self.0.lock().unwrap().push(format!("kick {vcpu}"));
+        }
+        fn hw_enable(&self, intid: u32, vcpu: usize, enable: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("hw_enable {intid} {vcpu} {enable}"));
+        }
+        fn hw_route(&self, intid: u32, vcpu: usize) {
+            self.0.lock().unwrap().push(format!("hw_route {intid} {vcpu}"));
+        }
+    }
+
+    pub fn vgic(version: Version, nvcpus: usize) -> (Vgic, Recorder) {
+        let r = Recorder::default();
+        let owned = [
+            (27, Owner::Hw),
+            (30, Owner::Hw),
+            (33, Owner::Virtual),
+            (34, Owner::Hw),
+        ];
+        (Vgic::new(version, nvcpus, &owned, Box::new(r.clone())), r)
+    }
+
+    #[test]
+    fn spis_are_counted_in_32s() {
+        let (g, _) = vgic(Version::V3, 2);
+        assert_eq!(g.nspis, 32);
+        assert_eq!(g.owner(34), Some(Owner::Hw));
+        assert_eq!(g.owner(35), None);
+        assert_eq!(g.owner(5), Some(Owner::Virtual));
+        assert_eq!(g.owner(23), None);
+    }
+
+    #[test]
+    fn pending_while_disabled_is_delivered_on_enable() {
+        let (g, r) = vgic(Version::V3, 2);
+        g.state.lock().ctlr = 2;
+        g.with_irq(33, 0, |i| i.group1 = true);
+        g.raise(33, 0, 0);
+        assert!(g.pop(0).is_none());
+        g.set_enabled(33, 0, true);
+        let q = g.pop(0).unwrap();
+        assert_eq!(q.vintid, 33);
+        assert!(!q.hw);
+        assert!(r.0.lock().unwrap().contains(&"kick 0".to_string()));
+    }
+
+    #[test]
+    fn spis_go_to_their_target() {
+        let (g, _) = vgic(Version::V3, 3);
+        g.state.lock().ctlr = 3;
+        g.set_target(33, 2);
+        g.set_enabled(33, 0, true);
+        g.raise(33, 0, 0);
+        assert!(g.pop(0).is_none());
+        assert_eq!(g.pop(2).unwrap().vintid, 33);
+    }
+
+    #[test]
+    fn hardware_interrupts_mirror_enable_and_route() {
+        let (g, r) = vgic(Version::V3, 2);
+        g.state.lock().ctlr = 3;
+        g.set_enabled(27, 1, true);
+        g.set_target(34, 1);
+        g.set_enabled(34, 0, true);
+        let log = r.0.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            vec!["hw_enable 27 1 true", "hw_route 34 1", "hw_enable 34 1 true"]
+        );
+        assert!(g.hw_fired(27, 1).unwrap().hw);
+        assert!(g.hw_fired(27, 0).is_none(), "vCPU 0 never enabled its timer");
+        g.set_enabled(34, 0, false);
+        assert!(g.hw_fired(34, 1).is_none());
+    }
+
+    #[test]
+    fn unowned_interrupts_are_ignored() {
+        let (g, r) = vgic(Version::V3, 1);
+        g.state.lock().ctlr = 3;
+        g.set_enabled(35, 0, true);
+        g.raise(35, 0, 0);
+        g.set_enabled(23, 0, true);
+        assert!(g.pop(0).is_none());
+        assert!(r.0.lock().unwrap().is_empty());
+        assert!(g.hw_fired(35, 0).is_none());
+    }
+
+    #[test]
+    fn level_lines_reassert_after_eoi() {
+        let (g, _) = vgic(Version::V2, 1);
+        g.state.lock().ctlr = 1;
+        g.set_enabled(33, 0, true);
+        g.set_line(33, true);
+        let q = g.pop(0).unwrap();
+        assert!(q.eoi, "level virtual interrupts ask for EOI maintenance");
+        g.eoi(33, 0);
+        assert_eq!(g.pop(0).unwrap().vintid, 33);
+        g.set_line(33, false);
+        g.eoi(33, 0);
+        assert!(g.pop(0).is_none());
+    }
+
+    #[test]
+    fn sgi_floods_are_bounded_and_counted() {
+        let (g, _) = vgic(Version::V3, 2);
+        g.state.lock().ctlr = 2;
+        for i in 0..16 {
+            g.with_irq(i, 1, |irq| {
+                irq.enabled = true;
+                irq.group1 = true
+            });
+        }
+        for n in 0..1000 {
+            g.send_sgi(n % 16, 0, 0b10);
+        }
+        // Duplicates coalesce: at most one of each SGI is queued.
+        let mut seen = 0;
+        while g.pop(1).is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 16);
+        assert!(g.pop(0).is_none());
+    }
+
+    #[test]
+    fn sgis_to_vcpus_outside_the_vm_are_dropped() {
+        let (g, _) = vgic(Version::V2, 2);
+        g.state.lock().ctlr = 1;
+        g.send_sgi(3, 0, 0b1100);
+        assert!(g.pop(0).is_none() && g.pop(1).is_none());
+        g.send_sgi(3, 1, 0b01);
+        let q = g.pop(0).unwrap();
+        assert_eq!((q.vintid, q.source), (3, 1));
+    }
+}
