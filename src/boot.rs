@@ -90,6 +90,11 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     let boot = platform.cpu_index(cpu::mpidr()).unwrap_or(0);
     cpu::set_index(boot);
     vcpu::set_stack_top(boot, smp::stack_top(0));
+    if let Err(e) = init_gic(platform, boot) {
+        error!("GIC: {e}; stopping");
+        cpu::park();
+    }
+    crate::vm::irq::init_cpu(boot, maintenance_irq());
     let online = smp::start_secondaries(platform, boot);
     banner(platform, online, image, t0);
 
@@ -98,7 +103,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     }
     let vms = match package() {
         Some(pkg) => match pkg.config().map(Config::parse) {
-            Some(Ok(config)) => vm::create_all(platform, &config, &pkg, &mut FRAMES.lock()),
+            Some(Ok(config)) => vm::create_all(platform, &fdt, &config, &pkg, &mut FRAMES.lock()),
             Some(Err(e)) => {
                 error!("{e}; no VM started");
                 Vec::new()
@@ -116,6 +121,44 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     info!("tessera: boot complete, {} VM(s) starting", vms.len());
     vcpu::install(vms);
     vcpu::cpu_loop()
+}
+
+/// The GIC maintenance interrupt (PPI 9 unless the DTB says otherwise).
+pub fn maintenance_irq() -> u32 {
+    PLATFORM.get().and_then(|p| p.gic.maintenance_irq).unwrap_or(25)
+}
+
+/// Maps the GIC's frames and initialises its distributor.
+fn init_gic(p: &Platform, boot: usize) -> Result<(), &'static str> {
+    use crate::drivers::gic::{self, PhysGic};
+    let g = &p.gic;
+    let map = |r: PhysRange| mmu::map_device(r).map_err(|_| "cannot map a GIC frame");
+    map(g.dist)?;
+    let mpidrs: Vec<u64> = p.cpus.iter().map(|c| c.mpidr).collect();
+    let phys = match g.version {
+        platform::GicVersion::V3 => {
+            for r in &g.redists {
+                map(*r)?;
+            }
+            let regions: Vec<(u64, u64)> = g.redists.iter().map(|r| (r.base.0, r.size)).collect();
+            // SAFETY: every frame named here was mapped as device memory above.
+            PhysGic::V3(unsafe { crate::drivers::gicv3::Gicv3::new(g.dist.base.0, &regions, &mpidrs) })
+        }
+        platform::GicVersion::V2 => {
+            let cpu_if = g.cpu_if.ok_or("GICv2 without a CPU interface")?;
+            let hyp = g
+                .hyp_if
+                .ok_or("GICv2 without the virtualisation extensions (GICH)")?;
+            map(PhysRange::new(cpu_if.base.0, cpu_if.size.max(0x2000)))?;
+            map(hyp)?;
+            // SAFETY: as above.
+            PhysGic::V2(unsafe {
+                crate::drivers::gicv2::Gicv2::new(g.dist.base.0, cpu_if.base.0, hyp.base.0, mpidrs.len())
+            })
+        }
+    };
+    gic::init(phys, boot);
+    Ok(())
 }
 
 /// The guest package xtask appended after the image, if any.

@@ -23,7 +23,7 @@ mod vdev;
 mod vm;
 
 #[cfg(target_os = "none")]
-mod boot;
+pub mod boot;
 #[cfg(target_os = "none")]
 mod console;
 #[cfg(target_os = "none")]

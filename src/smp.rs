@@ -103,6 +103,7 @@ mod target {
         let logical = slot_of(slot, boot);
         cpu::set_index(logical);
         crate::vm::vcpu::set_stack_top(logical, stack_top(slot));
+        crate::vm::irq::init_cpu(logical, crate::boot::maintenance_irq());
         info!(
             "CPU {logical} online (MPIDR {:#x}, EL{})",
             cpu::mpidr(),

@@ -411,6 +411,39 @@ pub fn memory_ranges<'a>(dtb: &'a Fdt<'a>) -> impl Iterator<Item = PhysRange> + 
         .filter(|r| r.size > 0)
 }
 
+/// A device to pass through: its MMIO ranges and its SPIs (as INTIDs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub regs: Vec<PhysRange>,
+    pub spis: Vec<u32>,
+}
+
+/// The node at exactly `path` (no alias or unit-address guessing).
+pub fn node_at<'b, 'a>(dtb: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
+    let mut node = dtb.find_node("/")?;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        node = node.children().find(|c| c.name == part)?;
+    }
+    Some(node)
+}
+
+/// The device at `path`: its `reg` ranges and the SPIs of its `interrupts`
+/// (GIC three-cell specifiers; PPIs cannot be passed through).
+pub fn device(dtb: &Fdt, path: &str) -> Option<Device> {
+    let node = node_at(dtb, path)?;
+    let regs = reg_ranges(node);
+    let spis = cells(&node, "interrupts")
+        .map(|c| {
+            let c: Vec<u32> = c.collect();
+            c.chunks_exact(3)
+                .filter(|s| s[0] == 0)
+                .map(|s| s[1] + 32)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Device { regs, spis })
+}
+
 /// Base of the first PL011 in the DTB, without allocating: somewhere to say
 /// why boot stopped before the console is set up.
 pub fn first_uart(dtb: &Fdt) -> Option<usize> {

@@ -117,3 +117,19 @@ fn strip_nops_keeps_the_tree() {
     assert_eq!(b, once);
     assert!(super::nops::strip_nops(&mut orig[..100].to_vec()).is_err());
 }
+
+#[test]
+fn devices_by_exact_path() {
+    let path = format!(
+        "{}/tests/dtbs/qemu-virt-gicv3-smp4.dtb",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let dtb = Fdt::new(&bytes).unwrap();
+    let rtc = super::device(&dtb, "/pl031@9010000").unwrap();
+    assert_eq!(rtc.regs, vec![PhysRange::new(0x0901_0000, 0x1000)]);
+    assert_eq!(rtc.spis, vec![34]);
+    assert!(super::device(&dtb, "/pl031").is_none());
+    assert!(super::device(&dtb, "/virtio_mmio@a000000").is_some());
+    assert!(super::device(&dtb, "/nope@0").is_none());
+}

@@ -4,8 +4,10 @@
 //! waited on. The register model follows the PL011 TRM (DDI 0183) closely
 //! enough for Linux's `amba-pl011` driver and earlycon.
 
+use super::vgic::Vgic;
 use super::{BusError, MmioDevice};
 use alloc::string::String;
+use alloc::sync::Arc;
 use spin::Mutex;
 
 /// Where finished lines go: (VM name, line without its newline).
@@ -50,6 +52,8 @@ pub struct VirtualUart {
     vm: String,
     sink: Sink,
     state: Mutex<State>,
+    /// The interrupt line, once wired to the VM's vGIC.
+    irq: Option<(Arc<Vgic>, u32)>,
 }
 
 impl VirtualUart {
@@ -68,7 +72,14 @@ impl VirtualUart {
                 imsc: 0,
                 dmacr: 0,
             }),
+            irq: None,
         }
+    }
+
+    /// Wires the UART's interrupt output to `intid` of `vgic`.
+    pub fn with_irq(mut self, vgic: Arc<Vgic>, intid: u32) -> Self {
+        self.irq = Some((vgic, intid));
+        self
     }
 
     fn put(&self, s: &mut State, b: u8) {
@@ -120,9 +131,23 @@ impl MmioDevice for VirtualUart {
     }
 
     fn write(&self, offset: u64, _width: u8, value: u64, _vcpu: usize) -> Result<(), BusError> {
-        let mut s = self.state.lock();
+        let level = {
+            let mut s = self.state.lock();
+            self.write_reg(&mut s, offset, value);
+            // The transmitter is always ready, so the line is TXIM.
+            INT_TX & s.imsc != 0
+        };
+        if let Some((vgic, intid)) = &self.irq {
+            vgic.set_line(*intid, level);
+        }
+        Ok(())
+    }
+}
+
+impl VirtualUart {
+    fn write_reg(&self, s: &mut State, offset: u64, value: u64) {
         match offset {
-            DR => self.put(&mut s, value as u8),
+            DR => self.put(s, value as u8),
             IBRD => s.ibrd = value & 0xffff,
             FBRD => s.fbrd = value & 0x3f,
             LCR_H => s.lcr_h = value & 0xff,
@@ -132,7 +157,6 @@ impl MmioDevice for VirtualUart {
             DMACR => s.dmacr = value & 0x7,
             _ => {} // RSR/ICR clear nothing we keep; IDs are read-only.
         }
-        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! devices, images, vCPUs. A VM that cannot be built is reported and left
 //! out; the others still start.
 
+use super::irq;
 use super::mmio::MmioBus;
 use super::{RamRegion, Vcpu, Vm, VmState};
 use crate::arch::aarch64::{guest, mmu, MAX_CPUS};
@@ -10,27 +11,43 @@ use crate::mm::pagetable::{Attrs, PageTable, Regime};
 use crate::mm::phys::{self, FrameTables};
 use crate::mm::{FrameAllocator, PhysAddr};
 use crate::package::{Package, KIND_IMAGE};
-use crate::platform::Platform;
+use crate::platform::{self, GicVersion, Platform};
 use crate::vdev::testdev::TestDevice;
+use crate::vdev::vgic::dist::Distributor;
+use crate::vdev::vgic::redist::Redistributors;
+use crate::vdev::vgic::{Owner, Version, Vgic};
 use crate::vdev::vuart::VirtualUart;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicUsize};
+use fdt::Fdt;
 use log::{error, info};
 
-/// Guest-physical base of the virtual console (QEMU `virt`'s PL011).
+/// Guest-physical base of the virtual console (QEMU `virt`'s PL011) and its SPI.
 pub const VUART_IPA: u64 = 0x0900_0000;
+pub const VUART_INTID: u32 = 33;
+/// The virtual GIC's frames, where QEMU `virt` has them.
+pub const GICD_IPA: u64 = 0x0800_0000;
+pub const GICC_IPA: u64 = 0x0801_0000;
+pub const GICR_IPA: u64 = 0x080a_0000;
 const BLOCK: u64 = 2 << 20;
 
 /// Builds every VM of `config`; returns those that could be built.
-pub fn create_all(p: &Platform, config: &Config, pkg: &Package, frames: &mut FrameAllocator) -> Vec<Vm> {
+pub fn create_all(
+    p: &Platform,
+    dtb: &Fdt,
+    config: &Config,
+    pkg: &Package,
+    frames: &mut FrameAllocator,
+) -> Vec<Vm> {
     let mut vms = Vec::new();
     let mut taken = [false; MAX_CPUS];
     for vc in &config.vms {
         let index = vms.len();
-        match create(index, p, vc, pkg, frames, &mut taken) {
+        match create(index, p, dtb, vc, pkg, frames, &mut taken) {
             Ok(vm) => vms.push(vm),
             Err(e) => error!("VM {}: not started: {e}", vc.name),
         }
@@ -41,6 +58,7 @@ pub fn create_all(p: &Platform, config: &Config, pkg: &Package, frames: &mut Fra
 fn create(
     index: usize,
     p: &Platform,
+    dtb: &Fdt,
     vc: &VmConfig,
     pkg: &Package,
     frames: &mut FrameAllocator,
@@ -83,13 +101,41 @@ fn create(
         }
     }
 
-    let mut mmio = MmioBus::default();
+    // Passed-through devices: their MMIO (mapped at the same address) and
+    // their SPIs, resolved against the live DTB.
+    let mut passthrough: Vec<(u64, u64)> = Vec::new();
+    let mut owned: Vec<(u32, Owner)> = alloc::vec![(p.timer.virt, Owner::Hw), (p.timer.phys, Owner::Hw)];
+    for path in &vc.devices {
+        let dev =
+            platform::device(dtb, path).ok_or_else(|| format!("device {path} is not in the board's DTB"))?;
+        passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
+        owned.extend(dev.spis.iter().map(|&i| (i, Owner::Hw)));
+    }
     if vc.console == ConsoleKind::Virtual {
-        mmio.add(
-            VUART_IPA,
-            Box::new(VirtualUart::new(&vc.name, crate::console::vm_line)),
-        )
-        .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
+        owned.push((VUART_INTID, Owner::Virtual));
+    }
+    let version = match p.gic.version {
+        GicVersion::V2 => Version::V2,
+        GicVersion::V3 => Version::V3,
+    };
+    let pcpus: Vec<usize> = vc.cpus.clone();
+    let vgic = Arc::new(Vgic::new(
+        version,
+        vc.cpus.len(),
+        &owned,
+        Box::new(irq::Host { pcpus }),
+    ));
+    let mut mmio = MmioBus::default();
+    let overlap = |a: u64| format!("emulated device overlaps at {a:#x}");
+    mmio.add(GICD_IPA, Box::new(Distributor { vgic: vgic.clone() }))
+        .map_err(overlap)?;
+    if version == Version::V3 {
+        mmio.add(GICR_IPA, Box::new(Redistributors { vgic: vgic.clone() }))
+            .map_err(overlap)?;
+    }
+    if vc.console == ConsoleKind::Virtual {
+        let uart = VirtualUart::new(&vc.name, crate::console::vm_line).with_irq(vgic.clone(), VUART_INTID);
+        mmio.add(VUART_IPA, Box::new(uart)).map_err(overlap)?;
     }
     if let Some(base) = vc.test_device {
         mmio.add(base, Box::new(TestDevice::new()))
@@ -101,6 +147,7 @@ fn create(
         .iter()
         .map(|r| r.ipa + r.size)
         .chain(mmio.regions().iter().map(|r| r.base + r.size))
+        .chain(passthrough.iter().map(|r| r.0 + r.1))
         .max()
         .unwrap_or(1 << 32);
     let ipa_bits = (64 - (top - 1).leading_zeros()).max(32).min(guest::pa_bits());
@@ -115,6 +162,33 @@ fn create(
     for r in &ram {
         s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables)
             .map_err(|e| format!("stage 2: {e}"))?;
+    }
+    let page = |a: u64| a & !0xfff;
+    let page_up = |a: u64| (a + 0xfff) & !0xfff;
+    for &(base, size) in &passthrough {
+        s2.map(
+            page(base),
+            page(base),
+            page_up(base + size) - page(base),
+            Attrs::DEVICE,
+            &mut tables,
+        )
+        .map_err(|e| format!("stage 2 for device at {base:#x}: {e}"))?;
+    }
+    // GICv2: the guest's CPU interface is the physical GICV frame.
+    if version == Version::V2 {
+        let gicv = p
+            .gic
+            .vcpu_if
+            .ok_or("GICv2 without a GICV frame: no virtual CPU interface")?;
+        s2.map(GICC_IPA, gicv.base.0, 0x2000, Attrs::DEVICE, &mut tables)
+            .map_err(|e| format!("stage 2 for the GIC CPU interface: {e}"))?;
+    }
+    // Hardware SPIs start routed to vCPU 0's CPU and disabled until the guest enables them.
+    let g = crate::drivers::gic::get();
+    for &(intid, _) in owned.iter().filter(|o| o.0 >= 32 && o.1 == Owner::Hw) {
+        g.set_enabled(intid, vc.cpus[0], false);
+        g.route(intid, vc.cpus[0]);
     }
 
     // Scrub RAM, then load the kernel at RAM base + its Image text_offset.
@@ -170,6 +244,7 @@ fn create(
         vcpus,
         ram,
         mmio,
+        vgic,
         state: AtomicU8::new(VmState::Running as u8),
         faults_logged: AtomicUsize::new(0),
     })

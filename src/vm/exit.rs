@@ -66,7 +66,7 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
 
 #[no_mangle]
 extern "C" fn lower_irq(_frame: &mut TrapFrame) {
-    // Physical interrupts come with the GIC driver; until then none are enabled.
+    super::irq::handle_irq();
 }
 
 #[no_mangle]
@@ -158,6 +158,11 @@ fn sysreg(frame: &mut TrapFrame, acc: SysRegAccess) {
         // shared with other VMs. Stage 2 keeps VM memory coherent, so a
         // guest that uses it (firmware-style code) loses nothing: ignore.
         esr::DC_ISW | esr::DC_CSW | esr::DC_CISW => frame.elr += 4,
+        // SGIs (trapped because HCR_EL2.IMO is set): only to the VM's own vCPUs.
+        esr::ICC_SGI1R_EL1 | esr::ICC_SGI0R_EL1 | esr::ICC_ASGI1R_EL1 if !acc.read => {
+            super::irq::guest_sgi(frame.reg(acc.rt as usize));
+            frame.elr += 4;
+        }
         _ => {
             let (vm, vcpu) = current();
             if vm.should_log_fault() {
@@ -207,6 +212,9 @@ fn stop_vm(vm: &Vm, vcpu: usize, why: &str, pc: u64) -> ! {
     vm.set_state(VmState::Stopped);
     for v in &vm.vcpus {
         v.set_power(Power::Off);
+        if v.index != vcpu {
+            super::irq::kick_cpu(v.pcpu);
+        }
     }
     info!("VM {} stopped: {} (vCPU {}, pc {:#x})", vm.name(), why, vcpu, pc);
     abandon_guest()

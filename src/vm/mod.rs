@@ -11,6 +11,8 @@ mod create;
 #[cfg(target_os = "none")]
 pub mod exit;
 #[cfg(target_os = "none")]
+pub mod irq;
+#[cfg(target_os = "none")]
 pub mod vcpu;
 
 #[cfg(target_os = "none")]
@@ -118,6 +120,7 @@ pub struct Vm {
     pub vcpus: Vec<Vcpu>,
     pub ram: Vec<RamRegion>,
     pub mmio: MmioBus,
+    pub vgic: alloc::sync::Arc<crate::vdev::vgic::Vgic>,
     /// VTTBR_EL2 (root table and VMID) and VTCR_EL2 for this VM.
     pub vttbr: u64,
     pub vtcr: u64,

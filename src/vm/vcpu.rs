@@ -68,6 +68,8 @@ pub extern "C" fn cpu_loop() -> ! {
     let (entry, context) = vcpu.boot_args();
     vcpu.set_power(Power::On);
     guest::load_vm(vm.vttbr, vm.vtcr, vcpu.vmpidr);
+    super::irq::reset_vcpu_interface();
+    super::irq::flush(&vm.vgic, vcpu.index);
     guest::enter(
         entry,
         context,

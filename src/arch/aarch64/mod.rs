@@ -12,6 +12,8 @@ pub mod exception;
 #[cfg(target_os = "none")]
 pub mod firmware;
 #[cfg(target_os = "none")]
+pub mod gic;
+#[cfg(target_os = "none")]
 pub mod guest;
 #[cfg(target_os = "none")]
 pub mod mmu;

@@ -341,7 +341,7 @@ impl Vgic {
     /// in a list register, or `None` if the guest has it disabled (the caller
     /// then masks it physically and deactivates it).
     pub fn hw_fired(&self, intid: u32, vcpu: usize) -> Option<Queued> {
-        let mut s = self.state.lock();
+        let s = self.state.lock();
         let group_ok = |g| s.ctlr & if g { 2 } else { 1 } != 0;
         let irq = if intid < 32 {
             s.private.get(vcpu)?[intid as usize]

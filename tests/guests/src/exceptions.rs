@@ -7,6 +7,8 @@
 //! came from a branch into nowhere (`blr` to a faulting or garbage address:
 //! an instruction abort has ELR == FAR, a UDF there has ELR == the target),
 //! so it resumes at the link register instead, as if the call had returned.
+//!
+//! IRQs go to [`gic`](crate::gic)'s handler hook instead.
 
 use crate::cpu::{cpu_index, park};
 use crate::{println, Fault, MAX_CPUS};
@@ -119,9 +121,17 @@ fn sysreg_esr_far() -> (u64, u64) {
     (esr, far)
 }
 
+/// Vector offsets / 0x80 of IRQs at the current EL (SP_EL0, SP_EL1).
+const IRQ_SP0: u64 = 1;
+const IRQ_CURRENT: u64 = 5;
+
 /// Called by `vectors.S` with the saved frame and the vector number.
 #[no_mangle]
 extern "C" fn tessera_exception(frame: &mut Frame, kind: u64) {
+    if kind == IRQ_CURRENT || kind == IRQ_SP0 {
+        crate::gic::handle_irq();
+        return;
+    }
     let (esr, far) = sysreg_esr_far();
     let slot = &SLOTS[cpu_index()];
     let recoverable = kind == SYNC_CURRENT || kind == SERROR_CURRENT;

@@ -13,7 +13,9 @@
 //! - [`hvc`] / [`smc`], [`psci`], [`start_cpu`] for secondary vCPUs;
 //! - [`try_access`] / [`expect_fault`] to provoke exceptions and look at them;
 //! - [`Mmio`] for device accesses whose exact instruction matters;
-//! - [`Checker`] for the PASS/FAIL/RESULT lines.
+//! - [`Checker`] for the PASS/FAIL/RESULT lines;
+//! - [`gic`]: one API over GICv2 and GICv3, and the IRQ handler hook;
+//!   [`vtimer`] for the EL1 virtual timer.
 //!
 //! Everything that touches the hardware is only built for the target
 //! (`target_os = "none"`); on the host the crate is (nearly) empty so that
@@ -36,6 +38,8 @@ mod cpu;
 #[cfg(target_os = "none")]
 mod exceptions;
 #[cfg(target_os = "none")]
+pub mod gic;
+#[cfg(target_os = "none")]
 mod mmio;
 #[cfg(target_os = "none")]
 pub mod mmu;
@@ -47,6 +51,8 @@ mod rt;
 mod smccc;
 #[cfg(target_os = "none")]
 mod uart;
+#[cfg(target_os = "none")]
+pub mod vtimer;
 
 #[cfg(target_os = "none")]
 pub use check::{fail, pass, Checker};
@@ -57,7 +63,7 @@ pub use exceptions::{branch_to, expect_fault, try_access};
 #[cfg(target_os = "none")]
 pub use mmio::Mmio;
 #[cfg(target_os = "none")]
-pub use rt::{secondary_entry_address, start_cpu};
+pub use rt::{secondary_entry_address, start_cpu, start_secondaries};
 #[cfg(target_os = "none")]
 pub use smccc::{hvc, smc};
 

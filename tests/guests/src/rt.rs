@@ -58,6 +58,25 @@ pub fn start_cpu(index: usize, main: fn(usize) -> !) -> i64 {
     psci::cpu_on(index as u64, secondary_entry_address(), index as u64)
 }
 
+/// Starts vCPUs 1, 2, … with [`start_cpu`] until CPU_ON answers
+/// INVALID_PARAMETERS (no such vCPU) or [`MAX_CPUS`] is reached; returns how
+/// many vCPUs the VM has, the boot one included. Any other error code is
+/// printed as `FAIL cpu_on: …` and ends the loop. Does not wait for them.
+pub fn start_secondaries(main: fn(usize) -> !) -> usize {
+    let mut cpus = 1;
+    for k in 1..MAX_CPUS {
+        match start_cpu(k, main) {
+            0 => cpus += 1,
+            psci::INVALID_PARAMETERS => break,
+            r => {
+                println!("FAIL cpu_on: vCPU {k}: PSCI CPU_ON returned {r}");
+                break;
+            }
+        }
+    }
+    cpus
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     println!("FAIL panic: {info}");

@@ -1,0 +1,214 @@
+//! GICv2 (GIC-400 and compatibles): distributor, CPU interface, and the
+//! virtual interface control frame (GICH) that holds the list registers.
+
+use tock_registers::interfaces::{Readable, Writeable};
+use tock_registers::register_structs;
+use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
+
+register_structs! {
+    pub GicdRegs {
+        (0x000 => ctlr: ReadWrite<u32>),
+        (0x004 => typer: ReadOnly<u32>),
+        (0x008 => _r0),
+        (0x080 => igroupr: [ReadWrite<u32>; 32]),
+        (0x100 => isenabler: [ReadWrite<u32>; 32]),
+        (0x180 => icenabler: [ReadWrite<u32>; 32]),
+        (0x200 => ispendr: [ReadWrite<u32>; 32]),
+        (0x280 => icpendr: [ReadWrite<u32>; 32]),
+        (0x300 => isactiver: [ReadWrite<u32>; 32]),
+        (0x380 => icactiver: [ReadWrite<u32>; 32]),
+        (0x400 => ipriorityr: [ReadWrite<u32>; 255]),
+        (0x7fc => _r1),
+        (0x800 => itargetsr: [ReadWrite<u32>; 255]),
+        (0xbfc => _r2),
+        (0xc00 => icfgr: [ReadWrite<u32>; 64]),
+        (0xd00 => _r3),
+        (0xf00 => sgir: WriteOnly<u32>),
+        (0xf04 => @END),
+    }
+}
+
+register_structs! {
+    pub GiccRegs {
+        (0x0000 => ctlr: ReadWrite<u32>),
+        (0x0004 => pmr: ReadWrite<u32>),
+        (0x0008 => bpr: ReadWrite<u32>),
+        (0x000c => iar: ReadOnly<u32>),
+        (0x0010 => eoir: WriteOnly<u32>),
+        (0x0014 => _r0),
+        (0x1000 => dir: WriteOnly<u32>),
+        (0x1004 => @END),
+    }
+}
+
+register_structs! {
+    pub GichRegs {
+        (0x000 => hcr: ReadWrite<u32>),
+        (0x004 => vtr: ReadOnly<u32>),
+        (0x008 => vmcr: ReadWrite<u32>),
+        (0x00c => _r0),
+        (0x010 => misr: ReadOnly<u32>),
+        (0x014 => _r1),
+        (0x020 => eisr0: ReadOnly<u32>),
+        (0x024 => _r2),
+        (0x030 => elrsr0: ReadOnly<u32>),
+        (0x034 => _r3),
+        (0x0f0 => apr: ReadWrite<u32>),
+        (0x0f4 => _r4),
+        (0x100 => lr: [ReadWrite<u32>; 64]),
+        (0x200 => @END),
+    }
+}
+
+const PRIORITY: u32 = 0xa0;
+
+pub struct Gicv2 {
+    dist: *const GicdRegs,
+    cpu: *const GiccRegs,
+    hyp: *const GichRegs,
+    /// Each CPU's interface mask (from its banked ITARGETSR0).
+    masks: spin::Mutex<alloc::vec::Vec<u8>>,
+}
+
+// SAFETY: MMIO shared by design; GICC and GICH are banked per CPU, so each
+// CPU only ever reaches its own through the same address.
+unsafe impl Send for Gicv2 {}
+// SAFETY: as above.
+unsafe impl Sync for Gicv2 {}
+
+impl Gicv2 {
+    /// # Safety
+    /// The three addresses must be the mapped GICD, GICC (8 KiB) and GICH frames.
+    pub unsafe fn new(dist: u64, cpu: u64, hyp: u64, ncpus: usize) -> Self {
+        Self {
+            dist: dist as *const GicdRegs,
+            cpu: cpu as *const GiccRegs,
+            hyp: hyp as *const GichRegs,
+            masks: spin::Mutex::new(alloc::vec![0; ncpus]),
+        }
+    }
+
+    fn d(&self) -> &GicdRegs {
+        // SAFETY: `new`'s contract.
+        unsafe { &*self.dist }
+    }
+    fn c(&self) -> &GiccRegs {
+        // SAFETY: `new`'s contract.
+        unsafe { &*self.cpu }
+    }
+    fn h(&self) -> &GichRegs {
+        // SAFETY: `new`'s contract.
+        unsafe { &*self.hyp }
+    }
+
+    /// Number of list registers.
+    pub fn lr_count(&self) -> usize {
+        ((self.h().vtr.get() & 0x3f) + 1) as usize
+    }
+    pub fn lr(&self, i: usize) -> u32 {
+        self.h().lr[i].get()
+    }
+    pub fn set_lr(&self, i: usize, v: u32) {
+        self.h().lr[i].set(v)
+    }
+    /// GICH_HCR: En, plus UIE (maintenance when the list registers run dry).
+    pub fn set_hcr(&self, underflow: bool) {
+        self.h().hcr.set(1 | (u32::from(underflow) << 1))
+    }
+    pub fn misr(&self) -> u32 {
+        self.h().misr.get()
+    }
+    pub fn eisr(&self) -> u32 {
+        self.h().eisr0.get()
+    }
+    /// Back to reset for a starting vCPU: no active priorities, default VMCR.
+    pub fn reset_virtual(&self) {
+        self.h().apr.set(0);
+        self.h().vmcr.set(0);
+    }
+
+    pub fn lines(&self) -> u32 {
+        32 * ((self.d().typer.get() & 0x1f) + 1)
+    }
+
+    /// Distributor: every SPI group 1, disabled, inactive, to the boot CPU.
+    pub fn init_distributor(&self) {
+        let d = self.d();
+        d.ctlr.set(0);
+        let lines = self.lines().min(1020);
+        let me = (d.itargetsr[0].get() & 0xff) * 0x0101_0101;
+        for n in 1..(lines / 32) as usize {
+            d.igroupr[n].set(!0);
+            d.icenabler[n].set(!0);
+            d.icpendr[n].set(!0);
+            d.icactiver[n].set(!0);
+        }
+        for n in 8..(lines / 4) as usize {
+            d.ipriorityr[n].set(PRIORITY * 0x0101_0101);
+            d.itargetsr[n].set(me);
+        }
+        d.ctlr.set(0b11);
+    }
+
+    /// This CPU's banked registers, CPU interface and virtual interface.
+    pub fn init_cpu(&self, cpu: usize) {
+        let d = self.d();
+        let mask = (d.itargetsr[0].get() & 0xff) as u8;
+        if let Some(m) = self.masks.lock().get_mut(cpu) {
+            *m = mask;
+        }
+        d.igroupr[0].set(!0);
+        d.icenabler[0].set(!0);
+        d.icpendr[0].set(!0);
+        d.icactiver[0].set(!0);
+        for n in 0..8 {
+            d.ipriorityr[n].set(PRIORITY * 0x0101_0101);
+        }
+        let c = self.c();
+        c.pmr.set(0xff);
+        c.bpr.set(0);
+        // Both groups on, EOImode 1 for both: EOIR drops priority, DIR deactivates.
+        c.ctlr.set(0b11 | (1 << 9) | (1 << 10));
+        self.h().hcr.set(1);
+    }
+
+    pub fn ack(&self) -> u32 {
+        self.c().iar.get()
+    }
+    pub fn eoi(&self, iar: u32) {
+        self.c().eoir.set(iar)
+    }
+    pub fn deactivate(&self, iar: u32) {
+        self.c().dir.set(iar)
+    }
+
+    pub fn set_enabled(&self, intid: u32, on: bool) {
+        let bit = 1 << (intid % 32);
+        let n = (intid / 32) as usize;
+        if intid < self.lines() {
+            if on {
+                self.d().isenabler[n].set(bit)
+            } else {
+                self.d().icenabler[n].set(bit)
+            }
+        }
+    }
+
+    pub fn route(&self, intid: u32, cpu: usize) {
+        if !(32..self.lines()).contains(&intid) {
+            return;
+        }
+        let Some(mask) = self.masks.lock().get(cpu).copied() else {
+            return;
+        };
+        let r = &self.d().itargetsr[(intid / 4) as usize];
+        let shift = 8 * (intid % 4);
+        r.set((r.get() & !(0xff << shift)) | (u32::from(mask) << shift));
+    }
+
+    pub fn send_sgi(&self, intid: u32, cpu: usize) {
+        if let Some(mask) = self.masks.lock().get(cpu).copied() {
+            self.d().sgir.set((u32::from(mask) << 16) | (intid & 0xf));
+        }
+    }
+}

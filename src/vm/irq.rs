@@ -1,0 +1,212 @@
+//! Interrupts at EL2: physical IRQs taken while a guest runs, filling the
+//! list registers, maintenance interrupts, and kicking other CPUs. The only
+//! place where the vGIC model meets the physical GIC.
+
+use super::vcpu::{abandon_guest, current};
+use super::VmState;
+use crate::arch::aarch64::{cpu, gic as icc};
+use crate::drivers::gic::{self, PhysGic, KICK_SGI};
+use crate::vdev::vgic::lr::{place, ListRegs, Lr, Placed};
+use crate::vdev::vgic::{Vgic, VgicHost};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
+static MAINTENANCE: AtomicU32 = AtomicU32::new(25);
+
+/// The list registers of this CPU.
+struct LocalLrs(&'static PhysGic);
+
+impl ListRegs for LocalLrs {
+    fn count(&self) -> usize {
+        LR_COUNT.load(Ordering::Relaxed)
+    }
+    fn read(&self, i: usize) -> Lr {
+        match self.0 {
+            PhysGic::V3(_) => Lr::decode_v3(icc::ich_lr(i)),
+            PhysGic::V2(g) => Lr::decode_v2(g.lr(i)),
+        }
+    }
+    fn write(&mut self, i: usize, lr: Lr) {
+        match self.0 {
+            PhysGic::V3(_) => icc::set_ich_lr(i, lr.encode_v3()),
+            PhysGic::V2(g) => g.set_lr(i, lr.encode_v2()),
+        }
+    }
+}
+
+fn set_underflow(g: &PhysGic, on: bool) {
+    match g {
+        PhysGic::V3(_) => icc::set_ich_hcr(1 | (u64::from(on) << 1)),
+        PhysGic::V2(v2) => v2.set_hcr(on),
+    }
+}
+
+/// Per-CPU GIC setup (every CPU, at bring-up).
+pub fn init_cpu(cpu: usize, maintenance: u32) {
+    let g = gic::get();
+    g.init_cpu(cpu, maintenance);
+    MAINTENANCE.store(maintenance, Ordering::Relaxed);
+    let n = match g {
+        PhysGic::V3(_) => (icc::ich_vtr() & 0x1f) as usize + 1,
+        PhysGic::V2(v2) => v2.lr_count(),
+    };
+    LR_COUNT.store(n.min(16), Ordering::Relaxed);
+}
+
+/// Clears the virtual CPU interface for a vCPU (re)starting on this CPU.
+/// Hardware interrupts still listed are deactivated physically.
+pub fn reset_vcpu_interface() {
+    let g = gic::get();
+    let mut lrs = LocalLrs(g);
+    for i in 0..lrs.count() {
+        let lr = lrs.read(i);
+        if let Some(p) = lr
+            .pintid
+            .filter(|_| lr.state != crate::vdev::vgic::lr::LrState::Invalid)
+        {
+            g.deactivate(p);
+        }
+        lrs.write(i, Lr::EMPTY);
+    }
+    match g {
+        PhysGic::V3(_) => {
+            icc::set_ich_ap0r0(0);
+            icc::set_ich_ap1r0(0);
+            icc::set_ich_vmcr(0);
+        }
+        PhysGic::V2(v2) => v2.reset_virtual(),
+    }
+    set_underflow(g, false);
+}
+
+/// Moves what is queued for `vcpu` (running here) into the list registers.
+pub fn flush(vgic: &Vgic, vcpu: usize) {
+    let g = gic::get();
+    let mut lrs = LocalLrs(g);
+    while let Some(q) = vgic.pop(vcpu) {
+        if place(&mut lrs, q.lr()) == Placed::Full {
+            vgic.unpop(vcpu, q);
+            set_underflow(g, true);
+            return;
+        }
+    }
+    set_underflow(g, false);
+}
+
+/// The physical side of a VM's vGIC: which CPU runs each vCPU.
+pub struct Host {
+    pub pcpus: Vec<usize>,
+}
+
+impl VgicHost for Host {
+    fn kick(&self, vcpu: usize) {
+        let Some(&p) = self.pcpus.get(vcpu) else { return };
+        if p == cpu::index() {
+            let (vm, v) = current();
+            flush(&vm.vgic, v.index);
+        } else {
+            gic::get().send_sgi(KICK_SGI, p);
+        }
+    }
+
+    fn hw_enable(&self, intid: u32, vcpu: usize, enable: bool) {
+        if let Some(&p) = self.pcpus.get(vcpu) {
+            gic::get().set_enabled(intid, p, enable);
+        }
+    }
+
+    fn hw_route(&self, intid: u32, vcpu: usize) {
+        if let Some(&p) = self.pcpus.get(vcpu) {
+            gic::get().route(intid, p);
+        }
+    }
+}
+
+/// Makes another CPU take a look at its vCPU (its VM stopped, say).
+pub fn kick_cpu(pcpu: usize) {
+    gic::get().send_sgi(KICK_SGI, pcpu);
+}
+
+/// A physical IRQ while a guest ran on this CPU.
+pub fn handle_irq() {
+    let g = gic::get();
+    let (vm, vcpu) = current();
+    let maintenance = MAINTENANCE.load(Ordering::Relaxed);
+    let mut lrs = LocalLrs(g);
+    loop {
+        let (intid, raw) = g.ack();
+        if intid >= 1020 {
+            break;
+        }
+        if intid == KICK_SGI {
+            g.eoi(raw);
+            g.deactivate(raw);
+            if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
+                abandon_guest();
+            }
+        } else if intid == maintenance {
+            g.eoi(raw);
+            g.deactivate(raw);
+            maintenance_eoi(g, &vm.vgic, vcpu.index);
+        } else if let Some(q) = vm.vgic.hw_fired(intid, vcpu.index) {
+            // Priority drop only: the interrupt stays active until the guest
+            // deactivates it through the HW bit.
+            g.eoi(raw);
+            match place(&mut lrs, q.lr()) {
+                Placed::New => {}
+                Placed::Merged => g.deactivate(raw),
+                Placed::Full => {
+                    vm.vgic.queue_hw(vcpu.index, q);
+                    set_underflow(g, true);
+                }
+            }
+        } else {
+            // Not this VM's, or disabled by it: mask it here so it cannot storm.
+            g.set_enabled(intid, cpu::index(), false);
+            g.eoi(raw);
+            g.deactivate(raw);
+        }
+    }
+    flush(&vm.vgic, vcpu.index);
+}
+
+/// EOI maintenance: software level-triggered interrupts the guest finished.
+fn maintenance_eoi(g: &'static PhysGic, vgic: &Vgic, vcpu: usize) {
+    let (misr, eisr) = match g {
+        PhysGic::V3(_) => (icc::ich_misr(), icc::ich_eisr()),
+        PhysGic::V2(v2) => (u64::from(v2.misr()), u64::from(v2.eisr())),
+    };
+    if misr & 1 == 0 {
+        return;
+    }
+    let mut lrs = LocalLrs(g);
+    for i in 0..lrs.count() {
+        if eisr & (1 << i) != 0 {
+            let lr = lrs.read(i);
+            lrs.write(i, Lr::EMPTY);
+            vgic.eoi(lr.vintid, vcpu);
+        }
+    }
+}
+
+/// A guest's write to ICC_SGI1R_EL1 (or ICC_SGI0R/ASGI1R): SGIs to its own
+/// vCPUs only; affinities it does not have are dropped.
+pub fn guest_sgi(value: u64) {
+    let (vm, vcpu) = current();
+    let n = vm.vcpus.len();
+    let all: u64 = if n >= 64 { !0 } else { (1 << n) - 1 };
+    let intid = ((value >> 24) & 0xf) as u32;
+    let targets = if value & (1 << 40) != 0 {
+        all & !(1 << vcpu.index)
+    } else {
+        let upper = (value >> 16) & 0xff | (value >> 32) & 0xff | (value >> 48) & 0xff;
+        let rs = (value >> 44) & 0xf;
+        if upper != 0 || rs >= 4 {
+            0
+        } else {
+            ((value & 0xffff) << (16 * rs)) & all
+        }
+    };
+    vm.vgic.send_sgi(intid, vcpu.index, targets);
+}

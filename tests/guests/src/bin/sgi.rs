@@ -1,0 +1,246 @@
+//! `sgi`: software-generated interrupts between the VM's vCPUs. vCPU 0 sends
+//! SGI 1 to each other vCPU by target list, SGI 2 to all but itself, SGI 3 to
+//! CPUs the VM does not have (Aff0 / interface 9 on GICv3, 7 on GICv2, and
+//! the first index past its last vCPU); then each secondary in turn sends SGI 4 back to
+//! vCPU 0. Every SGI must arrive exactly where it was sent, once. Finally the
+//! IPI latency vCPU 0 -> vCPU 1 (SGI 5) over 1000 round trips is printed.
+//! Secondaries sleep in WFI; SGI 6 is the doorbell that wakes them for a
+//! command. Needs at least 2 vCPUs.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod guest {
+    use core::sync::atomic::{
+        AtomicBool, AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    };
+    use tessera_guests::gic::{self, SgiTarget, Version};
+    use tessera_guests::{
+        counter, cpu_index, current_el, mpidr, ms_to_ticks, park, println, spin_until, start_secondaries,
+        Checker, MAX_CPUS,
+    };
+
+    const SGI_TARGETED: u32 = 1;
+    const SGI_BROADCAST: u32 = 2;
+    const SGI_NOWHERE: u32 = 3;
+    const SGI_BACK: u32 = 4;
+    const SGI_PING: u32 = 5;
+    const SGI_DOORBELL: u32 = 6;
+    const ROUNDS: u32 = 1000;
+    /// How long an SGI gets to arrive.
+    const WAIT_MS: u64 = 100;
+    /// How long we keep looking for duplicates once the expected ones came.
+    const SETTLE_MS: u64 = 5;
+
+    /// Per vCPU, per SGI: how many it took.
+    static COUNTS: [[AtomicU32; 16]; MAX_CPUS] = [const { [const { AtomicU32::new(0) }; 16] }; MAX_CPUS];
+    /// Interrupts that are no SGI, any vCPU.
+    static OTHER: AtomicU32 = AtomicU32::new(0);
+    static UP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+    /// Per vCPU: set by vCPU 0 (then SGI 6) to make it send SGI 4 to vCPU 0.
+    static SEND_BACK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+    /// Counter value at the last SGI 5's handler entry (on vCPU 1).
+    static PING_AT: AtomicU64 = AtomicU64::new(0);
+
+    tessera_guests::entry!(run);
+
+    fn on_irq(intid: u32) {
+        if intid == SGI_PING {
+            PING_AT.store(counter(), Relaxed);
+        }
+        match COUNTS[cpu_index()].get(intid as usize) {
+            Some(n) => {
+                n.fetch_add(1, Release);
+            }
+            None => {
+                OTHER.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn count(cpu: usize, sgi: u32) -> u32 {
+        COUNTS[cpu][sgi as usize].load(Acquire)
+    }
+
+    /// Enables the SGIs this guest uses on this vCPU.
+    fn enable_sgis() {
+        for sgi in SGI_TARGETED..=SGI_DOORBELL {
+            gic::enable(sgi);
+        }
+    }
+
+    fn run() -> ! {
+        println!("sgi: start at EL{}, MPIDR {:#x}", current_el(), mpidr());
+        println!("sgi: {}", gic::version_name());
+        let mut c = Checker::new("sgi");
+        gic::init_distributor();
+        gic::init_cpu();
+        gic::set_handler(on_irq);
+        enable_sgis();
+        gic::irqs_on();
+
+        let cpus = start_secondaries(secondary);
+        println!("sgi: {cpus} vCPUs");
+        if cpus < 2 {
+            c.fail("sgi_vcpus", "needs at least 2 vCPUs, the VM has 1");
+            c.finish();
+            park();
+        }
+        let up = spin_until(1000, || UP[1..cpus].iter().all(|u| u.load(Acquire)));
+        c.check("sgi_cpus_up", up, format_args!("{cpus} vCPUs"));
+
+        targeted(&mut c, cpus);
+        broadcast(&mut c, cpus);
+        nowhere(&mut c, cpus);
+        back(&mut c, cpus);
+        latency(&mut c);
+
+        let other = OTHER.load(Relaxed);
+        c.check(
+            "sgi_no_other_interrupts",
+            other == 0,
+            format_args!("{other} interrupts that are no SGI"),
+        );
+        c.finish();
+        gic::irqs_off();
+        park()
+    }
+
+    /// SGI 1 to each secondary by its own target-list bit.
+    fn targeted(c: &mut Checker, cpus: usize) {
+        for k in 1..cpus {
+            gic::send_sgi(SGI_TARGETED, SgiTarget::List(1 << k));
+        }
+        spin_until(WAIT_MS, || (1..cpus).all(|k| count(k, SGI_TARGETED) >= 1));
+        spin_until(SETTLE_MS, || false);
+        for k in 0..cpus {
+            let n = count(k, SGI_TARGETED);
+            let want = u32::from(k != 0);
+            c.check(
+                format_args!("sgi_targeted_cpu{k}"),
+                n == want,
+                format_args!("vCPU {k} took SGI {SGI_TARGETED} {n} times, want {want}"),
+            );
+        }
+    }
+
+    /// SGI 2 to all but self.
+    fn broadcast(c: &mut Checker, cpus: usize) {
+        gic::send_sgi(SGI_BROADCAST, SgiTarget::AllButSelf);
+        spin_until(WAIT_MS, || (1..cpus).all(|k| count(k, SGI_BROADCAST) >= 1));
+        spin_until(SETTLE_MS, || false);
+        for k in 1..cpus {
+            let n = count(k, SGI_BROADCAST);
+            c.check(
+                format_args!("sgi_broadcast_cpu{k}"),
+                n == 1,
+                format_args!("vCPU {k} took SGI {SGI_BROADCAST} {n} times, want 1"),
+            );
+        }
+        let n = count(0, SGI_BROADCAST);
+        c.check(
+            "sgi_broadcast_not_self",
+            n == 0,
+            format_args!("the sender took SGI {SGI_BROADCAST} {n} times, want 0"),
+        );
+    }
+
+    /// SGI 3 to a CPU the VM does not have: Aff0 9 (GICv3), interface 7 (GICv2).
+    fn nowhere(c: &mut Checker, cpus: usize) {
+        let bit = match gic::version() {
+            Version::V3 => 9,
+            Version::V2 => 7,
+        };
+        if cpus > bit {
+            c.fail("sgi_nonexistent_target", format_args!("the VM has CPU {bit}"));
+            return;
+        }
+        // Also the first index past the VM's last vCPU: under Tessera that
+        // may be another VM's CPU.
+        gic::send_sgi(SGI_NOWHERE, SgiTarget::List(1 << bit));
+        gic::send_sgi(SGI_NOWHERE, SgiTarget::List(1 << cpus));
+        spin_until(WAIT_MS, || false);
+        let total: u32 = (0..cpus).map(|k| count(k, SGI_NOWHERE)).sum();
+        c.check(
+            "sgi_nonexistent_target",
+            total == 0,
+            format_args!("SGI {SGI_NOWHERE} to target bits {bit} and {cpus} was taken {total} times, want 0"),
+        );
+    }
+
+    /// Each secondary in turn sends SGI 4 to vCPU 0.
+    fn back(c: &mut Checker, cpus: usize) {
+        for k in 1..cpus {
+            SEND_BACK[k].store(true, Release);
+            gic::send_sgi(SGI_DOORBELL, SgiTarget::List(1 << k));
+            let want = k as u32;
+            spin_until(WAIT_MS, || count(0, SGI_BACK) >= want);
+            spin_until(SETTLE_MS, || false);
+            let n = count(0, SGI_BACK);
+            c.check(
+                format_args!("sgi_back_from_cpu{k}"),
+                n == want,
+                format_args!("vCPU 0 has taken SGI {SGI_BACK} {n} times, want {want}"),
+            );
+        }
+        let stray: u32 = (1..cpus).map(|k| count(k, SGI_BACK)).sum();
+        c.check(
+            "sgi_back_only_to_cpu0",
+            stray == 0,
+            format_args!("secondaries took SGI {SGI_BACK} {stray} times, want 0"),
+        );
+    }
+
+    /// SGI 5 to vCPU 1, 1000 times, each waited for.
+    fn latency(c: &mut Checker) {
+        let (mut min, mut max, mut sum, mut lost) = (u64::MAX, 0u64, 0u64, 0u32);
+        let timeout = ms_to_ticks(WAIT_MS);
+        for i in 0..ROUNDS {
+            let before = count(1, SGI_PING);
+            let sent = counter();
+            gic::send_sgi(SGI_PING, SgiTarget::List(1 << 1));
+            while count(1, SGI_PING) == before {
+                if counter() - sent > timeout {
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+            if count(1, SGI_PING) == before {
+                lost += 1;
+                if lost == 1 {
+                    println!("sgi: ping {i} never arrived");
+                }
+                continue;
+            }
+            let t = PING_AT.load(Relaxed).saturating_sub(sent);
+            min = min.min(t);
+            max = max.max(t);
+            sum += t;
+        }
+        let got = u64::from(ROUNDS - lost);
+        let mean = sum.checked_div(got).unwrap_or(0);
+        if got == 0 {
+            min = 0;
+        }
+        println!("sgi: ipi latency min {min} mean {mean} max {max} ticks");
+        c.check(
+            "sgi_ipi_rounds",
+            lost == 0,
+            format_args!("{got} of {ROUNDS} SGIs to vCPU 1 arrived within {WAIT_MS} ms"),
+        );
+    }
+
+    fn secondary(k: usize) -> ! {
+        gic::init_cpu();
+        enable_sgis();
+        UP[k].store(true, Release);
+        loop {
+            gic::wait_for_interrupts_until(|| SEND_BACK[k].load(Acquire));
+            SEND_BACK[k].store(false, Relaxed);
+            gic::send_sgi(SGI_BACK, SgiTarget::List(1));
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {}
