@@ -26,4 +26,7 @@ pub trait MmioDevice: Send + Sync {
     fn size(&self) -> u64;
     fn read(&self, offset: u64, width: u8, vcpu: usize) -> Result<u64, BusError>;
     fn write(&self, offset: u64, width: u8, value: u64, vcpu: usize) -> Result<(), BusError>;
+    /// Back to the state after power-on (VM reset). Shared state (the vGIC)
+    /// is reset by its owner, not by each of its frames.
+    fn reset(&self) {}
 }

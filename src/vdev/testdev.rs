@@ -45,6 +45,10 @@ impl MmioDevice for TestDevice {
         SIZE as u64
     }
 
+    fn reset(&self) {
+        *self.bytes.lock() = TestDevice::new().bytes.into_inner();
+    }
+
     fn read(&self, offset: u64, width: u8, _vcpu: usize) -> Result<u64, BusError> {
         let r = span(offset, width)?;
         let b = self.bytes.lock();

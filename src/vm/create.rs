@@ -2,11 +2,15 @@
 //! devices, images, vCPUs. A VM that cannot be built is reported and left
 //! out; the others still start.
 
+use super::dtb::{generate, GuestConsole, GuestDtbSpec, GuestGic, GuestRegion};
 use super::irq;
 use super::mmio::MmioBus;
+use super::Images;
 use super::{RamRegion, Vcpu, Vm, VmState};
 use crate::arch::aarch64::{guest, mmu, MAX_CPUS};
+use crate::config::PsciConduit;
 use crate::config::{Config, ConsoleKind, VmConfig};
+use crate::mm::addr::GuestPhysAddr;
 use crate::mm::pagetable::{Attrs, PageTable, Regime};
 use crate::mm::phys::{self, FrameTables};
 use crate::mm::{FrameAllocator, PhysAddr};
@@ -15,6 +19,7 @@ use crate::platform::{self, GicVersion, Platform};
 use crate::vdev::testdev::TestDevice;
 use crate::vdev::vgic::dist::Distributor;
 use crate::vdev::vgic::redist::Redistributors;
+use crate::vdev::vgic::redist::STRIDE;
 use crate::vdev::vgic::{Owner, Version, Vgic};
 use crate::vdev::vuart::VirtualUart;
 use alloc::boxed::Box;
@@ -40,7 +45,7 @@ pub fn create_all(
     p: &Platform,
     dtb: &Fdt,
     config: &Config,
-    pkg: &Package,
+    pkg: &Package<'static>,
     frames: &mut FrameAllocator,
 ) -> Vec<Vm> {
     let mut vms = Vec::new();
@@ -60,7 +65,7 @@ fn create(
     p: &Platform,
     dtb: &Fdt,
     vc: &VmConfig,
-    pkg: &Package,
+    pkg: &Package<'static>,
     frames: &mut FrameAllocator,
     taken: &mut [bool; MAX_CPUS],
 ) -> Result<Vm, String> {
@@ -191,24 +196,84 @@ fn create(
         g.route(intid, vc.cpus[0]);
     }
 
-    // Scrub RAM, then load the kernel at RAM base + its Image text_offset.
-    for r in &ram {
-        // SAFETY: allocated to this VM above; identity mapped (it is RAM).
-        unsafe { phys::zero(r.pa, r.size) };
-    }
+    // Where everything goes in the first RAM region: the kernel at its
+    // Image text_offset, the DTB in the top 2 MiB, the initrd right below.
     let first = ram[0];
     let text_offset = image_text_offset(kernel);
-    if text_offset + kernel.len() as u64 > first.size {
+    let kernel_end = text_offset + (kernel.len() as u64).max(image_size(kernel));
+    if first.size < 4 << 20 || kernel_end > first.size - (2 << 20) {
         return Err(format!(
-            "kernel ({} bytes) does not fit in the first RAM region",
-            kernel.len()
+            "the first RAM region ({} KiB) cannot hold the kernel ({} KiB with BSS) and a 2 MiB DTB area",
+            first.size >> 10,
+            kernel_end >> 10
         ));
     }
-    let load_pa = first.pa + text_offset;
-    // SAFETY: inside the VM's first RAM region (checked just above).
-    unsafe { phys::copy_to(load_pa, kernel) };
-    // The vCPU starts with its MMU and caches off: push the image to PoC.
-    mmu::clean_dcache(load_pa, load_pa + kernel.len() as u64);
+    let dtb_ipa = first.ipa + first.size - (2 << 20);
+    let initrd = match &vc.initrd {
+        Some(name) => {
+            let bytes = pkg
+                .find(KIND_IMAGE, name)
+                .ok_or_else(|| format!("initrd {name:?} not in the package"))?;
+            let at = (dtb_ipa - bytes.len() as u64) & !0xfff;
+            if at < first.ipa + kernel_end {
+                return Err(format!(
+                    "the initrd ({} KiB) does not fit between the kernel and the DTB",
+                    bytes.len() >> 10
+                ));
+            }
+            Some((bytes, at))
+        }
+        None => None,
+    };
+    let dtb = match &vc.dtb {
+        Some(name) => pkg
+            .find(KIND_IMAGE, name)
+            .ok_or_else(|| format!("DTB {name:?} not in the package"))?
+            .to_vec(),
+        None => {
+            let memory: Vec<GuestRegion> = ram.iter().map(|r| GuestRegion::new(r.ipa, r.size)).collect();
+            let gic = match version {
+                Version::V3 => GuestGic::V3 {
+                    dist: GuestRegion::new(GICD_IPA, 0x1_0000),
+                    redist: GuestRegion::new(GICR_IPA, STRIDE * vc.cpus.len() as u64),
+                },
+                Version::V2 => GuestGic::V2 {
+                    dist: GuestRegion::new(GICD_IPA, 0x1000),
+                    cpu: GuestRegion::new(GICC_IPA, 0x2000),
+                },
+            };
+            let paths: Vec<&str> = vc.devices.iter().map(|d| d.as_str()).collect();
+            let t = p.timer;
+            let spec = GuestDtbSpec {
+                name: &vc.name,
+                vcpus: vc.cpus.len(),
+                memory: &memory,
+                gic,
+                timer_ppis: [t.secure_phys, t.phys, t.virt, t.hyp_phys],
+                psci_method: if vc.psci == PsciConduit::Smc { "smc" } else { "hvc" },
+                console: (vc.console == ConsoleKind::Virtual).then_some(GuestConsole {
+                    base: GuestPhysAddr(VUART_IPA),
+                    intid: VUART_INTID,
+                }),
+                bootargs: &vc.bootargs,
+                initrd: initrd.map(|(b, at)| GuestRegion::new(at, b.len() as u64)),
+                passthrough: &paths,
+                host: Some(dtb),
+            };
+            generate(&spec).map_err(|e| format!("guest DTB: {e}"))?
+        }
+    };
+    if dtb.len() as u64 > 2 << 20 {
+        return Err("the DTB is larger than 2 MiB".into());
+    }
+    let images = Images {
+        kernel,
+        kernel_ipa: first.ipa + text_offset,
+        initrd,
+        dtb,
+        dtb_ipa,
+    };
+    load_images(&ram, &images)?;
 
     for &c in &vc.cpus {
         taken[c] = true;
@@ -230,7 +295,7 @@ fn create(
             .collect::<Vec<_>>()
             .join(" "),
         vc.kernel,
-        first.ipa + text_offset,
+        images.kernel_ipa,
         vc.console
     );
     Ok(Vm {
@@ -238,8 +303,9 @@ fn create(
         vmid,
         vttbr: s2.root() | (u64::from(vmid) << 48),
         vtcr: guest::vtcr(ipa_bits, s2.start_level()),
-        entry: first.ipa + text_offset,
-        x0: 0,
+        entry: images.kernel_ipa,
+        x0: images.dtb_ipa,
+        images,
         config: vc.clone(),
         vcpus,
         ram,
@@ -248,6 +314,41 @@ fn create(
         state: AtomicU8::new(VmState::Running as u8),
         faults_logged: AtomicUsize::new(0),
     })
+}
+
+/// Scrubs the VM's RAM and copies its pristine images in: at creation and
+/// on every reset, so nothing of a previous run survives.
+pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
+    for r in ram {
+        // SAFETY: the VM's own RAM, identity mapped; no vCPU of it runs.
+        unsafe { phys::zero(r.pa, r.size) };
+    }
+    let put = |ipa: u64, bytes: &[u8]| -> Result<(), String> {
+        let r = ram
+            .iter()
+            .find(|r| ipa >= r.ipa && ipa + bytes.len() as u64 <= r.ipa + r.size)
+            .ok_or_else(|| format!("{ipa:#x} (+{:#x}) is not inside the VM's RAM", bytes.len()))?;
+        let pa = r.pa + (ipa - r.ipa);
+        // SAFETY: inside one of the VM's RAM regions (just checked).
+        unsafe { phys::copy_to(pa, bytes) };
+        // vCPUs start with their MMU and caches off: push the bytes to PoC.
+        mmu::clean_dcache(pa, pa + bytes.len() as u64);
+        Ok(())
+    };
+    put(im.kernel_ipa, im.kernel)?;
+    if let Some((b, at)) = im.initrd {
+        put(at, b)?;
+    }
+    put(im.dtb_ipa, &im.dtb)
+}
+
+/// image_size from an arm64 Image header (the kernel's extent with BSS).
+fn image_size(image: &[u8]) -> u64 {
+    if image.len() >= 64 && &image[56..60] == b"ARM\x64" {
+        u64::from_le_bytes(image[16..24].try_into().unwrap_or_default())
+    } else {
+        0
+    }
 }
 
 /// text_offset from an arm64 Image header, or 0 for a raw binary.

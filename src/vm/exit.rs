@@ -94,12 +94,7 @@ fn smccc_call(frame: &mut TrapFrame) {
             frame.x[0] = 0;
         }
         Action::SystemOff => stop_vm(vm, vcpu.index, "PSCI SYSTEM_OFF", frame.elr),
-        Action::SystemReset => stop_vm(
-            vm,
-            vcpu.index,
-            "PSCI SYSTEM_RESET (restart not supported yet)",
-            frame.elr,
-        ),
+        Action::SystemReset => reset_vm(vm, vcpu.index),
     }
 }
 
@@ -205,6 +200,57 @@ fn inject_into(frame: &mut TrapFrame, what: Injected) {
     guest::write_el1_exception(i.elr_el1, i.spsr_el1, i.esr_el1, i.far_el1);
     frame.elr = i.new_pc;
     frame.spsr = i.new_pstate;
+}
+
+/// Restarts a whole VM from pristine copies of its images (PSCI
+/// SYSTEM_RESET): its other vCPUs are pulled out, its RAM scrubbed and
+/// reloaded, its devices reset, and vCPU 0 started again. All the work is
+/// done on this VM's own CPU; other VMs never wait for it.
+fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
+    vm.set_state(VmState::Resetting);
+    for v in &vm.vcpus {
+        v.set_power(Power::Off);
+        if v.index != vcpu {
+            super::irq::kick_cpu(v.pcpu);
+        }
+    }
+    // Wait (bounded) until no other vCPU of this VM executes guest code.
+    let deadline = cpu::counter() + cpu::counter_freq();
+    while vm
+        .vcpus
+        .iter()
+        .any(|v| v.index != vcpu && v.in_guest.load(core::sync::atomic::Ordering::Acquire))
+    {
+        if cpu::counter() > deadline {
+            stop_vm(
+                vm,
+                vcpu,
+                "SYSTEM_RESET: a vCPU did not leave the guest within 1 s",
+                0,
+            );
+        }
+        core::hint::spin_loop();
+    }
+    vm.vgic.reset();
+    for r in vm.mmio.regions() {
+        r.device.reset();
+    }
+    if let Err(e) = super::create::load_images(&vm.ram, &vm.images) {
+        log::error!("VM {}: {e}", vm.name());
+        stop_vm(vm, vcpu, "SYSTEM_RESET: cannot reload its images", 0);
+    }
+    info!(
+        "VM {} restarting (PSCI SYSTEM_RESET from vCPU {})",
+        vm.name(),
+        vcpu
+    );
+    vm.set_state(VmState::Running);
+    let _ = vm.vcpus[0].request_on(vm.entry, vm.x0);
+    cpu::send_event();
+    if vm.vcpus[0].pcpu != vm.vcpus[vcpu].pcpu {
+        super::irq::kick_cpu(vm.vcpus[0].pcpu);
+    }
+    abandon_guest()
 }
 
 /// Stops a whole VM with a logged reason; this CPU goes back to waiting.

@@ -7,7 +7,7 @@ pub mod mmio;
 pub mod psci;
 
 #[cfg(target_os = "none")]
-mod create;
+pub mod create;
 #[cfg(target_os = "none")]
 pub mod exit;
 #[cfg(target_os = "none")]
@@ -32,12 +32,23 @@ pub struct RamRegion {
     pub size: u64,
 }
 
+/// A VM's boot images (pristine copies in the package) and where they go.
+pub struct Images {
+    pub kernel: &'static [u8],
+    pub kernel_ipa: u64,
+    pub initrd: Option<(&'static [u8], u64)>,
+    pub dtb: Vec<u8>,
+    pub dtb_ipa: u64,
+}
+
 /// Lifecycle of a VM.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum VmState {
     Running = 0,
     Stopped = 1,
+    /// Being restarted (PSCI SYSTEM_RESET): no vCPU may enter it.
+    Resetting = 2,
 }
 
 /// A virtual CPU, pinned to one physical CPU for the VM's life.
@@ -48,6 +59,8 @@ pub struct Vcpu {
     /// Its MPIDR affinity as the guest sees it (Aff0 = index).
     pub vmpidr: u64,
     power: AtomicU8,
+    /// Whether its CPU is executing guest code (between entry and abandon).
+    pub in_guest: core::sync::atomic::AtomicBool,
     entry: AtomicU64,
     context: AtomicU64,
     /// Index of the owning VM in the VM table.
@@ -61,6 +74,7 @@ impl Vcpu {
             pcpu,
             vmpidr: index as u64,
             power: AtomicU8::new(Power::Off as u8),
+            in_guest: core::sync::atomic::AtomicBool::new(false),
             entry: AtomicU64::new(0),
             context: AtomicU64::new(0),
             vm,
@@ -127,6 +141,7 @@ pub struct Vm {
     /// Where vCPU 0 starts and what it gets in x0.
     pub entry: u64,
     pub x0: u64,
+    pub images: Images,
     state: AtomicU8,
     /// Guest faults logged so far (logging is rate-limited per VM).
     pub faults_logged: AtomicUsize,
@@ -138,10 +153,10 @@ impl Vm {
     }
 
     pub fn state(&self) -> VmState {
-        if self.state.load(Ordering::Acquire) == VmState::Running as u8 {
-            VmState::Running
-        } else {
-            VmState::Stopped
+        match self.state.load(Ordering::Acquire) {
+            0 => VmState::Running,
+            2 => VmState::Resetting,
+            _ => VmState::Stopped,
         }
     }
 

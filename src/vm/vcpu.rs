@@ -59,6 +59,7 @@ pub extern "C" fn cpu_loop() -> ! {
     // SAFETY: as in `current`.
     let vcpu: &'static Vcpu = unsafe { &*p };
     let vm = &VMS.get().expect("VMs installed before CPUs run them")[vcpu.vm];
+    vcpu.in_guest.store(false, Ordering::Release);
     loop {
         if vm.state() == VmState::Running && vcpu.power() == Power::OnPending {
             break;
@@ -67,6 +68,7 @@ pub extern "C" fn cpu_loop() -> ! {
     }
     let (entry, context) = vcpu.boot_args();
     vcpu.set_power(Power::On);
+    vcpu.in_guest.store(true, Ordering::Release);
     guest::load_vm(vm.vttbr, vm.vtcr, vcpu.vmpidr);
     super::irq::reset_vcpu_interface();
     super::irq::flush(&vm.vgic, vcpu.index);

@@ -145,6 +145,32 @@ pub fn board_dtb(
     Ok(fs::read(&file)?)
 }
 
+/// The image (payload included) is loaded at `load_address`: no fixed VM
+/// memory may sit there. `file` is the config, for the message.
+pub fn check_image_overlap(
+    file: &Path,
+    resolved: &Resolved,
+    load_address: u64,
+    image_len: u64,
+) -> Result<()> {
+    let image_end = load_address.saturating_add(image_len);
+    for vm in &resolved.vms {
+        for (i, &(_, size, phys, _)) in vm.memory.iter().enumerate() {
+            if let Some(p) = phys {
+                if p < image_end && load_address < p.saturating_add(size) {
+                    bail!(
+                        "{}: vm \"{}\": memory[{i}].base: {p:#x}..{:#x} overlaps the hypervisor image at {load_address:#x}..{image_end:#x}",
+                        paths::display(file),
+                        vm.name,
+                        p.saturating_add(size),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks `config_path` and packs it with its images into
 /// `target/images/<config>.bin`. `override_machine` replaces the config's QEMU
 /// settings (the test suite runs one config on GICv2 and GICv3).
@@ -184,24 +210,9 @@ pub fn build_config_image(
         .collect();
     let packed = pack::pack(&hyp, payload_start, &refs)?;
 
-    // The image (payload included) is loaded at load_address: no fixed VM
-    // memory may sit there.
-    let image_end = board.load_address + packed.len() as u64;
-    for vm in &resolved.vms {
-        for (i, &(_, size, phys, _)) in vm.memory.iter().enumerate() {
-            if let Some(p) = phys {
-                if p < image_end && board.load_address < p + size {
-                    bail!(
-                        "{}: vm \"{}\": memory[{i}].base: {p:#x}..{:#x} overlaps the hypervisor image at {:#x}..{image_end:#x}",
-                        paths::display(config_path),
-                        vm.name,
-                        p + size,
-                        board.load_address
-                    );
-                }
-            }
-        }
-    }
+    // The last check; nothing has been written before it (the board DTB dump
+    // above is a cache, not an image).
+    check_image_overlap(config_path, &resolved, board.load_address, packed.len() as u64)?;
     let out_dir = built.target_dir.join("images");
     fs::create_dir_all(&out_dir)?;
     let stem = config_path

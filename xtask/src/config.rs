@@ -59,11 +59,35 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A physical CPU: its index in the board's CPU list, or its MPIDR.
-#[derive(Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CpuRef {
     Index(u64),
     Mpidr { mpidr: u64 },
+}
+
+impl<'de> Deserialize<'de> for CpuRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `{ mpidr = ... }` and nothing else: an untagged enum would ignore
+        // unknown keys in the table.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Mpidr {
+            mpidr: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Index(u64),
+            Mpidr(Mpidr),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Index(x)) => Ok(CpuRef::Index(x)),
+            Ok(Raw::Mpidr(m)) => Ok(CpuRef::Mpidr { mpidr: m.mpidr }),
+            Err(_) => Err(serde::de::Error::custom(
+                "a CPU is an index into the board's CPUs or { mpidr = <MPIDR> }",
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -148,7 +172,9 @@ pub struct ConfigToml {
     pub hypervisor: HypervisorToml,
     #[serde(default)]
     pub qemu: QemuToml,
-    #[serde(rename = "vm")]
+    /// Defaulted so that a config without `[[vm]]` gets the "no VMs" error
+    /// of `check` rather than serde's "missing field".
+    #[serde(rename = "vm", default)]
     pub vms: Vec<VmToml>,
 }
 
@@ -221,7 +247,7 @@ pub fn parse(path: &Path) -> Result<ConfigToml> {
     let file = crate::paths::display(path);
     let parsed: ConfigToml = toml::from_str(&text).map_err(|e| ConfigError {
         file: file.clone(),
-        vm: None,
+        vm: e.span().and_then(|r| vm_at(&text, r.start)),
         field: String::new(),
         message: e.message().trim_end().to_owned() + &location(&text, e.span()),
     })?;
@@ -249,6 +275,31 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
         ),
         None => String::new(),
     }
+}
+
+/// The name of the `[[vm]]` whose table holds byte `offset` of `text`, for
+/// errors serde reports with a position but no VM (unknown keys, bad values).
+fn vm_at(text: &str, offset: usize) -> Option<String> {
+    let line_end = text[offset.min(text.len())..]
+        .find('\n')
+        .map_or(text.len(), |i| offset + i);
+    let mut index = 0usize;
+    let mut in_vm = false;
+    for line in text[..line_end].lines() {
+        let l: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        if l.starts_with("[[vm]]") {
+            index += 1;
+            in_vm = true;
+        } else if l.starts_with('[') {
+            in_vm = l.starts_with("[[vm.") || l.starts_with("[vm.");
+        }
+    }
+    if !in_vm {
+        return None;
+    }
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let vm = table.get("vm")?.as_array()?.get(index - 1)?;
+    Some(vm.get("name")?.as_str()?.to_owned())
 }
 
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
@@ -373,6 +424,13 @@ pub fn check(
                         format!("{b:#x} is not 4 KiB aligned"),
                     ));
                 }
+                if b.checked_add(size).is_none() {
+                    return Err(err(
+                        n,
+                        format!("{field}.base"),
+                        format!("{b:#x} + {size:#x} is past the end of the address space"),
+                    ));
+                }
                 if !board.ram.iter().any(|&(rb, rs)| b >= rb && b + size <= rb + rs) {
                     return Err(err(
                         n,
@@ -424,35 +482,44 @@ pub fn check(
             } else {
                 m.ipa.unwrap_or(next_ipa)
             };
+            // The guest-physical range, when known now: an identity region
+            // without a fixed base gets its address at boot.
+            let known_ipa = !m.identity || m.base.is_some();
+            // An identity region's guest-physical base is its `base`.
+            let ipa_field = format!("{field}.{}", if m.identity { "base" } else { "ipa" });
             if !m.identity {
                 if ipa % 4096 != 0 {
+                    return Err(err(n, ipa_field, format!("{ipa:#x} is not 4 KiB aligned")));
+                }
+                if ipa.checked_add(size).is_none() {
                     return Err(err(
                         n,
-                        format!("{field}.ipa"),
-                        format!("{ipa:#x} is not 4 KiB aligned"),
+                        ipa_field,
+                        format!("{ipa:#x} + {size:#x} is past the end of the address space"),
                     ));
                 }
+            }
+            if known_ipa {
                 for (what, wb, ws) in EMULATED_WINDOWS {
                     if overlaps((ipa, size), (*wb, *ws)) {
                         return Err(err(
                             n,
-                            format!("{field}.ipa"),
+                            ipa_field,
                             format!("{ipa:#x}..{:#x} overlaps {what} at {wb:#x}", ipa + size),
                         ));
                     }
                 }
-                for (j, &(oi, os, _, oid)) in memory.iter().enumerate() {
-                    if !oid && overlaps((ipa, size), (oi, os)) {
-                        return Err(err(
-                            n,
-                            format!("{field}.ipa"),
-                            format!("overlaps memory[{j}] of the same VM"),
-                        ));
+                for (j, &(oi, os, ophys, oid)) in memory.iter().enumerate() {
+                    let other_known = !oid || ophys.is_some();
+                    if other_known && overlaps((ipa, size), (oi, os)) {
+                        return Err(err(n, ipa_field, format!("overlaps memory[{j}] of the same VM")));
                     }
                 }
-                next_ipa = (ipa + size).next_multiple_of(2 << 20);
             }
-            total += size;
+            if !m.identity {
+                next_ipa = (ipa + size).checked_next_multiple_of(2 << 20).unwrap_or(u64::MAX);
+            }
+            total = total.saturating_add(size);
             memory.push((ipa, size, m.base, m.identity));
         }
 
@@ -539,7 +606,7 @@ pub fn check(
     }
     let ram: u64 = board.ram.iter().map(|r| r.1).sum();
     let reserved: u64 = board.reserved.iter().map(|r| r.2).sum();
-    if total + reserved > ram {
+    if total.saturating_add(reserved) > ram {
         return Err(err(
             None,
             "memory".into(),

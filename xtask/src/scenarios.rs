@@ -182,6 +182,21 @@ pub fn all() -> Vec<Scenario> {
             ..Scenario::new("hostile_guest_is_answered_architecturally")
         },
         Scenario {
+            config: Some("tests/configs/reset.toml"),
+            sequence: &[
+                "[resetter] PASS reset_scrubbed",
+                "[resetter] reset: calling SYSTEM_RESET",
+                "VM resetter restarting",
+                "[resetter] PASS reset_scrubbed",
+                "[bystander] hello: tick",
+                "VM resetter restarting",
+                "[resetter] PASS reset_scrubbed",
+            ],
+            must: &["[bystander] hello: tick 10"],
+            must_not: &["FAIL", "VM bystander stopped", "VM bystander restarting"],
+            ..Scenario::new("system_reset_restarts_only_that_vm")
+        },
+        Scenario {
             config: Some("tests/configs/mmio.toml"),
             must: &["[mmio] RESULT mmio: ", " 0 failed"],
             must_not: &["FAIL"],

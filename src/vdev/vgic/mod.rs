@@ -46,6 +46,13 @@ pub trait VgicHost: Send + Sync {
     fn hw_route(&self, intid: u32, vcpu: usize);
 }
 
+struct NoHost;
+impl VgicHost for NoHost {
+    fn kick(&self, _: usize) {}
+    fn hw_enable(&self, _: u32, _: usize, _: bool) {}
+    fn hw_route(&self, _: u32, _: usize) {}
+}
+
 /// Default priority of every interrupt (what GIC reset leaves is 0; Linux
 /// programs its own).
 const RESET_PRIORITY: u8 = 0;
@@ -227,6 +234,44 @@ impl Vgic {
                 .collect(),
             host,
             dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Back to reset state (VM reset): everything disabled, nothing queued.
+    /// Hardware interrupts the guest had enabled are disabled physically.
+    pub fn reset(&self) {
+        let fresh = Vgic::new(self.version, self.nvcpus, &[], Box::new(NoHost));
+        let enabled_hw: Vec<(u32, usize)> = {
+            let mut s = self.state.lock();
+            let mut hw = Vec::new();
+            for (v, p) in s.private.iter().enumerate() {
+                for (i, irq) in p.iter().enumerate() {
+                    if irq.enabled && self.owner(i as u32) == Some(Owner::Hw) {
+                        hw.push((i as u32, v));
+                    }
+                }
+            }
+            for (k, irq) in s.spis.iter().enumerate() {
+                if irq.enabled && self.owner(32 + k as u32) == Some(Owner::Hw) {
+                    hw.push((32 + k as u32, usize::from(irq.target)));
+                }
+            }
+            let f = fresh.state.into_inner();
+            s.ctlr = 0;
+            s.private = f.private;
+            for irq in s.spis.iter_mut() {
+                *irq = IRQ_RESET;
+            }
+            s.asleep = f.asleep;
+            hw
+        };
+        for q in &self.queues {
+            let mut q = q.lock();
+            q.items = [None; QUEUE];
+            q.len = 0;
+        }
+        for (intid, vcpu) in enabled_hw {
+            self.host.hw_enable(intid, vcpu, false);
         }
     }
 
@@ -599,6 +644,20 @@ pub mod tests {
         }
         assert_eq!(seen, 16);
         assert!(g.pop(0).is_none());
+    }
+
+    #[test]
+    fn reset_forgets_everything_and_masks_hardware() {
+        let (g, r) = vgic(Version::V3, 2);
+        g.state.lock().ctlr = 3;
+        g.set_enabled(34, 0, true);
+        g.set_enabled(33, 0, true);
+        g.raise(33, 0, 0);
+        g.reset();
+        assert!(g.pop(0).is_none());
+        assert_eq!(g.state.lock().ctlr, 0);
+        assert_eq!(g.with_irq(33, 0, |i| i.enabled), Some(false));
+        assert_eq!(r.0.lock().unwrap().last().unwrap(), "hw_enable 34 0 false");
     }
 
     #[test]

@@ -25,8 +25,10 @@
 //!
 //! vCPU index K is the CPU with MPIDR Aff0 = K (Aff1..3 = 0) and GICv2 CPU
 //! interface number K, as under Tessera and on QEMU `virt` with up to 8 CPUs.
-//! No heap; register accesses are 32-bit except `IPRIORITYR`/`ITARGETSR`
-//! (bytes, like Linux) and `GICR_TYPER`/`GICD_IROUTER` (64-bit).
+//! No heap; register accesses are single `ldr`/`str` instructions without
+//! writeback ([`Mmio::ld32`] & co., emulatable from the syndrome), 32-bit
+//! except `IPRIORITYR`/`ITARGETSR` (bytes, like Linux) and
+//! `GICR_TYPER`/`GICD_IROUTER` (64-bit).
 
 use crate::cpu::{cpu_index, mpidr, park};
 use crate::{println, try_access, Mmio, MAX_CPUS};
@@ -173,7 +175,7 @@ pub fn version() -> Version {
     if v == 0 {
         // A GICv2 distributor is 4 KiB on QEMU: 0xFFE8 aborts there, and
         // its PIDR2 is at 0xFE8 instead.
-        let pidr2 = try_access(|| gicd().read32(GICD_PIDR2)).unwrap_or(0);
+        let pidr2 = try_access(|| gicd().ld32(GICD_PIDR2)).unwrap_or(0);
         v = match (pidr2 >> 4) & 0xf {
             3 | 4 => 3,
             _ => 2,
@@ -197,13 +199,13 @@ pub fn version_name() -> &'static str {
 
 /// Number of INTIDs the distributor implements (`GICD_TYPER.ITLinesNumber`).
 pub fn lines() -> u32 {
-    ((gicd().read32(GICD_TYPER) & 0x1f) + 1) * 32
+    ((gicd().ld32(GICD_TYPER) & 0x1f) + 1) * 32
 }
 
 /// Waits (bounded) for a GICv3 `RWP` bit to clear.
 fn wait_rwp(frame: Mmio, ctlr: usize, rwp: u32) {
     let mut n = 0u32;
-    while frame.read32(ctlr) & rwp != 0 && n < 1_000_000 {
+    while frame.ld32(ctlr) & rwp != 0 && n < 1_000_000 {
         n += 1;
         core::hint::spin_loop();
     }
@@ -215,31 +217,31 @@ fn wait_rwp(frame: Mmio, ctlr: usize, rwp: u32) {
 pub fn init_distributor() {
     let d = gicd();
     let v3 = version() == Version::V3;
-    d.write32(GICD_CTLR, 0);
+    d.st32(GICD_CTLR, 0);
     wait_rwp(d, GICD_CTLR, GICD_CTLR_RWP);
     let lines = lines();
     for i in (32..lines).step_by(32) {
         let word = (i / 32) as usize * 4;
-        d.write32(IGROUPR + word, if v3 { u32::MAX } else { 0 });
-        d.write32(ICENABLER + word, u32::MAX);
-        d.write32(ICPENDR + word, u32::MAX);
-        d.write32(ICACTIVER + word, u32::MAX);
+        d.st32(IGROUPR + word, if v3 { u32::MAX } else { 0 });
+        d.st32(ICENABLER + word, u32::MAX);
+        d.st32(ICPENDR + word, u32::MAX);
+        d.st32(ICACTIVER + word, u32::MAX);
     }
     for i in (32..lines).step_by(16) {
-        d.write32(ICFGR + (i / 16) as usize * 4, 0);
+        d.st32(ICFGR + (i / 16) as usize * 4, 0);
     }
     for i in (32..lines).step_by(4) {
-        d.write32(IPRIORITYR + i as usize, u32::from_ne_bytes([DEFAULT_PRIORITY; 4]));
+        d.st32(IPRIORITYR + i as usize, u32::from_ne_bytes([DEFAULT_PRIORITY; 4]));
     }
     for i in 32..lines {
         route_spi(i, 0);
     }
     if v3 {
         wait_rwp(d, GICD_CTLR, GICD_CTLR_RWP);
-        d.write32(GICD_CTLR, CTLR_V3);
+        d.st32(GICD_CTLR, CTLR_V3);
         wait_rwp(d, GICD_CTLR, GICD_CTLR_RWP);
     } else {
-        d.write32(GICD_CTLR, 1);
+        d.st32(GICD_CTLR, 1);
     }
 }
 
@@ -253,7 +255,7 @@ fn redistributor() -> Mmio {
         let mut at = GICR_BASE;
         for _ in 0..MAX_REDISTRIBUTORS {
             // SAFETY: redistributor frames are device memory.
-            let typer = unsafe { Mmio::new(at) }.read64(GICR_TYPER);
+            let typer = unsafe { Mmio::new(at) }.ld64(GICR_TYPER);
             if typer >> 32 == affinity {
                 base = at;
                 break;
@@ -300,21 +302,21 @@ pub fn init_cpu() {
     let p = private_frame();
     if version() == Version::V3 {
         let rd = redistributor();
-        rd.write32(GICR_WAKER, rd.read32(GICR_WAKER) & !WAKER_PROCESSOR_SLEEP);
+        rd.st32(GICR_WAKER, rd.ld32(GICR_WAKER) & !WAKER_PROCESSOR_SLEEP);
         let mut n = 0u32;
-        while rd.read32(GICR_WAKER) & WAKER_CHILDREN_ASLEEP != 0 && n < 1_000_000 {
+        while rd.ld32(GICR_WAKER) & WAKER_CHILDREN_ASLEEP != 0 && n < 1_000_000 {
             n += 1;
             core::hint::spin_loop();
         }
-        p.write32(IGROUPR, u32::MAX);
+        p.st32(IGROUPR, u32::MAX);
     } else {
-        p.write32(IGROUPR, 0);
+        p.st32(IGROUPR, 0);
     }
-    p.write32(ICENABLER, u32::MAX);
-    p.write32(ICPENDR, u32::MAX);
-    p.write32(ICACTIVER, u32::MAX);
+    p.st32(ICENABLER, u32::MAX);
+    p.st32(ICPENDR, u32::MAX);
+    p.st32(ICACTIVER, u32::MAX);
     for i in (0..32).step_by(4) {
-        p.write32(IPRIORITYR + i, u32::from_ne_bytes([DEFAULT_PRIORITY; 4]));
+        p.st32(IPRIORITYR + i, u32::from_ne_bytes([DEFAULT_PRIORITY; 4]));
     }
     if version() == Version::V3 {
         wait_rwp(redistributor(), GICR_CTLR, GICR_CTLR_RWP);
@@ -339,18 +341,18 @@ pub fn init_cpu() {
         };
     } else {
         let c = gicc();
-        c.write32(GICC_PMR, 0xff);
-        c.write32(GICC_BPR, 0);
-        c.write32(GICC_CTLR, 1);
+        c.st32(GICC_PMR, 0xff);
+        c.st32(GICC_BPR, 0);
+        c.st32(GICC_CTLR, 1);
     }
 }
 
 fn set_bit(reg: usize, intid: u32) {
-    frame_of(intid).write32(reg + (intid / 32) as usize * 4, 1 << (intid % 32));
+    frame_of(intid).st32(reg + (intid / 32) as usize * 4, 1 << (intid % 32));
 }
 
 fn get_bit(reg: usize, intid: u32) -> bool {
-    frame_of(intid).read32(reg + (intid / 32) as usize * 4) & (1 << (intid % 32)) != 0
+    frame_of(intid).ld32(reg + (intid / 32) as usize * 4) & (1 << (intid % 32)) != 0
 }
 
 /// Enables `intid` (`ISENABLER`).
@@ -398,12 +400,12 @@ pub fn is_active(intid: u32) -> bool {
 
 /// Sets `intid`'s priority (lower is more urgent; the GIC may drop low bits).
 pub fn set_priority(intid: u32, priority: u8) {
-    frame_of(intid).write8(IPRIORITYR + intid as usize, priority);
+    frame_of(intid).st8(IPRIORITYR + intid as usize, priority);
 }
 
 /// `intid`'s priority as the GIC reads it back.
 pub fn priority(intid: u32) -> u8 {
-    frame_of(intid).read8(IPRIORITYR + intid as usize)
+    frame_of(intid).ld8(IPRIORITYR + intid as usize)
 }
 
 /// Sets a PPI's or SPI's trigger mode (`ICFGR`; SGIs are always edge).
@@ -411,8 +413,8 @@ pub fn set_trigger(intid: u32, trigger: Trigger) {
     let f = frame_of(intid);
     let reg = ICFGR + (intid / 16) as usize * 4;
     let bit = 1 << ((intid % 16) * 2 + 1);
-    let old = f.read32(reg);
-    f.write32(
+    let old = f.ld32(reg);
+    f.st32(
         reg,
         if trigger == Trigger::Edge {
             old | bit
@@ -426,16 +428,16 @@ pub fn set_trigger(intid: u32, trigger: Trigger) {
 /// the `GICD_ITARGETSR` byte = `1 << vcpu` (v2).
 pub fn route_spi(intid: u32, vcpu: usize) {
     match version() {
-        Version::V3 => gicd().write64(GICD_IROUTER + intid as usize * 8, vcpu as u64),
-        Version::V2 => gicd().write8(ITARGETSR + intid as usize, 1 << (vcpu % 8)),
+        Version::V3 => gicd().st64(GICD_IROUTER + intid as usize * 8, vcpu as u64),
+        Version::V2 => gicd().st8(ITARGETSR + intid as usize, 1 << (vcpu % 8)),
     }
 }
 
 /// Where SPI `intid` is routed, raw (`IROUTER` on v3, the `ITARGETSR` byte on v2).
 pub fn route_of(intid: u32) -> u64 {
     match version() {
-        Version::V3 => gicd().read64(GICD_IROUTER + intid as usize * 8),
-        Version::V2 => u64::from(gicd().read8(ITARGETSR + intid as usize)),
+        Version::V3 => gicd().ld64(GICD_IROUTER + intid as usize * 8),
+        Version::V2 => u64::from(gicd().ld8(ITARGETSR + intid as usize)),
     }
 }
 
@@ -460,7 +462,7 @@ pub fn send_sgi(intid: u32, target: SgiTarget) {
             };
             // SAFETY: orders earlier stores before the SGI (a device write).
             unsafe { asm!("dsb ishst", options(nostack)) };
-            gicd().write32(GICD_SGIR, filter | intid);
+            gicd().st32(GICD_SGIR, filter | intid);
         }
     }
 }
@@ -475,7 +477,7 @@ pub fn ack() -> Irq {
             unsafe { asm!("mrs {}, icc_iar1_el1", "dsb sy", out(reg) v, options(nostack)) };
             Irq(v as u32)
         }
-        Version::V2 => Irq(gicc().read32(GICC_IAR)),
+        Version::V2 => Irq(gicc().ld32(GICC_IAR)),
     }
 }
 
@@ -486,7 +488,7 @@ pub fn eoi(irq: Irq) {
             // SAFETY: writing ICC_EOIR1_EL1 only changes GIC state.
             unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) u64::from(irq.raw()), options(nostack)) };
         }
-        Version::V2 => gicc().write32(GICC_EOIR, irq.raw()),
+        Version::V2 => gicc().st32(GICC_EOIR, irq.raw()),
     }
 }
 
@@ -499,7 +501,7 @@ pub fn running_priority() -> u8 {
             unsafe { asm!("mrs {}, icc_rpr_el1", out(reg) v, options(nomem, nostack)) };
             v as u8
         }
-        Version::V2 => gicc().read32(GICC_RPR) as u8,
+        Version::V2 => gicc().ld32(GICC_RPR) as u8,
     }
 }
 

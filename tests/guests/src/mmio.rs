@@ -117,3 +117,38 @@ impl Mmio {
         (v1, v2)
     }
 }
+
+/// Emulation-safe accesses: exactly one `ldr`/`str` of the width with a plain
+/// base register, no writeback and no pair, so a trapped access always comes
+/// with a syndrome the hypervisor can emulate from (ESR_EL2.ISV = 1). The
+/// plain `read*`/`write*` above leave the instruction to the compiler, which
+/// may pick a post-indexed or paired form. Drivers of emulated devices (the
+/// GIC) use these.
+macro_rules! isv_access {
+    ($($ld:ident, $st:ident, $t:ty, $load:literal, $store:literal);* $(;)?) => {$(
+        #[doc = concat!("`", $load, "`: one `", stringify!($t), "` load at `offset`, emulatable.")]
+        pub fn $ld(&self, offset: usize) -> $t {
+            let v: u64;
+            // SAFETY: `new`'s contract; the asm only loads from `a`.
+            unsafe { asm!($load, a = in(reg) self.at(offset), v = out(reg) v, options(nostack, preserves_flags)) };
+            v as $t
+        }
+
+        #[doc = concat!("`", $store, "`: one `", stringify!($t), "` store at `offset`, emulatable.")]
+        pub fn $st(&self, offset: usize, value: $t) {
+            // SAFETY: `new`'s contract; the asm only stores to `a`.
+            unsafe {
+                asm!($store, a = in(reg) self.at(offset), v = in(reg) u64::from(value),
+                     options(nostack, preserves_flags))
+            };
+        }
+    )*};
+}
+
+impl Mmio {
+    isv_access! {
+        ld8, st8, u8, "ldrb {v:w}, [{a}]", "strb {v:w}, [{a}]";
+        ld32, st32, u32, "ldr {v:w}, [{a}]", "str {v:w}, [{a}]";
+        ld64, st64, u64, "ldr {v}, [{a}]", "str {v}, [{a}]";
+    }
+}

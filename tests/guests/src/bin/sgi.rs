@@ -170,8 +170,8 @@ mod guest {
 
     /// Each secondary in turn sends SGI 4 to vCPU 0.
     fn back(c: &mut Checker, cpus: usize) {
-        for k in 1..cpus {
-            SEND_BACK[k].store(true, Release);
+        for (k, send_back) in SEND_BACK.iter().enumerate().take(cpus).skip(1) {
+            send_back.store(true, Release);
             gic::send_sgi(SGI_DOORBELL, SgiTarget::List(1 << k));
             let want = k as u32;
             spin_until(WAIT_MS, || count(0, SGI_BACK) >= want);

@@ -72,7 +72,11 @@ mod guest {
             format_args!("took INTID {RTC_INTID} {stolen} times in {WAIT_MS} ms"),
         );
         let other = OTHER.load(Relaxed);
-        c.check("thief_no_other_interrupts", other == 0, format_args!("{other} other interrupts"));
+        c.check(
+            "thief_no_other_interrupts",
+            other == 0,
+            format_args!("{other} other interrupts"),
+        );
         c.finish();
         park()
     }

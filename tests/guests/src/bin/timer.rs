@@ -24,17 +24,16 @@ mod guest {
     /// Interrupts between two `timer: alive` lines.
     const ALIVE_EVERY: u32 = 100;
 
-    const ZERO: AtomicU64 = AtomicU64::new(0);
     /// Per vCPU: timer period in counter ticks.
-    static PERIOD: [AtomicU64; MAX_CPUS] = [ZERO; MAX_CPUS];
+    static PERIOD: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
     /// Per vCPU: last CVAL to take; the handler stops the timer after it.
-    static END: [AtomicU64; MAX_CPUS] = [ZERO; MAX_CPUS];
+    static END: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
     /// Per vCPU: interrupts taken with the timer condition true.
     static COUNT: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
     /// Per vCPU: interrupts taken with the condition false (a stale injection).
     static SPURIOUS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
     /// Per vCPU: worst CNTVCT-at-entry minus CVAL.
-    static WORST: [AtomicU64; MAX_CPUS] = [ZERO; MAX_CPUS];
+    static WORST: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
     /// Per vCPU: the handler stopped the timer after END.
     static DONE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
     /// Per vCPU: set up and waiting for GO.
