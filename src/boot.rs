@@ -103,7 +103,10 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     }
     let vms = match package() {
         Some(pkg) => match pkg.config().map(Config::parse) {
-            Some(Ok(config)) => vm::create_all(platform, &fdt, &config, &pkg, &mut FRAMES.lock()),
+            Some(Ok(config)) => {
+                console::set_prefix(config.console_prefix);
+                vm::create_all(platform, &fdt, &config, &pkg, &mut FRAMES.lock())
+            }
             Some(Err(e)) => {
                 error!("{e}; no VM started");
                 Vec::new()
@@ -118,6 +121,10 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
             Vec::new()
         }
     };
+    if let Some(irq) = platform.console.irq.filter(|_| !vms.is_empty()) {
+        crate::vm::irq::init_console_input(irq, boot);
+        console::announce_focus();
+    }
     info!("tessera: boot complete, {} VM(s) starting", vms.len());
     vcpu::install(vms);
     vcpu::cpu_loop()

@@ -4,12 +4,22 @@
 
 use crate::arch::aarch64::cpu;
 use crate::drivers::pl011::Pl011;
+use crate::vdev::mux::{Input, Mux};
+use crate::vdev::vuart::VirtualUart;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::AtomicBool;
 use core::sync::atomic::{AtomicU64, Ordering};
 use log::{LevelFilter, Log, Metadata, Record};
 use spin::Mutex;
 
 static UART: Mutex<Option<Pl011>> = Mutex::new(None);
+/// The VMs' virtual consoles, in the order focus visits them.
+static CONSOLES: Mutex<Vec<Arc<VirtualUart>>> = Mutex::new(Vec::new());
+static MUX: Mutex<Mux> = Mutex::new(Mux::new(0));
+/// Prefix VM lines with the VM's name (config `console_prefix`).
+static PREFIX: AtomicBool = AtomicBool::new(true);
 static BOOT_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Takes over the UART at `base` (already mapped) and installs the logger.
@@ -96,11 +106,63 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
+/// Registers a VM's virtual console for input; the first one gets the focus.
+pub fn register(uart: Arc<VirtualUart>) {
+    let mut c = CONSOLES.lock();
+    c.push(uart);
+    *MUX.lock() = Mux::new(c.len());
+}
+
+/// Whether VM lines carry their VM's name.
+pub fn set_prefix(on: bool) {
+    PREFIX.store(on, Ordering::Relaxed);
+}
+
+/// Says where typed input goes and how to move it.
+pub fn announce_focus() {
+    let c = CONSOLES.lock();
+    if let Some(u) = c.get(MUX.lock().focus()) {
+        log::info!(
+            "console input goes to VM {} (press Ctrl-A three times to switch)",
+            u.vm()
+        );
+    }
+}
+
+/// The physical UART has input: hand it to the VM with the focus. Runs on
+/// whichever CPU takes the console interrupt; a VM that does not read its
+/// input loses the excess, nobody waits for it.
+pub fn on_input() {
+    loop {
+        let Some(b) = getc() else { break };
+        let action = MUX.lock().feed(b);
+        match action {
+            Input::Deliver { vm, bytes, len } => {
+                let target = CONSOLES.lock().get(vm).cloned();
+                if let Some(u) = target {
+                    u.push_input(&bytes[..usize::from(len)]);
+                }
+            }
+            Input::Focus { .. } => announce_focus(),
+            Input::Held => {}
+        }
+    }
+}
+
+/// Enables the console's receive interrupt.
+pub fn enable_input() {
+    if let Some(u) = UART.lock().as_ref() {
+        u.enable_rx_irq();
+    }
+}
+
 /// Prints one line of a VM's console output, prefixed with the VM's name.
 /// Invalid UTF-8 is shown as replacement characters, never trusted.
 pub fn vm_line(vm: &str, line: &[u8]) {
     if let Some(u) = UART.lock().as_mut() {
-        let _ = write!(u, "[{vm}] ");
+        if PREFIX.load(Ordering::Relaxed) {
+            let _ = write!(u, "[{vm}] ");
+        }
         for chunk in line.utf8_chunks() {
             let _ = u.write_str(chunk.valid());
             if !chunk.invalid().is_empty() {

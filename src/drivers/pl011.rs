@@ -75,6 +75,13 @@ impl Pl011 {
         r.cr.write(CR::UARTEN::SET + CR::TXE::SET + CR::RXE::SET);
     }
 
+    /// Raises its interrupt while received data waits (RX and RX timeout).
+    pub fn enable_rx_irq(&self) {
+        let r = self.regs();
+        r.icr.set(0x7ff);
+        r.imsc.set((1 << 4) | (1 << 6));
+    }
+
     /// Sends one byte, waiting while the transmit FIFO is full.
     pub fn putc(&self, b: u8) {
         let r = self.regs();

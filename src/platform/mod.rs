@@ -62,6 +62,8 @@ pub enum Conduit {
 pub struct Console {
     pub path: String,
     pub regs: PhysRange,
+    /// Its interrupt (an SPI), if the DTB gives one.
+    pub irq: Option<u32>,
     /// How it was found: "stdout-path", "aliases/serial0" or "first arm,pl011".
     pub found_by: &'static str,
 }
@@ -364,9 +366,15 @@ fn console_at(dtb: &Fdt, node: FdtNode, found_by: &'static str) -> Option<Consol
         return None;
     }
     let regs = *reg_ranges(node).first()?;
+    let irq = cells(&node, "interrupts").and_then(|mut c| {
+        let kind = c.next()?;
+        let num = c.next()?;
+        Some(gic_intid(kind, num))
+    });
     Some(Console {
         path: node_path(dtb, &node),
         regs,
+        irq,
         found_by,
     })
 }

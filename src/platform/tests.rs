@@ -40,6 +40,7 @@ fn qemu_virt_gicv3_smp4() {
     );
     assert_eq!(p.console.regs, PhysRange::new(0x0900_0000, 0x1000));
     assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(p.console.irq, Some(33));
     assert_eq!(p.console.path, "/pl011@9000000");
     assert_eq!(p.psci, Some(Conduit::Smc));
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);

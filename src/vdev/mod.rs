@@ -1,6 +1,7 @@
 //! Emulated devices. Each implements [`MmioDevice`] and is tested on the host
 //! by calling it; none touches a hardware register.
 
+pub mod mux;
 pub mod testdev;
 pub mod vgic;
 pub mod vuart;
@@ -29,4 +30,24 @@ pub trait MmioDevice: Send + Sync {
     /// Back to the state after power-on (VM reset). Shared state (the vGIC)
     /// is reset by its owner, not by each of its frames.
     fn reset(&self) {}
+}
+
+/// A shared device is still one device (the console multiplexer keeps a
+/// handle on each virtual UART besides the VM's MMIO bus).
+impl<T: MmioDevice> MmioDevice for alloc::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read(&self, offset: u64, width: u8, vcpu: usize) -> Result<u64, BusError> {
+        (**self).read(offset, width, vcpu)
+    }
+    fn write(&self, offset: u64, width: u8, value: u64, vcpu: usize) -> Result<(), BusError> {
+        (**self).write(offset, width, value, vcpu)
+    }
+    fn reset(&self) {
+        (**self).reset()
+    }
 }

@@ -46,6 +46,23 @@ struct State {
     ifls: u64,
     imsc: u64,
     dmacr: u64,
+    rx: [u8; RX],
+    rx_len: usize,
+    /// Input bytes dropped because the guest did not read them in time.
+    pub rx_dropped: u64,
+}
+
+const RX: usize = 64;
+const INT_RX: u64 = 1 << 4;
+const INT_RT: u64 = 1 << 6;
+
+impl State {
+    fn ris(&self) -> u64 {
+        INT_TX | if self.rx_len > 0 { INT_RX | INT_RT } else { 0 }
+    }
+    fn level(&self) -> bool {
+        self.ris() & self.imsc != 0
+    }
 }
 
 pub struct VirtualUart {
@@ -71,9 +88,42 @@ impl VirtualUart {
                 ifls: 0x12,
                 imsc: 0,
                 dmacr: 0,
+                rx: [0; RX],
+                rx_len: 0,
+                rx_dropped: 0,
             }),
             irq: None,
         }
+    }
+
+    fn signal(&self, level: bool) {
+        if let Some((vgic, intid)) = &self.irq {
+            vgic.set_line(*intid, level);
+        }
+    }
+
+    /// Input from the console multiplexer. Bytes the guest has not read when
+    /// the FIFO is full are dropped (and counted), never waited for.
+    pub fn push_input(&self, bytes: &[u8]) {
+        let level = {
+            let mut s = self.state.lock();
+            for &b in bytes {
+                if s.rx_len < RX {
+                    let n = s.rx_len;
+                    s.rx[n] = b;
+                    s.rx_len += 1;
+                } else {
+                    s.rx_dropped += 1;
+                }
+            }
+            s.level()
+        };
+        self.signal(level);
+    }
+
+    /// The VM this console belongs to.
+    pub fn vm(&self) -> &str {
+        &self.vm
     }
 
     /// Wires the UART's interrupt output to `intid` of `vgic`.
@@ -111,10 +161,23 @@ impl MmioDevice for VirtualUart {
     }
 
     fn read(&self, offset: u64, _width: u8, _vcpu: usize) -> Result<u64, BusError> {
-        let s = self.state.lock();
+        let mut s = self.state.lock();
+        if offset == DR {
+            if s.rx_len == 0 {
+                return Ok(0);
+            }
+            let b = s.rx[0];
+            let n = s.rx_len;
+            s.rx.copy_within(1..n, 0);
+            s.rx_len -= 1;
+            let level = s.level();
+            drop(s);
+            self.signal(level);
+            return Ok(u64::from(b));
+        }
         Ok(match offset {
-            DR | RSR => 0,
-            FR => FR_TXFE | FR_RXFE,
+            RSR => 0,
+            FR => FR_TXFE | if s.rx_len == 0 { FR_RXFE } else { 0 },
             IBRD => s.ibrd,
             FBRD => s.fbrd,
             LCR_H => s.lcr_h,
@@ -122,8 +185,8 @@ impl MmioDevice for VirtualUart {
             IFLS => s.ifls,
             IMSC => s.imsc,
             // The transmitter is always ready: TX is pending whenever asked.
-            RIS => INT_TX,
-            MIS => INT_TX & s.imsc,
+            RIS => s.ris(),
+            MIS => s.ris() & s.imsc,
             DMACR => s.dmacr,
             0xfe0..=0xffc if offset.is_multiple_of(4) => IDS[((offset - 0xfe0) / 4) as usize],
             _ => 0,
@@ -134,13 +197,20 @@ impl MmioDevice for VirtualUart {
         let level = {
             let mut s = self.state.lock();
             self.write_reg(&mut s, offset, value);
-            // The transmitter is always ready, so the line is TXIM.
-            INT_TX & s.imsc != 0
+            s.level()
         };
-        if let Some((vgic, intid)) = &self.irq {
-            vgic.set_line(*intid, level);
-        }
+        self.signal(level);
         Ok(())
+    }
+
+    fn reset(&self) {
+        let mut s = self.state.lock();
+        s.len = 0;
+        s.rx_len = 0;
+        s.imsc = 0;
+        s.cr = 0x300;
+        drop(s);
+        self.signal(false);
     }
 }
 
@@ -191,6 +261,20 @@ mod tests {
         assert_eq!(lines[0].1, b"hi");
         assert_eq!(lines[1].1.len(), LINE);
         assert_eq!(lines[2].1.len(), 5);
+    }
+
+    #[test]
+    fn input_is_read_in_order_and_bounded() {
+        let u = VirtualUart::new("rx", capture);
+        assert_eq!(u.read(FR, 4, 0).unwrap() & FR_RXFE, FR_RXFE);
+        u.push_input(b"ok");
+        assert_eq!(u.read(FR, 4, 0).unwrap() & FR_RXFE, 0);
+        assert_eq!(u.read(RIS, 4, 0).unwrap() & INT_RX, INT_RX);
+        assert_eq!(u.read(DR, 4, 0), Ok(u64::from(b'o')));
+        assert_eq!(u.read(DR, 4, 0), Ok(u64::from(b'k')));
+        assert_eq!(u.read(FR, 4, 0).unwrap() & FR_RXFE, FR_RXFE);
+        u.push_input(&[b'x'; RX + 10]);
+        assert_eq!(u.state.lock().rx_dropped, 10);
     }
 
     #[test]

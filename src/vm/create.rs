@@ -131,6 +131,7 @@ fn create(
         Box::new(irq::Host { pcpus }),
     ));
     let mut mmio = MmioBus::default();
+    let mut console_uart = None;
     let overlap = |a: u64| format!("emulated device overlaps at {a:#x}");
     mmio.add(GICD_IPA, Box::new(Distributor { vgic: vgic.clone() }))
         .map_err(overlap)?;
@@ -139,8 +140,10 @@ fn create(
             .map_err(overlap)?;
     }
     if vc.console == ConsoleKind::Virtual {
-        let uart = VirtualUart::new(&vc.name, crate::console::vm_line).with_irq(vgic.clone(), VUART_INTID);
-        mmio.add(VUART_IPA, Box::new(uart)).map_err(overlap)?;
+        let uart =
+            Arc::new(VirtualUart::new(&vc.name, crate::console::vm_line).with_irq(vgic.clone(), VUART_INTID));
+        mmio.add(VUART_IPA, Box::new(uart.clone())).map_err(overlap)?;
+        console_uart = Some(uart);
     }
     if let Some(base) = vc.test_device {
         mmio.add(base, Box::new(TestDevice::new()))
@@ -277,6 +280,9 @@ fn create(
 
     for &c in &vc.cpus {
         taken[c] = true;
+    }
+    if let Some(u) = console_uart {
+        crate::console::register(u);
     }
     let vmid = (index + 1) as u16;
     let vcpus = vc

@@ -123,6 +123,43 @@ impl VgicHost for Host {
     }
 }
 
+static CONSOLE_IRQ: AtomicU32 = AtomicU32::new(u32::MAX);
+
+fn console_irq() -> Option<u32> {
+    let v = CONSOLE_IRQ.load(Ordering::Relaxed);
+    (v != u32::MAX).then_some(v)
+}
+
+/// Takes the console's receive interrupt on `cpu` (the boot CPU).
+pub fn init_console_input(intid: u32, cpu: usize) {
+    CONSOLE_IRQ.store(intid, Ordering::Relaxed);
+    let g = gic::get();
+    g.route(intid, cpu);
+    g.set_enabled(intid, cpu, true);
+    crate::console::enable_input();
+}
+
+/// A CPU with no vCPU: it only serves the console's input, if that
+/// interrupt is routed here, and otherwise sleeps.
+pub fn idle() -> ! {
+    let g = gic::get();
+    loop {
+        // WFI wakes on a pending interrupt even with IRQs masked at EL2.
+        cpu::wait_for_interrupt();
+        loop {
+            let (intid, raw) = g.ack();
+            if intid >= 1020 {
+                break;
+            }
+            if Some(intid) == console_irq() {
+                crate::console::on_input();
+            }
+            g.eoi(raw);
+            g.deactivate(raw);
+        }
+    }
+}
+
 /// Makes another CPU take a look at its vCPU (its VM stopped, say).
 pub fn kick_cpu(pcpu: usize) {
     gic::get().send_sgi(KICK_SGI, pcpu);
@@ -139,7 +176,11 @@ pub fn handle_irq() {
         if intid >= 1020 {
             break;
         }
-        if intid == KICK_SGI {
+        if Some(intid) == console_irq() {
+            crate::console::on_input();
+            g.eoi(raw);
+            g.deactivate(raw);
+        } else if intid == KICK_SGI {
             g.eoi(raw);
             g.deactivate(raw);
             if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {

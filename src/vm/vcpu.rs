@@ -54,7 +54,7 @@ pub extern "C" fn cpu_loop() -> ! {
     let me = cpu::index();
     let p = CURRENT[me].load(Ordering::Acquire);
     if p.is_null() {
-        cpu::park();
+        super::irq::idle();
     }
     // SAFETY: as in `current`.
     let vcpu: &'static Vcpu = unsafe { &*p };

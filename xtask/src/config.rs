@@ -271,7 +271,11 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(r) => format!(
             " (line {})",
-            text[..r.start.min(text.len())].lines().count().max(1)
+            text.as_bytes()[..r.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
         ),
         None => String::new(),
     }
@@ -768,5 +772,197 @@ fn collect_devices(node: &fdt::node::FdtNode, prefix: &str, out: &mut BTreeMap<S
             }
         }
         collect_devices(&c, &path, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("16m"), Ok(16 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size(" 2g "), Ok(2 << 30));
+        assert_eq!(parse_size("0x1000"), Ok(0x1000));
+        assert_eq!(parse_size("0x10M"), Ok(16 << 20));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("16383G"), Ok(16383 << 30));
+        for bad in ["", "M", "16Q", "-1", "1.5G", "0x", "0xG", "16 M", "1e6", "ten"] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains("is not a size"), "{bad:?}: {e}");
+        }
+        assert!(parse_size("17179869184G").unwrap_err().contains("too large"));
+        assert!(parse_size("0x10000000000000000").is_err());
+    }
+
+    #[test]
+    fn sizes_in_toml_are_integers_or_strings() {
+        #[derive(Deserialize)]
+        struct S {
+            a: Size,
+            b: Size,
+        }
+        let s: S = toml::from_str("a = 8192\nb = \"2M\"").unwrap();
+        assert_eq!((s.a, s.b), (Size(8192), Size(2 << 20)));
+        let e = toml::from_str::<S>("a = 1\nb = \"2X\"").err().unwrap();
+        assert!(e.message().contains("`2X` is not a size"), "{e}");
+    }
+
+    #[test]
+    fn cpus_are_indices_or_mpidr_tables_only() {
+        #[derive(Deserialize, Debug)]
+        struct C {
+            cpus: Vec<CpuRef>,
+        }
+        let c: C = toml::from_str("cpus = [3, { mpidr = 0x100 }]").unwrap();
+        assert_eq!(c.cpus, [CpuRef::Index(3), CpuRef::Mpidr { mpidr: 0x100 }]);
+        for bad in [
+            "cpus = [{ mpidr = 1, cluster = 0 }]",
+            "cpus = [{ mpdir = 1 }]",
+            "cpus = [\"0\"]",
+            "cpus = [-1]",
+        ] {
+            let e = toml::from_str::<C>(bad).unwrap_err();
+            assert!(e.message().contains("a CPU is an index"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_the_vm_they_are_in() {
+        let text = "board = \"x\"\n[[vm]]\nname = \"a\"\n[[vm]]\nname = \"b\"\n\n[[ vm.memory ]]\nsize = 1\n[qemu]\nsmp = 1\n";
+        let at = |needle: &str| vm_at(text, text.find(needle).unwrap());
+        assert_eq!(at("board"), None);
+        assert_eq!(at("\"a\""), Some("a".into()));
+        assert_eq!(at("[[vm]]\nname = \"b\""), Some("b".into()));
+        assert_eq!(at("size"), Some("b".into()));
+        assert_eq!(at("smp"), None);
+        assert_eq!(location(text, Some(0..1)), " (line 1)");
+        assert_eq!(location(text, Some(text.find("[[vm]]").unwrap()..0)), " (line 2)");
+        assert_eq!(location(text, None), "");
+    }
+
+    fn vm(name: &str) -> ResolvedVm {
+        ResolvedVm {
+            name: name.into(),
+            cpus: vec![1],
+            memory: vec![(DEFAULT_RAM_IPA, 16 << 20, None, false)],
+            kernel: b"kernel".to_vec(),
+            initrd: None,
+            dtb: None,
+            bootargs: String::new(),
+            console: Console::Virtual,
+            psci: Psci::Hvc,
+            devices: vec![],
+            test_device: None,
+        }
+    }
+
+    fn cells(p: Option<fdt::node::NodeProperty>) -> Vec<u32> {
+        p.unwrap()
+            .value
+            .chunks_exact(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn s<'a>(n: &fdt::node::FdtNode<'_, 'a>, p: &str) -> Option<&'a str> {
+        n.property(p).and_then(|p| p.as_str())
+    }
+
+    #[test]
+    fn blob_round_trip() {
+        let mut a = vm("alpha");
+        a.cpus = vec![0, 2];
+        a.memory = vec![
+            (0x5000_0000, 0x100_0000, Some(0x5000_0000), true),
+            (0x1_2340_0000, 0x20_0000, None, false),
+            (0x4000_0000, 0x1_0000_0000, Some(0x1_8000_0000), false),
+        ];
+        a.initrd = Some(b"initrd".to_vec());
+        a.bootargs = "console=ttyAMA0 quiet".into();
+        a.console = Console::Passthrough;
+        a.psci = Psci::Smc;
+        a.devices = vec!["/virtio_mmio@a000000".into(), "/virtio_mmio@a000200".into()];
+        a.test_device = Some(0x1_0b00_0000);
+        let mut b = vm("beta");
+        b.dtb = Some(b"dtb".to_vec());
+        b.console = Console::None;
+        let r = Resolved {
+            vms: vec![a, b],
+            console_prefix: false,
+            qemu: QemuToml::default(),
+        };
+        let blob = blob(&r).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let root = fdt.find_node("/").unwrap();
+        assert_eq!(s(&root, "compatible"), Some("tessera,config-v1"));
+        assert_eq!(cells(root.property("console-prefix")), [0]);
+
+        let a = fdt.find_node("/vm@0").unwrap();
+        assert_eq!(s(&a, "name"), Some("alpha"));
+        assert_eq!(cells(a.property("cpus")), [0, 2]);
+        assert_eq!(
+            cells(a.property("memory")),
+            [
+                0,
+                0x5000_0000,
+                0,
+                0x100_0000,
+                0,
+                0x5000_0000,
+                3, // identity, fixed
+                1,
+                0x2340_0000,
+                0,
+                0x20_0000,
+                0,
+                0,
+                0, // chosen at boot
+                0,
+                0x4000_0000,
+                1,
+                0,
+                1,
+                0x8000_0000,
+                2, // fixed, not identity
+            ]
+        );
+        assert_eq!(s(&a, "kernel"), Some("k0"));
+        assert_eq!(s(&a, "initrd"), Some("i0"));
+        assert!(a.property("dtb").is_none());
+        assert_eq!(s(&a, "bootargs"), Some("console=ttyAMA0 quiet"));
+        assert_eq!(s(&a, "console"), Some("passthrough"));
+        assert_eq!(s(&a, "psci"), Some("smc"));
+        assert_eq!(
+            a.property("devices").unwrap().value,
+            b"/virtio_mmio@a000000\0/virtio_mmio@a000200\0"
+        );
+        assert_eq!(cells(a.property("test-device")), [1, 0x0b00_0000]);
+
+        let b = fdt.find_node("/vm@1").unwrap();
+        assert_eq!(s(&b, "name"), Some("beta"));
+        assert_eq!(cells(b.property("cpus")), [1]);
+        assert_eq!(
+            cells(b.property("memory")),
+            [0, 0x4000_0000, 0, 0x100_0000, 0, 0, 0]
+        );
+        assert_eq!(s(&b, "kernel"), Some("k1"));
+        assert!(b.property("initrd").is_none());
+        assert_eq!(s(&b, "dtb"), Some("d1"));
+        assert_eq!(s(&b, "bootargs"), Some(""));
+        assert_eq!(s(&b, "console"), Some("none"));
+        assert_eq!(s(&b, "psci"), Some("hvc"));
+        assert!(b.property("devices").is_none());
+        assert!(b.property("test-device").is_none());
+        assert!(fdt.find_node("/vm@2").is_none());
+
+        // The packed entries are the ones the blob names.
+        let names: Vec<String> = package_entries(&r).unwrap().into_iter().map(|e| e.1).collect();
+        assert_eq!(names, ["config", "k0", "i0", "k1", "d1"]);
     }
 }

@@ -5,6 +5,8 @@ pub mod args;
 pub mod assets;
 pub mod board;
 pub mod config;
+#[cfg(test)]
+mod config_tests;
 pub mod cpio;
 pub mod dtbs;
 pub mod host_tools;

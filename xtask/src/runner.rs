@@ -194,7 +194,11 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
     machine.validate()?;
     let mut cmd = machine.command(qemu, Console::Captured);
     cmd.current_dir(paths::root())
-        .stdin(Stdio::null())
+        .stdin(if scenario.input.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
 
@@ -204,6 +208,9 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
 
     let mut child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     let lines = console_lines(&mut child);
+    let mut stdin = child.stdin.take();
+    // Typed input: each entry waits for its trigger line, in order.
+    let mut inputs = scenario.input.iter().peekable();
     let forbidden = scenario.forbidden();
     let mut v = Verdict::new(scenario.must, scenario.sequence);
     let mut see = |line: String, v: &mut Verdict| -> Result<()> {
@@ -225,6 +232,19 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
         };
         match lines.recv_timeout(left) {
             Ok(line) => {
+                if let Some((trigger, bytes)) = inputs.peek() {
+                    if line.contains(trigger) {
+                        if let Some(w) = stdin.as_mut() {
+                            // Typed slowly enough for a guest polling its UART.
+                            for b in bytes.iter() {
+                                let _ = w.write_all(&[*b]);
+                                let _ = w.flush();
+                                thread::sleep(Duration::from_millis(2));
+                            }
+                        }
+                        inputs.next();
+                    }
+                }
                 see(line, &mut v)?;
                 // The verdict is known once everything required (or anything forbidden)
                 // has shown up; the grace period only collects what follows.

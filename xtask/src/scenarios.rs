@@ -42,6 +42,9 @@ pub struct Scenario {
     pub config: Option<&'static str>,
     /// Each must appear on some console line.
     pub must: &'static [&'static str],
+    /// Bytes typed on the console: each waits for a line containing its
+    /// trigger (in order), then is written to QEMU's serial input.
+    pub input: &'static [(&'static str, &'static [u8])],
     /// Must appear in this order (each on a line after the previous one's).
     pub sequence: &'static [&'static str],
     /// None may appear on any console line (in addition to [`GLOBAL_MUST_NOT`]).
@@ -66,6 +69,7 @@ impl Scenario {
             config: None,
             must: &[],
             sequence: &[],
+            input: &[],
             must_not: &[],
             allow: &[],
             timeout_secs: 60,
@@ -195,6 +199,22 @@ pub fn all() -> Vec<Scenario> {
             must: &["[bystander] hello: tick 10"],
             must_not: &["FAIL", "VM bystander stopped", "VM bystander restarting"],
             ..Scenario::new("system_reset_restarts_only_that_vm")
+        },
+        Scenario {
+            config: Some("tests/configs/console.toml"),
+            input: &[
+                ("[second] echo: ready", b"one\r"),
+                ("[first] echo: one", b"\x01\x01\x01"),
+                ("console input goes to VM second", b"two\r"),
+            ],
+            sequence: &[
+                "console input goes to VM first",
+                "[first] echo: one",
+                "console input goes to VM second",
+                "[second] echo: two",
+            ],
+            must_not: &["[second] echo: one", "[first] echo: two", "FAIL"],
+            ..Scenario::new("console_input_follows_focus")
         },
         Scenario {
             config: Some("tests/configs/mmio.toml"),

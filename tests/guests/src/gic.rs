@@ -526,13 +526,32 @@ pub fn take_held() -> Option<Irq> {
     }
 }
 
+/// Per vCPU: IRQ exceptions whose acknowledge found nothing (INTID 1020..=1023).
+static SPURIOUS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// From this many spurious interrupts on, each power of two is printed: an
+/// IRQ line that stays asserted with nothing to acknowledge is a GIC (or
+/// hypervisor) bug that would otherwise look like a silent hang.
+const SPURIOUS_REPORT: u32 = 1024;
+
+/// How many spurious interrupts this vCPU has taken.
+pub fn spurious_count() -> u32 {
+    SPURIOUS[cpu_index()].load(Relaxed)
+}
+
 /// Called by the IRQ vector: acknowledge, run the handler, EOI.
 pub(crate) fn handle_irq() {
     let irq = ack();
+    let me = cpu_index();
     if irq.is_spurious() {
+        let n = SPURIOUS[me].fetch_add(1, Relaxed) + 1;
+        if n.is_power_of_two() && n >= SPURIOUS_REPORT {
+            println!(
+                "gic: vCPU {me} has taken {n} spurious interrupts (IAR {:#x})",
+                irq.raw()
+            );
+        }
         return;
     }
-    let me = cpu_index();
     let f = HANDLER.load(SeqCst);
     if f == 0 {
         println!(
