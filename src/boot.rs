@@ -165,6 +165,10 @@ fn init_gic(p: &Platform, boot: usize) -> Result<(), &'static str> {
         }
     };
     gic::init(phys, boot);
+    if g.version == platform::GicVersion::V2 && p.model.contains("dummy-virt") {
+        info!("QEMU GICv2: guests' hardware interrupts are deactivated on EOI maintenance");
+        crate::vm::irq::use_soft_hw_deactivate();
+    }
     Ok(())
 }
 
@@ -188,7 +192,7 @@ fn package() -> Option<Package<'static>> {
 #[no_mangle]
 extern "C" fn secondary_main(slot: usize) -> ! {
     smp::secondary_init(slot);
-    vcpu::VMS.wait();
+    vcpu::wait_installed();
     vcpu::cpu_loop()
 }
 

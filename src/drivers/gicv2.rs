@@ -132,6 +132,11 @@ impl Gicv2 {
     }
 
     /// Distributor: every SPI group 1, disabled, inactive, to the boot CPU.
+    /// Group 1 because that is the non-secure group on a GIC with the
+    /// security extensions, and because a guest's deactivation through the
+    /// HW bit only reaches group 1 interrupts on some GICs (QEMU 7.2's among
+    /// them). On a GIC without security extensions, GICC_CTLR.AckCtl lets
+    /// GICC_IAR acknowledge them.
     pub fn init_distributor(&self) {
         let d = self.d();
         d.ctlr.set(0);
@@ -167,8 +172,9 @@ impl Gicv2 {
         let c = self.c();
         c.pmr.set(0xff);
         c.bpr.set(0);
-        // Both groups on, EOImode 1 for both: EOIR drops priority, DIR deactivates.
-        c.ctlr.set(0b11 | (1 << 9) | (1 << 10));
+        // Both groups on, AckCtl, EOImode 1 (both banks): EOIR drops
+        // priority, DIR deactivates.
+        c.ctlr.set(0b111 | (1 << 9) | (1 << 10));
         self.h().hcr.set(1);
     }
 

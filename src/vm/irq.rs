@@ -12,6 +12,32 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 static LR_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// QEMU's GICv2 model (7.2) does not signal a level interrupt that is still
+/// asserted when a guest deactivates it through a HW list register, so a
+/// timer can go silent. On that board, hardware interrupts are listed as
+/// software ones with EOI maintenance and deactivated here instead: one more
+/// exit per interrupt, only where the model needs it.
+static SOFT_HW_DEACTIVATE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns the QEMU GICv2 workaround on (see [`SOFT_HW_DEACTIVATE`]).
+pub fn use_soft_hw_deactivate() {
+    SOFT_HW_DEACTIVATE.store(true, Ordering::Relaxed);
+}
+
+/// The list register for a queued interrupt.
+#[inline]
+fn to_lr(q: &crate::vdev::vgic::Queued) -> Lr {
+    let lr = q.lr();
+    if q.hw && SOFT_HW_DEACTIVATE.load(Ordering::Relaxed) {
+        Lr {
+            pintid: None,
+            eoi: true,
+            ..lr
+        }
+    } else {
+        lr
+    }
+}
 static MAINTENANCE: AtomicU32 = AtomicU32::new(25);
 
 /// The list registers of this CPU.
@@ -85,7 +111,7 @@ pub fn flush(vgic: &Vgic, vcpu: usize) {
     let g = gic::get();
     let mut lrs = LocalLrs(g);
     while let Some(q) = vgic.pop(vcpu) {
-        if place(&mut lrs, q.lr()) == Placed::Full {
+        if place(&mut lrs, to_lr(&q)) == Placed::Full {
             vgic.unpop(vcpu, q);
             set_underflow(g, true);
             return;
@@ -194,7 +220,7 @@ pub fn handle_irq() {
             // Priority drop only: the interrupt stays active until the guest
             // deactivates it through the HW bit.
             g.eoi(raw);
-            match place(&mut lrs, q.lr()) {
+            match place(&mut lrs, to_lr(&q)) {
                 Placed::New => {}
                 Placed::Merged => g.deactivate(raw),
                 Placed::Full => {
@@ -226,7 +252,12 @@ fn maintenance_eoi(g: &'static PhysGic, vgic: &Vgic, vcpu: usize) {
         if eisr & (1 << i) != 0 {
             let lr = lrs.read(i);
             lrs.write(i, Lr::EMPTY);
-            vgic.eoi(lr.vintid, vcpu);
+            if vgic.owner(lr.vintid) == Some(crate::vdev::vgic::Owner::Hw) {
+                // Only with SOFT_HW_DEACTIVATE: finish the physical one.
+                g.deactivate(lr.vintid);
+            } else {
+                vgic.eoi(lr.vintid, vcpu);
+            }
         }
     }
 }

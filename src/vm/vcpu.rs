@@ -27,7 +27,20 @@ pub fn install(vms: Vec<Vm>) {
         }
         let _ = vm.vcpus[0].request_on(vm.entry, vm.x0);
     }
+    // Only now may CPUs look up their vCPU (a CPU that looked earlier would
+    // find none and idle for ever).
+    INSTALLED.store(true, Ordering::Release);
     cpu::send_event();
+}
+
+/// Set once every CPU's vCPU is known.
+static INSTALLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Waits until the VMs are installed (secondary CPUs at bring-up).
+pub fn wait_installed() {
+    while !INSTALLED.load(Ordering::Acquire) {
+        cpu::wait_for_event();
+    }
 }
 
 /// Records where this CPU's stack ends (called once per CPU at bring-up).

@@ -69,12 +69,72 @@ done
 
 echo "TESSERA-LINUX-UP $(hostname) cpus=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
 
+# Test scenarios name a script on the kernel command line (tessera.test=NAME).
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        tessera.test=*) sh "/etc/tessera/${arg#tessera.test=}.sh" ;;
+    esac
+done
+
 while true; do
     setsid cttyhack sh
     echo "tessera-init: shell exited, starting another"
     sleep 1
 done
 "#;
+
+/// Scripts the test scenarios run inside Linux (`tessera.test=NAME`): they
+/// print `TT ...` lines the scenarios look for.
+pub const TEST_SCRIPTS: &[(&str, &str)] = &[("disk", DISK_TEST), ("info", INFO_TEST)];
+
+/// Disk round trip, clock and interrupt checks; reboots once (the disk
+/// remembers that it did, since RAM is scrubbed on reset).
+const DISK_TEST: &str = r#"
+echo "TT nproc=$(nproc)"
+grep -E 'arch_timer|virtio' /proc/interrupts | sed 's/^/TT irq /'
+grep -iE 'virtio|pl031|9010000' /proc/iomem | sed 's/^/TT iomem /'
+ls /proc/device-tree | grep -E 'virtio|pl0' | sed 's/^/TT dt /'
+MARK=$(dd if=/dev/vda bs=512 skip=16384 count=1 2>/dev/null | head -c 8)
+if [ "$MARK" = "REBOOTED" ]; then
+    echo "TT second boot: reboot -f brought $(hostname) back"
+    i=0
+    while [ $i -lt 600 ]; do echo "TT alive $i"; sleep 1; i=$((i+1)); done
+fi
+dd if=/dev/urandom of=/tmp/a bs=1M count=4 2>/dev/null
+A=$(sha256sum /tmp/a | cut -d' ' -f1)
+dd if=/tmp/a of=/dev/vda bs=1M conv=fsync 2>/dev/null
+sync
+echo 3 > /proc/sys/vm/drop_caches
+B=$(dd if=/dev/vda bs=1M count=4 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ "$A" = "$B" ]; then echo "TT disk sha256 ok $A"; else echo "TT FAIL disk sha256 $A != $B"; fi
+T0=$(cut -d' ' -f1 /proc/uptime); sleep 1; T1=$(cut -d' ' -f1 /proc/uptime)
+echo "TT sleep 1 took $(awk "BEGIN{print $T1 - $T0}") s"
+echo REBOOTED | dd of=/dev/vda bs=512 seek=16384 conv=fsync 2>/dev/null
+sync
+echo "TT rebooting"
+reboot -f
+"#;
+
+/// Device checks for a second Linux VM; then waits at its shell.
+const INFO_TEST: &str = r#"
+echo "TT nproc=$(nproc)"
+grep -iE 'virtio|pl031|9010000' /proc/iomem | sed 's/^/TT iomem /'
+ls /proc/device-tree | grep -E 'virtio|pl0' | sed 's/^/TT dt /'
+if dd if=/dev/vda of=/dev/null bs=1M count=1 2>/dev/null; then echo "TT own disk readable"; else echo "TT FAIL own disk"; fi
+echo "TT ready"
+"#;
+
+/// Changes to the init script or the test scripts rebuild the initramfs.
+fn init_hash() -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in INIT_SCRIPT
+        .bytes()
+        .chain(TEST_SCRIPTS.iter().flat_map(|(n, s)| n.bytes().chain(s.bytes())))
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
 
 #[derive(Debug, Default, Clone)]
 pub struct Options {
@@ -192,11 +252,12 @@ struct Packages {
 impl Packages {
     fn stamp(&self) -> String {
         format!(
-            "{}:arm64 {}\n{BUSYBOX_PKG}:arm64 {}\nmodules {}\n",
+            "{}:arm64 {}\n{BUSYBOX_PKG}:arm64 {}\nmodules {}\ninit {:016x}\n",
             self.kernel,
             self.kernel_version,
             self.busybox_version,
-            MODULES.join(" ")
+            MODULES.join(" "),
+            init_hash()
         )
     }
 }
@@ -688,6 +749,10 @@ pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8
     w.symlink("bin/sh", "busybox")?;
     w.file("init", 0o755, INIT_SCRIPT.as_bytes())?;
     w.file("etc/hostname", 0o644, b"tessera\n")?;
+    w.dir("etc/tessera", 0o755)?;
+    for (name, body) in TEST_SCRIPTS {
+        w.file(&format!("etc/tessera/{name}.sh"), 0o755, body.as_bytes())?;
+    }
     let mut order = String::new();
     for (name, data) in modules {
         w.file(&format!("lib/modules/{name}.ko"), 0o644, data)?;

@@ -90,18 +90,40 @@ pub fn load_board(dir: &Path) -> Result<BoardToml> {
 }
 
 /// Settings for a config: board defaults overridden by the config.
-pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml) -> MachineSettings {
+pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml, target_dir: &Path) -> MachineSettings {
     let d = board.qemu.clone().unwrap_or(BoardQemu {
         gic: 3,
         smp: 4,
         mem: "1G".into(),
     });
+    let mut extra = Vec::new();
+    for (i, disk) in parsed.qemu.disks.iter().enumerate() {
+        let file = target_dir.join(&disk.file);
+        extra.push("-drive".to_owned());
+        extra.push(format!("if=none,id=disk{i},format=raw,file={}", file.display()));
+        extra.push("-device".to_owned());
+        extra.push(format!("virtio-blk-device,drive=disk{i}"));
+    }
+    extra.extend(parsed.qemu.extra.iter().cloned());
     MachineSettings {
         gic: parsed.qemu.gic.unwrap_or(d.gic),
         smp: parsed.qemu.smp.unwrap_or(d.smp),
         mem: parsed.qemu.mem.clone().unwrap_or(d.mem),
-        extra: parsed.qemu.extra.clone(),
+        extra,
     }
+}
+
+/// Creates (or empties) the disk images a config's QEMU machine uses.
+pub fn prepare_disks(parsed: &config::ConfigToml, target_dir: &Path) -> Result<()> {
+    for disk in &parsed.qemu.disks {
+        let file = target_dir.join(&disk.file);
+        if let Some(dir) = file.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let f = fs::File::create(&file).with_context(|| format!("cannot create disk {}", file.display()))?;
+        f.set_len(disk.size.0)?;
+    }
+    Ok(())
 }
 
 /// The board's DTB: QEMU's for `machine`, or the board's own file.
@@ -182,7 +204,9 @@ pub fn build_config_image(
     let parsed = config::parse(config_path)?;
     let dir = board_dir(config_path, &parsed)?;
     let board = load_board(&dir)?;
-    let mut machine = machine_for(&board, &parsed);
+    let mut machine = machine_for(&board, &parsed, &built.target_dir);
+    // The disks must exist for QEMU to describe the machine (and to run it).
+    prepare_disks(&parsed, &built.target_dir)?;
     if let Some(f) = override_machine {
         f(&mut machine);
     }
@@ -193,7 +217,27 @@ pub fn build_config_image(
         .map(|r| (r.name.clone(), r.base, r.size.0))
         .collect();
     let b: Board = config::board_from_dtb(&dtb, reserved)?;
-    let guest = |name: &str| built.guest(name).ok().map(|g| g.bin.clone());
+    let assets = std::cell::OnceCell::new();
+    let guest = |name: &str| match name {
+        "debian:kernel" | "debian:initrd" => {
+            let a = assets.get_or_init(|| {
+                crate::assets::ensure_assets(&crate::assets::Options {
+                    target_dir: Some(built.target_dir.clone()),
+                    ..Default::default()
+                })
+                .map_err(|e| eprintln!("xtask: guest assets: {e:#}"))
+                .ok()
+            });
+            a.as_ref().map(|a| {
+                if name == "debian:kernel" {
+                    a.kernel.clone()
+                } else {
+                    a.initrd.clone()
+                }
+            })
+        }
+        _ => built.guest(name).ok().map(|g| g.bin.clone()),
+    };
     let resolved = config::load(config_path, &parsed, &b, &guest)?;
 
     let entries = config::package_entries(&resolved)?;

@@ -154,6 +154,19 @@ pub struct QemuToml {
     pub mem: Option<String>,
     #[serde(default)]
     pub extra: Vec<String>,
+    /// Virtio-blk disks, in order: the first sits on QEMU's last virtio-mmio
+    /// transport (`/virtio_mmio@a003e00`), the next one below it, and so on.
+    /// xtask creates each image, zeroed, before every run.
+    #[serde(default)]
+    pub disks: Vec<DiskToml>,
+}
+
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct DiskToml {
+    /// Image file, relative to the repository's target directory.
+    pub file: String,
+    pub size: Size,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
@@ -534,7 +547,10 @@ pub fn check(
                 return Err(err(
                     n,
                     field,
-                    format!("the board has no device {d:?} (see `cargo xtask devices`)"),
+                    format!(
+                        "the board has no device {d:?} (a device is the DT path of a node with \
+                         `compatible` and `reg`, like \"/virtio_mmio@a000000\")"
+                    ),
                 ));
             }
             if let Some(other) = dev_owner.insert(d.clone(), vm.name.clone()) {
@@ -548,6 +564,25 @@ pub fn check(
                         "{d} is the hypervisor's console; use console = \"passthrough\" to give it to a VM"
                     ),
                 ));
+            }
+            // Passed through at its physical addresses, which must be free in
+            // the guest's address space.
+            for &(db, ds) in &board.devices[d] {
+                let at = format!("{d} at {db:#x}..{:#x}", db.saturating_add(ds));
+                for (what, wb, ws) in EMULATED_WINDOWS {
+                    if overlaps((db, ds), (*wb, *ws)) {
+                        return Err(err(n, field, format!("{at} overlaps {what} at {wb:#x}")));
+                    }
+                }
+                for (j, &(mi, ms, mphys, mid)) in memory.iter().enumerate() {
+                    if (!mid || mphys.is_some()) && overlaps((db, ds), (mi, ms)) {
+                        return Err(err(
+                            n,
+                            field,
+                            format!("{at} overlaps the VM's memory[{j}] at {mi:#x}..{:#x}", mi + ms),
+                        ));
+                    }
+                }
             }
         }
         if vm.console == Console::Passthrough {
@@ -637,6 +672,11 @@ fn ranges(r: &[(u64, u64)]) -> String {
 }
 
 fn resolve(dir: &Path, spec: &str, guest_image: &dyn Fn(&str) -> Option<PathBuf>) -> Result<PathBuf, String> {
+    if spec.starts_with("debian:") {
+        // Debian's arm64 kernel and the initramfs xtask builds around busybox.
+        return guest_image(spec)
+            .ok_or_else(|| format!("`{spec}` is not a guest asset (debian:kernel, debian:initrd)"));
+    }
     match spec.strip_prefix("guest:") {
         Some(name) => guest_image(name).ok_or_else(|| format!("no test guest `{name}`")),
         None => Ok(dir.join(spec)),
@@ -763,7 +803,12 @@ pub fn board_from_dtb(dtb: &[u8], reserved: Vec<(String, u64, u64)>) -> Result<B
 fn collect_devices(node: &fdt::node::FdtNode, prefix: &str, out: &mut BTreeMap<String, Vec<(u64, u64)>>) {
     for c in node.children() {
         let path = format!("{prefix}/{}", c.name);
-        if c.name.contains('@') && c.property("compatible").is_some() {
+        // CPUs and RAM have `compatible` or `reg` too, but are not devices.
+        let kind = c.property("device_type").and_then(|p| p.as_str());
+        if c.name.contains('@')
+            && c.property("compatible").is_some()
+            && !matches!(kind, Some("cpu" | "memory"))
+        {
             if let Some(reg) = c.reg() {
                 let r: Vec<(u64, u64)> = reg
                     .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))

@@ -13,10 +13,14 @@ use crate::paths;
 use anyhow::Result;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A plausible packed image length for the overlap check: the hypervisor
 /// plus a few small guests is well under this.
 const IMAGE_LEN: u64 = 2 << 20;
+
+/// What `xtask` downloads or builds for `debian:<asset>` kernels and initrds.
+const DEBIAN_ASSETS: &[&str] = &["debian:kernel", "debian:initrd"];
 
 fn board_toml() -> board::BoardToml {
     board::load_board(&paths::root().join("boards/qemu-virt")).unwrap()
@@ -47,11 +51,13 @@ fn guest_names() -> Vec<String> {
     names
 }
 
-/// A minimal arm64 Image standing in for every built guest.
+/// A minimal arm64 Image standing in for every built guest; one file per call
+/// (tests run in parallel and a file being rewritten reads as empty).
 fn fake_guest_image() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!("tessera-config-tests-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("guest.bin");
+    let path = dir.join(format!("guest{}.bin", NEXT.fetch_add(1, Ordering::Relaxed)));
     let mut img = vec![0u8; 64];
     img[crate::image::IMAGE_MAGIC_OFFSET..][..4].copy_from_slice(crate::image::IMAGE_MAGIC);
     fs::write(&path, img).unwrap();
@@ -61,7 +67,9 @@ fn fake_guest_image() -> PathBuf {
 /// Everything `build_config_image` checks, minus QEMU and the real packing.
 fn check_file(path: &Path, board: &Board, guest: &Path, guests: &[String]) -> Result<Resolved> {
     let parsed = config::parse(path)?;
-    let lookup = |name: &str| guests.iter().any(|g| g == name).then(|| guest.to_path_buf());
+    // `guest:<name>` is looked up as `<name>`; the Debian assets by their full spec.
+    let known = |name: &str| guests.iter().any(|g| g == name) || DEBIAN_ASSETS.contains(&name);
+    let lookup = |name: &str| known(name).then(|| guest.to_path_buf());
     let resolved = config::load(path, &parsed, board, &lookup)?;
     check_image_overlap(path, &resolved, board_toml().load_address, IMAGE_LEN)?;
     Ok(resolved)

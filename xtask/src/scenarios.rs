@@ -217,6 +217,114 @@ pub fn all() -> Vec<Scenario> {
             ..Scenario::new("console_input_follows_focus")
         },
         Scenario {
+            gic: 3,
+            config: Some("tests/configs/irq_timer.toml"),
+            // Deterministic time: the rate check must not depend on host load.
+            extra: &["-icount", "shift=0,sleep=off"],
+            must: &[
+                "[timer] timer: GICv3",
+                "[timer] RESULT timer: 4 passed, 0 failed",
+                "[timer2] RESULT timer: 4 passed, 0 failed",
+            ],
+            must_not: &["FAIL"],
+            ..Scenario::new("irq_timer_ticks_on_every_vcpu_gicv3")
+        },
+        Scenario {
+            gic: 3,
+            config: Some("tests/configs/irq_sgi.toml"),
+            must: &[
+                "[sgi] sgi: GICv3",
+                "[sgi] RESULT sgi: ",
+                " 0 failed",
+                "[sgi] sgi: ipi latency",
+                "[hello] hello: tick 3",
+            ],
+            must_not: &["FAIL"],
+            ..Scenario::new("irq_sgis_reach_only_own_vcpus_gicv3")
+        },
+        Scenario {
+            gic: 3,
+            config: Some("tests/configs/irq_spi.toml"),
+            must: &[
+                "[rtc] RESULT spi: 8 passed, 0 failed",
+                "[thief] RESULT spi_thief: 4 passed, 0 failed",
+            ],
+            must_not: &["FAIL"],
+            timeout_secs: 90,
+            ..Scenario::new("irq_passthrough_spi_reaches_only_its_owner_gicv3")
+        },
+        Scenario {
+            gic: 3,
+            config: Some("tests/configs/irq_storm.toml"),
+            must: &[
+                "[storm] RESULT storm: 8 passed, 0 failed",
+                "[timer] RESULT timer: 4 passed, 0 failed",
+            ],
+            sequence: &[
+                "[storm] storm: still alive",
+                "[timer] timer: alive",
+                "[storm] storm: still alive",
+                "[timer] timer: alive",
+            ],
+            must_not: &["FAIL"],
+            timeout_secs: 120,
+            ..Scenario::new("irq_storm_slows_only_itself_gicv3")
+        },
+        Scenario {
+            gic: 2,
+            config: Some("tests/configs/irq_timer.toml"),
+            // Deterministic time: the rate check must not depend on host load.
+            extra: &["-icount", "shift=0,sleep=off"],
+            must: &[
+                "[timer] timer: GICv2",
+                "[timer] RESULT timer: 4 passed, 0 failed",
+                "[timer2] RESULT timer: 4 passed, 0 failed",
+            ],
+            must_not: &["FAIL"],
+            ..Scenario::new("irq_timer_ticks_on_every_vcpu_gicv2")
+        },
+        Scenario {
+            gic: 2,
+            config: Some("tests/configs/irq_sgi.toml"),
+            must: &[
+                "[sgi] sgi: GICv2",
+                "[sgi] RESULT sgi: ",
+                " 0 failed",
+                "[sgi] sgi: ipi latency",
+                "[hello] hello: tick 3",
+            ],
+            must_not: &["FAIL"],
+            ..Scenario::new("irq_sgis_reach_only_own_vcpus_gicv2")
+        },
+        Scenario {
+            gic: 2,
+            config: Some("tests/configs/irq_spi.toml"),
+            must: &[
+                "[rtc] RESULT spi: 8 passed, 0 failed",
+                "[thief] RESULT spi_thief: 4 passed, 0 failed",
+            ],
+            must_not: &["FAIL"],
+            timeout_secs: 90,
+            ..Scenario::new("irq_passthrough_spi_reaches_only_its_owner_gicv2")
+        },
+        Scenario {
+            gic: 2,
+            config: Some("tests/configs/irq_storm.toml"),
+            must: &[
+                "[storm] RESULT storm: 8 passed, 0 failed",
+                "[timer] RESULT timer: 4 passed, 0 failed",
+            ],
+            sequence: &[
+                "[storm] storm: still alive",
+                "[timer] timer: alive",
+                "[storm] storm: still alive",
+                "[timer] timer: alive",
+            ],
+            must_not: &["FAIL"],
+            timeout_secs: 120,
+            ..Scenario::new("irq_storm_slows_only_itself_gicv2")
+        },
+        Scenario {
             config: Some("tests/configs/mmio.toml"),
             must: &["[mmio] RESULT mmio: ", " 0 failed"],
             must_not: &["FAIL"],
