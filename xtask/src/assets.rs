@@ -91,9 +91,7 @@ pub const TEST_SCRIPTS: &[(&str, &str)] = &[("disk", DISK_TEST), ("info", INFO_T
 /// remembers that it did, since RAM is scrubbed on reset).
 const DISK_TEST: &str = r#"
 echo "TT nproc=$(nproc)"
-grep -E 'arch_timer|virtio' /proc/interrupts | sed 's/^/TT irq /'
-grep -iE 'virtio|pl031|9010000' /proc/iomem | sed 's/^/TT iomem /'
-ls /proc/device-tree | grep -E 'virtio|pl0' | sed 's/^/TT dt /'
+common_checks
 MARK=$(dd if=/dev/vda bs=512 skip=16384 count=1 2>/dev/null | head -c 8)
 if [ "$MARK" = "REBOOTED" ]; then
     echo "TT second boot: reboot -f brought $(hostname) back"
@@ -106,9 +104,9 @@ dd if=/tmp/a of=/dev/vda bs=1M conv=fsync 2>/dev/null
 sync
 echo 3 > /proc/sys/vm/drop_caches
 B=$(dd if=/dev/vda bs=1M count=4 2>/dev/null | sha256sum | cut -d' ' -f1)
-if [ "$A" = "$B" ]; then echo "TT disk sha256 ok $A"; else echo "TT FAIL disk sha256 $A != $B"; fi
+if [ "$A" = "$B" ]; then echo "TT ok disk sha256 $A"; else echo "TT FAIL disk sha256 $A != $B"; fi
 T0=$(cut -d' ' -f1 /proc/uptime); sleep 1; T1=$(cut -d' ' -f1 /proc/uptime)
-echo "TT sleep 1 took $(awk "BEGIN{print $T1 - $T0}") s"
+awk "BEGIN { d = $T1 - $T0; if (d >= 0.95 && d < 1.5) print \"TT ok sleep 1 took \" d \" s\"; else print \"TT FAIL sleep 1 took \" d \" s\" }"
 echo REBOOTED | dd of=/dev/vda bs=512 seek=16384 conv=fsync 2>/dev/null
 sync
 echo "TT rebooting"
@@ -118,22 +116,33 @@ reboot -f
 /// Device checks for a second Linux VM; then waits at its shell.
 const INFO_TEST: &str = r#"
 echo "TT nproc=$(nproc)"
-grep -iE 'virtio|pl031|9010000' /proc/iomem | sed 's/^/TT iomem /'
-ls /proc/device-tree | grep -E 'virtio|pl0' | sed 's/^/TT dt /'
-if dd if=/dev/vda of=/dev/null bs=1M count=1 2>/dev/null; then echo "TT own disk readable"; else echo "TT FAIL own disk"; fi
+common_checks
+if dd if=/dev/vda of=/dev/null bs=1M count=1 2>/dev/null; then echo "TT ok own disk readable"; else echo "TT FAIL own disk"; fi
 echo "TT ready"
+"#;
+
+/// Shared by the test scripts: interrupts counting, devices seen.
+const COMMON: &str = r#"
+common_checks() {
+    for name in arch_timer virtio; do
+        n=$(awk -v k=$name '$0 ~ k { for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i } END { print s + 0 }' /proc/interrupts)
+        if [ "$n" -gt 0 ]; then echo "TT ok $name interrupts $n"; else echo "TT FAIL no $name interrupts"; fi
+    done
+    grep -iE 'virtio|pl031|9010000' /proc/iomem | sed 's/^ */TT iomem /'
+    ls /proc/device-tree | grep -E 'virtio|pl0' | sed 's/^/TT dt /'
+}
 "#;
 
 /// Changes to the init script or the test scripts rebuild the initramfs.
 fn init_hash() -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in INIT_SCRIPT
+    let scripts = TEST_SCRIPTS.iter().flat_map(|(n, s)| n.bytes().chain(s.bytes()));
+    INIT_SCRIPT
         .bytes()
-        .chain(TEST_SCRIPTS.iter().flat_map(|(n, s)| n.bytes().chain(s.bytes())))
-    {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-    }
-    h
+        .chain(COMMON.bytes())
+        .chain(scripts)
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
 }
 
 #[derive(Debug, Default, Clone)]
@@ -751,7 +760,8 @@ pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8
     w.file("etc/hostname", 0o644, b"tessera\n")?;
     w.dir("etc/tessera", 0o755)?;
     for (name, body) in TEST_SCRIPTS {
-        w.file(&format!("etc/tessera/{name}.sh"), 0o755, body.as_bytes())?;
+        let script = format!("{COMMON}{body}");
+        w.file(&format!("etc/tessera/{name}.sh"), 0o755, script.as_bytes())?;
     }
     let mut order = String::new();
     for (name, data) in modules {

@@ -221,9 +221,12 @@ pub fn build_config_image(
     let guest = |name: &str| match name {
         "debian:kernel" | "debian:initrd" => {
             let a = assets.get_or_init(|| {
+                // `cargo xtask run/build/test --kernel/--initrd` set these.
+                let own = |var: &str| std::env::var_os(var).map(PathBuf::from);
                 crate::assets::ensure_assets(&crate::assets::Options {
                     target_dir: Some(built.target_dir.clone()),
-                    ..Default::default()
+                    kernel: own("TESSERA_KERNEL"),
+                    initrd: own("TESSERA_INITRD"),
                 })
                 .map_err(|e| eprintln!("xtask: guest assets: {e:#}"))
                 .ok()

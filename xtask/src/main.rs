@@ -16,7 +16,7 @@ commands:
                            and target/guests/<name>.bin; with --config, check the VM
                            config and pack it with its images into target/images/
   run [options]            build, then boot in QEMU (interactive; Ctrl-A X quits)
-      --config FILE        VM config to run (default boards/qemu-virt/demo.toml)
+      --config FILE        VM config to run (default boards/qemu-virt/linux.toml)
       --no-config          boot the hypervisor alone
       --gic 2|3            GIC version (default 3; GICv2 allows at most 8 CPUs)
       --smp N              CPUs (default 4)
@@ -26,6 +26,8 @@ commands:
       --dtb FILE           device tree to boot with instead of QEMU's
       --image FILE         boot FILE instead of target/tessera.bin
       --timeout SECS       stop QEMU after SECS (default 1800; 0 = never)
+      --kernel FILE        Linux Image to use for debian:kernel (also build, test)
+      --initrd FILE        initramfs to use for debian:initrd (also build, test)
       --debug              build the hypervisor with the dev profile
   test [options]           host unit tests, then every QEMU scenario; ends with
                            `N passed, N failed`
@@ -55,6 +57,15 @@ fn dispatch() -> Result<bool> {
     let mut argv = std::env::args().skip(1);
     let command = argv.next().unwrap_or_default();
     let mut args = Args::new(argv);
+    // Your own Linux kernel/initramfs for configs that say debian:kernel /
+    // debian:initrd (any command that builds images).
+    if command != "assets" {
+        for (flag, var) in [("--kernel", "TESSERA_KERNEL"), ("--initrd", "TESSERA_INITRD")] {
+            if let Some(v) = args.value(flag)? {
+                std::env::set_var(var, absolute(v)?);
+            }
+        }
+    }
     match command.as_str() {
         "build" => {
             let debug = args.flag("--debug");

@@ -26,7 +26,7 @@ pub struct Options {
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 1800;
 /// What `cargo xtask run` shows when given no config.
-pub const DEFAULT_CONFIG: &str = "boards/qemu-virt/demo.toml";
+pub const DEFAULT_CONFIG: &str = "boards/qemu-virt/linux.toml";
 
 pub fn run(opts: Options) -> Result<()> {
     let qemu = qemu::ensure_installed()?;
