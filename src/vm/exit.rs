@@ -11,19 +11,29 @@ use crate::arch::aarch64::frame::TrapFrame;
 use crate::arch::aarch64::{cpu, guest};
 use log::{info, warn};
 
-/// Synchronous exception from the guest.
+/// Synchronous exception from the guest. The hypercall is tested first and
+/// handled without touching the rest of the dispatch: it is the hot path.
 #[no_mangle]
 extern "C" fn lower_sync(frame: &mut TrapFrame) {
-    let esr = Esr(guest::esr());
-    match esr.class() {
-        ExceptionClass::Hvc64 => {
-            // ELR already points past the HVC.
-            if esr::hvc_imm(esr.iss()) != 0 {
-                frame.x[0] = u64::MAX; // NOT_SUPPORTED
-            } else {
-                smccc_call(frame);
-            }
+    let esr = guest::esr();
+    if esr >> 26 == EC_HVC64 {
+        // ELR already points past the HVC. A non-zero immediate is no SMCCC call.
+        if esr & 0xffff != 0 {
+            frame.x[0] = u64::MAX; // NOT_SUPPORTED
+        } else {
+            smccc_call(frame);
         }
+    } else {
+        other_sync(frame, Esr(esr));
+    }
+}
+
+const EC_HVC64: u64 = 0x16;
+
+/// Every synchronous exit but HVC.
+#[inline(never)]
+fn other_sync(frame: &mut TrapFrame, esr: Esr) {
+    match esr.class() {
         ExceptionClass::Smc64 => {
             // A trapped SMC returns to the SMC itself (Arm ARM D1.10.4).
             frame.elr += 4;
@@ -80,9 +90,19 @@ extern "C" fn lower_serror(frame: &mut TrapFrame) {
     stop_vm(vm, vcpu.index, "SError (asynchronous external abort)", frame.elr);
 }
 
+#[inline(always)]
 fn smccc_call(frame: &mut TrapFrame) {
     let (vm, vcpu) = current();
     match psci::call(vm, frame.x[0] as u32, [frame.x[1], frame.x[2], frame.x[3]]) {
+        Action::Return(v) => frame.x[0] = v,
+        other => power_action(frame, vm, vcpu, other),
+    }
+}
+
+/// PSCI calls that change a vCPU's or the VM's power state.
+#[inline(never)]
+fn power_action(frame: &mut TrapFrame, vm: &'static Vm, vcpu: &'static super::Vcpu, action: Action) {
+    match action {
         Action::Return(v) => frame.x[0] = v,
         Action::CpuOff => {
             vcpu.set_power(Power::Off);

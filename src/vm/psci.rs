@@ -59,7 +59,19 @@ fn error(code: i32) -> Action {
 }
 
 /// Handles one SMCCC call: `fid` from w0, `args` from x1..x3.
+#[inline(always)]
 pub fn call(vm: &impl PsciTarget, fid: u32, args: [u64; 3]) -> Action {
+    // The calls a guest makes in a loop come first, before any work.
+    match fid {
+        PSCI_VERSION => return Action::Return(PSCI_VERSION_1_1),
+        SMCCC_VERSION => return Action::Return(SMCCC_VERSION_1_1),
+        _ => {}
+    }
+    call_slow(vm, fid, args)
+}
+
+#[inline(never)]
+fn call_slow(vm: &impl PsciTarget, fid: u32, args: [u64; 3]) -> Action {
     // SMC32/HVC32 calls (bit 30 clear) pass 32-bit arguments.
     let args = if fid & (1 << 30) == 0 {
         args.map(|a| a & 0xffff_ffff)

@@ -12,8 +12,9 @@ use spin::Once;
 /// All VMs, fixed once created.
 pub static VMS: Once<Vec<Vm>> = Once::new();
 
-/// The vCPU each physical CPU runs, if any.
+/// The vCPU each physical CPU runs, if any, and its VM.
 static CURRENT: [AtomicPtr<Vcpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static CURRENT_VM: [AtomicPtr<Vm>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 /// Top of each physical CPU's stack, where guest frames live.
 static STACK_TOP: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -24,6 +25,7 @@ pub fn install(vms: Vec<Vm>) {
     for vm in vms {
         for v in &vm.vcpus {
             CURRENT[v.pcpu].store(v as *const Vcpu as *mut Vcpu, Ordering::Release);
+            CURRENT_VM[v.pcpu].store(vm as *const Vm as *mut Vm, Ordering::Release);
         }
         let _ = vm.vcpus[0].request_on(vm.entry, vm.x0);
     }
@@ -52,13 +54,13 @@ pub fn set_stack_top(cpu: usize, top: u64) {
 /// guest is assigned, which is the case for every exit from a lower EL.
 #[inline(always)]
 pub fn current() -> (&'static Vm, &'static Vcpu) {
-    let p = CURRENT[cpu::index()].load(Ordering::Relaxed);
-    // SAFETY: set once in `install` to an element of VMS, which lives for
-    // ever and is never moved; lower-EL exits only happen on CPUs that run
-    // a vCPU, so the pointer is non-null here.
-    let vcpu: &'static Vcpu = unsafe { &*p };
-    let vm = &VMS.get().expect("VMs exist when a guest runs")[vcpu.vm];
-    (vm, vcpu)
+    let cpu = cpu::index();
+    let vcpu = CURRENT[cpu].load(Ordering::Relaxed);
+    let vm = CURRENT_VM[cpu].load(Ordering::Relaxed);
+    // SAFETY: both were set in `install`, before INSTALLED, to elements of
+    // VMS, which lives for ever and never moves; lower-EL exits only happen
+    // on CPUs that run a vCPU, so neither is null here.
+    unsafe { (&*vm, &*vcpu) }
 }
 
 /// This CPU's scheduler, such as it is: wait for our vCPU, run it. Never
