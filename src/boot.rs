@@ -121,7 +121,12 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
             Vec::new()
         }
     };
-    if let Some(irq) = platform.console.irq.filter(|_| !vms.is_empty()) {
+    let owner = vms
+        .iter()
+        .find(|v| v.config.console == crate::config::ConsoleKind::Passthrough);
+    if let Some(owner) = owner {
+        console::hand_over(owner.name());
+    } else if let Some(irq) = platform.console.irq.filter(|_| !vms.is_empty()) {
         crate::vm::irq::init_console_input(irq, boot);
         console::announce_focus();
     }

@@ -85,6 +85,9 @@ impl Log for Logger {
     }
 
     fn log(&self, record: &Record) {
+        if !owned() {
+            return;
+        }
         let us = uptime_us();
         let level = match record.level() {
             log::Level::Error => "ERROR ",
@@ -159,6 +162,9 @@ pub fn enable_input() {
 /// Prints one line of a VM's console output, prefixed with the VM's name.
 /// Invalid UTF-8 is shown as replacement characters, never trusted.
 pub fn vm_line(vm: &str, line: &[u8]) {
+    if !owned() {
+        return;
+    }
     if let Some(u) = UART.lock().as_mut() {
         if PREFIX.load(Ordering::Relaxed) {
             let _ = write!(u, "[{vm}] ");
@@ -171,4 +177,20 @@ pub fn vm_line(vm: &str, line: &[u8]) {
         }
         let _ = u.write_str("\n");
     }
+}
+
+/// Whether a VM owns the board UART (console = "passthrough").
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Gives the board UART to a VM for good: the hypervisor prints a last line
+/// and stays silent from then on (its log lines are dropped), and takes no
+/// console input.
+pub fn hand_over(vm: &str) {
+    log::info!("console handed to VM {vm}: the hypervisor stays silent from here on");
+    HANDED_OVER.store(true, Ordering::Release);
+}
+
+/// Whether the hypervisor still owns the console.
+pub fn owned() -> bool {
+    !HANDED_OVER.load(Ordering::Acquire)
 }

@@ -110,7 +110,12 @@ fn create(
     // their SPIs, resolved against the live DTB.
     let mut passthrough: Vec<(u64, u64)> = Vec::new();
     let mut owned: Vec<(u32, Owner)> = alloc::vec![(p.timer.virt, Owner::Hw), (p.timer.phys, Owner::Hw)];
-    for path in &vc.devices {
+    // A passthrough console is the board's UART, owned outright.
+    let mut device_paths: Vec<&str> = vc.devices.iter().map(|d| d.as_str()).collect();
+    if vc.console == ConsoleKind::Passthrough {
+        device_paths.push(&p.console.path);
+    }
+    for path in &device_paths {
         let dev =
             platform::device(dtb, path).ok_or_else(|| format!("device {path} is not in the board's DTB"))?;
         passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
@@ -245,7 +250,7 @@ fn create(
                     cpu: GuestRegion::new(GICC_IPA, 0x2000),
                 },
             };
-            let paths: Vec<&str> = vc.devices.iter().map(|d| d.as_str()).collect();
+            let paths = &device_paths;
             let t = p.timer;
             let spec = GuestDtbSpec {
                 name: &vc.name,
@@ -260,7 +265,7 @@ fn create(
                 }),
                 bootargs: &vc.bootargs,
                 initrd: initrd.map(|(b, at)| GuestRegion::new(at, b.len() as u64)),
-                passthrough: &paths,
+                passthrough: paths,
                 host: Some(dtb),
             };
             generate(&spec).map_err(|e| format!("guest DTB: {e}"))?
@@ -291,8 +296,13 @@ fn create(
         .enumerate()
         .map(|(i, &c)| Vcpu::new(index, i, c))
         .collect();
+    let devices = if vc.devices.is_empty() {
+        "none".into()
+    } else {
+        vc.devices.join(" ")
+    };
     info!(
-        "VM {} ({}): CPUs {:?}, RAM {}, kernel {:?} at {:#x}, console {:?}",
+        "VM {} ({}): CPUs {:?}, RAM {}, devices {}, console {:?}, {} at {:#x}, DTB at {:#x}{}",
         index,
         vc.name,
         vc.cpus,
@@ -300,9 +310,19 @@ fn create(
             .map(|r| format!("{:#x}->{:#x}+{}M", r.ipa, r.pa, r.size >> 20))
             .collect::<Vec<_>>()
             .join(" "),
-        vc.kernel,
+        devices,
+        vc.console,
+        if vc.dtb.is_some() {
+            "kernel (own DTB)"
+        } else {
+            "kernel"
+        },
         images.kernel_ipa,
-        vc.console
+        images.dtb_ipa,
+        match images.initrd {
+            Some((b, at)) => format!(", initrd {} KiB at {at:#x}", b.len() >> 10),
+            None => String::new(),
+        }
     );
     Ok(Vm {
         index,

@@ -421,6 +421,16 @@ pub fn all() -> Vec<Scenario> {
             ..Scenario::new("linux_pair_side_by_side_gicv2")
         },
         Scenario {
+            config: Some("tests/configs/console_passthrough.toml"),
+            sequence: &[
+                "console handed to VM owner",
+                "hello: start at EL1",
+                "hello: tick 3",
+            ],
+            must_not: &["[owner]", "tessera: boot complete"],
+            ..Scenario::new("console_passthrough_owns_the_uart")
+        },
+        Scenario {
             config: Some("tests/configs/mmio.toml"),
             must: &["[mmio] RESULT mmio: ", " 0 failed"],
             must_not: &["FAIL"],
