@@ -61,7 +61,13 @@ impl ListRegs for LocalLrs {
     }
 }
 
+/// Whether this CPU asked for the underflow maintenance interrupt (the
+/// interrupt exit skips the flush when nothing is queued and it is off).
+static UNDERFLOW: [core::sync::atomic::AtomicBool; crate::arch::aarch64::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::arch::aarch64::MAX_CPUS];
+
 fn set_underflow(g: &PhysGic, on: bool) {
+    UNDERFLOW[cpu::index()].store(on, Ordering::Relaxed);
     match g {
         PhysGic::V3(_) => icc::set_ich_hcr(1 | (u64::from(on) << 1)),
         PhysGic::V2(v2) => v2.set_hcr(on),
@@ -108,6 +114,9 @@ pub fn reset_vcpu_interface() {
 
 /// Moves what is queued for `vcpu` (running here) into the list registers.
 pub fn flush(vgic: &Vgic, vcpu: usize) {
+    if !vgic.has_queued(vcpu) && !UNDERFLOW[cpu::index()].load(Ordering::Relaxed) {
+        return;
+    }
     let g = gic::get();
     let mut lrs = LocalLrs(g);
     while let Some(q) = vgic.pop(vcpu) {

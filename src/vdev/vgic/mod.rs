@@ -188,6 +188,9 @@ pub struct Vgic {
     owners: Vec<Option<Owner>>,
     state: Mutex<State>,
     queues: Vec<Mutex<Queue>>,
+    /// Whether each vCPU's queue may be non-empty, readable without its
+    /// lock (the interrupt exit checks it before taking the lock).
+    queued: Vec<core::sync::atomic::AtomicBool>,
     host: Box<dyn VgicHost>,
     /// Interrupts lost to a full queue.
     pub dropped: AtomicU64,
@@ -232,9 +235,20 @@ impl Vgic {
                     })
                 })
                 .collect(),
+            queued: (0..nvcpus)
+                .map(|_| core::sync::atomic::AtomicBool::new(false))
+                .collect(),
             host,
             dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Runs `f` on `vcpu`'s queue and republishes whether it is empty.
+    fn with_queue<R>(&self, vcpu: usize, f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
+        let mut q = self.queues.get(vcpu)?.lock();
+        let r = f(&mut q);
+        self.queued[vcpu].store(q.len > 0, Ordering::Release);
+        Some(r)
     }
 
     /// Back to reset state (VM reset): everything disabled, nothing queued.
@@ -265,10 +279,11 @@ impl Vgic {
             s.asleep = f.asleep;
             hw
         };
-        for q in &self.queues {
-            let mut q = q.lock();
-            q.items = [None; QUEUE];
-            q.len = 0;
+        for v in 0..self.nvcpus {
+            self.with_queue(v, |q| {
+                q.items = [None; QUEUE];
+                q.len = 0;
+            });
         }
         for (intid, vcpu) in enabled_hw {
             self.host.hw_enable(intid, vcpu, false);
@@ -318,7 +333,7 @@ impl Vgic {
             eoi: !irq.edge && self.owner(intid) == Some(Owner::Virtual),
             source,
         };
-        if !self.queues[target].lock().push(q) {
+        if self.with_queue(target, |queue| queue.push(q)) == Some(false) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(i) = self.irq(s, intid, vcpu) {
@@ -408,28 +423,27 @@ impl Vgic {
 
     /// Next interrupt queued for `vcpu`.
     pub fn pop(&self, vcpu: usize) -> Option<Queued> {
-        self.queues.get(vcpu)?.lock().pop()
+        if !self.queued.get(vcpu)?.load(Ordering::Acquire) {
+            return None;
+        }
+        self.with_queue(vcpu, |q| q.pop()).flatten()
     }
 
     /// Puts back what did not fit in the list registers.
     pub fn unpop(&self, vcpu: usize, q: Queued) {
-        if let Some(queue) = self.queues.get(vcpu) {
-            queue.lock().push_front(q);
-        }
+        self.with_queue(vcpu, |queue| queue.push_front(q));
     }
 
     /// Queues a hardware interrupt that found no free list register.
     pub fn queue_hw(&self, vcpu: usize, q: Queued) {
-        if let Some(queue) = self.queues.get(vcpu) {
-            if !queue.lock().push(q) {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.with_queue(vcpu, |queue| queue.push(q)) == Some(false) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Whether `vcpu` has interrupts waiting for a list register.
     pub fn has_queued(&self, vcpu: usize) -> bool {
-        self.queues.get(vcpu).is_some_and(|q| q.lock().len > 0)
+        self.queued.get(vcpu).is_some_and(|q| q.load(Ordering::Acquire))
     }
 
     /// Delivers a guest SGI (from ICC_SGI1R_EL1 or GICD_SGIR) to each vCPU
@@ -487,7 +501,7 @@ impl Vgic {
                 }
                 None => return,
             };
-            self.queues[target.min(self.nvcpus - 1)].lock().remove(intid);
+            self.with_queue(target.min(self.nvcpus - 1), |q| q.remove(intid));
         }
     }
 
