@@ -5,6 +5,7 @@
 use crate::arch::aarch64::cpu;
 use crate::drivers::pl011::Pl011;
 use crate::vdev::mux::{Input, Mux};
+use crate::vdev::outbuf::{Line, OutBuf};
 use crate::vdev::vuart::VirtualUart;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -104,6 +105,7 @@ impl Log for Logger {
                 record.args()
             );
         }
+        drain();
     }
 
     fn flush(&self) {}
@@ -159,24 +161,62 @@ pub fn enable_input() {
     }
 }
 
-/// Prints one line of a VM's console output, prefixed with the VM's name.
-/// Invalid UTF-8 is shown as replacement characters, never trusted.
+/// Lines from VMs waiting for the UART.
+static PENDING: Mutex<OutBuf> = Mutex::new(OutBuf::new());
+
+/// Queues one line of a VM's console output and, if the UART is free,
+/// prints everything queued. A VM never waits for the UART: if another CPU
+/// holds it, that CPU prints this line too before letting go.
 pub fn vm_line(vm: &str, line: &[u8]) {
     if !owned() {
         return;
     }
-    if let Some(u) = UART.lock().as_mut() {
-        if PREFIX.load(Ordering::Relaxed) {
-            let _ = write!(u, "[{vm}] ");
-        }
-        for chunk in line.utf8_chunks() {
-            let _ = u.write_str(chunk.valid());
-            if !chunk.invalid().is_empty() {
-                let _ = u.write_str("\u{fffd}");
+    PENDING.lock().push(vm, line);
+    drain();
+}
+
+/// Prints queued VM lines while this CPU can get the UART.
+fn drain() {
+    loop {
+        let Some(mut guard) = UART.try_lock() else { return };
+        while let Some(line) = PENDING.lock().pop() {
+            if let Some(u) = guard.as_mut() {
+                print_line(u, &line);
             }
         }
-        let _ = u.write_str("\n");
+        let dropped = PENDING.lock().take_dropped();
+        if dropped > 0 {
+            if let Some(u) = guard.as_mut() {
+                let _ = writeln!(
+                    u,
+                    "[tessera] {dropped} console line(s) dropped: VMs printed faster than the UART"
+                );
+            }
+        }
+        drop(guard);
+        // A line queued after the last pop and before the unlock would wait
+        // for the next one: look again now that the UART is free.
+        if PENDING.lock().is_empty() {
+            return;
+        }
     }
+}
+
+/// One VM line, prefixed with its VM's name. Invalid UTF-8 is shown as
+/// replacement characters, never trusted.
+fn print_line(u: &mut Pl011, line: &Line) {
+    if PREFIX.load(Ordering::Relaxed) {
+        let _ = u.write_str("[");
+        let _ = u.write_str(core::str::from_utf8(line.vm()).unwrap_or("?"));
+        let _ = u.write_str("] ");
+    }
+    for chunk in line.text().utf8_chunks() {
+        let _ = u.write_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            let _ = u.write_str("\u{fffd}");
+        }
+    }
+    let _ = u.write_str("\n");
 }
 
 /// Whether a VM owns the board UART (console = "passthrough").

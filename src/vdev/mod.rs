@@ -2,6 +2,7 @@
 //! by calling it; none touches a hardware register.
 
 pub mod mux;
+pub mod outbuf;
 pub mod testdev;
 pub mod vgic;
 pub mod vuart;

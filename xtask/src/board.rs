@@ -90,39 +90,39 @@ pub fn load_board(dir: &Path) -> Result<BoardToml> {
 }
 
 /// Settings for a config: board defaults overridden by the config.
-pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml, target_dir: &Path) -> MachineSettings {
+pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml) -> MachineSettings {
     let d = board.qemu.clone().unwrap_or(BoardQemu {
         gic: 3,
         smp: 4,
         mem: "1G".into(),
     });
-    let mut extra = Vec::new();
-    for (i, disk) in parsed.qemu.disks.iter().enumerate() {
-        let file = target_dir.join(&disk.file);
-        extra.push("-drive".to_owned());
-        extra.push(format!("if=none,id=disk{i},format=raw,file={}", file.display()));
-        extra.push("-device".to_owned());
-        extra.push(format!("virtio-blk-device,drive=disk{i}"));
-    }
-    extra.extend(parsed.qemu.extra.iter().cloned());
     MachineSettings {
         gic: parsed.qemu.gic.unwrap_or(d.gic),
         smp: parsed.qemu.smp.unwrap_or(d.smp),
         mem: parsed.qemu.mem.clone().unwrap_or(d.mem),
-        extra,
+        extra: parsed.qemu.extra.clone(),
     }
 }
 
-/// Creates (or empties) the disk images a config's QEMU machine uses.
-pub fn prepare_disks(parsed: &config::ConfigToml, target_dir: &Path) -> Result<()> {
-    for disk in &parsed.qemu.disks {
-        let file = target_dir.join(&disk.file);
-        if let Some(dir) = file.parent() {
-            fs::create_dir_all(dir)?;
+/// Creates (or empties) the config's disks in `dir` and adds them to the
+/// machine, in order, as virtio-blk devices. Each image gets its own folder,
+/// so two runs of one config (GICv2 and GICv3, in parallel) never share a disk.
+pub fn add_disks(parsed: &config::ConfigToml, dir: &Path, machine: &mut MachineSettings) -> Result<()> {
+    let mut args = Vec::new();
+    for (i, disk) in parsed.qemu.disks.iter().enumerate() {
+        let file = dir.join(&disk.file);
+        if let Some(parent) = file.parent() {
+            fs::create_dir_all(parent)?;
         }
         let f = fs::File::create(&file).with_context(|| format!("cannot create disk {}", file.display()))?;
         f.set_len(disk.size.0)?;
+        args.push("-drive".to_owned());
+        args.push(format!("if=none,id=disk{i},format=raw,file={}", file.display()));
+        args.push("-device".to_owned());
+        args.push(format!("virtio-blk-device,drive=disk{i}"));
     }
+    args.append(&mut machine.extra);
+    machine.extra = args;
     Ok(())
 }
 
@@ -204,12 +204,20 @@ pub fn build_config_image(
     let parsed = config::parse(config_path)?;
     let dir = board_dir(config_path, &parsed)?;
     let board = load_board(&dir)?;
-    let mut machine = machine_for(&board, &parsed, &built.target_dir);
-    // The disks must exist for QEMU to describe the machine (and to run it).
-    prepare_disks(&parsed, &built.target_dir)?;
+    let mut machine = machine_for(&board, &parsed);
     if let Some(f) = override_machine {
         f(&mut machine);
     }
+    // The disks must exist for QEMU to describe the machine (and to run it).
+    let stem = config_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("config");
+    let disk_dir = built
+        .target_dir
+        .join("disks")
+        .join(format!("{stem}-gic{}-smp{}", machine.gic, machine.smp));
+    add_disks(&parsed, &disk_dir, &mut machine)?;
     let dtb = board_dtb(&dir, &board, &machine, &built.target_dir)?;
     let reserved = board
         .reserved
@@ -262,10 +270,6 @@ pub fn build_config_image(
     check_image_overlap(config_path, &resolved, board.load_address, packed.len() as u64)?;
     let out_dir = built.target_dir.join("images");
     fs::create_dir_all(&out_dir)?;
-    let stem = config_path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("config");
     let path = out_dir.join(format!("{stem}-gic{}-smp{}.bin", machine.gic, machine.smp));
     fs::write(&path, &packed)?;
     Ok(ConfigImage {

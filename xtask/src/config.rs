@@ -164,7 +164,7 @@ pub struct QemuToml {
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct DiskToml {
-    /// Image file, relative to the repository's target directory.
+    /// Image file name; it lives in `target/disks/<config>-gic<N>-smp<N>/`.
     pub file: String,
     pub size: Size,
 }
