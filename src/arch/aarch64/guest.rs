@@ -87,6 +87,15 @@ pub fn load_vm(vttbr: u64, vtcr: u64, vmpidr: u64) {
     // SAFETY: CPTR_EL2 = RES1 bits only: no FP/SIMD traps (the guest owns
     // the FP registers; EL2 is built soft-float and never uses them).
     unsafe { asm!("msr cptr_el2, {}", in(reg) 0x33ffu64, options(nomem, nostack)) };
+    // PMU and debug registers stay with the guest: each CPU runs only this
+    // vCPU, so they hold no one else's state. All PMU counters belong to
+    // EL1 (HPMN = PMCR_EL0.N) and nothing traps.
+    let pmcr: u64;
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
+    unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
+    let hpmn = (pmcr >> 11) & 0x1f;
+    // SAFETY: MDCR_EL2 only decides what EL1/EL0 debug and PMU accesses trap.
+    unsafe { asm!("msr mdcr_el2, {}", in(reg) hpmn, options(nomem, nostack)) };
     reset_el1();
     barrier::isb(barrier::SY);
     // SAFETY: invalidating this VMID's stage-1+2 TLB entries on this CPU.
