@@ -33,6 +33,22 @@ fn image_range() -> PhysRange {
     PhysRange::new(base, size)
 }
 
+/// What the boot CPU wrote with its MMU off: the image up to the end of BSS
+/// (relocations, BSS) and its own stack.
+fn written_before_mmu() -> [PhysRange; 2] {
+    extern "C" {
+        static __bss_end: u8;
+    }
+    let image = image_range();
+    let bss_end = core::ptr::addr_of!(__bss_end) as u64;
+    let stack_top = smp::stack_top(0);
+    let stack = crate::arch::aarch64::STACK_SIZE as u64;
+    [
+        PhysRange::new(image.base.0, bss_end - image.base.0),
+        PhysRange::new(stack_top - stack, stack),
+    ]
+}
+
 /// Boot CPU, from `entry.S`: `dtb` as passed in x0, `el` the level we entered at.
 #[no_mangle]
 extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
@@ -59,7 +75,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     }
     let image = image_range();
     let dtb_range = PhysRange::new(dtb as u64, fdt.total_size() as u64);
-    if mmu::init(platform::memory_ranges(&fdt), image).is_err() {
+    if mmu::init(platform::memory_ranges(&fdt), image, &written_before_mmu()).is_err() {
         early_complain(
             &fdt,
             "tessera: cannot build the EL2 translation tables; stopping\n",
@@ -258,7 +274,15 @@ fn banner(p: &Platform, online: usize, image: PhysRange, t0: u64) {
             p.timer.virt, p.timer.phys, p.timer.hyp_phys
         ),
     }
-    info!("  boot: {}.{:03} ms from entry to banner", us / 1000, us % 1000);
+    // The counter starts at zero when the board (or QEMU) resets.
+    let since_reset = cpu::counter() * 1_000_000 / cpu::counter_freq().max(1);
+    info!(
+        "  boot: {}.{:03} ms from entry to banner, {}.{:03} ms since reset",
+        us / 1000,
+        us % 1000,
+        since_reset / 1000,
+        since_reset % 1000
+    );
 }
 
 /// Deliberate faults for the test suite (`tessera.selftest=` on the command line).

@@ -34,7 +34,7 @@ mod target {
     extern "C" {
         fn secondary_entry();
         static __image_start: u8;
-        static __image_end: u8;
+        static __bss_end: u8;
     }
 
     /// Starts every CPU of the platform but this one; returns how many are online.
@@ -44,12 +44,7 @@ mod target {
         // Secondaries start with caches off: make everything they read before
         // their MMU is on (the image's data and BSS) visible in memory.
         // SAFETY: linker-provided symbols; only their addresses are used.
-        let (start, end) = unsafe {
-            (
-                &__image_start as *const u8 as u64,
-                &__image_end as *const u8 as u64,
-            )
-        };
+        let (start, end) = unsafe { (&__image_start as *const u8 as u64, &__bss_end as *const u8 as u64) };
         mmu::clean_dcache(start, end);
 
         let Some(conduit) = p.psci else {

@@ -8,7 +8,10 @@ const HEAP_SIZE: usize = 4 << 20;
 #[repr(C, align(4096))]
 struct HeapSpace([u8; HEAP_SIZE]);
 
-static mut HEAP_SPACE: HeapSpace = HeapSpace([0; HEAP_SIZE]);
+/// Not zeroed at entry (`.noinit`): the allocator never reads memory it has
+/// not written.
+#[link_section = ".noinit.heap"]
+static mut HEAP_SPACE: core::mem::MaybeUninit<HeapSpace> = core::mem::MaybeUninit::uninit();
 
 #[global_allocator]
 static HEAP: LockedHeap<32> = LockedHeap::empty();

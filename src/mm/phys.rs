@@ -10,8 +10,8 @@ use super::FrameAllocator;
 /// The range must be RAM the caller owns (allocated to it from the frame
 /// allocator) and identity mapped.
 pub unsafe fn zero(pa: u64, len: u64) {
-    // SAFETY: the caller's contract.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, len as usize) };
+    // SAFETY: the caller's contract (RAM is normal memory, as DC ZVA needs).
+    unsafe { crate::arch::aarch64::mmu::zero(pa, len) };
 }
 
 /// Copies `src` to physical `pa`.

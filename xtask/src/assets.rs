@@ -167,6 +167,10 @@ pub struct Assets {
 
 /// Returns a kernel and an initramfs, fetching and building Debian's when not given or cached.
 pub fn ensure_assets(opts: &Options) -> Result<Assets> {
+    // Scenarios run on several threads and share one work directory: one
+    // build at a time (the later callers then find the cache).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let target = match &opts.target_dir {
         Some(t) => t.clone(),
         None => default_target_dir(),

@@ -675,7 +675,7 @@ fn resolve(dir: &Path, spec: &str, guest_image: &dyn Fn(&str) -> Option<PathBuf>
     if spec.starts_with("debian:") {
         // Debian's arm64 kernel and the initramfs xtask builds around busybox.
         return guest_image(spec)
-            .ok_or_else(|| format!("`{spec}` is not a guest asset (debian:kernel, debian:initrd)"));
+            .ok_or_else(|| format!("`{spec}`: no such guest asset, or Debian's packages could not be fetched (see above; --kernel/--initrd use your own)"));
     }
     match spec.strip_prefix("guest:") {
         Some(name) => guest_image(name).ok_or_else(|| format!("no test guest `{name}`")),

@@ -99,7 +99,7 @@ park_early:
     wfe
     b       park_early
 
-.section .bss.stacks, "aw", %nobits
+.section .noinit.stacks, "aw", %nobits
 .balign 4096
 .global __stacks
 __stacks:
