@@ -64,11 +64,13 @@ el2_vectors:
     LOWER   lower_irq
     LOWER   lower_fiq
     LOWER   lower_serror
-    // Lower EL, AArch32: guests are AArch64 only (HCR_EL2.RW = 1).
-    UNEXPECTED 12
-    UNEXPECTED 13
-    UNEXPECTED 14
-    UNEXPECTED 15
+    // Lower EL, AArch32: EL1 is always AArch64 (HCR_EL2.RW = 1), but a guest
+    // may run 32-bit EL0 code, and exits from there arrive here. The frame is
+    // the same (r0-r14 are x0-x14), so the same handlers take them.
+    LOWER   lower_sync
+    LOWER   lower_irq
+    LOWER   lower_fiq
+    LOWER   lower_serror
 
 // Restores the TrapFrame at SP and returns to where it points.
 .global exception_return
