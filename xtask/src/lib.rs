@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod assets;
+pub mod bench;
 pub mod board;
 pub mod config;
 #[cfg(test)]

@@ -34,6 +34,13 @@ commands:
       --filter SUBSTR      only tests whose name contains SUBSTR
       --jobs N             QEMU scenarios at a time (default 2)
       --no-host            skip the host unit tests
+  bench [options]          build, then run the bench guest under Tessera and bare in QEMU
+                           (-icount shift=0,sleep=off: instructions = CNTVCT ticks x 16),
+                           each twice, flag any difference, print native/Tessera/ratio
+                           per row with the targets; image size, lines of Rust, Linux boot
+      --gic 2|3            only this GIC version (default: 3, then 2)
+      --json FILE          also write the results as JSON
+      --quick              one run per setup, GICv3 only (unless --gic), no Linux boot
   dtbs                     regenerate tests/dtbs/ (needs QEMU and dtc)
   assets [options]         fetch Debian's arm64 kernel and busybox, build the guest
                            initramfs (cached in target/guest-assets/); print the paths
@@ -107,6 +114,15 @@ fn dispatch() -> Result<bool> {
             };
             args.finish()?;
             return test_cmd::test(&opts);
+        }
+        "bench" => {
+            let opts = xtask::bench::Options {
+                gic: args.parsed("--gic")?,
+                json: args.value("--json")?.map(absolute).transpose()?,
+                quick: args.flag("--quick"),
+            };
+            args.finish()?;
+            return xtask::bench::bench(&opts);
         }
         "dtbs" => {
             args.finish()?;

@@ -436,6 +436,15 @@ pub fn all() -> Vec<Scenario> {
             must_not: &["FAIL"],
             ..Scenario::new("mmio_all_widths_and_sign_extension")
         },
+        Scenario {
+            // `cargo xtask bench --quick`'s Tessera run: a benchmark is no test, so this
+            // only checks that the bench guest runs and prints every row (the config
+            // adds -icount). The guest always takes 10,000 samples: under a second.
+            config: Some(crate::bench::CONFIG),
+            must: crate::bench::ROW_PREFIXES,
+            must_not: &["FAIL", "unavailable"],
+            ..Scenario::new("bench_quick_prints_every_row_gicv3")
+        },
     ]
 }
 

@@ -20,6 +20,7 @@ _start:
 
 .section .text.boot, "ax"
 primary_entry:
+    mrs     x20, cntvct_el0         // the guest's 2nd instruction: rt::entry_counter()
     mov     x19, x0                 // DTB address or 0 (unused so far)
 
     // Entered once only: a second entry (a vCPU started at the image start)
@@ -63,6 +64,7 @@ primary_entry:
     mov     x0, #0
     bl      cpu_setup
     mov     x0, x19
+    mov     x1, x20
     bl      tessera_rt_primary      // never returns
     b       park_early
 

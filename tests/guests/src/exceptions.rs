@@ -22,7 +22,8 @@ pub struct Frame {
     x: [u64; 31],
     elr: u64,
     spsr: u64,
-    _pad: u64,
+    /// IRQ vectors only: CNTVCT_EL0 read at the vector's third instruction.
+    irq_entry_counter: u64,
 }
 
 /// Vector offsets / 0x80 that `try_access` may recover from: synchronous
@@ -129,7 +130,7 @@ const IRQ_CURRENT: u64 = 5;
 #[no_mangle]
 extern "C" fn tessera_exception(frame: &mut Frame, kind: u64) {
     if kind == IRQ_CURRENT || kind == IRQ_SP0 {
-        crate::gic::handle_irq();
+        crate::gic::handle_irq(frame.irq_entry_counter);
         return;
     }
     let (esr, far) = sysreg_esr_far();

@@ -33,7 +33,7 @@
 use crate::cpu::{cpu_index, mpidr, park};
 use crate::{println, try_access, Mmio, MAX_CPUS};
 use core::arch::asm;
-use core::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 
 /// The GIC architecture version the VM sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -538,10 +538,29 @@ pub fn spurious_count() -> u32 {
     SPURIOUS[cpu_index()].load(Relaxed)
 }
 
-/// Called by the IRQ vector: acknowledge, run the handler, EOI.
-pub(crate) fn handle_irq() {
-    let irq = ack();
+/// Per vCPU: CNTVCT_EL0 at the IRQ vector's entry, for the IRQ being handled.
+static ENTRY_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Per vCPU: CNTVCT_EL0 right after the last EOI the vector wrote returned.
+static EOI_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// From inside the handler: CNTVCT_EL0 read at the third instruction of the
+/// IRQ vector (before the context save and the acknowledge), for latencies.
+pub fn irq_entry_counter() -> u64 {
+    ENTRY_AT[cpu_index()].load(Relaxed)
+}
+
+/// CNTVCT_EL0 (after an ISB) just after the vector's last EOI on this vCPU
+/// returned; not updated for an interrupt left active by [`hold_eoi`].
+pub fn last_eoi_counter() -> u64 {
+    EOI_AT[cpu_index()].load(Relaxed)
+}
+
+/// Called by the IRQ vector with the counter it read at entry: acknowledge,
+/// run the handler, EOI.
+pub(crate) fn handle_irq(entry_counter: u64) {
     let me = cpu_index();
+    ENTRY_AT[me].store(entry_counter, Relaxed);
+    let irq = ack();
     if irq.is_spurious() {
         let n = SPURIOUS[me].fetch_add(1, Relaxed) + 1;
         if n.is_power_of_two() && n >= SPURIOUS_REPORT {
@@ -568,6 +587,7 @@ pub(crate) fn handle_irq() {
         HELD[me].store(irq.raw() + 1, Relaxed);
     } else {
         eoi(irq);
+        EOI_AT[me].store(crate::counter(), Relaxed);
     }
 }
 

@@ -63,7 +63,7 @@ pub use exceptions::{branch_to, expect_fault, try_access};
 #[cfg(target_os = "none")]
 pub use mmio::Mmio;
 #[cfg(target_os = "none")]
-pub use rt::{secondary_entry_address, start_cpu, start_secondaries};
+pub use rt::{entry_counter, secondary_entry_address, start_cpu, start_secondaries};
 #[cfg(target_os = "none")]
 pub use smccc::{hvc, smc};
 

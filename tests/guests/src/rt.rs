@@ -3,7 +3,7 @@
 
 use crate::cpu::park;
 use crate::{mmu, println, psci, MAX_CPUS};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Per vCPU index: the `fn(usize) -> !` it runs once started, or 0.
 static SECONDARY_MAIN: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
@@ -17,11 +17,24 @@ extern "C" {
     fn tessera_guest_main() -> !;
 }
 
-/// Boot vCPU, from entry.S with relocations applied, BSS clear, stack set.
+/// CNTVCT_EL0 as the boot vCPU's entry code found it (see [`entry_counter`]).
+static ENTRY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// CNTVCT_EL0 read by the boot vCPU's second instruction (the first of
+/// `primary_entry` in entry.S, right after the Image header's branch), with
+/// the MMU off: how long after the counter started the guest began to run.
+pub fn entry_counter() -> u64 {
+    ENTRY_COUNTER.load(Ordering::Relaxed)
+}
+
+/// Boot vCPU, from entry.S with relocations applied, BSS clear, stack set;
+/// `entry_counter` is the CNTVCT_EL0 value entry.S read first thing.
 #[no_mangle]
-extern "C" fn tessera_rt_primary(_dtb: u64) -> ! {
+extern "C" fn tessera_rt_primary(_dtb: u64, entry_counter: u64) -> ! {
     mmu::build(&raw const __image_start as u64);
     mmu::enable();
+    // With the caches on, like every other access to it.
+    ENTRY_COUNTER.store(entry_counter, Ordering::Relaxed);
     // SAFETY: `entry!` defines this symbol as a safe `fn() -> !`.
     unsafe { tessera_guest_main() }
 }

@@ -2,6 +2,10 @@
 // 2 KiB aligned). Every entry saves the interrupted context as a `Frame` on
 // the current stack, calls `tessera_exception(frame, kind)` and, if that
 // returns, restores the (possibly edited) frame and returns with `eret`.
+// The IRQ entries also read CNTVCT_EL0 at their third instruction (the first
+// two make room and free x0/x1) into the frame's padding word, for latency
+// measurements (`gic::irq_entry_counter`); exception entry is context
+// synchronizing, so no ISB is needed before it.
 
 .equ FRAME_SIZE, 272                 // 31 x-registers, ELR, SPSR, padding
 
@@ -13,16 +17,26 @@
     b       exception_common
 .endm
 
+.macro ENTRY_IRQ kind
+.balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    mrs     x0, cntvct_el0
+    str     x0, [sp, #16 * 16 + 8]      // Frame::irq_entry_counter
+    mov     x1, #\kind
+    b       exception_common
+.endm
+
 .section .text.vectors, "ax"
 .balign 0x800
 .global tessera_vectors
 tessera_vectors:
     ENTRY 0                          // current EL, SP_EL0: sync
-    ENTRY 1                          //   IRQ
+    ENTRY_IRQ 1                      //   IRQ
     ENTRY 2                          //   FIQ
     ENTRY 3                          //   SError
     ENTRY 4                          // current EL, SP_EL1: sync
-    ENTRY 5                          //   IRQ
+    ENTRY_IRQ 5                      //   IRQ
     ENTRY 6                          //   FIQ
     ENTRY 7                          //   SError
     ENTRY 8                          // lower EL, AArch64 (never: no EL0 code)

@@ -21,7 +21,7 @@ mod guest {
 
     fn run() -> ! {
         println!("reset: start at EL{}, MPIDR {:#x}", current_el(), mpidr());
-        let base = (run as usize as u64) & !((2 << 20) - 1);
+        let base = (run as *const () as u64) & !((2 << 20) - 1);
         let marker = (base + MARKER_OFFSET) as *mut u64;
         // SAFETY: `marker` is inside this VM's 16 MiB of RAM, unused by the image.
         let (old_marker, gen) = unsafe { (marker.read_volatile(), addr_of!(GENERATION).read_volatile()) };
