@@ -13,22 +13,37 @@ use log::{info, warn};
 
 /// Synchronous exception from the guest. The hypercall is tested first and
 /// handled without touching the rest of the dispatch: it is the hot path.
+///
+/// `vectors.S` sends hypercalls to [`hvc_exit`] with only the caller-saved
+/// registers in `frame` (x19-x29 are live in the CPU, untouched by Rust);
+/// every other exit comes here with the whole frame saved.
+#[no_mangle]
+extern "C" fn hvc_exit(frame: &mut TrapFrame, esr: u64) {
+    // ELR already points past the HVC. A non-zero immediate is no SMCCC call.
+    if esr & 0xffff != 0 {
+        frame.x[0] = u64::MAX; // NOT_SUPPORTED
+    } else if let Some(v) = psci::fast(frame.x[0] as u32) {
+        frame.x[0] = v;
+    } else {
+        smccc_call(frame);
+    }
+}
+
 #[no_mangle]
 extern "C" fn lower_sync(frame: &mut TrapFrame) {
     let esr = guest::esr();
-    if esr >> 26 == EC_HVC64 {
-        // ELR already points past the HVC. A non-zero immediate is no SMCCC call.
-        if esr & 0xffff != 0 {
-            frame.x[0] = u64::MAX; // NOT_SUPPORTED
-        } else {
-            smccc_call(frame);
-        }
+    let ec = esr >> 26;
+    if ec == EC_HVC64 {
+        hvc_exit(frame, esr);
+    } else if ec == EC_DABT_LOW {
+        data_abort(frame, Esr(esr));
     } else {
         other_sync(frame, Esr(esr));
     }
 }
 
 const EC_HVC64: u64 = 0x16;
+const EC_DABT_LOW: u64 = 0x24;
 
 /// Every synchronous exit but HVC.
 #[inline(never)]
@@ -118,6 +133,7 @@ fn power_action(frame: &mut TrapFrame, vm: &'static Vm, vcpu: &'static super::Vc
     }
 }
 
+#[inline(always)]
 fn data_abort(frame: &mut TrapFrame, esr: Esr) {
     let (vm, vcpu) = current();
     let da = DataAbort::from_iss(esr.iss());

@@ -61,13 +61,27 @@ fn error(code: i32) -> Action {
 /// Handles one SMCCC call: `fid` from w0, `args` from x1..x3.
 #[inline(always)]
 pub fn call(vm: &impl PsciTarget, fid: u32, args: [u64; 3]) -> Action {
-    // The calls a guest makes in a loop come first, before any work.
-    match fid {
-        PSCI_VERSION => return Action::Return(PSCI_VERSION_1_1),
-        SMCCC_VERSION => return Action::Return(SMCCC_VERSION_1_1),
-        _ => {}
+    match fast(fid) {
+        Some(v) => Action::Return(v),
+        None => call_slow(vm, fid, args),
     }
-    call_slow(vm, fid, args)
+}
+
+/// Answers that need nothing of the VM: the version queries a guest makes
+/// in a loop, and every function of a service we do not implement (SMCCC:
+/// only fast calls to the Arm Architecture (owner 0) and Standard Secure
+/// (owner 4, PSCI) services exist here).
+#[inline(always)]
+pub fn fast(fid: u32) -> Option<u64> {
+    match fid {
+        PSCI_VERSION => Some(PSCI_VERSION_1_1),
+        SMCCC_VERSION => Some(SMCCC_VERSION_1_1),
+        _ => {
+            let owner = (fid >> 24) & 0x3f;
+            let fast_call = fid & (1 << 31) != 0;
+            (!fast_call || (owner != 0 && owner != 4)).then_some(NOT_SUPPORTED as i64 as u64)
+        }
+    }
 }
 
 #[inline(never)]
@@ -224,6 +238,15 @@ mod tests {
             -1
         );
         assert_eq!(ret(call(&vm, PSCI_MIGRATE_INFO_TYPE, [0; 3])), 2);
+    }
+
+    #[test]
+    fn fast_answers_need_no_vm() {
+        assert_eq!(fast(PSCI_VERSION), Some(0x10001));
+        assert_eq!(fast(0x8600_0000), Some(u64::MAX));
+        assert_eq!(fast(0x0000_0042), Some(u64::MAX), "yielding call");
+        assert_eq!(fast(PSCI_CPU_ON_64), None);
+        assert_eq!(fast(SMCCC_ARCH_FEATURES), None);
     }
 
     #[test]

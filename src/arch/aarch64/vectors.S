@@ -28,6 +28,37 @@
     str     x1, [sp, #16 * 16]
 .endm
 
+// Only the registers the AAPCS lets Rust code clobber (x0-x18, x30) and the
+// return state: enough for exits that never look at x19-x29, which Rust
+// preserves for us. The hypercall and interrupt exits use this.
+.macro SAVE_CALLER
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    str     x18, [sp, #16 * 9]
+    mrs     x0, elr_el2
+    mrs     x1, spsr_el2
+    stp     x30, x0, [sp, #16 * 15]
+    str     x1, [sp, #16 * 16]
+.endm
+
+// The rest of the frame, for exits that read or write any guest register.
+.macro SAVE_CALLEE
+    str     x19, [sp, #16 * 9 + 8]
+    stp     x20, x21, [sp, #16 * 10]
+    stp     x22, x23, [sp, #16 * 11]
+    stp     x24, x25, [sp, #16 * 12]
+    stp     x26, x27, [sp, #16 * 13]
+    stp     x28, x29, [sp, #16 * 14]
+.endm
+
 .macro UNEXPECTED kind
 .balign 0x80
     SAVE_FRAME
@@ -60,17 +91,65 @@ el2_vectors:
     UNEXPECTED 6
     UNEXPECTED 7
     // Lower EL, AArch64: the guests.
-    LOWER   lower_sync
-    LOWER   lower_irq
+.balign 0x80
+    SAVE_CALLER
+    b       guest_sync
+.balign 0x80
+    SAVE_CALLER
+    b       guest_irq
     LOWER   lower_fiq
     LOWER   lower_serror
     // Lower EL, AArch32: EL1 is always AArch64 (HCR_EL2.RW = 1), but a guest
     // may run 32-bit EL0 code, and exits from there arrive here. The frame is
     // the same (r0-r14 are x0-x14), so the same handlers take them.
-    LOWER   lower_sync
-    LOWER   lower_irq
+.balign 0x80
+    SAVE_CALLER
+    b       guest_sync
+.balign 0x80
+    SAVE_CALLER
+    b       guest_irq
     LOWER   lower_fiq
     LOWER   lower_serror
+
+// A synchronous exit: hypercalls (EC 0x16) touch only x0-x3 and take the
+// short way; everything else saves the whole frame first.
+guest_sync:
+    mrs     x1, esr_el2
+    lsr     x2, x1, #26
+    cmp     x2, #0x16
+    b.ne    1f
+    mov     x0, sp
+    bl      hvc_exit
+    b       return_caller
+1:  SAVE_CALLEE
+    mov     x0, sp
+    bl      lower_sync
+    b       exception_return
+
+// A physical interrupt: the handler never reads guest registers.
+guest_irq:
+    mov     x0, sp
+    bl      lower_irq
+    b       return_caller
+
+// Returns after SAVE_CALLER: x19-x29 still hold the guest's values.
+return_caller:
+    ldp     x30, x0, [sp, #16 * 15]
+    ldr     x1, [sp, #16 * 16]
+    msr     elr_el2, x0
+    msr     spsr_el2, x1
+    ldp     x0, x1, [sp, #16 * 0]
+    ldp     x2, x3, [sp, #16 * 1]
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldr     x18, [sp, #16 * 9]
+    add     sp, sp, #FRAME_SIZE
+    eret
 
 // Restores the TrapFrame at SP and returns to where it points.
 .global exception_return
