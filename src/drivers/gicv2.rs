@@ -121,6 +121,10 @@ impl Gicv2 {
     pub fn eisr(&self) -> u32 {
         self.h().eisr0.get()
     }
+    /// Free list registers (bit set = free).
+    pub fn elrsr(&self) -> u32 {
+        self.h().elrsr0.get()
+    }
     /// Back to reset for a starting vCPU: no active priorities, default VMCR.
     pub fn reset_virtual(&self) {
         self.h().apr.set(0);

@@ -44,19 +44,29 @@ static MAINTENANCE: AtomicU32 = AtomicU32::new(25);
 struct LocalLrs(&'static PhysGic);
 
 impl ListRegs for LocalLrs {
+    #[inline(always)]
     fn count(&self) -> usize {
         LR_COUNT.load(Ordering::Relaxed)
     }
+    #[inline(always)]
     fn read(&self, i: usize) -> Lr {
         match self.0 {
             PhysGic::V3(_) => Lr::decode_v3(icc::ich_lr(i)),
             PhysGic::V2(g) => Lr::decode_v2(g.lr(i)),
         }
     }
+    #[inline(always)]
     fn write(&mut self, i: usize, lr: Lr) {
         match self.0 {
             PhysGic::V3(_) => icc::set_ich_lr(i, lr.encode_v3()),
             PhysGic::V2(g) => g.set_lr(i, lr.encode_v2()),
+        }
+    }
+    #[inline(always)]
+    fn empty(&self) -> u64 {
+        match self.0 {
+            PhysGic::V3(_) => icc::ich_elrsr(),
+            PhysGic::V2(g) => u64::from(g.elrsr()),
         }
     }
 }
@@ -113,10 +123,15 @@ pub fn reset_vcpu_interface() {
 }
 
 /// Moves what is queued for `vcpu` (running here) into the list registers.
+#[inline(always)]
 pub fn flush(vgic: &Vgic, vcpu: usize) {
-    if !vgic.has_queued(vcpu) && !UNDERFLOW[cpu::index()].load(Ordering::Relaxed) {
-        return;
+    if vgic.has_queued(vcpu) || UNDERFLOW[cpu::index()].load(Ordering::Relaxed) {
+        flush_queue(vgic, vcpu);
     }
+}
+
+#[inline(never)]
+fn flush_queue(vgic: &Vgic, vcpu: usize) {
     let g = gic::get();
     let mut lrs = LocalLrs(g);
     while let Some(q) = vgic.pop(vcpu) {
@@ -204,47 +219,50 @@ pub fn kick_cpu(pcpu: usize) {
 pub fn handle_irq() {
     let g = gic::get();
     let (vm, vcpu) = current();
-    let maintenance = MAINTENANCE.load(Ordering::Relaxed);
-    let mut lrs = LocalLrs(g);
-    loop {
-        let (intid, raw) = g.ack();
-        if intid >= 1020 {
-            break;
-        }
-        if Some(intid) == console_irq() {
-            crate::console::on_input();
-            g.eoi(raw);
-            g.deactivate(raw);
-        } else if intid == KICK_SGI {
-            g.eoi(raw);
-            g.deactivate(raw);
-            if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
-                abandon_guest();
+    // One interrupt per exit: another one pending is taken as soon as the
+    // guest resumes, and the common case saves a second acknowledge.
+    let (intid, raw) = g.ack();
+    if intid >= 1020 {
+        return; // spurious
+    }
+    // The guest's own hardware interrupts first: they are the hot path.
+    if let Some(q) = vm.vgic.hw_fired(intid, vcpu.index) {
+        // Priority drop only: the interrupt stays active until the guest
+        // deactivates it through the HW bit.
+        g.eoi(raw);
+        match place(&mut LocalLrs(g), to_lr(&q)) {
+            Placed::New => {}
+            Placed::Merged => g.deactivate(raw),
+            Placed::Full => {
+                vm.vgic.queue_hw(vcpu.index, q);
+                set_underflow(g, true);
             }
-        } else if intid == maintenance {
-            g.eoi(raw);
-            g.deactivate(raw);
-            maintenance_eoi(g, &vm.vgic, vcpu.index);
-        } else if let Some(q) = vm.vgic.hw_fired(intid, vcpu.index) {
-            // Priority drop only: the interrupt stays active until the guest
-            // deactivates it through the HW bit.
-            g.eoi(raw);
-            match place(&mut lrs, to_lr(&q)) {
-                Placed::New => {}
-                Placed::Merged => g.deactivate(raw),
-                Placed::Full => {
-                    vm.vgic.queue_hw(vcpu.index, q);
-                    set_underflow(g, true);
-                }
-            }
-        } else {
-            // Not this VM's, or disabled by it: mask it here so it cannot storm.
-            g.set_enabled(intid, cpu::index(), false);
-            g.eoi(raw);
-            g.deactivate(raw);
         }
+    } else {
+        other_irq(g, intid, raw);
     }
     flush(&vm.vgic, vcpu.index);
+}
+
+/// Everything but a guest's hardware interrupt: the hypervisor's own SGI,
+/// maintenance, the console, and interrupts nobody may have.
+#[inline(never)]
+fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
+    let (vm, vcpu) = current();
+    g.eoi(raw);
+    g.deactivate(raw);
+    if Some(intid) == console_irq() {
+        crate::console::on_input();
+    } else if intid == KICK_SGI {
+        if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
+            abandon_guest();
+        }
+    } else if intid == MAINTENANCE.load(Ordering::Relaxed) {
+        maintenance_eoi(g, &vm.vgic, vcpu.index);
+    } else {
+        // Not this VM's, or disabled by it: mask it here so it cannot storm.
+        g.set_enabled(intid, cpu::index(), false);
+    }
 }
 
 /// EOI maintenance: software level-triggered interrupts the guest finished.

@@ -51,6 +51,7 @@ sysreg_rw!(ich_ap0r0, set_ich_ap0r0, "s3_4_c12_c8_0");
 sysreg_rw!(ich_ap1r0, set_ich_ap1r0, "s3_4_c12_c9_0");
 
 /// Reads list register `n` (0..16).
+#[inline(always)]
 pub fn ich_lr(n: usize) -> u64 {
     macro_rules! rd {
         ($e:literal) => {{
@@ -81,6 +82,7 @@ pub fn ich_lr(n: usize) -> u64 {
 }
 
 /// Writes list register `n` (0..16).
+#[inline(always)]
 pub fn set_ich_lr(n: usize, v: u64) {
     macro_rules! wr {
         ($e:literal) => {

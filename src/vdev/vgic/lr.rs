@@ -52,6 +52,7 @@ impl Lr {
     };
 
     /// ICH_LR<n>_EL2 (GIC architecture spec 12.4.8 / Arm ARM ICH_LR).
+    #[inline(always)]
     pub fn encode_v3(&self) -> u64 {
         let mut v = u64::from(self.vintid)
             | (u64::from(self.priority) << 48)
@@ -109,6 +110,16 @@ pub trait ListRegs {
     fn count(&self) -> usize;
     fn read(&self, i: usize) -> Lr;
     fn write(&mut self, i: usize, lr: Lr);
+    /// Bit `i` set when list register `i` is free (ICH_ELRSR_EL2 /
+    /// GICH_ELRSR0): invalid, and not waiting for an EOI maintenance.
+    fn empty(&self) -> u64 {
+        (0..self.count())
+            .filter(|&i| {
+                let lr = self.read(i);
+                lr.state == LrState::Invalid && !(lr.eoi && lr.pintid.is_none())
+            })
+            .fold(0, |m, i| m | (1 << i))
+    }
 }
 
 /// What happened to an interrupt offered to the list registers.
@@ -125,15 +136,18 @@ pub enum Placed {
 /// Puts `lr` (state Pending) into the list registers. An interrupt already
 /// present (same INTID and, for GICv2 SGIs, same source) is merged rather
 /// than listed twice, which the architecture forbids.
+#[inline(always)]
 pub fn place(regs: &mut impl ListRegs, lr: Lr) -> Placed {
-    let mut free = None;
-    for i in 0..regs.count() {
+    let all = (1u64 << regs.count()) - 1;
+    let empty = regs.empty() & all;
+    // Only listed interrupts can be duplicates: usually there are none, and
+    // this reads no list register at all.
+    let mut used = !empty & all;
+    while used != 0 {
+        let i = used.trailing_zeros() as usize;
+        used &= used - 1;
         let cur = regs.read(i);
-        if cur.state == LrState::Invalid {
-            free.get_or_insert(i);
-            continue;
-        }
-        if cur.vintid == lr.vintid && cur.source == lr.source {
+        if cur.state != LrState::Invalid && cur.vintid == lr.vintid && cur.source == lr.source {
             if cur.state == LrState::Active && cur.pintid.is_none() {
                 regs.write(
                     i,
@@ -146,13 +160,11 @@ pub fn place(regs: &mut impl ListRegs, lr: Lr) -> Placed {
             return Placed::Merged;
         }
     }
-    match free {
-        Some(i) => {
-            regs.write(i, lr);
-            Placed::New
-        }
-        None => Placed::Full,
+    if empty == 0 {
+        return Placed::Full;
     }
+    regs.write(empty.trailing_zeros() as usize, lr);
+    Placed::New
 }
 
 #[cfg(test)]
@@ -217,6 +229,21 @@ mod tests {
         };
         assert_eq!(hw.encode_v2() >> 31, 1);
         assert_eq!(Lr::decode_v2(hw.encode_v2()), hw);
+    }
+
+    #[test]
+    fn an_lr_waiting_for_eoi_maintenance_is_not_reused() {
+        let mut regs = Fake(vec![
+            Lr {
+                eoi: true,
+                state: LrState::Invalid,
+                ..sw(33)
+            },
+            Lr::EMPTY,
+        ]);
+        assert_eq!(place(&mut regs, sw(5)), Placed::New);
+        assert_eq!(regs.0[1].vintid, 5);
+        assert_eq!(regs.0[0].vintid, 33, "the EOI maintenance entry survives");
     }
 
     #[test]

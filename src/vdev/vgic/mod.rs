@@ -400,6 +400,7 @@ impl Vgic {
     /// A hardware interrupt this VM owns fired on `vcpu`'s CPU: what to put
     /// in a list register, or `None` if the guest has it disabled (the caller
     /// then masks it physically and deactivates it).
+    #[inline]
     pub fn hw_fired(&self, intid: u32, vcpu: usize) -> Option<Queued> {
         let s = self.state.lock();
         let group_ok = |g| s.ctlr & if g { 2 } else { 1 } != 0;
@@ -442,6 +443,7 @@ impl Vgic {
     }
 
     /// Whether `vcpu` has interrupts waiting for a list register.
+    #[inline(always)]
     pub fn has_queued(&self, vcpu: usize) -> bool {
         self.queued.get(vcpu).is_some_and(|q| q.load(Ordering::Acquire))
     }
