@@ -37,6 +37,11 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
         hvc_exit(frame, esr);
     } else if ec == EC_DABT_LOW {
         data_abort(frame, Esr(esr));
+    } else if ec == EC_SYSREG && esr & SYSREG_KEY_MASK == SGI1R_WRITE {
+        // ICC_SGI1R_EL1 writes (an IPI): the guest's most frequent trap after
+        // hypercalls and MMIO, straight to the vGIC.
+        super::irq::guest_sgi(frame.reg(((esr >> 5) & 0x1f) as usize));
+        frame.elr += 4;
     } else {
         other_sync(frame, Esr(esr));
     }
@@ -44,6 +49,11 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
 
 const EC_HVC64: u64 = 0x16;
 const EC_DABT_LOW: u64 = 0x24;
+const EC_SYSREG: u64 = 0x18;
+/// The ISS bits naming a system register and the direction (Rt cleared).
+const SYSREG_KEY_MASK: u64 = 0x3f_fc1f;
+/// ICC_SGI1R_EL1 (S3_0_C12_C11_5), written (direction 0).
+const SGI1R_WRITE: u64 = esr::ICC_SGI1R_EL1 as u64;
 
 /// Every synchronous exit but HVC.
 #[inline(never)]

@@ -77,7 +77,9 @@ static UNDERFLOW: [core::sync::atomic::AtomicBool; crate::arch::aarch64::MAX_CPU
     [const { core::sync::atomic::AtomicBool::new(false) }; crate::arch::aarch64::MAX_CPUS];
 
 fn set_underflow(g: &PhysGic, on: bool) {
-    UNDERFLOW[cpu::index()].store(on, Ordering::Relaxed);
+    if UNDERFLOW[cpu::index()].swap(on, Ordering::Relaxed) == on {
+        return; // already so: no register write
+    }
     match g {
         PhysGic::V3(_) => icc::set_ich_hcr(1 | (u64::from(on) << 1)),
         PhysGic::V2(v2) => v2.set_hcr(on),
@@ -98,15 +100,19 @@ pub fn init_cpu(cpu: usize, maintenance: u32) {
 
 /// Clears the virtual CPU interface for a vCPU (re)starting on this CPU.
 /// Hardware interrupts still listed are deactivated physically.
-pub fn reset_vcpu_interface() {
+pub fn reset_vcpu_interface(vgic: &Vgic) {
     let g = gic::get();
     let mut lrs = LocalLrs(g);
     for i in 0..lrs.count() {
         let lr = lrs.read(i);
-        if let Some(p) = lr
+        // A hardware interrupt still listed (HW bit, or waiting for the EOI
+        // maintenance that deactivates it with SOFT_HW_DEACTIVATE) is still
+        // active physically: finish it, or it would never fire again.
+        let listed = lr.state != crate::vdev::vgic::lr::LrState::Invalid || lr.eoi;
+        let hw = lr
             .pintid
-            .filter(|_| lr.state != crate::vdev::vgic::lr::LrState::Invalid)
-        {
+            .or_else(|| (vgic.owner(lr.vintid) == Some(crate::vdev::vgic::Owner::Hw)).then_some(lr.vintid));
+        if let Some(p) = hw.filter(|_| listed) {
             g.deactivate(p);
         }
         lrs.write(i, Lr::EMPTY);
@@ -217,11 +223,102 @@ pub fn kick_cpu(pcpu: usize) {
 
 /// A physical IRQ while a guest ran on this CPU.
 pub fn handle_irq() {
-    let g = gic::get();
+    // Decide the GIC version once; the hot path below is compiled for each.
+    match gic::get() {
+        PhysGic::V3(_) => handle_irq_on(V3If),
+        PhysGic::V2(g) => handle_irq_on(V2If(g)),
+    }
+}
+
+/// The physical CPU interface and list registers, per GIC version, so the
+/// interrupt exit does not test the version at every register access.
+trait CpuIf: ListRegs + Copy {
+    fn ack(self) -> (u32, u32);
+    fn eoi(self, raw: u32);
+    fn deactivate(self, raw: u32);
+}
+
+#[derive(Clone, Copy)]
+struct V3If;
+#[derive(Clone, Copy)]
+struct V2If(&'static crate::drivers::gicv2::Gicv2);
+
+impl ListRegs for V3If {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        LR_COUNT.load(Ordering::Relaxed)
+    }
+    #[inline(always)]
+    fn read(&self, i: usize) -> Lr {
+        Lr::decode_v3(icc::ich_lr(i))
+    }
+    #[inline(always)]
+    fn write(&mut self, i: usize, lr: Lr) {
+        icc::set_ich_lr(i, lr.encode_v3())
+    }
+    #[inline(always)]
+    fn empty(&self) -> u64 {
+        icc::ich_elrsr()
+    }
+}
+
+impl CpuIf for V3If {
+    #[inline(always)]
+    fn ack(self) -> (u32, u32) {
+        let iar = icc::icc_iar1() as u32;
+        (iar & 0xff_ffff, iar)
+    }
+    #[inline(always)]
+    fn eoi(self, raw: u32) {
+        icc::icc_eoir1(u64::from(raw))
+    }
+    #[inline(always)]
+    fn deactivate(self, raw: u32) {
+        icc::icc_dir(u64::from(raw))
+    }
+}
+
+impl ListRegs for V2If {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        LR_COUNT.load(Ordering::Relaxed)
+    }
+    #[inline(always)]
+    fn read(&self, i: usize) -> Lr {
+        Lr::decode_v2(self.0.lr(i))
+    }
+    #[inline(always)]
+    fn write(&mut self, i: usize, lr: Lr) {
+        self.0.set_lr(i, lr.encode_v2())
+    }
+    #[inline(always)]
+    fn empty(&self) -> u64 {
+        u64::from(self.0.elrsr())
+    }
+}
+
+impl CpuIf for V2If {
+    #[inline(always)]
+    fn ack(self) -> (u32, u32) {
+        let iar = self.0.ack();
+        (iar & 0x3ff, iar)
+    }
+    #[inline(always)]
+    fn eoi(self, raw: u32) {
+        self.0.eoi(raw)
+    }
+    #[inline(always)]
+    fn deactivate(self, raw: u32) {
+        self.0.deactivate(raw)
+    }
+}
+
+#[inline(always)]
+fn handle_irq_on<C: CpuIf>(mut c: C) {
     let (vm, vcpu) = current();
     // One interrupt per exit: another one pending is taken as soon as the
     // guest resumes, and the common case saves a second acknowledge.
-    let (intid, raw) = g.ack();
+    let (intid, raw) = c.ack();
     if intid >= 1020 {
         return; // spurious
     }
@@ -229,17 +326,17 @@ pub fn handle_irq() {
     if let Some(q) = vm.vgic.hw_fired(intid, vcpu.index) {
         // Priority drop only: the interrupt stays active until the guest
         // deactivates it through the HW bit.
-        g.eoi(raw);
-        match place(&mut LocalLrs(g), to_lr(&q)) {
+        c.eoi(raw);
+        match place(&mut c, to_lr(&q)) {
             Placed::New => {}
-            Placed::Merged => g.deactivate(raw),
+            Placed::Merged => c.deactivate(raw),
             Placed::Full => {
                 vm.vgic.queue_hw(vcpu.index, q);
-                set_underflow(g, true);
+                set_underflow(gic::get(), true);
             }
         }
     } else {
-        other_irq(g, intid, raw);
+        other_irq(gic::get(), intid, raw);
     }
     flush(&vm.vgic, vcpu.index);
 }

@@ -85,7 +85,7 @@ pub extern "C" fn cpu_loop() -> ! {
     vcpu.set_power(Power::On);
     vcpu.in_guest.store(true, Ordering::Release);
     guest::load_vm(vm.vttbr, vm.vtcr, vcpu.vmpidr);
-    super::irq::reset_vcpu_interface();
+    super::irq::reset_vcpu_interface(&vm.vgic);
     super::irq::flush(&vm.vgic, vcpu.index);
     guest::enter(
         entry,
