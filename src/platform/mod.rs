@@ -135,8 +135,71 @@ const GICV2_COMPAT: &[&str] = &[
 const TIMER_COMPAT: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
 const PL011_COMPAT: &str = "arm,pl011";
 
+/// What one walk over the whole tree finds: everything discovery needs, so
+/// the tree is traversed once (the `fdt` crate re-parses nodes on every scan,
+/// and a scan per question cost over a million instructions at boot).
+#[derive(Default)]
+struct Scan<'b, 'a> {
+    memory: Vec<FdtNode<'b, 'a>>,
+    gic3: Option<(FdtNode<'b, 'a>, String)>,
+    gic2: Option<(FdtNode<'b, 'a>, String)>,
+    timer: Option<FdtNode<'b, 'a>>,
+    pl011: Vec<(FdtNode<'b, 'a>, String)>,
+    psci: Option<FdtNode<'b, 'a>>,
+}
+
+impl<'b, 'a> Scan<'b, 'a> {
+    fn of(dtb: &'b Fdt<'a>) -> Self {
+        let mut scan = Scan::default();
+        if let Some(root) = dtb.find_node("/") {
+            let mut path = String::new();
+            scan.walk(root, &mut path);
+        }
+        scan
+    }
+
+    fn walk(&mut self, node: FdtNode<'b, 'a>, path: &mut String) {
+        for child in node.children() {
+            let len = path.len();
+            path.push('/');
+            path.push_str(child.name);
+            if prop_str(&child, "device_type") == Some("memory") {
+                self.memory.push(child);
+            }
+            if let Some(compat) = child.compatible() {
+                for c in compat.all() {
+                    if GICV3_COMPAT.contains(&c) && self.gic3.is_none() {
+                        self.gic3 = Some((child, path.clone()));
+                    } else if GICV2_COMPAT.contains(&c) && self.gic2.is_none() {
+                        self.gic2 = Some((child, path.clone()));
+                    } else if TIMER_COMPAT.contains(&c) && self.timer.is_none() {
+                        self.timer = Some(child);
+                    } else if c == PL011_COMPAT {
+                        self.pl011.push((child, path.clone()));
+                    } else if PSCI_COMPAT.contains(&c) && self.psci.is_none() {
+                        self.psci = Some(child);
+                    }
+                }
+            }
+            self.walk(child, path);
+            path.truncate(len);
+        }
+    }
+
+    /// The path of a PL011 found by the walk.
+    fn pl011_path(&self, node: &FdtNode) -> Option<&str> {
+        self.pl011
+            .iter()
+            .find(|(n, _)| n.name.as_ptr() == node.name.as_ptr())
+            .map(|(_, p)| p.as_str())
+    }
+}
+
+const PSCI_COMPAT: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
+
 /// Reads the board description out of `dtb`.
 pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
+    let scan = Scan::of(dtb);
     let mut warnings = Vec::new();
     let model = dtb
         .find_node("/")
@@ -145,10 +208,10 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
         .unwrap_or("unknown board")
         .to_string();
 
-    let ram: Vec<PhysRange> = dtb
-        .all_nodes()
-        .filter(|n| prop_str(n, "device_type") == Some("memory"))
-        .flat_map(reg_ranges)
+    let ram: Vec<PhysRange> = scan
+        .memory
+        .iter()
+        .flat_map(|n| reg_ranges(*n))
         .filter(|r| r.size > 0)
         .collect();
     if ram.is_empty() {
@@ -164,11 +227,11 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     }
 
     let cpus = discover_cpus(dtb)?;
-    let gic = discover_gic(dtb)?;
-    let timer = discover_timer(dtb)?;
-    let console = discover_console(dtb, &mut warnings)?;
-    let psci = dtb
-        .find_compatible(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])
+    let gic = discover_gic(&scan)?;
+    let timer = discover_timer(&scan)?;
+    let console = discover_console(dtb, &scan, &mut warnings)?;
+    let psci = scan
+        .psci
         .and_then(|n| prop_str(&n, "method"))
         .and_then(|m| match m {
             "smc" => Some(Conduit::Smc),
@@ -283,10 +346,10 @@ pub fn gic_intid(kind: u32, number: u32) -> u32 {
     }
 }
 
-fn discover_gic(dtb: &Fdt) -> Result<Gic, DiscoverError> {
-    let (node, version) = if let Some(n) = dtb.all_nodes().find(|n| is_compatible(n, GICV3_COMPAT)) {
+fn discover_gic(scan: &Scan) -> Result<Gic, DiscoverError> {
+    let ((node, path), version) = if let Some(n) = scan.gic3.clone() {
         (n, GicVersion::V3)
-    } else if let Some(n) = dtb.all_nodes().find(|n| is_compatible(n, GICV2_COMPAT)) {
+    } else if let Some(n) = scan.gic2.clone() {
         (n, GicVersion::V2)
     } else {
         return Err(DiscoverError::InterruptController("no GIC node"));
@@ -300,7 +363,6 @@ fn discover_gic(dtb: &Fdt) -> Result<Gic, DiscoverError> {
         let num = c.next()?;
         Some(gic_intid(kind, num))
     });
-    let path = node_path(dtb, &node);
     match version {
         GicVersion::V3 => {
             let n_redist = cells(&node, "#redistributor-regions")
@@ -342,11 +404,8 @@ fn discover_gic(dtb: &Fdt) -> Result<Gic, DiscoverError> {
     }
 }
 
-fn discover_timer(dtb: &Fdt) -> Result<Timer, DiscoverError> {
-    let node = dtb
-        .all_nodes()
-        .find(|n| is_compatible(n, TIMER_COMPAT))
-        .ok_or(DiscoverError::Timer)?;
+fn discover_timer(scan: &Scan) -> Result<Timer, DiscoverError> {
+    let node = scan.timer.ok_or(DiscoverError::Timer)?;
     let c: Vec<u32> = cells(&node, "interrupts").ok_or(DiscoverError::Timer)?.collect();
     // #interrupt-cells is 3 for both GIC bindings: (type, number, flags).
     let ids: Vec<u32> = c.chunks_exact(3).map(|s| gic_intid(s[0], s[1])).collect();
@@ -361,7 +420,7 @@ fn discover_timer(dtb: &Fdt) -> Result<Timer, DiscoverError> {
     })
 }
 
-fn console_at(dtb: &Fdt, node: FdtNode, found_by: &'static str) -> Option<Console> {
+fn console_at(dtb: &Fdt, scan: &Scan, node: FdtNode, found_by: &'static str) -> Option<Console> {
     if !is_compatible(&node, &[PL011_COMPAT]) || prop_str(&node, "status").is_some_and(|s| s == "disabled") {
         return None;
     }
@@ -371,15 +430,19 @@ fn console_at(dtb: &Fdt, node: FdtNode, found_by: &'static str) -> Option<Consol
         let num = c.next()?;
         Some(gic_intid(kind, num))
     });
+    let path = scan
+        .pl011_path(&node)
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| node_path(dtb, &node));
     Some(Console {
-        path: node_path(dtb, &node),
+        path,
         regs,
         irq,
         found_by,
     })
 }
 
-fn discover_console(dtb: &Fdt, warnings: &mut Vec<String>) -> Result<Console, DiscoverError> {
+fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Result<Console, DiscoverError> {
     let resolve = |name: &str| -> Option<FdtNode> {
         if name.starts_with('/') {
             dtb.find_node(name)
@@ -391,7 +454,7 @@ fn discover_console(dtb: &Fdt, warnings: &mut Vec<String>) -> Result<Console, Di
     match stdout {
         Some(path) => {
             let name = path.split(':').next().unwrap_or(path);
-            match resolve(name).and_then(|n| console_at(dtb, n, "stdout-path")) {
+            match resolve(name).and_then(|n| console_at(dtb, scan, n, "stdout-path")) {
                 Some(c) => return Ok(c),
                 None => warnings.push(alloc::format!(
                     "/chosen/stdout-path \"{path}\" is not a usable PL011"
@@ -400,18 +463,22 @@ fn discover_console(dtb: &Fdt, warnings: &mut Vec<String>) -> Result<Console, Di
         }
         None => warnings.push("no /chosen/stdout-path".to_string()),
     }
-    if let Some(c) = resolve("serial0").and_then(|n| console_at(dtb, n, "aliases/serial0")) {
+    if let Some(c) = resolve("serial0").and_then(|n| console_at(dtb, scan, n, "aliases/serial0")) {
         return Ok(c);
     }
-    dtb.all_nodes()
-        .find_map(|n| console_at(dtb, n, "first arm,pl011"))
+    scan.pl011
+        .iter()
+        .find_map(|(n, _)| console_at(dtb, scan, *n, "first arm,pl011"))
         .ok_or(DiscoverError::Console)
 }
 
 /// RAM ranges straight from the DTB, without allocating: what the EL2 map
 /// needs before the heap exists.
 pub fn memory_ranges<'a>(dtb: &'a Fdt<'a>) -> impl Iterator<Item = PhysRange> + 'a {
-    dtb.all_nodes()
+    // Memory nodes sit at the root (Devicetree spec 3.4): no deeper scan.
+    dtb.find_node("/")
+        .into_iter()
+        .flat_map(|root| root.children())
         .filter(|n| prop_str(n, "device_type") == Some("memory"))
         .filter_map(|n| n.reg())
         .flatten()

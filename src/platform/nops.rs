@@ -56,7 +56,9 @@ pub fn strip_nops(dtb: &mut [u8]) -> Result<(), Malformed> {
         if r + len > end {
             return Err(Malformed);
         }
-        dtb.copy_within(r..r + len, w);
+        if r != w {
+            dtb.copy_within(r..r + len, w);
+        }
         r += len;
         w += len;
         if token == END {

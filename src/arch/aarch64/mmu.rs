@@ -210,6 +210,23 @@ pub unsafe fn zero(start: u64, len: u64) {
     unsafe {
         core::ptr::write_bytes(start as *mut u8, 0, (first - start) as usize);
         let mut a = first;
+        // Four blocks per iteration while whole groups of four remain.
+        while a + 4 * block <= last {
+            asm!(
+                "dc zva, {a}",
+                "add {t}, {a}, {b}",
+                "dc zva, {t}",
+                "add {t}, {t}, {b}",
+                "dc zva, {t}",
+                "add {t}, {t}, {b}",
+                "dc zva, {t}",
+                a = in(reg) a,
+                b = in(reg) block,
+                t = out(reg) _,
+                options(nostack)
+            );
+            a += 4 * block;
+        }
         while a < last {
             asm!("dc zva, {}", in(reg) a, options(nostack));
             a += block;
