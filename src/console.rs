@@ -138,8 +138,7 @@ pub fn announce_focus() {
 /// whichever CPU takes the console interrupt; a VM that does not read its
 /// input loses the excess, nobody waits for it.
 pub fn on_input() {
-    loop {
-        let Some(b) = getc() else { break };
+    while let Some(b) = getc() {
         let action = MUX.lock().feed(b);
         match action {
             Input::Deliver { vm, bytes, len } => {

@@ -59,7 +59,7 @@ impl Vgic {
         let bit_regs = |base: u64| ((off - base) * 8) as u32;
         let mut out = 0u8;
         match off {
-            0x080..=0x0ff | 0x100..=0x17f | 0x180..=0x1ff | 0x200..=0x27f | 0x280..=0x2ff => {
+            0x080..=0x2ff => {
                 let reg = off & !0x7f;
                 let first = bit_regs(reg);
                 for b in 0..8 {
@@ -113,7 +113,7 @@ impl Vgic {
     /// Writes one byte of a per-interrupt register.
     pub fn write_irq_byte(&self, off: u64, value: u8, vcpu: usize, bank: Bank) {
         match off {
-            0x080..=0x0ff | 0x100..=0x17f | 0x180..=0x1ff | 0x200..=0x27f | 0x280..=0x2ff => {
+            0x080..=0x2ff => {
                 let reg = off & !0x7f;
                 let first = ((off - reg) * 8) as u32;
                 for b in 0..8 {
@@ -192,7 +192,7 @@ impl Vgic {
         if intid < 32 || self.owner(intid).is_none() {
             return;
         }
-        self.with_irq(intid, 0, |i| i.router = value & 0xff_8000_ffff_ff);
+        self.with_irq(intid, 0, |i| i.router = value & 0x00ff_80ff_ffff);
         let aff0 = (value & 0xff) as usize;
         let upper = value & 0xff_0000_ff00 & !0xff;
         if value & (1 << 31) != 0 {
@@ -307,7 +307,7 @@ impl MmioDevice for Distributor {
                 };
                 Ok(u64::from(g.read_irq_byte(offset, vcpu, bank)))
             }
-            4 if offset % 4 == 0 => Ok(self.read32(offset, vcpu)),
+            4 if offset.is_multiple_of(4) => Ok(self.read32(offset, vcpu)),
             _ => Err(BusError),
         }
     }
@@ -336,7 +336,7 @@ impl MmioDevice for Distributor {
                 g.write_irq_byte(offset, value as u8, vcpu, bank);
                 Ok(())
             }
-            4 if offset % 4 == 0 => {
+            4 if offset.is_multiple_of(4) => {
                 self.write32(offset, value as u32, vcpu);
                 Ok(())
             }

@@ -42,7 +42,7 @@ impl MmioDevice for Redistributors {
         if width == 1 && (SGI_BASE + 0x400..SGI_BASE + 0x420).contains(&off) {
             return Ok(u64::from(g.read_irq_byte(off - SGI_BASE, frame, Bank::Private)));
         }
-        if width != 4 || off % 4 != 0 {
+        if width != 4 || !off.is_multiple_of(4) {
             return Err(BusError);
         }
         Ok(match off {
@@ -50,13 +50,7 @@ impl MmioDevice for Redistributors {
             0x0004 => IIDR_VALUE,
             0x0008 => self.typer(frame) & 0xffff_ffff,
             0x000c => self.typer(frame) >> 32,
-            0x0014 => {
-                if g.state.lock().asleep[frame] {
-                    0b110
-                } else {
-                    0
-                }
-            }
+            0x0014 if g.state.lock().asleep[frame] => 0b110,
             o if o >= SGI_BASE && (0x080..0xd00).contains(&(o - SGI_BASE)) => (0..4)
                 .map(|i| u64::from(g.read_irq_byte(o - SGI_BASE + i, frame, Bank::Private)) << (8 * i))
                 .sum(),
@@ -73,7 +67,7 @@ impl MmioDevice for Redistributors {
             g.write_irq_byte(off - SGI_BASE, value as u8, frame, Bank::Private);
             return Ok(());
         }
-        if width != 4 || off % 4 != 0 {
+        if width != 4 || !off.is_multiple_of(4) {
             return Err(BusError);
         }
         match off {
