@@ -85,7 +85,23 @@ done
 
 /// Scripts the test scenarios run inside Linux (`tessera.test=NAME`): they
 /// print `TT ...` lines the scenarios look for.
-pub const TEST_SCRIPTS: &[(&str, &str)] = &[("disk", DISK_TEST), ("info", INFO_TEST)];
+pub const TEST_SCRIPTS: &[(&str, &str)] = &[("disk", DISK_TEST), ("info", INFO_TEST), ("work", WORK)];
+
+/// `cargo xtask bench`'s workloads inside Linux: a CPU-bound one (sha256sum
+/// over a RAM file) and a memory-bound one (a large dd in tmpfs), timed with
+/// the guest's own clock (CNTVCT: instructions under -icount).
+const WORK: &str = r#"
+now() { date +%s.%N 2>/dev/null | grep -v N || cut -d' ' -f1 /proc/uptime; }
+dd if=/dev/urandom of=/tmp/f bs=1M count=32 2>/dev/null
+T0=$(now); sha256sum /tmp/f >/dev/null; T1=$(now)
+echo "TT work sha256 $(awk "BEGIN { printf \"%.6f\", $T1 - $T0 }")"
+rm /tmp/f
+T0=$(now)
+for i in 1 2 3 4 5 6 7 8; do dd if=/dev/zero of=/tmp/g bs=1M count=128 2>/dev/null; rm /tmp/g; done
+T1=$(now)
+echo "TT work dd $(awk "BEGIN { printf \"%.6f\", $T1 - $T0 }")"
+echo "TT work done"
+"#;
 
 /// Disk round trip, clock and interrupt checks; reboots once (the disk
 /// remembers that it did, since RAM is scrubbed on reset).

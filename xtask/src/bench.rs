@@ -481,6 +481,8 @@ pub struct LinuxBoot {
     pub tessera_s: Option<f64>,
     /// Hypervisor uptime at `tessera: boot complete`, included in `tessera_s`.
     pub hypervisor_s: Option<f64>,
+    /// Workload times inside Linux (guest clock, seconds): (name, native, Tessera).
+    pub work: Vec<(String, Option<f64>, Option<f64>)>,
     pub skipped: Option<String>,
 }
 
@@ -499,6 +501,10 @@ pub fn timestamp(line: &str) -> Option<f64> {
 }
 
 const LINUX_INIT_LINE: &str = "Run /init as init process";
+/// Printed by the initramfs `work` script when its workloads are done.
+const WORK_DONE: &str = "TT work done";
+/// Workloads inside Linux: Tessera at most 1% slower than native.
+const WORK_TARGET: f64 = 1.01;
 
 fn linux_boot(qemu: &Path, built: &Built, logs: &Path) -> Result<LinuxBoot> {
     let a = match assets::ensure_assets(&assets::Options {
@@ -525,7 +531,7 @@ fn linux_boot(qemu: &Path, built: &Built, logs: &Path) -> Result<LinuxBoot> {
     let t = capture(
         tessera_command(qemu, &img)?,
         &logs.join("linux-tessera.log"),
-        assets::MARKER,
+        WORK_DONE,
         LINUX_TIMEOUT,
     )?;
     let mut native = native_command(
@@ -538,13 +544,8 @@ fn linux_boot(qemu: &Path, built: &Built, logs: &Path) -> Result<LinuxBoot> {
     native
         .arg("-initrd")
         .arg(&a.initrd)
-        .args(["-append", "console=ttyAMA0 earlycon"]);
-    let n = capture(
-        native,
-        &logs.join("linux-native.log"),
-        assets::MARKER,
-        LINUX_TIMEOUT,
-    )?;
+        .args(["-append", "console=ttyAMA0 earlycon tessera.test=work"]);
+    let n = capture(native, &logs.join("linux-native.log"), WORK_DONE, LINUX_TIMEOUT)?;
     let find = |c: &Capture, what: &str| {
         c.lines
             .iter()
@@ -553,7 +554,18 @@ fn linux_boot(qemu: &Path, built: &Built, logs: &Path) -> Result<LinuxBoot> {
     };
     let hyp = find(&t, crate::scenarios::BOOT_COMPLETE);
     let linux_t = find(&t, LINUX_INIT_LINE);
+    let work_time = |c: &Capture, name: &str| {
+        let tag = format!("TT work {name} ");
+        c.lines
+            .iter()
+            .find_map(|l| l.split_once(&tag).and_then(|(_, v)| v.trim().parse::<f64>().ok()))
+    };
+    let work = ["sha256", "dd"]
+        .iter()
+        .map(|w| (w.to_string(), work_time(&n, w), work_time(&t, w)))
+        .collect();
     Ok(LinuxBoot {
+        work,
         native_s: find(&n, LINUX_INIT_LINE),
         tessera_s: hyp.zip(linux_t).map(|(h, l)| h + l),
         hypervisor_s: hyp,
@@ -640,7 +652,16 @@ pub fn bench(opts: &Options) -> Result<bool> {
             (Some(why), ..) => println!("  skipped: {why}"),
             _ => println!("  no `{LINUX_INIT_LINE}` timestamp found (logs in {})", paths::display(&logs)),
         }
-        println!("  CPU- and memory-bound workloads inside Linux: not measured yet");
+        for (name, n, t) in &l.work {
+            match (n, t) {
+                (Some(n), Some(t)) => println!(
+                    "  workload {name} (guest clock): native {n:.6} s, Tessera {t:.6} s, ratio {:.4}, target <= {WORK_TARGET}: {}",
+                    t / n,
+                    verdict(Some(t / n <= WORK_TARGET))
+                ),
+                _ => println!("  workload {name}: no time found (logs in {})", paths::display(&logs)),
+            }
+        }
         Some(l)
     };
 
@@ -665,6 +686,7 @@ pub fn bench(opts: &Options) -> Result<bool> {
                      "method": "non-blank, non-comment lines of src/**/*.rs, without tests.rs files and without anything from a file's first #[cfg(test)] on" },
             "linux_boot": linux.as_ref().map(|l| json!({
                 "native_s": l.native_s, "tessera_s": l.tessera_s, "hypervisor_s": l.hypervisor_s,
+                "workloads": l.work.iter().map(|(w, n, t)| json!({"name": w, "native_s": n, "tessera_s": t})).collect::<Vec<_>>(),
                 "ratio": l.native_s.zip(l.tessera_s).map(|(n, t)| t / n),
                 "target": LINUX_TARGET, "skipped": l.skipped,
             })),
