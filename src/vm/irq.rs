@@ -138,16 +138,22 @@ pub fn flush(vgic: &Vgic, vcpu: usize) {
 
 #[inline(never)]
 fn flush_queue(vgic: &Vgic, vcpu: usize) {
-    let g = gic::get();
-    let mut lrs = LocalLrs(g);
+    match gic::get() {
+        PhysGic::V3(_) => flush_queue_on(V3If, vgic, vcpu),
+        PhysGic::V2(g) => flush_queue_on(V2If(g), vgic, vcpu),
+    }
+}
+
+#[inline(always)]
+fn flush_queue_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize) {
     while let Some(q) = vgic.pop(vcpu) {
-        if place(&mut lrs, to_lr(&q)) == Placed::Full {
+        if place(&mut c, to_lr(&q)) == Placed::Full {
             vgic.unpop(vcpu, q);
-            set_underflow(g, true);
+            set_underflow(gic::get(), true);
             return;
         }
     }
-    set_underflow(g, false);
+    set_underflow(gic::get(), false);
 }
 
 /// The physical side of a VM's vGIC: which CPU runs each vCPU.

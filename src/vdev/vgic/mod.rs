@@ -120,24 +120,46 @@ struct State {
     asleep: Vec<bool>,
 }
 
+/// A ring of interrupts waiting for a list register (FIFO, duplicates merged).
 struct Queue {
-    items: [Option<Queued>; QUEUE],
+    items: [Queued; QUEUE],
+    head: usize,
     len: usize,
 }
 
+const NO_IRQ: Queued = Queued {
+    vintid: 1023,
+    hw: false,
+    priority: 0,
+    group1: false,
+    eoi: false,
+    source: 0,
+};
+
 impl Queue {
+    const fn new() -> Self {
+        Queue {
+            items: [NO_IRQ; QUEUE],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn at(&self, k: usize) -> &Queued {
+        &self.items[(self.head + k) % QUEUE]
+    }
+
     fn push(&mut self, q: Queued) -> bool {
-        if self.items[..self.len]
-            .iter()
-            .flatten()
-            .any(|i| i.vintid == q.vintid && i.source == q.source)
-        {
+        if (0..self.len).any(|k| {
+            let i = self.at(k);
+            i.vintid == q.vintid && i.source == q.source
+        }) {
             return true;
         }
         if self.len == QUEUE {
             return false;
         }
-        self.items[self.len] = Some(q);
+        self.items[(self.head + self.len) % QUEUE] = q;
         self.len += 1;
         true
     }
@@ -146,36 +168,29 @@ impl Queue {
         if self.len == 0 {
             return None;
         }
-        let first = self.items[0].take();
-        self.items.copy_within(1..self.len, 0);
+        let first = self.items[self.head];
+        self.head = (self.head + 1) % QUEUE;
         self.len -= 1;
-        self.items[self.len] = None;
-        first
+        Some(first)
     }
 
     fn push_front(&mut self, q: Queued) {
         if self.len == QUEUE {
             return;
         }
-        self.items.copy_within(0..self.len, 1);
-        self.items[0] = Some(q);
+        self.head = (self.head + QUEUE - 1) % QUEUE;
+        self.items[self.head] = q;
         self.len += 1;
     }
 
     fn remove(&mut self, vintid: u32) {
-        let mut kept = 0;
-        for i in 0..self.len {
-            if let Some(q) = self.items[i] {
-                if q.vintid != vintid {
-                    self.items[kept] = Some(q);
-                    kept += 1;
-                }
-            }
-        }
-        for slot in &mut self.items[kept..self.len] {
-            *slot = None;
-        }
-        self.len = kept;
+        let kept: Vec<Queued> = (0..self.len)
+            .map(|k| *self.at(k))
+            .filter(|q| q.vintid != vintid)
+            .collect();
+        self.head = 0;
+        self.len = kept.len();
+        self.items[..kept.len()].copy_from_slice(&kept);
     }
 }
 
@@ -227,14 +242,7 @@ impl Vgic {
                 private: alloc::vec![private; nvcpus],
                 asleep: alloc::vec![true; nvcpus],
             }),
-            queues: (0..nvcpus)
-                .map(|_| {
-                    Mutex::new(Queue {
-                        items: [None; QUEUE],
-                        len: 0,
-                    })
-                })
-                .collect(),
+            queues: (0..nvcpus).map(|_| Mutex::new(Queue::new())).collect(),
             queued: (0..nvcpus)
                 .map(|_| core::sync::atomic::AtomicBool::new(false))
                 .collect(),
@@ -280,10 +288,7 @@ impl Vgic {
             hw
         };
         for v in 0..self.nvcpus {
-            self.with_queue(v, |q| {
-                q.items = [None; QUEUE];
-                q.len = 0;
-            });
+            self.with_queue(v, |q| *q = Queue::new());
         }
         for (intid, vcpu) in enabled_hw {
             self.host.hw_enable(intid, vcpu, false);
@@ -402,14 +407,19 @@ impl Vgic {
     /// then masks it physically and deactivates it).
     #[inline]
     pub fn hw_fired(&self, intid: u32, vcpu: usize) -> Option<Queued> {
+        // SGIs and the hypervisor's own interrupts are never a guest's
+        // hardware interrupt: decided before taking the lock.
+        if self.owner(intid) != Some(Owner::Hw) {
+            return None;
+        }
         let s = self.state.lock();
         let group_ok = |g| s.ctlr & if g { 2 } else { 1 } != 0;
         let irq = if intid < 32 {
-            s.private.get(vcpu)?[intid as usize]
+            &s.private.get(vcpu)?[intid as usize]
         } else {
-            *s.spis.get(intid as usize - 32)?
+            s.spis.get(intid as usize - 32)?
         };
-        if self.owner(intid) != Some(Owner::Hw) || !irq.enabled || !group_ok(irq.group1) {
+        if !irq.enabled || !group_ok(irq.group1) {
             return None;
         }
         Some(Queued {
