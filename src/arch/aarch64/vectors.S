@@ -5,29 +5,6 @@
 
 .equ FRAME_SIZE, 272                 // 31 x-registers, ELR, SPSR, padding
 
-.macro SAVE_FRAME
-    sub     sp, sp, #FRAME_SIZE
-    stp     x0, x1, [sp, #16 * 0]
-    stp     x2, x3, [sp, #16 * 1]
-    stp     x4, x5, [sp, #16 * 2]
-    stp     x6, x7, [sp, #16 * 3]
-    stp     x8, x9, [sp, #16 * 4]
-    stp     x10, x11, [sp, #16 * 5]
-    stp     x12, x13, [sp, #16 * 6]
-    stp     x14, x15, [sp, #16 * 7]
-    stp     x16, x17, [sp, #16 * 8]
-    stp     x18, x19, [sp, #16 * 9]
-    stp     x20, x21, [sp, #16 * 10]
-    stp     x22, x23, [sp, #16 * 11]
-    stp     x24, x25, [sp, #16 * 12]
-    stp     x26, x27, [sp, #16 * 13]
-    stp     x28, x29, [sp, #16 * 14]
-    mrs     x0, elr_el2
-    mrs     x1, spsr_el2
-    stp     x30, x0, [sp, #16 * 15]
-    str     x1, [sp, #16 * 16]
-.endm
-
 // Only the registers the AAPCS lets Rust code clobber (x0-x18, x30) and the
 // return state: enough for exits that never look at x19-x29, which Rust
 // preserves for us. The hypercall and interrupt exits use this.
@@ -57,6 +34,12 @@
     stp     x24, x25, [sp, #16 * 12]
     stp     x26, x27, [sp, #16 * 13]
     stp     x28, x29, [sp, #16 * 14]
+.endm
+
+// The whole TrapFrame.
+.macro SAVE_FRAME
+    SAVE_CALLER
+    SAVE_CALLEE
 .endm
 
 .macro UNEXPECTED kind
@@ -132,6 +115,19 @@ guest_irq:
     bl      lower_irq
     b       return_caller
 
+
+// Restores the TrapFrame at SP and returns to where it points: x19-x29,
+// then the rest as after SAVE_CALLER.
+.global exception_return
+exception_return:
+    ldr     x19, [sp, #16 * 9 + 8]
+    ldp     x20, x21, [sp, #16 * 10]
+    ldp     x22, x23, [sp, #16 * 11]
+    ldp     x24, x25, [sp, #16 * 12]
+    ldp     x26, x27, [sp, #16 * 13]
+    ldp     x28, x29, [sp, #16 * 14]
+    // Fall through.
+
 // Returns after SAVE_CALLER: x19-x29 still hold the guest's values.
 return_caller:
     ldp     x30, x0, [sp, #16 * 15]
@@ -148,30 +144,5 @@ return_caller:
     ldp     x14, x15, [sp, #16 * 7]
     ldp     x16, x17, [sp, #16 * 8]
     ldr     x18, [sp, #16 * 9]
-    add     sp, sp, #FRAME_SIZE
-    eret
-
-// Restores the TrapFrame at SP and returns to where it points.
-.global exception_return
-exception_return:
-    ldp     x30, x0, [sp, #16 * 15]
-    ldr     x1, [sp, #16 * 16]
-    msr     elr_el2, x0
-    msr     spsr_el2, x1
-    ldp     x0, x1, [sp, #16 * 0]
-    ldp     x2, x3, [sp, #16 * 1]
-    ldp     x4, x5, [sp, #16 * 2]
-    ldp     x6, x7, [sp, #16 * 3]
-    ldp     x8, x9, [sp, #16 * 4]
-    ldp     x10, x11, [sp, #16 * 5]
-    ldp     x12, x13, [sp, #16 * 6]
-    ldp     x14, x15, [sp, #16 * 7]
-    ldp     x16, x17, [sp, #16 * 8]
-    ldp     x18, x19, [sp, #16 * 9]
-    ldp     x20, x21, [sp, #16 * 10]
-    ldp     x22, x23, [sp, #16 * 11]
-    ldp     x24, x25, [sp, #16 * 12]
-    ldp     x26, x27, [sp, #16 * 13]
-    ldp     x28, x29, [sp, #16 * 14]
     add     sp, sp, #FRAME_SIZE
     eret
