@@ -175,10 +175,17 @@ pub fn vm_line(vm: &str, line: &[u8]) {
 }
 
 /// Prints queued VM lines while this CPU can get the UART.
+///
+/// At most one queue's worth of lines per call, so a VM that prints without
+/// pause cannot keep another VM's CPU here: what is left is printed by the
+/// next line queued, whoever queues it.
 fn drain() {
+    let mut budget = crate::vdev::outbuf::SLOTS;
     loop {
         let Some(mut guard) = UART.try_lock() else { return };
-        while let Some(line) = PENDING.lock().pop() {
+        while budget > 0 {
+            let Some(line) = PENDING.lock().pop() else { break };
+            budget -= 1;
             if let Some(u) = guard.as_mut() {
                 print_line(u, &line);
             }
@@ -195,7 +202,7 @@ fn drain() {
         drop(guard);
         // A line queued after the last pop and before the unlock would wait
         // for the next one: look again now that the UART is free.
-        if PENDING.lock().is_empty() {
+        if budget == 0 || PENDING.lock().is_empty() {
             return;
         }
     }

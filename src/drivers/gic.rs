@@ -9,6 +9,15 @@ use spin::Once;
 /// SGI the hypervisor sends between its CPUs ("look at your vCPU's queue").
 pub const KICK_SGI: u32 = 8;
 
+/// Priority of the interrupts a CPU must see even while it waits with no
+/// guest to run: the kick and the console's input (everything else the
+/// hypervisor enables is at 0xa0).
+pub const URGENT: u8 = 0x80;
+
+/// The priority mask a waiting CPU sets: only `URGENT` interrupts wake it,
+/// so a stopped guest's timer or device cannot keep it spinning.
+pub const PMR_URGENT_ONLY: u8 = 0x90;
+
 pub enum PhysGic {
     V2(Gicv2),
     V3(Gicv3),
@@ -58,6 +67,7 @@ impl PhysGic {
                 aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
             }
         }
+        self.set_priority(KICK_SGI, cpu, URGENT);
         self.set_enabled(KICK_SGI, cpu, true);
         self.set_enabled(maintenance, cpu, true);
     }
@@ -103,6 +113,35 @@ impl PhysGic {
         match self {
             PhysGic::V2(g) => g.set_enabled(intid, on),
             PhysGic::V3(g) => g.set_enabled(intid, cpu, on),
+        }
+    }
+
+    /// Sets the priority of `intid` (SGIs/PPIs: those of `cpu`, which on
+    /// GICv2 must be the calling CPU).
+    pub fn set_priority(&self, intid: u32, cpu: usize, prio: u8) {
+        match self {
+            PhysGic::V2(g) => g.set_priority(intid, prio),
+            PhysGic::V3(g) => g.set_priority(intid, cpu, prio),
+        }
+    }
+
+    /// This CPU's priority mask: only interrupts of a priority numerically
+    /// below `pmr` are signalled.
+    pub fn set_pmr(&self, pmr: u8) {
+        match self {
+            PhysGic::V2(g) => g.set_pmr(pmr),
+            PhysGic::V3(_) => {
+                icc::set_icc_pmr(u64::from(pmr));
+                aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+            }
+        }
+    }
+
+    /// Makes SPI `intid` pending again at its current target.
+    pub fn set_pending_spi(&self, intid: u32) {
+        match self {
+            PhysGic::V2(g) => g.set_pending_spi(intid),
+            PhysGic::V3(g) => g.set_pending_spi(intid),
         }
     }
 

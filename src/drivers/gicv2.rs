@@ -204,6 +204,29 @@ impl Gicv2 {
         }
     }
 
+    /// Sets the priority of `intid` (SGIs/PPIs: the calling CPU's banked
+    /// copy). Only at initialisation, before anything else writes these.
+    pub fn set_priority(&self, intid: u32, prio: u8) {
+        if intid < self.lines() {
+            let r = &self.d().ipriorityr[(intid / 4) as usize];
+            let shift = 8 * (intid % 4);
+            r.set((r.get() & !(0xff << shift)) | (u32::from(prio) << shift));
+        }
+    }
+
+    /// Interrupts below priority `pmr` (numerically at or above) are not
+    /// signalled to this CPU.
+    pub fn set_pmr(&self, pmr: u8) {
+        self.c().pmr.set(u32::from(pmr));
+    }
+
+    /// Makes SPI `intid` pending again (it goes to wherever it is routed).
+    pub fn set_pending_spi(&self, intid: u32) {
+        if (32..self.lines()).contains(&intid) {
+            self.d().ispendr[(intid / 32) as usize].set(1 << (intid % 32));
+        }
+    }
+
     pub fn route(&self, intid: u32, cpu: usize) {
         if !(32..self.lines()).contains(&intid) {
             return;
@@ -211,9 +234,13 @@ impl Gicv2 {
         let Some(mask) = self.masks.lock().get(cpu).copied() else {
             return;
         };
-        let r = &self.d().itargetsr[(intid / 4) as usize];
-        let shift = 8 * (intid % 4);
-        r.set((r.get() & !(0xff << shift)) | (u32::from(mask) << shift));
+        // GICD_ITARGETSR is byte-accessible: one byte store per interrupt, so
+        // two CPUs routing neighbouring SPIs of different VMs cannot undo each
+        // other the way a read-modify-write of the shared word could.
+        let byte = (self.dist as usize + 0x800 + intid as usize) as *mut u8;
+        // SAFETY: `intid < lines()`, so the byte lies inside the mapped GICD's
+        // ITARGETSR array (`new`'s contract), and it is a device register.
+        unsafe { byte.write_volatile(mask) };
     }
 
     pub fn send_sgi(&self, intid: u32, cpu: usize) {

@@ -195,6 +195,29 @@ impl Gicv3 {
         }
     }
 
+    /// Sets the priority of `intid` (SGIs/PPIs: those of `cpu`). Only at
+    /// initialisation, before anything else writes these registers.
+    pub fn set_priority(&self, intid: u32, cpu: usize, prio: u8) {
+        if intid < 32 {
+            if let Some(rd) = self.r(cpu) {
+                let r = &rd.ipriorityr[(intid / 4) as usize];
+                let shift = 8 * (intid % 4);
+                r.set((r.get() & !(0xff << shift)) | (u32::from(prio) << shift));
+            }
+        } else if intid < self.lines() {
+            let r = &self.d().ipriorityr[(intid / 4) as usize];
+            let shift = 8 * (intid % 4);
+            r.set((r.get() & !(0xff << shift)) | (u32::from(prio) << shift));
+        }
+    }
+
+    /// Makes SPI `intid` pending again (it goes to wherever it is routed).
+    pub fn set_pending_spi(&self, intid: u32) {
+        if (32..self.lines()).contains(&intid) {
+            self.d().ispendr[(intid / 32) as usize].set(1 << (intid % 32));
+        }
+    }
+
     /// Routes SPI `intid` to `cpu`.
     pub fn route(&self, intid: u32, cpu: usize) {
         if (32..self.lines()).contains(&intid) {

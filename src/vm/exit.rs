@@ -135,7 +135,10 @@ fn power_action(frame: &mut TrapFrame, vm: &'static Vm, vcpu: &'static super::Vc
         }
         Action::Suspend => {
             // CPU_SUSPEND as a WFI: any interrupt (or none at all) wakes it.
-            cpu::wait_for_interrupt();
+            // One already waiting in the vGIC returns at once.
+            if !super::irq::has_pending_virtual(&vm.vgic, vcpu.index) {
+                cpu::wait_for_interrupt();
+            }
             frame.x[0] = 0;
         }
         Action::SystemOff => stop_vm(vm, vcpu.index, "PSCI SYSTEM_OFF", frame.elr),
@@ -148,7 +151,14 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
     let (vm, vcpu) = current();
     let da = DataAbort::from_iss(esr.iss());
     let ipa = guest::fault_ipa();
-    if da.isv {
+    // Only a plain access that missed stage 2 is a device access: not a
+    // stage-1 walk that hit an emulated region, not cache maintenance, not
+    // an external abort the hardware reported.
+    let emulable = da.isv
+        && !da.s1ptw
+        && !da.cm
+        && (da.is_translation_fault() || da.is_permission_fault() || da.is_access_flag_fault());
+    if emulable {
         if let Some((dev, offset)) = vm.mmio.find(ipa) {
             let result = if da.wnr {
                 dev.write(
@@ -162,7 +172,7 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
                     .map(|v| frame.set_reg(da.srt as usize, esr::load_result(v, &da)))
             };
             if result.is_ok() {
-                frame.elr += 4;
+                frame.elr += if esr.il() { 4 } else { 2 };
                 return;
             }
         }
@@ -177,6 +187,8 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
             frame.elr,
             if !da.isv {
                 "not decodable (ISV=0)"
+            } else if !emulable {
+                "not a device access (table walk, cache maintenance or external abort)"
             } else if vm.mmio.find(ipa).is_some() {
                 "refused by the device"
             } else {
@@ -261,11 +273,14 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         }
     }
     // Wait (bounded) until no other vCPU of this VM executes guest code.
+    // The fence pairs with the one in `cpu_loop`: a CPU about to enter
+    // either is seen in the guest here or sees this VM resetting there.
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
     let deadline = cpu::counter() + cpu::counter_freq();
     while vm
         .vcpus
         .iter()
-        .any(|v| v.index != vcpu && v.in_guest.load(core::sync::atomic::Ordering::Acquire))
+        .any(|v| v.index != vcpu && v.in_guest.load(core::sync::atomic::Ordering::SeqCst))
     {
         if cpu::counter() > deadline {
             stop_vm(
@@ -276,6 +291,11 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
             );
         }
         core::hint::spin_loop();
+    }
+    // Nobody else of this VM runs now; a CPU_ON one of them made while this
+    // reset began is void: every vCPU but the boot one stays off.
+    for v in &vm.vcpus {
+        v.set_power(Power::Off);
     }
     vm.vgic.reset();
     for r in vm.mmio.regions() {
@@ -291,7 +311,9 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         vcpu
     );
     vm.set_state(VmState::Running);
-    let _ = vm.vcpus[0].request_on(vm.entry, vm.x0);
+    if vm.vcpus[0].request_on(vm.entry, vm.x0).is_err() {
+        stop_vm(vm, vcpu, "SYSTEM_RESET: its boot vCPU could not be started", 0);
+    }
     cpu::send_event();
     if vm.vcpus[0].pcpu != vm.vcpus[vcpu].pcpu {
         super::irq::kick_cpu(vm.vcpus[0].pcpu);

@@ -136,6 +136,24 @@ pub fn flush(vgic: &Vgic, vcpu: usize) {
     }
 }
 
+/// Whether `vcpu` (running on this CPU) has a virtual interrupt waiting to
+/// be taken: in a list register or queued for one. A WFI at EL2 does not wake
+/// for virtual interrupts, so a trapped WFI-like call must not sleep then.
+pub fn has_pending_virtual(vgic: &Vgic, vcpu: usize) -> bool {
+    if vgic.has_queued(vcpu) {
+        return true;
+    }
+    let lrs = LocalLrs(gic::get());
+    let empty = lrs.empty();
+    (0..lrs.count()).any(|i| {
+        empty & (1 << i) == 0
+            && matches!(
+                lrs.read(i).state,
+                crate::vdev::vgic::lr::LrState::Pending | crate::vdev::vgic::lr::LrState::PendingActive
+            )
+    })
+}
+
 #[inline(never)]
 fn flush_queue(vgic: &Vgic, vcpu: usize) {
     match gic::get() {
@@ -197,6 +215,7 @@ pub fn init_console_input(intid: u32, cpu: usize) {
     CONSOLE_IRQ.store(intid, Ordering::Relaxed);
     let g = gic::get();
     g.route(intid, cpu);
+    g.set_priority(intid, cpu, gic::URGENT);
     g.set_enabled(intid, cpu, true);
     crate::console::enable_input();
 }
@@ -220,6 +239,31 @@ pub fn idle() -> ! {
             g.deactivate(raw);
         }
     }
+}
+
+/// A CPU whose vCPU is off or whose VM is not running waits here for a
+/// kick. Only urgent interrupts (the kick, the console's input) are let
+/// through meanwhile; the console's input is served, so a VM that stops on
+/// the console's CPU does not take the other VMs' input with it. Returns
+/// after any such interrupt (or a spurious wake-up): the caller looks again.
+pub fn wait_for_kick() {
+    let g = gic::get();
+    g.set_pmr(gic::PMR_URGENT_ONLY);
+    // WFI wakes on a pending, unmasked-by-PMR interrupt even with IRQs
+    // masked at EL2.
+    cpu::wait_for_interrupt();
+    loop {
+        let (intid, raw) = g.ack();
+        if intid >= 1020 {
+            break;
+        }
+        g.eoi(raw);
+        g.deactivate(raw);
+        if Some(intid) == console_irq() {
+            crate::console::on_input();
+        }
+    }
+    g.set_pmr(0xff);
 }
 
 /// Makes another CPU take a look at its vCPU (its VM stopped, say).
@@ -362,10 +406,24 @@ fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
         }
     } else if intid == MAINTENANCE.load(Ordering::Relaxed) {
         maintenance_eoi(g, &vm.vgic, vcpu.index);
-    } else {
-        // Not this VM's, or disabled by it: mask it here so it cannot storm.
+    } else if intid < 32 || !owned_elsewhere(vm, intid) {
+        // Nobody's, or this VM's and disabled by it: mask it here so it
+        // cannot storm.
         g.set_enabled(intid, cpu::index(), false);
+    } else {
+        // Another VM's SPI caught in flight while it was being routed.
+        // Enabling is global for SPIs, so leave it enabled, and pend it again
+        // so an edge is not lost: it is taken on its owner's CPU.
+        g.set_pending_spi(intid);
     }
+}
+
+/// Whether a VM other than `vm` owns SPI `intid` as a hardware interrupt.
+fn owned_elsewhere(vm: &super::Vm, intid: u32) -> bool {
+    super::vcpu::VMS.get().is_some_and(|vms| {
+        vms.iter()
+            .any(|o| !core::ptr::eq(o, vm) && o.vgic.owner(intid) == Some(crate::vdev::vgic::Owner::Hw))
+    })
 }
 
 /// EOI maintenance: software level-triggered interrupts the guest finished.

@@ -90,7 +90,7 @@ impl Vcpu {
     }
 
     pub fn set_power(&self, p: Power) {
-        self.power.store(p as u8, Ordering::Release);
+        self.power.store(p as u8, Ordering::SeqCst);
     }
 
     /// Off -> OnPending with an entry point, atomically.
@@ -115,6 +115,18 @@ impl Vcpu {
                 Power::OnPending
             }),
         }
+    }
+
+    /// OnPending -> On, atomically; false if it was turned off meanwhile.
+    pub fn claim_on(&self) -> bool {
+        self.power
+            .compare_exchange(
+                Power::OnPending as u8,
+                Power::On as u8,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// The pending entry point and context id.
@@ -161,7 +173,7 @@ impl Vm {
     }
 
     pub fn set_state(&self, s: VmState) {
-        self.state.store(s as u8, Ordering::Release);
+        self.state.store(s as u8, Ordering::SeqCst);
     }
 
     /// The physical address of guest-physical `ipa`, if it is RAM of this VM.
@@ -190,8 +202,9 @@ impl PsciTarget for Vm {
 
     fn request_on(&self, vcpu: usize, entry: u64, context: u64) -> Result<(), Power> {
         self.vcpus[vcpu].request_on(entry, context)?;
+        // Its CPU waits for a kick (`irq::wait_for_kick`).
         #[cfg(target_os = "none")]
-        crate::arch::aarch64::cpu::send_event();
+        irq::kick_cpu(self.vcpus[vcpu].pcpu);
         Ok(())
     }
 

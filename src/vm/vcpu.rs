@@ -75,15 +75,23 @@ pub extern "C" fn cpu_loop() -> ! {
     let vcpu: &'static Vcpu = unsafe { &*p };
     let vm = &VMS.get().expect("VMs installed before CPUs run them")[vcpu.vm];
     vcpu.in_guest.store(false, Ordering::Release);
-    loop {
+    let (entry, context) = loop {
         if vm.state() == VmState::Running && vcpu.power() == Power::OnPending {
-            break;
+            let args = vcpu.boot_args();
+            if vcpu.claim_on() {
+                // Announce guest entry, then look again: a reset or stop that
+                // turned this vCPU off meanwhile either sees `in_guest` and
+                // waits for us, or we see its state here and back off.
+                vcpu.in_guest.store(true, Ordering::SeqCst);
+                core::sync::atomic::fence(Ordering::SeqCst);
+                if vm.state() == VmState::Running && vcpu.power() == Power::On {
+                    break args;
+                }
+                vcpu.in_guest.store(false, Ordering::Release);
+            }
         }
-        cpu::wait_for_event();
-    }
-    let (entry, context) = vcpu.boot_args();
-    vcpu.set_power(Power::On);
-    vcpu.in_guest.store(true, Ordering::Release);
+        super::irq::wait_for_kick();
+    };
     guest::load_vm(vm.vttbr, vm.vtcr, vcpu.vmpidr);
     super::irq::reset_vcpu_interface(&vm.vgic);
     super::irq::flush(&vm.vgic, vcpu.index);

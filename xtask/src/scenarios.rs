@@ -217,6 +217,14 @@ pub fn all() -> Vec<Scenario> {
             ..Scenario::new("console_input_follows_focus")
         },
         Scenario {
+            config: Some("tests/configs/console_after_stop.toml"),
+            input: &[("VM psci stopped: PSCI SYSTEM_OFF", b"after\r")],
+            sequence: &["VM psci stopped: PSCI SYSTEM_OFF", "[echoer] echo: after"],
+            must: &["[echoer] echo: ready"],
+            must_not: &["FAIL"],
+            ..Scenario::new("console_input_survives_boot_cpu_vm_stopping")
+        },
+        Scenario {
             gic: 3,
             config: Some("tests/configs/irq_timer.toml"),
             // Deterministic time: the rate check must not depend on host load.

@@ -183,14 +183,18 @@ impl Queue {
         self.len += 1;
     }
 
+    /// Drops every entry for `vintid`, keeping the others in order; in
+    /// place, so a guest's register write never allocates.
     fn remove(&mut self, vintid: u32) {
-        let kept: Vec<Queued> = (0..self.len)
-            .map(|k| *self.at(k))
-            .filter(|q| q.vintid != vintid)
-            .collect();
-        self.head = 0;
-        self.len = kept.len();
-        self.items[..kept.len()].copy_from_slice(&kept);
+        let mut kept = 0;
+        for k in 0..self.len {
+            let q = *self.at(k);
+            if q.vintid != vintid {
+                self.items[(self.head + kept) % QUEUE] = q;
+                kept += 1;
+            }
+        }
+        self.len = kept;
     }
 }
 
@@ -539,6 +543,33 @@ impl Vgic {
 pub mod tests {
     use super::*;
     use std::sync::{Arc, Mutex as StdMutex};
+
+    #[test]
+    fn queue_remove_keeps_the_rest_in_order_across_the_wrap() {
+        let q = |vintid| Queued {
+            vintid,
+            hw: false,
+            priority: 0xa0,
+            group1: true,
+            eoi: false,
+            source: 0,
+        };
+        let mut queue = Queue::new();
+        // Move the head near the end so the entries wrap around the ring.
+        for i in 0..(QUEUE as u32 - 2) {
+            assert!(queue.push(q(100 + i)));
+            queue.pop();
+        }
+        for v in [40, 41, 40, 42, 43, 40] {
+            let _ = queue.push(q(v));
+        }
+        queue.push_front(q(40));
+        queue.remove(40);
+        let left: Vec<u32> = core::iter::from_fn(|| queue.pop()).map(|e| e.vintid).collect();
+        assert_eq!(left, [41, 42, 43]);
+        queue.remove(7); // nothing to remove, nothing breaks
+        assert!(queue.pop().is_none());
+    }
 
     /// Records what the vGIC asked of the hardware.
     #[derive(Default, Clone)]
