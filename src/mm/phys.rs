@@ -14,6 +14,16 @@ pub unsafe fn zero(pa: u64, len: u64) {
     unsafe { crate::arch::aarch64::mmu::zero(pa, len) };
 }
 
+/// Zeroes `[pa, pa + len)` and cleans it to PoC, for a guest that starts
+/// with its MMU and caches off.
+///
+/// # Safety
+/// As for [`zero`].
+pub unsafe fn zero_to_poc(pa: u64, len: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { crate::arch::aarch64::mmu::zero_to_poc(pa, len) };
+}
+
 /// Copies `src` to physical `pa`.
 ///
 /// # Safety

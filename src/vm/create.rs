@@ -347,11 +347,10 @@ fn create(
 pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
     for r in ram {
         // SAFETY: the VM's own RAM, identity mapped; no vCPU of it runs.
-        unsafe { phys::zero(r.pa, r.size) };
-        // The zeros sit dirty in the cache. A guest starts with its MMU off
-        // (non-cacheable accesses): it must read them from memory, and a
-        // dirty line evicted later must not overwrite what it wrote since.
-        mmu::clean_dcache(r.pa, r.pa + r.size);
+        // Cleaned to PoC too: a guest starts with its MMU off (non-cacheable
+        // accesses), so it must read the zeros from memory, and a dirty line
+        // evicted later must not overwrite what it wrote since.
+        unsafe { phys::zero_to_poc(r.pa, r.size) };
     }
     let put = |ipa: u64, bytes: &[u8]| -> Result<(), String> {
         let r = ram

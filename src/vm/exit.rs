@@ -154,10 +154,7 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
     // Only a plain access that missed stage 2 is a device access: not a
     // stage-1 walk that hit an emulated region, not cache maintenance, not
     // an external abort the hardware reported.
-    let emulable = da.isv
-        && !da.s1ptw
-        && !da.cm
-        && (da.is_translation_fault() || da.is_permission_fault() || da.is_access_flag_fault());
+    let emulable = esr::is_device_access(esr.iss());
     if emulable {
         if let Some((dev, offset)) = vm.mmio.find(ipa) {
             let result = if da.wnr {
@@ -172,7 +169,7 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
                     .map(|v| frame.set_reg(da.srt as usize, esr::load_result(v, &da)))
             };
             if result.is_ok() {
-                frame.elr += if esr.il() { 4 } else { 2 };
+                frame.elr += esr.insn_len();
                 return;
             }
         }

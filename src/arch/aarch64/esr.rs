@@ -24,6 +24,13 @@ impl Esr {
         self.0 & (1 << 25) != 0
     }
 
+    /// Length in bytes of the trapped instruction: 4, or 2 for a 16-bit
+    /// T32 one (IL = 0). Branch-free, for the emulation paths.
+    #[inline(always)]
+    pub const fn insn_len(self) -> u64 {
+        2 + ((self.0 >> 24) & 2)
+    }
+
     /// ISS, bits \[24:0\]: the class-specific syndrome.
     pub const fn iss(self) -> u32 {
         (self.0 & 0x1ff_ffff) as u32
@@ -322,6 +329,20 @@ pub struct DataAbort {
     pub dfsc: u8,
 }
 
+/// Whether a data abort's ISS describes a plain access that missed stage 2
+/// and can be emulated: syndrome valid (ISV), not on a stage-1 table walk
+/// (S1PTW) or from cache maintenance (CM), and a translation, access-flag
+/// or permission fault (DFSC 0b0001xx to 0b0011xx). One mask test, as it is
+/// on every emulated device access.
+#[inline(always)]
+pub const fn is_device_access(iss: u32) -> bool {
+    const ISV: u32 = 1 << 24;
+    const CM: u32 = 1 << 8;
+    const S1PTW: u32 = 1 << 7;
+    // DFSC - 4 < 12, i.e. 0x04..=0x0f, in one compare.
+    iss & (ISV | CM | S1PTW) == ISV && (iss & 0x3f).wrapping_sub(4) < 12
+}
+
 impl DataAbort {
     /// Decodes an ISS of EC 0x24/0x25. Bits outside the data-abort ISS
     /// layout (and ISS2) are ignored.
@@ -566,6 +587,22 @@ mod tests {
 
     extern crate std;
     use std::string::ToString;
+
+    #[test]
+    fn only_plain_stage2_misses_are_device_accesses() {
+        let isv = 1 << 24;
+        for level in 0..4 {
+            assert!(is_device_access(isv | 0x04 | level), "translation fault L{level}");
+            assert!(is_device_access(isv | 0x08 | level), "access flag fault L{level}");
+            assert!(is_device_access(isv | 0x0c | level), "permission fault L{level}");
+            assert!(!is_device_access(isv | level), "address size fault L{level}");
+        }
+        assert!(!is_device_access(0x07), "ISV = 0");
+        assert!(!is_device_access(isv | (1 << 7) | 0x07), "stage-1 table walk");
+        assert!(!is_device_access(isv | (1 << 8) | 0x07), "cache maintenance");
+        assert!(!is_device_access(isv | 0x10), "synchronous external abort");
+        assert!(!is_device_access(isv | 0x21), "alignment fault");
+    }
 
     /// An ISV = 1 data-abort ISS from its fields, written out independently of
     /// the decoder.

@@ -234,3 +234,59 @@ pub unsafe fn zero(start: u64, len: u64) {
         core::ptr::write_bytes(last as *mut u8, 0, (end - last) as usize);
     }
 }
+
+/// [`zero`], then [`clean_dcache`], in one pass where a DC ZVA block is one
+/// cache line: each line is zeroed and written back while it is at hand,
+/// about half the instructions of the two passes. For memory handed to a
+/// guest that starts with its MMU off.
+///
+/// # Safety
+/// As for [`zero`].
+pub unsafe fn zero_to_poc(start: u64, len: u64) {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effects.
+    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
+    let block = 4u64 << (dczid & 0xf);
+    let end = start + len;
+    if dczid & (1 << 4) != 0 || len < 4 * block || block != dcache_line() {
+        // SAFETY: the caller's contract.
+        unsafe { zero(start, len) };
+        clean_dcache(start, end);
+        return;
+    }
+    let first = (start + block - 1) & !(block - 1);
+    let last = end & !(block - 1);
+    // SAFETY: the caller's contract, for each part; DC CVAC leaves contents
+    // unchanged.
+    unsafe {
+        core::ptr::write_bytes(start as *mut u8, 0, (first - start) as usize);
+        let mut a = first;
+        while a + 4 * block <= last {
+            asm!(
+                "dc zva, {a}",
+                "dc cvac, {a}",
+                "add {t}, {a}, {b}",
+                "dc zva, {t}",
+                "dc cvac, {t}",
+                "add {t}, {t}, {b}",
+                "dc zva, {t}",
+                "dc cvac, {t}",
+                "add {t}, {t}, {b}",
+                "dc zva, {t}",
+                "dc cvac, {t}",
+                a = in(reg) a,
+                b = in(reg) block,
+                t = out(reg) _,
+                options(nostack)
+            );
+            a += 4 * block;
+        }
+        while a < last {
+            asm!("dc zva, {a}", "dc cvac, {a}", a = in(reg) a, options(nostack));
+            a += block;
+        }
+        core::ptr::write_bytes(last as *mut u8, 0, (end - last) as usize);
+    }
+    clean_dcache(start, first);
+    clean_dcache(last, end);
+}
