@@ -137,6 +137,19 @@ impl PhysGic {
         }
     }
 
+    /// Clears `intid`'s active state without an acknowledge on this CPU
+    /// (SGIs/PPIs: those of `cpu`, which on GICv2 must be the calling CPU).
+    pub fn clear_active(&self, intid: u32, cpu: usize) {
+        match self {
+            PhysGic::V2(g) => {
+                if intid >= 32 || cpu == crate::arch::aarch64::cpu::index() {
+                    g.clear_active(intid)
+                }
+            }
+            PhysGic::V3(g) => g.clear_active(intid, cpu),
+        }
+    }
+
     /// Makes SPI `intid` pending again at its current target.
     pub fn set_pending_spi(&self, intid: u32) {
         match self {

@@ -220,6 +220,14 @@ impl Gicv2 {
         self.c().pmr.set(u32::from(pmr));
     }
 
+    /// Clears `intid`'s active state (SGIs/PPIs: the calling CPU's banked
+    /// copy). Harmless if it is not active.
+    pub fn clear_active(&self, intid: u32) {
+        if intid < self.lines() {
+            self.d().icactiver[(intid / 32) as usize].set(1 << (intid % 32));
+        }
+    }
+
     /// Makes SPI `intid` pending again (it goes to wherever it is routed).
     pub fn set_pending_spi(&self, intid: u32) {
         if (32..self.lines()).contains(&intid) {

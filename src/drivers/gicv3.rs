@@ -211,6 +211,19 @@ impl Gicv3 {
         }
     }
 
+    /// Clears `intid`'s active state (SGIs/PPIs: those of `cpu`). Harmless
+    /// if it is not active.
+    pub fn clear_active(&self, intid: u32, cpu: usize) {
+        let bit = 1 << (intid % 32);
+        if intid < 32 {
+            if let Some(r) = self.r(cpu) {
+                r.icactiver0.set(bit);
+            }
+        } else if intid < self.lines() {
+            self.d().icactiver[(intid / 32) as usize].set(bit);
+        }
+    }
+
     /// Makes SPI `intid` pending again (it goes to wherever it is routed).
     pub fn set_pending_spi(&self, intid: u32) {
         if (32..self.lines()).contains(&intid) {

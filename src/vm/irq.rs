@@ -117,6 +117,13 @@ pub fn reset_vcpu_interface(vgic: &Vgic) {
         }
         lrs.write(i, Lr::EMPTY);
     }
+    // A PPI of this VM acknowledged here but dropped from a queue before it
+    // reached a list register (GICv2 can only reach its banked copy here).
+    for intid in 16..32 {
+        if vgic.owner(intid) == Some(crate::vdev::vgic::Owner::Hw) {
+            g.clear_active(intid, cpu::index());
+        }
+    }
     match g {
         PhysGic::V3(_) => {
             icc::set_ich_ap0r0(0);
@@ -199,6 +206,12 @@ impl VgicHost for Host {
     fn hw_route(&self, intid: u32, vcpu: usize) {
         if let Some(&p) = self.pcpus.get(vcpu) {
             gic::get().route(intid, p);
+        }
+    }
+
+    fn hw_deactivate(&self, intid: u32, vcpu: usize) {
+        if let Some(&p) = self.pcpus.get(vcpu) {
+            gic::get().clear_active(intid, p);
         }
     }
 }

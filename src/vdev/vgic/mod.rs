@@ -44,6 +44,10 @@ pub trait VgicHost: Send + Sync {
     fn hw_enable(&self, intid: u32, vcpu: usize, enable: bool);
     /// Route hardware SPI `intid` to the CPU running `vcpu`.
     fn hw_route(&self, intid: u32, vcpu: usize);
+    /// Hardware interrupt `intid`, acknowledged for `vcpu` and waiting in
+    /// its queue, was dropped before reaching a list register: finish it
+    /// physically, or it would never fire again.
+    fn hw_deactivate(&self, intid: u32, vcpu: usize);
 }
 
 struct NoHost;
@@ -51,6 +55,7 @@ impl VgicHost for NoHost {
     fn kick(&self, _: usize) {}
     fn hw_enable(&self, _: u32, _: usize, _: bool) {}
     fn hw_route(&self, _: u32, _: usize) {}
+    fn hw_deactivate(&self, _: u32, _: usize) {}
 }
 
 /// Default priority of every interrupt (what GIC reset leaves is 0; Linux
@@ -185,16 +190,21 @@ impl Queue {
 
     /// Drops every entry for `vintid`, keeping the others in order; in
     /// place, so a guest's register write never allocates.
-    fn remove(&mut self, vintid: u32) {
+    /// Returns whether a hardware interrupt's entry was among them.
+    fn remove(&mut self, vintid: u32) -> bool {
         let mut kept = 0;
+        let mut hw = false;
         for k in 0..self.len {
             let q = *self.at(k);
             if q.vintid != vintid {
                 self.items[(self.head + kept) % QUEUE] = q;
                 kept += 1;
+            } else {
+                hw |= q.hw;
             }
         }
         self.len = kept;
+        hw
     }
 }
 
@@ -292,7 +302,20 @@ impl Vgic {
             hw
         };
         for v in 0..self.nvcpus {
-            self.with_queue(v, |q| *q = Queue::new());
+            // Hardware interrupts still waiting for a list register are
+            // active physically: finish them (those in list registers are
+            // finished by `reset_vcpu_interface` on their CPU).
+            let mut waiting = Vec::new();
+            self.with_queue(v, |q| {
+                while let Some(e) = q.pop() {
+                    if e.hw {
+                        waiting.push(e.vintid);
+                    }
+                }
+            });
+            for intid in waiting {
+                self.host.hw_deactivate(intid, v);
+            }
         }
         for (intid, vcpu) in enabled_hw {
             self.host.hw_enable(intid, vcpu, false);
@@ -517,7 +540,11 @@ impl Vgic {
                 }
                 None => return,
             };
-            self.with_queue(target.min(self.nvcpus - 1), |q| q.remove(intid));
+            drop(s);
+            let target = target.min(self.nvcpus - 1);
+            if self.with_queue(target, |q| q.remove(intid)) == Some(true) {
+                self.host.hw_deactivate(intid, target);
+            }
         }
     }
 
@@ -588,6 +615,12 @@ pub mod tests {
         fn hw_route(&self, intid: u32, vcpu: usize) {
             self.0.lock().unwrap().push(format!("hw_route {intid} {vcpu}"));
         }
+        fn hw_deactivate(&self, intid: u32, vcpu: usize) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("hw_deactivate {intid} {vcpu}"));
+        }
     }
 
     pub fn vgic(version: Version, nvcpus: usize) -> (Vgic, Recorder) {
@@ -609,6 +642,28 @@ pub mod tests {
         assert_eq!(g.owner(35), None);
         assert_eq!(g.owner(5), Some(Owner::Virtual));
         assert_eq!(g.owner(23), None);
+    }
+
+    #[test]
+    fn dropped_hardware_entries_are_deactivated_physically() {
+        let (g, r) = vgic(Version::V3, 2);
+        g.state.lock().ctlr = 2;
+        g.with_irq(34, 0, |i| i.group1 = true);
+        g.set_enabled(34, 0, true);
+        let q = g.hw_fired(34, 0).unwrap();
+        // Acknowledged physically, no free list register: queued.
+        g.queue_hw(0, q);
+        g.set_pending(34, 0, false);
+        assert!(g.pop(0).is_none());
+        assert!(r.0.lock().unwrap().contains(&"hw_deactivate 34 0".to_string()));
+
+        // The same at VM reset, for what is still queued.
+        g.set_enabled(34, 0, true);
+        g.queue_hw(0, g.hw_fired(34, 0).unwrap());
+        r.0.lock().unwrap().clear();
+        g.reset();
+        assert!(r.0.lock().unwrap().contains(&"hw_deactivate 34 0".to_string()));
+        assert!(!g.has_queued(0));
     }
 
     #[test]
