@@ -10,8 +10,8 @@ mod guest {
     use core::sync::atomic::{AtomicBool, Ordering};
     use tessera_guests::psci::{self, ALREADY_ON, INVALID_ADDRESS, INVALID_PARAMETERS, NOT_SUPPORTED};
     use tessera_guests::{
-        current_el, hvc, mpidr, park, println, secondary_entry_address, spin_until, start_cpu, try_access,
-        Checker, MAX_CPUS,
+        counter, cpu_index, current_el, gic, hvc, mpidr, ms_to_ticks, park, println, secondary_entry_address,
+        spin_until, start_cpu, try_access, Checker, MAX_CPUS,
     };
 
     const SMCCC_VERSION: u32 = 0x8000_0000;
@@ -65,10 +65,42 @@ mod guest {
             c.fail("psci_cpu_off", "needs a second vCPU");
         }
 
+        check_suspend_with_pending(&mut c);
+
         c.finish();
         psci::system_off();
         println!("FAIL psci: SYSTEM_OFF returned");
         park()
+    }
+
+    /// CPU_SUSPEND with an interrupt already pending (IRQs masked here, so
+    /// it is not taken) must return at once, not sleep until some unrelated
+    /// interrupt: the hypervisor's WFI at EL2 would not wake for it.
+    fn check_suspend_with_pending(c: &mut Checker) {
+        const SGI: u32 = 3;
+        gic::init_distributor();
+        gic::init_cpu();
+        gic::enable(SGI);
+        gic::send_sgi(SGI, gic::SgiTarget::List(1 << cpu_index()));
+        let t0 = counter();
+        let r = psci::cpu_suspend(0, 0, 0);
+        let took = counter() - t0;
+        c.check("psci_cpu_suspend_returns", r == 0, format_args!("{r}, want 0"));
+        c.check(
+            "psci_cpu_suspend_with_pending_irq",
+            took < ms_to_ticks(100),
+            format_args!("returned after {took} ticks"),
+        );
+        let irq = gic::ack();
+        c.check(
+            "psci_cpu_suspend_irq_still_pending",
+            irq.intid() == SGI,
+            format_args!("acknowledged {}, want {SGI}", irq.intid()),
+        );
+        if !irq.is_spurious() {
+            gic::eoi(irq);
+        }
+        gic::disable(SGI);
     }
 
     /// SMCCC_VERSION and ARCH_FEATURES, which a hypervisor may not forward.
