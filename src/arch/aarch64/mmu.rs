@@ -194,6 +194,27 @@ pub fn clean_dcache(start: u64, end: u64) {
 /// # Safety
 /// As for `core::ptr::write_bytes` over the range.
 pub unsafe fn zero(start: u64, len: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { zero_blocks::<false>(start, len) }
+}
+
+/// [`zero`], then [`clean_dcache`], in one pass where a DC ZVA block is one
+/// cache line: each line is zeroed and written back while it is at hand,
+/// about half the instructions of two passes. For memory handed to a guest
+/// that starts with its MMU off.
+///
+/// # Safety
+/// As for [`zero`].
+pub unsafe fn zero_to_poc(start: u64, len: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { zero_blocks::<true>(start, len) }
+}
+
+/// Both of the above; `CLEAN` also cleans the range to PoC.
+///
+/// # Safety
+/// As for [`zero`].
+unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
     let dczid: u64;
     // SAFETY: reading DCZID_EL0 has no side effects.
     unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
@@ -202,58 +223,14 @@ pub unsafe fn zero(start: u64, len: u64) {
     if dczid & (1 << 4) != 0 || len < block {
         // SAFETY: the caller's contract.
         unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
+        if CLEAN {
+            clean_dcache(start, end);
+        }
         return;
     }
-    let first = (start + block - 1) & !(block - 1);
-    let last = end & !(block - 1);
-    // SAFETY: the caller's contract, for each part.
-    unsafe {
-        core::ptr::write_bytes(start as *mut u8, 0, (first - start) as usize);
-        let mut a = first;
-        // Four blocks per iteration while whole groups of four remain.
-        while a + 4 * block <= last {
-            asm!(
-                "dc zva, {a}",
-                "add {t}, {a}, {b}",
-                "dc zva, {t}",
-                "add {t}, {t}, {b}",
-                "dc zva, {t}",
-                "add {t}, {t}, {b}",
-                "dc zva, {t}",
-                a = in(reg) a,
-                b = in(reg) block,
-                t = out(reg) _,
-                options(nostack)
-            );
-            a += 4 * block;
-        }
-        while a < last {
-            asm!("dc zva, {}", in(reg) a, options(nostack));
-            a += block;
-        }
-        core::ptr::write_bytes(last as *mut u8, 0, (end - last) as usize);
-    }
-}
-
-/// [`zero`], then [`clean_dcache`], in one pass where a DC ZVA block is one
-/// cache line: each line is zeroed and written back while it is at hand,
-/// about half the instructions of the two passes. For memory handed to a
-/// guest that starts with its MMU off.
-///
-/// # Safety
-/// As for [`zero`].
-pub unsafe fn zero_to_poc(start: u64, len: u64) {
-    let dczid: u64;
-    // SAFETY: reading DCZID_EL0 has no side effects.
-    unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
-    let block = 4u64 << (dczid & 0xf);
-    let end = start + len;
-    if dczid & (1 << 4) != 0 || len < 4 * block || block != dcache_line() {
-        // SAFETY: the caller's contract.
-        unsafe { zero(start, len) };
-        clean_dcache(start, end);
-        return;
-    }
+    // Clean each block as it is zeroed when a block is one cache line;
+    // otherwise (unusual) clean in a second pass.
+    let fused = CLEAN && block == dcache_line();
     let first = (start + block - 1) & !(block - 1);
     let last = end & !(block - 1);
     // SAFETY: the caller's contract, for each part; DC CVAC leaves contents
@@ -261,32 +238,56 @@ pub unsafe fn zero_to_poc(start: u64, len: u64) {
     unsafe {
         core::ptr::write_bytes(start as *mut u8, 0, (first - start) as usize);
         let mut a = first;
+        // Four blocks per iteration while whole groups of four remain.
         while a + 4 * block <= last {
-            asm!(
-                "dc zva, {a}",
-                "dc cvac, {a}",
-                "add {t}, {a}, {b}",
-                "dc zva, {t}",
-                "dc cvac, {t}",
-                "add {t}, {t}, {b}",
-                "dc zva, {t}",
-                "dc cvac, {t}",
-                "add {t}, {t}, {b}",
-                "dc zva, {t}",
-                "dc cvac, {t}",
-                a = in(reg) a,
-                b = in(reg) block,
-                t = out(reg) _,
-                options(nostack)
-            );
+            if fused {
+                asm!(
+                    "dc zva, {a}",
+                    "dc cvac, {a}",
+                    "add {t}, {a}, {b}",
+                    "dc zva, {t}",
+                    "dc cvac, {t}",
+                    "add {t}, {t}, {b}",
+                    "dc zva, {t}",
+                    "dc cvac, {t}",
+                    "add {t}, {t}, {b}",
+                    "dc zva, {t}",
+                    "dc cvac, {t}",
+                    a = in(reg) a,
+                    b = in(reg) block,
+                    t = out(reg) _,
+                    options(nostack)
+                );
+            } else {
+                asm!(
+                    "dc zva, {a}",
+                    "add {t}, {a}, {b}",
+                    "dc zva, {t}",
+                    "add {t}, {t}, {b}",
+                    "dc zva, {t}",
+                    "add {t}, {t}, {b}",
+                    "dc zva, {t}",
+                    a = in(reg) a,
+                    b = in(reg) block,
+                    t = out(reg) _,
+                    options(nostack)
+                );
+            }
             a += 4 * block;
         }
         while a < last {
-            asm!("dc zva, {a}", "dc cvac, {a}", a = in(reg) a, options(nostack));
+            asm!("dc zva, {}", in(reg) a, options(nostack));
+            if fused {
+                asm!("dc cvac, {}", in(reg) a, options(nostack));
+            }
             a += block;
         }
         core::ptr::write_bytes(last as *mut u8, 0, (end - last) as usize);
     }
-    clean_dcache(start, first);
-    clean_dcache(last, end);
+    if fused {
+        clean_dcache(start, first);
+        clean_dcache(last, end);
+    } else if CLEAN {
+        clean_dcache(start, end);
+    }
 }
