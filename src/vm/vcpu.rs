@@ -76,19 +76,18 @@ pub extern "C" fn cpu_loop() -> ! {
     let vm = &VMS.get().expect("VMs installed before CPUs run them")[vcpu.vm];
     vcpu.in_guest.store(false, Ordering::Release);
     let (entry, context) = loop {
-        if vm.state() == VmState::Running && vcpu.power() == Power::OnPending {
+        if vm.state() == VmState::Running && vcpu.power() == Power::OnPending && vcpu.claim_on() {
+            // Read after the claim: only an Off vCPU takes new ones.
             let args = vcpu.boot_args();
-            if vcpu.claim_on() {
-                // Announce guest entry, then look again: a reset or stop that
-                // turned this vCPU off meanwhile either sees `in_guest` and
-                // waits for us, or we see its state here and back off.
-                vcpu.in_guest.store(true, Ordering::SeqCst);
-                core::sync::atomic::fence(Ordering::SeqCst);
-                if vm.state() == VmState::Running && vcpu.power() == Power::On {
-                    break args;
-                }
-                vcpu.in_guest.store(false, Ordering::Release);
+            // Announce guest entry, then look again: a reset or stop that
+            // turned this vCPU off meanwhile either sees `in_guest` and
+            // waits for us, or we see its state here and back off.
+            vcpu.in_guest.store(true, Ordering::SeqCst);
+            core::sync::atomic::fence(Ordering::SeqCst);
+            if vm.state() == VmState::Running && vcpu.power() == Power::On {
+                break args;
             }
+            vcpu.in_guest.store(false, Ordering::Release);
         }
         super::irq::wait_for_kick();
     };
