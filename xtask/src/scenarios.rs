@@ -84,7 +84,7 @@ impl Scenario {
 }
 
 pub fn all() -> Vec<Scenario> {
-    vec![
+    let mut all = vec![
         Scenario {
             must: &["GICv3", "CPUs online: 4/4", BOOT_COMPLETE],
             ..Scenario::new("boot_gicv3_smp4")
@@ -224,210 +224,12 @@ pub fn all() -> Vec<Scenario> {
             must_not: &["FAIL"],
             ..Scenario::new("console_input_survives_boot_cpu_vm_stopping")
         },
-        Scenario {
-            gic: 3,
-            config: Some("tests/configs/irq_timer.toml"),
-            // Deterministic time: the rate check must not depend on host load.
-            extra: &["-icount", "shift=0,sleep=off"],
-            must: &[
-                "[timer] timer: GICv3",
-                "[timer] RESULT timer: 4 passed, 0 failed",
-                "[timer2] RESULT timer: 4 passed, 0 failed",
-            ],
-            must_not: &["FAIL"],
-            ..Scenario::new("irq_timer_ticks_on_every_vcpu_gicv3")
-        },
-        Scenario {
-            gic: 3,
-            config: Some("tests/configs/irq_sgi.toml"),
-            must: &[
-                "[sgi] sgi: GICv3",
-                "[sgi] RESULT sgi: ",
-                " 0 failed",
-                "[sgi] sgi: ipi latency",
-                "[hello] hello: tick 3",
-            ],
-            must_not: &["FAIL"],
-            ..Scenario::new("irq_sgis_reach_only_own_vcpus_gicv3")
-        },
-        Scenario {
-            gic: 3,
-            config: Some("tests/configs/irq_spi.toml"),
-            must: &[
-                "[rtc] RESULT spi: 8 passed, 0 failed",
-                "[thief] RESULT spi_thief: 4 passed, 0 failed",
-            ],
-            must_not: &["FAIL"],
-            timeout_secs: 90,
-            ..Scenario::new("irq_passthrough_spi_reaches_only_its_owner_gicv3")
-        },
-        Scenario {
-            gic: 3,
-            config: Some("tests/configs/irq_storm.toml"),
-            must: &[
-                "[storm] RESULT storm: 8 passed, 0 failed",
-                "[timer] RESULT timer: 4 passed, 0 failed",
-            ],
-            sequence: &[
-                "[storm] storm: still alive",
-                "[timer] timer: alive",
-                "[storm] storm: still alive",
-                "[timer] timer: alive",
-            ],
-            must_not: &["FAIL"],
-            timeout_secs: 120,
-            ..Scenario::new("irq_storm_slows_only_itself_gicv3")
-        },
-        Scenario {
-            gic: 2,
-            config: Some("tests/configs/irq_timer.toml"),
-            // Deterministic time: the rate check must not depend on host load.
-            extra: &["-icount", "shift=0,sleep=off"],
-            must: &[
-                "[timer] timer: GICv2",
-                "[timer] RESULT timer: 4 passed, 0 failed",
-                "[timer2] RESULT timer: 4 passed, 0 failed",
-            ],
-            must_not: &["FAIL"],
-            ..Scenario::new("irq_timer_ticks_on_every_vcpu_gicv2")
-        },
-        Scenario {
-            gic: 2,
-            config: Some("tests/configs/irq_sgi.toml"),
-            must: &[
-                "[sgi] sgi: GICv2",
-                "[sgi] RESULT sgi: ",
-                " 0 failed",
-                "[sgi] sgi: ipi latency",
-                "[hello] hello: tick 3",
-            ],
-            must_not: &["FAIL"],
-            ..Scenario::new("irq_sgis_reach_only_own_vcpus_gicv2")
-        },
-        Scenario {
-            gic: 2,
-            config: Some("tests/configs/irq_spi.toml"),
-            must: &[
-                "[rtc] RESULT spi: 8 passed, 0 failed",
-                "[thief] RESULT spi_thief: 4 passed, 0 failed",
-            ],
-            must_not: &["FAIL"],
-            timeout_secs: 90,
-            ..Scenario::new("irq_passthrough_spi_reaches_only_its_owner_gicv2")
-        },
-        Scenario {
-            gic: 2,
-            config: Some("tests/configs/irq_storm.toml"),
-            must: &[
-                "[storm] RESULT storm: 8 passed, 0 failed",
-                "[timer] RESULT timer: 4 passed, 0 failed",
-            ],
-            sequence: &[
-                "[storm] storm: still alive",
-                "[timer] timer: alive",
-                "[storm] storm: still alive",
-                "[timer] timer: alive",
-            ],
-            must_not: &["FAIL"],
-            timeout_secs: 120,
-            ..Scenario::new("irq_storm_slows_only_itself_gicv2")
-        },
-        Scenario {
-            gic: 3,
-            config: Some("tests/configs/linux_pair.toml"),
-            input: &[
-                ("[linux0] TT second boot", b"\x01\x01\x01"),
-                ("console input goes to VM linux1", b"poweroff -f\r"),
-            ],
-            must: &[
-                "[linux0] TESSERA-LINUX-UP linux0 cpus=2",
-                "[linux1] TESSERA-LINUX-UP linux1 cpus=1",
-                "[linux0] TT nproc=2",
-                "[linux0] TT ok arch_timer interrupts",
-                "[linux0] TT ok virtio interrupts",
-                "[linux1] TT ok arch_timer interrupts",
-                "[linux1] TT ok virtio interrupts",
-                "[linux0] TT iomem 0a003e00",
-                "[linux1] TT iomem 0a003c00",
-                "[linux0] TT dt virtio_mmio@a003e00",
-                "[linux1] TT dt virtio_mmio@a003c00",
-                "[linux0] TT ok disk sha256",
-                "[linux0] TT ok sleep 1 took",
-                "[linux1] TT ok own disk readable",
-                "[rt] timer: cpu 0 worst latency",
-            ],
-            sequence: &[
-                "[linux0] TT rebooting",
-                "VM linux0 restarting",
-                "[linux0] TESSERA-LINUX-UP linux0",
-                "[linux0] TT second boot",
-                "VM linux1 stopped: PSCI SYSTEM_OFF",
-                "[rt] timer: alive",
-                "[linux0] TT alive",
-            ],
-            must_not: &[
-                "FAIL",
-                "[linux0] TT iomem 0a003c00",
-                "[linux1] TT iomem 0a003e00",
-                "[linux0] TT dt virtio_mmio@a003c00",
-                "[linux1] TT dt virtio_mmio@a003e00",
-                "TT dt pl031",
-                "TT dt pl061",
-                "VM rt stopped",
-                "VM linux0 stopped",
-                "Kernel panic",
-            ],
-            timeout_secs: 240,
-            ..Scenario::new("linux_pair_side_by_side_gicv3")
-        },
-        Scenario {
-            gic: 2,
-            config: Some("tests/configs/linux_pair.toml"),
-            input: &[
-                ("[linux0] TT second boot", b"\x01\x01\x01"),
-                ("console input goes to VM linux1", b"poweroff -f\r"),
-            ],
-            must: &[
-                "[linux0] TESSERA-LINUX-UP linux0 cpus=2",
-                "[linux1] TESSERA-LINUX-UP linux1 cpus=1",
-                "[linux0] TT nproc=2",
-                "[linux0] TT ok arch_timer interrupts",
-                "[linux0] TT ok virtio interrupts",
-                "[linux1] TT ok arch_timer interrupts",
-                "[linux1] TT ok virtio interrupts",
-                "[linux0] TT iomem 0a003e00",
-                "[linux1] TT iomem 0a003c00",
-                "[linux0] TT dt virtio_mmio@a003e00",
-                "[linux1] TT dt virtio_mmio@a003c00",
-                "[linux0] TT ok disk sha256",
-                "[linux0] TT ok sleep 1 took",
-                "[linux1] TT ok own disk readable",
-                "[rt] timer: cpu 0 worst latency",
-            ],
-            sequence: &[
-                "[linux0] TT rebooting",
-                "VM linux0 restarting",
-                "[linux0] TESSERA-LINUX-UP linux0",
-                "[linux0] TT second boot",
-                "VM linux1 stopped: PSCI SYSTEM_OFF",
-                "[rt] timer: alive",
-                "[linux0] TT alive",
-            ],
-            must_not: &[
-                "FAIL",
-                "[linux0] TT iomem 0a003c00",
-                "[linux1] TT iomem 0a003e00",
-                "[linux0] TT dt virtio_mmio@a003c00",
-                "[linux1] TT dt virtio_mmio@a003e00",
-                "TT dt pl031",
-                "TT dt pl061",
-                "VM rt stopped",
-                "VM linux0 stopped",
-                "Kernel panic",
-            ],
-            timeout_secs: 240,
-            ..Scenario::new("linux_pair_side_by_side_gicv2")
-        },
+    ];
+    for gic in [3, 2] {
+        all.extend(interrupt_scenarios(gic));
+    }
+    all.extend([linux_pair(3), linux_pair(2)]);
+    all.extend([
         Scenario {
             config: Some("tests/configs/console_passthrough.toml"),
             sequence: &[
@@ -453,7 +255,146 @@ pub fn all() -> Vec<Scenario> {
             must_not: &["FAIL", "unavailable"],
             ..Scenario::new("bench_quick_prints_every_row_gicv3")
         },
+    ]);
+    all
+}
+
+/// The interrupt scenarios, the same checks on GIC version `gic` (2 or 3).
+fn interrupt_scenarios(gic: u32) -> [Scenario; 4] {
+    let v3 = gic == 3;
+    let pick = |a: &'static str, b: &'static str| if v3 { a } else { b };
+    [
+        Scenario {
+            gic,
+            config: Some("tests/configs/irq_timer.toml"),
+            // Deterministic time: the rate check must not depend on host load.
+            extra: &["-icount", "shift=0,sleep=off"],
+            must: &[
+                "[timer] RESULT timer: 4 passed, 0 failed",
+                "[timer2] RESULT timer: 4 passed, 0 failed",
+            ],
+            sequence: if v3 {
+                &["[timer] timer: GICv3"]
+            } else {
+                &["[timer] timer: GICv2"]
+            },
+            must_not: &["FAIL"],
+            ..Scenario::new(pick(
+                "irq_timer_ticks_on_every_vcpu_gicv3",
+                "irq_timer_ticks_on_every_vcpu_gicv2",
+            ))
+        },
+        Scenario {
+            gic,
+            config: Some("tests/configs/irq_sgi.toml"),
+            must: &[
+                "[sgi] RESULT sgi: ",
+                " 0 failed",
+                "[sgi] sgi: ipi latency",
+                "[hello] hello: tick 3",
+            ],
+            sequence: if v3 {
+                &["[sgi] sgi: GICv3"]
+            } else {
+                &["[sgi] sgi: GICv2"]
+            },
+            must_not: &["FAIL"],
+            ..Scenario::new(pick(
+                "irq_sgis_reach_only_own_vcpus_gicv3",
+                "irq_sgis_reach_only_own_vcpus_gicv2",
+            ))
+        },
+        Scenario {
+            gic,
+            config: Some("tests/configs/irq_spi.toml"),
+            must: &[
+                "[rtc] RESULT spi: 8 passed, 0 failed",
+                "[thief] RESULT spi_thief: 4 passed, 0 failed",
+            ],
+            must_not: &["FAIL"],
+            timeout_secs: 90,
+            ..Scenario::new(pick(
+                "irq_passthrough_spi_reaches_only_its_owner_gicv3",
+                "irq_passthrough_spi_reaches_only_its_owner_gicv2",
+            ))
+        },
+        Scenario {
+            gic,
+            config: Some("tests/configs/irq_storm.toml"),
+            must: &[
+                "[storm] RESULT storm: 8 passed, 0 failed",
+                "[timer] RESULT timer: 4 passed, 0 failed",
+            ],
+            sequence: &[
+                "[storm] storm: still alive",
+                "[timer] timer: alive",
+                "[storm] storm: still alive",
+                "[timer] timer: alive",
+            ],
+            must_not: &["FAIL"],
+            timeout_secs: 120,
+            ..Scenario::new(pick(
+                "irq_storm_slows_only_itself_gicv3",
+                "irq_storm_slows_only_itself_gicv2",
+            ))
+        },
     ]
+}
+
+/// Two Debian kernels side by side with a bare-metal timer VM, on GIC version `gic`.
+fn linux_pair(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/linux_pair.toml"),
+        input: &[
+            ("[linux0] TT second boot", b"\x01\x01\x01"),
+            ("console input goes to VM linux1", b"poweroff -f\r"),
+        ],
+        must: &[
+            "[linux0] TESSERA-LINUX-UP linux0 cpus=2",
+            "[linux1] TESSERA-LINUX-UP linux1 cpus=1",
+            "[linux0] TT nproc=2",
+            "[linux0] TT ok arch_timer interrupts",
+            "[linux0] TT ok virtio interrupts",
+            "[linux1] TT ok arch_timer interrupts",
+            "[linux1] TT ok virtio interrupts",
+            "[linux0] TT iomem 0a003e00",
+            "[linux1] TT iomem 0a003c00",
+            "[linux0] TT dt virtio_mmio@a003e00",
+            "[linux1] TT dt virtio_mmio@a003c00",
+            "[linux0] TT ok disk sha256",
+            "[linux0] TT ok sleep 1 took",
+            "[linux1] TT ok own disk readable",
+            "[rt] timer: cpu 0 worst latency",
+        ],
+        sequence: &[
+            "[linux0] TT rebooting",
+            "VM linux0 restarting",
+            "[linux0] TESSERA-LINUX-UP linux0",
+            "[linux0] TT second boot",
+            "VM linux1 stopped: PSCI SYSTEM_OFF",
+            "[rt] timer: alive",
+            "[linux0] TT alive",
+        ],
+        must_not: &[
+            "FAIL",
+            "[linux0] TT iomem 0a003c00",
+            "[linux1] TT iomem 0a003e00",
+            "[linux0] TT dt virtio_mmio@a003c00",
+            "[linux1] TT dt virtio_mmio@a003e00",
+            "TT dt pl031",
+            "TT dt pl061",
+            "VM rt stopped",
+            "VM linux0 stopped",
+            "Kernel panic",
+        ],
+        timeout_secs: 240,
+        ..Scenario::new(if gic == 3 {
+            "linux_pair_side_by_side_gicv3"
+        } else {
+            "linux_pair_side_by_side_gicv2"
+        })
+    }
 }
 
 #[cfg(test)]
