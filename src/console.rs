@@ -4,6 +4,7 @@
 
 use crate::arch::aarch64::cpu;
 use crate::drivers::pl011::Pl011;
+use crate::vdev::escape;
 use crate::vdev::mux::{Input, Mux};
 use crate::vdev::outbuf::{Line, Queue, Turn};
 use crate::vdev::vuart::VirtualUart;
@@ -269,20 +270,16 @@ fn drain(mut turn: Turn) {
     }
 }
 
-/// One VM line, prefixed with its VM's name unless `prefix` is off. Invalid
-/// UTF-8 is shown as replacement characters, never trusted. Then, if its VM
-/// lost lines, how many.
+/// One VM line, prefixed with its VM's name unless `prefix` is off, with
+/// every terminal control shown escaped (also without the prefix: lines of
+/// all VMs and the hypervisor share the terminal, and a control could
+/// rewrite what another printed). Then, if its VM lost lines, how many.
 fn print_line(u: &mut impl Write, line: &Line, prefix: bool) {
     let vm = core::str::from_utf8(line.vm()).unwrap_or("?");
     if prefix {
         let _ = write!(u, "[{vm}] ");
     }
-    for chunk in line.text().utf8_chunks() {
-        let _ = u.write_str(chunk.valid());
-        if !chunk.invalid().is_empty() {
-            let _ = u.write_str("\u{fffd}");
-        }
-    }
+    let _ = escape::write_escaped(u, line.text());
     let _ = u.write_str("\n");
     if line.dropped > 0 {
         let _ = writeln!(

@@ -41,6 +41,8 @@ const IDS: [u64; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 struct Tx {
     line: [u8; LINE],
     len: usize,
+    /// A CR came last: dropped if a newline follows, kept otherwise.
+    cr: bool,
 }
 
 /// Everything else: never held while printing, so console input (and the
@@ -89,6 +91,7 @@ impl VirtualUart {
             tx: Mutex::new(Tx {
                 line: [0; LINE],
                 len: 0,
+                cr: false,
             }),
             state: Mutex::new(State {
                 ibrd: 0,
@@ -144,16 +147,29 @@ impl VirtualUart {
 
     /// One byte written to DR: a newline (or a full buffer) hands the line
     /// to the sink, with the TX lock held so this VM's lines keep their order.
+    /// A CR right before the newline is part of the line ending; any other
+    /// CR is the guest's and kept, to be shown escaped.
     fn put(&self, b: u8) {
         let mut t = self.tx.lock();
         let t = &mut *t;
         match b {
             b'\n' => {
+                t.cr = false;
                 (self.sink)(&self.vm, t.line.get(..t.len).unwrap_or(&[]));
                 t.len = 0;
             }
-            b'\r' => {}
-            _ => self.keep(t, b),
+            b'\r' => {
+                if t.cr {
+                    self.keep(t, b'\r');
+                }
+                t.cr = true;
+            }
+            _ => {
+                if core::mem::take(&mut t.cr) {
+                    self.keep(t, b'\r');
+                }
+                self.keep(t, b);
+            }
         }
     }
 
@@ -229,7 +245,11 @@ impl MmioDevice for VirtualUart {
     }
 
     fn reset(&self) {
-        self.tx.lock().len = 0;
+        {
+            let mut t = self.tx.lock();
+            t.len = 0;
+            t.cr = false;
+        }
         let mut s = self.state.lock();
         s.rx_len = 0;
         s.imsc = 0;
@@ -309,6 +329,23 @@ mod tests {
         assert_eq!(u.read(0xffc, 4, 0), Ok(0xb1));
         u.write(IMSC, 4, 0x20, 0).unwrap();
         assert_eq!(u.read(MIS, 4, 0), Ok(0x20));
+    }
+
+    #[test]
+    fn crlf_ends_a_line_and_other_crs_are_kept() {
+        let u = VirtualUart::new("crs", capture);
+        for b in b"a\r\n\rb\r\r\nc\rd\n\r" {
+            u.write(DR, 1, u64::from(*b), 0).unwrap();
+        }
+        u.write(DR, 1, u64::from(b'\n'), 0).unwrap();
+        let lines: Vec<_> = LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(v, _)| v == "crs")
+            .map(|(_, l)| l.clone())
+            .collect();
+        assert_eq!(lines, [&b"a"[..], b"\rb\r", b"c\rd", b""]);
     }
 
     static PROBED: StdMutex<Option<Arc<VirtualUart>>> = StdMutex::new(None);
