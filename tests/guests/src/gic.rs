@@ -275,6 +275,11 @@ fn redistributor() -> Mmio {
     unsafe { Mmio::new(base) }
 }
 
+/// This vCPU's redistributor RD_base frame on GICv3, `None` on GICv2.
+pub fn rd_frame() -> Option<Mmio> {
+    (version() == Version::V3).then(redistributor)
+}
+
 /// Where the SGI/PPI registers (INTID < 32) of this vCPU are: the SGI frame
 /// of its redistributor (v3) or the banked distributor registers (v2).
 fn private_frame() -> Mmio {
