@@ -118,6 +118,17 @@ mod tests {
     }
 
     #[test]
+    fn private_active_state_per_frame() {
+        // The recorder's vCPU v has INTIDs 5 + v and 33 active.
+        let (g, r) = vgic(Version::V3, 2);
+        let r2 = Redistributors { vgic: Arc::new(g) };
+        assert_eq!(r2.read(SGI_BASE + 0x300, 4, 0).unwrap(), 1 << 5);
+        assert_eq!(r2.read(STRIDE + SGI_BASE + 0x380, 4, 0).unwrap(), 1 << 6);
+        r2.write(STRIDE + SGI_BASE + 0x380, 4, 1 << 6, 0).unwrap();
+        assert!(r.0.lock().unwrap().contains(&"set_active 6 1 false".to_string()));
+    }
+
+    #[test]
     fn lpi_registers_are_raz_wi_without_lpis() {
         let (g, _) = vgic(Version::V3, 2);
         let r = Redistributors { vgic: Arc::new(g) };

@@ -403,6 +403,42 @@ pub fn is_active(intid: u32) -> bool {
     get_bit(ISACTIVER, intid)
 }
 
+/// Makes `intid` active (`ISACTIVER`).
+pub fn set_active(intid: u32) {
+    set_bit(ISACTIVER, intid);
+}
+
+/// Makes `intid` inactive (`ICACTIVER`).
+pub fn clear_active(intid: u32) {
+    set_bit(ICACTIVER, intid);
+}
+
+/// GICv3: whether SGI/PPI `intid` reads active (`GICR_ISACTIVER0`) in the
+/// redistributor of vCPU `vcpu` (MPIDR Aff0 = `vcpu`), another vCPU's
+/// included. `None` on GICv2 (banked: only the own copy is visible) or
+/// without such a redistributor.
+pub fn is_active_on(vcpu: usize, intid: u32) -> Option<bool> {
+    if version() != Version::V3 || intid >= 32 {
+        return None;
+    }
+    let mut at = GICR_BASE;
+    for _ in 0..MAX_REDISTRIBUTORS {
+        // SAFETY: redistributor frames are device memory.
+        let rd = unsafe { Mmio::new(at) };
+        let typer = rd.ld64(GICR_TYPER);
+        if typer >> 32 == vcpu as u64 {
+            // SAFETY: its SGI frame, device memory too.
+            let sgi = unsafe { Mmio::new(at + SGI_FRAME) };
+            return Some(sgi.ld32(ISACTIVER) & (1 << intid) != 0);
+        }
+        if typer & TYPER_LAST != 0 {
+            return None;
+        }
+        at += GICR_STRIDE;
+    }
+    None
+}
+
 /// Sets `intid`'s priority (lower is more urgent; the GIC may drop low bits).
 pub fn set_priority(intid: u32, priority: u8) {
     frame_of(intid).st8(IPRIORITYR + intid as usize, priority);
