@@ -148,6 +148,11 @@ pub fn pmu_counters() -> u64 {
 /// system registers, FP/SIMD, the debug and PMU registers, the EL1 timers.
 /// A vCPU that starts again (CPU_ON after CPU_OFF, SYSTEM_RESET) must not
 /// see what its previous life left there (Arm ARM: a PE's Warm reset).
+/// What is not reset here is trapped while the guest runs: SVE/SME
+/// (CPTR_EL2), pointer-authentication keys (HCR_EL2.APK/API clear), MTE
+/// tag control (HCR_EL2.ATA clear), IMPLEMENTATION DEFINED and auxiliary
+/// registers (TIDCP, TACR); the GIC's virtual CPU interface is reset by
+/// `irq::reset_vcpu_interface`.
 pub fn reset_el1() {
     reset_el1_sysregs();
     // SAFETY: CPTR_EL2 no longer traps FP/SIMD (`load_vm` wrote it first),
