@@ -228,6 +228,9 @@ pub fn all() -> Vec<Scenario> {
     for gic in [3, 2] {
         all.extend(interrupt_scenarios(gic));
     }
+    for gic in [3, 2] {
+        all.extend(vcpu_state_scenarios(gic));
+    }
     all.extend([linux_pair(3), linux_pair(2)]);
     all.extend([console_flood(3), console_flood(2)]);
     all.extend([
@@ -340,6 +343,91 @@ fn interrupt_scenarios(gic: u32) -> [Scenario; 4] {
             ))
         },
     ]
+}
+
+/// A vCPU's state and its VM's lifecycle under attack, on GIC version `gic`.
+fn vcpu_state_scenarios(gic: u32) -> Vec<Scenario> {
+    let v3 = gic == 3;
+    let pick = |a: &'static str, b: &'static str| if v3 { a } else { b };
+    let mut all = vec![
+        Scenario {
+            gic,
+            config: Some("tests/configs/vcpu_state.toml"),
+            sequence: &[
+                "[dirty] PASS vcpu_state_clean",
+                "[dirty] vcpu_state: dirtied, calling SYSTEM_RESET",
+                "VM dirty restarting",
+                "[dirty] PASS vcpu_state_clean",
+                "[dirty] vcpu_state: dirtied, calling SYSTEM_RESET",
+                "VM dirty restarting",
+                "[dirty] PASS vcpu_state_clean",
+                "[bystander] hello: tick",
+            ],
+            must: &["[bystander] hello: tick 5"],
+            must_not: &[
+                "FAIL",
+                "VM bystander stopped",
+                "VM dirty stopped",
+                "UNDEFINED injected",
+            ],
+            ..Scenario::new(pick(
+                "vcpu_state_is_reset_by_system_reset_gicv3",
+                "vcpu_state_is_reset_by_system_reset_gicv2",
+            ))
+        },
+        Scenario {
+            gic,
+            config: Some("tests/configs/conduit.toml"),
+            must: &[
+                "[hvcvm] conduit: hvc",
+                "[smcvm] conduit: smc",
+                "[hvcvm] RESULT conduit: 10 passed, 0 failed",
+                "[smcvm] RESULT conduit: 10 passed, 0 failed",
+                "[bystander] hello: tick 3",
+            ],
+            must_not: &["FAIL", "VM bystander stopped"],
+            ..Scenario::new(pick(
+                "smccc_only_own_conduit_answers_and_preserves_regs_gicv3",
+                "smccc_only_own_conduit_answers_and_preserves_regs_gicv2",
+            ))
+        },
+        Scenario {
+            gic,
+            config: Some("tests/configs/double_reset.toml"),
+            sequence: &[
+                "[racer] double_reset: boot",
+                "VM racer restarting",
+                "[racer] double_reset: boot",
+                "VM racer restarting",
+                "[racer] double_reset: boot",
+                "VM racer restarting",
+                "[racer] double_reset: boot",
+                "[bystander] hello: tick",
+            ],
+            must: &["[bystander] hello: tick 300"],
+            must_not: &["FAIL", "VM racer stopped", "VM bystander"],
+            ..Scenario::new(pick(
+                "system_reset_from_two_vcpus_at_once_resets_once_gicv3",
+                "system_reset_from_two_vcpus_at_once_resets_once_gicv2",
+            ))
+        },
+    ];
+    if !v3 {
+        // `hostile_guest_is_answered_architecturally` is the GICv3 run.
+        all.push(Scenario {
+            gic,
+            config: Some("tests/configs/hostile.toml"),
+            must: &[
+                "[hostile] RESULT hostile: ",
+                " 0 failed",
+                "[hostile] hostile: still alive",
+            ],
+            sequence: &["[hostile] RESULT hostile", "[bystander] hello: tick"],
+            must_not: &["FAIL"],
+            ..Scenario::new("hostile_guest_is_answered_architecturally_gicv2")
+        });
+    }
+    all
 }
 
 /// Two Debian kernels side by side with a bare-metal timer VM, on GIC version `gic`.

@@ -4,6 +4,7 @@
 
 pub mod esr;
 pub mod frame;
+pub mod pmu;
 
 #[cfg(target_os = "none")]
 pub mod cpu;
