@@ -160,7 +160,11 @@ fn create(
     // Pages the VM's devices share with anything it was not given are not
     // mapped but trapped through a sub-page filter; decided here from the
     // live DTB, whatever xtask reported.
-    let runs = page_share::plan(&passthrough, &foreign_regs(dtb, &device_paths));
+    let runs = if passthrough.is_empty() {
+        Vec::new()
+    } else {
+        page_share::plan(&passthrough, &foreign_regs(dtb, &device_paths))
+    };
     for run in runs.iter().filter(|r| r.filtered) {
         let windows = filter_windows(&passthrough, run.start, run.end)
             .map_err(|e| format!("sub-page filter at {:#x}: EL2 map: {e}", run.start))?;
