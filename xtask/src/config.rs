@@ -167,6 +167,10 @@ pub struct DiskToml {
     /// Image file name; it lives in `target/disks/<config>-gic<N>-smp<N>/`.
     pub file: String,
     pub size: Size,
+    /// The virtio-mmio transport to plug it into, as QEMU's bus number
+    /// (`virtio-mmio-bus.N`, at 0xa000000 + N * 0x200: 31 is
+    /// `/virtio_mmio@a003e00`); default: the next free one from the top.
+    pub bus: Option<u32>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
