@@ -16,7 +16,6 @@ use crate::mm::phys::{self, FrameTables};
 use crate::mm::{FrameAllocator, PhysAddr, PhysRange};
 use crate::package::{Package, KIND_IMAGE};
 use crate::platform::{self, GicVersion, Platform};
-use crate::vdev::page_share;
 use crate::vdev::subpage::{SubpageFilter, Window, WindowIo};
 use crate::vdev::testdev::TestDevice;
 use crate::vdev::vgic::dist::Distributor;
@@ -160,16 +159,12 @@ fn create(
     // Pages the VM's devices share with anything it was not given are not
     // mapped but trapped through a sub-page filter; decided here from the
     // live DTB, whatever xtask reported.
-    let runs = if passthrough.is_empty() {
-        Vec::new()
-    } else {
-        page_share::plan(&passthrough, &foreign_regs(dtb, &device_paths))
-    };
+    let runs = super::passthrough::plan(dtb, &device_paths, &passthrough);
     for run in runs.iter().filter(|r| r.filtered) {
         let windows = filter_windows(&passthrough, run.start, run.end)
             .map_err(|e| format!("sub-page filter at {:#x}: EL2 map: {e}", run.start))?;
         info!(
-            "VM {}: {:#x}..{:#x} shared with devices of others: {} window(s) trapped through the sub-page filter",
+            "VM {}: {:#x}..{:#x} not owned outright (shared with other nodes, or partly undescribed): {} window(s) trapped through the sub-page filter",
             vc.name,
             run.start,
             run.end,
@@ -366,23 +361,6 @@ fn create(
         state: AtomicU8::new(VmState::Running as u8),
         faults_logged: AtomicUsize::new(0),
     })
-}
-
-/// The `reg`s (non-empty) of every node of the board's DTB except the
-/// devices at `own` (the VM's): other VMs', unassigned ones, the hypervisor's.
-fn foreign_regs(dtb: &Fdt, own: &[&str]) -> Vec<(u64, u64)> {
-    // fdt 0.1 has no node identity; a node's name points into the blob.
-    let own: Vec<*const u8> = own
-        .iter()
-        .filter_map(|p| platform::node_at(dtb, p))
-        .map(|n| n.name.as_ptr())
-        .collect();
-    dtb.all_nodes()
-        .filter(|n| !own.contains(&n.name.as_ptr()))
-        .flat_map(|n| n.reg().into_iter().flatten())
-        .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
-        .filter(|r| r.1 != 0)
-        .collect()
 }
 
 /// The hardware behind one filtered window: the EL2 volatile accessor.

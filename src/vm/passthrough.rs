@@ -1,0 +1,116 @@
+//! Which of a VM's passed-through device pages are mapped and which are
+//! trapped through the sub-page filter, decided from the board's DTB with
+//! the rule of [`crate::vdev::page_share`]. Pure (no hardware), so the
+//! decision the hypervisor acts on is tested on the host against real DTBs.
+
+use crate::platform;
+use crate::vdev::page_share::{self, Run};
+use alloc::vec::Vec;
+use fdt::Fdt;
+
+/// The `reg`s (non-empty) of every node of `dtb` except those at the paths
+/// `own` (the VM's devices): other VMs', unassigned ones, the hypervisor's,
+/// buses and controllers alike.
+pub fn foreign_regs(dtb: &Fdt, own: &[&str]) -> Vec<(u64, u64)> {
+    // fdt 0.1 has no node identity; a node's name points into the blob.
+    let own: Vec<*const u8> = own
+        .iter()
+        .filter_map(|p| platform::node_at(dtb, p))
+        .map(|n| n.name.as_ptr())
+        .collect();
+    dtb.all_nodes()
+        .filter(|n| !own.contains(&n.name.as_ptr()))
+        .flat_map(|n| n.reg().into_iter().flatten())
+        .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
+        .filter(|r| r.1 != 0)
+        .collect()
+}
+
+/// The pages the devices at `paths` (whose `reg`s are `regs`) touch, as runs
+/// mapped directly or filtered. Nothing to decide (and no walk over the
+/// whole tree) for a VM without devices.
+pub fn plan(dtb: &Fdt, paths: &[&str], regs: &[(u64, u64)]) -> Vec<Run> {
+    if regs.is_empty() {
+        return Vec::new();
+    }
+    page_share::plan(regs, &foreign_regs(dtb, paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_dtb(f: impl FnOnce(&Fdt)) {
+        let path = format!(
+            "{}/tests/dtbs/qemu-virt-gicv3-smp4.dtb",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).unwrap();
+        f(&Fdt::new(&bytes).unwrap());
+    }
+
+    fn regs(dtb: &Fdt, paths: &[&str]) -> Vec<(u64, u64)> {
+        paths
+            .iter()
+            .flat_map(|p| platform::device(dtb, p).unwrap().regs)
+            .map(|r| (r.base.0, r.size))
+            .collect()
+    }
+
+    #[test]
+    fn the_demos_old_transports_are_filtered_in_the_live_tree() {
+        with_dtb(|dtb| {
+            for own in ["/virtio_mmio@a003e00", "/virtio_mmio@a003c00"] {
+                let foreign = foreign_regs(dtb, &[own]);
+                let mine = regs(dtb, &[own]);
+                assert!(!foreign.contains(&mine[0]), "{own} counted as foreign");
+                assert!(foreign.contains(&(0xa00_3000, 0x200)));
+                let runs = plan(dtb, &[own], &mine);
+                assert_eq!(
+                    runs,
+                    [Run {
+                        start: 0xa00_3000,
+                        end: 0xa00_4000,
+                        filtered: true
+                    }]
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn a_whole_page_of_transports_is_mapped_in_the_live_tree() {
+        with_dtb(|dtb| {
+            let paths: Vec<alloc::string::String> = (0..8)
+                .map(|i| alloc::format!("/virtio_mmio@{:x}", 0xa00_2000 + i * 0x200))
+                .collect();
+            let paths: Vec<&str> = paths.iter().map(|s| s.as_str()).collect();
+            let runs = plan(dtb, &paths, &regs(dtb, &paths));
+            assert_eq!(
+                runs,
+                [Run {
+                    start: 0xa00_2000,
+                    end: 0xa00_3000,
+                    filtered: false
+                }]
+            );
+        });
+    }
+
+    #[test]
+    fn the_page_aligned_rtc_is_mapped_and_no_devices_means_no_plan() {
+        with_dtb(|dtb| {
+            let rtc = ["/pl031@9010000"];
+            let runs = plan(dtb, &rtc, &regs(dtb, &rtc));
+            assert_eq!(
+                runs,
+                [Run {
+                    start: 0x901_0000,
+                    end: 0x901_1000,
+                    filtered: false
+                }]
+            );
+            assert!(plan(dtb, &[], &[]).is_empty());
+        });
+    }
+}
