@@ -172,7 +172,12 @@ fn create(
         );
         mmio.add(
             run.start,
-            Box::new(SubpageFilter::new(run.start, run.end - run.start, windows)),
+            Box::new(SubpageFilter::new(
+                &vc.name,
+                run.start,
+                run.end - run.start,
+                windows,
+            )),
         )
         .map_err(overlap)?;
     }
