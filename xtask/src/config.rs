@@ -364,6 +364,7 @@ pub fn check(
             "no VMs: add at least one [[vm]] table".into(),
         ));
     }
+    check_disks(&cfg.qemu.disks).map_err(|(field, message)| err(None, field, message))?;
     let mut cpu_owner: HashMap<u32, String> = HashMap::new();
     let mut dev_owner: HashMap<String, String> = HashMap::new();
     let mut fixed: Vec<(String, String, u64, u64)> = Vec::new(); // (vm, field, base, size)
@@ -696,6 +697,40 @@ pub fn check(
         qemu: cfg.qemu.clone(),
         pages,
     })
+}
+
+/// QEMU virt's virtio-mmio transports (`virtio-mmio-bus.0` .. `.31`).
+const VIRTIO_BUSES: u32 = 32;
+
+/// Places the disks on transports as QEMU will, in command-line order: one
+/// with a `bus` takes that one, the others the highest free one. A bus out
+/// of range or already taken is an error (field, message).
+fn check_disks(disks: &[DiskToml]) -> Result<(), (String, String)> {
+    let mut taken: Vec<(u32, usize)> = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let field = format!("qemu.disks[{i}].bus");
+        let bus = match d.bus {
+            Some(b) if b >= VIRTIO_BUSES => {
+                return Err((
+                    field,
+                    format!(
+                        "{b} is not a virtio-mmio transport of QEMU virt (0..{})",
+                        VIRTIO_BUSES - 1
+                    ),
+                ))
+            }
+            Some(b) => b,
+            None => match (0..VIRTIO_BUSES).rev().find(|b| !taken.iter().any(|t| t.0 == *b)) {
+                Some(b) => b,
+                None => return Err((field, "no free virtio-mmio transport left".into())),
+            },
+        };
+        if let Some(&(_, j)) = taken.iter().find(|t| t.0 == bus) {
+            return Err((field, format!("transport {bus} already holds qemu.disks[{j}]")));
+        }
+        taken.push((bus, i));
+    }
+    Ok(())
 }
 
 fn ranges(r: &[(u64, u64)]) -> String {
