@@ -159,6 +159,12 @@ fn create(
     // Pages the VM's devices share with anything it was not given are not
     // mapped but trapped through a sub-page filter; decided here from the
     // live DTB, whatever xtask reported.
+    let hyp_owned = super::passthrough::forbidden(p, vc.console == ConsoleKind::Passthrough);
+    if let Some(((base, size), what)) = super::passthrough::clash(&passthrough, &hyp_owned) {
+        return Err(format!(
+            "device range {base:#x}+{size:#x} overlaps {what}: not passed through"
+        ));
+    }
     let runs = super::passthrough::plan(dtb, &device_paths, &passthrough);
     for run in runs.iter().filter(|r| r.filtered) {
         let windows = filter_windows(&passthrough, run.start, run.end)

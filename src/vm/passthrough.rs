@@ -3,10 +3,44 @@
 //! the rule of [`crate::vdev::page_share`]. Pure (no hardware), so the
 //! decision the hypervisor acts on is tested on the host against real DTBs.
 
-use crate::platform;
+use crate::platform::{self, Platform};
 use crate::vdev::page_share::{self, Run};
 use alloc::vec::Vec;
 use fdt::Fdt;
+
+/// What no passed-through device may overlap, whatever the config says:
+/// the hypervisor's own devices (every GIC frame, and the console unless
+/// the VM is given it) and RAM (a "device" there would hand the VM memory
+/// the frame allocator gives to others, or the hypervisor itself).
+pub fn forbidden(p: &Platform, console_passthrough: bool) -> Vec<(&'static str, u64, u64)> {
+    let g = &p.gic;
+    let gic = [Some(g.dist), g.cpu_if, g.hyp_if, g.vcpu_if]
+        .into_iter()
+        .flatten()
+        .chain(g.redists.iter().copied())
+        .map(|r| ("the GIC", r.base.0, r.size));
+    let console = (!console_passthrough).then_some((
+        "the hypervisor's console",
+        p.console.regs.base.0,
+        p.console.regs.size,
+    ));
+    let ram = p.ram.iter().map(|r| ("RAM", r.base.0, r.size));
+    gic.chain(console).chain(ram).collect()
+}
+
+/// The first of `regs` that overlaps one of `forbidden`, and what it hits.
+pub fn clash(
+    regs: &[(u64, u64)],
+    forbidden: &[(&'static str, u64, u64)],
+) -> Option<((u64, u64), &'static str)> {
+    let end = |b: u64, s: u64| b.saturating_add(s);
+    regs.iter().filter(|r| r.1 != 0).find_map(|&(b, s)| {
+        forbidden
+            .iter()
+            .find(|f| b < end(f.1, f.2) && f.1 < end(b, s))
+            .map(|f| ((b, s), f.0))
+    })
+}
 
 /// The `reg`s (non-empty) of every node of `dtb` except those at the paths
 /// `own` (the VM's devices): other VMs', unassigned ones, the hypervisor's,
@@ -95,6 +129,32 @@ mod tests {
                 }]
             );
         });
+    }
+
+    #[test]
+    fn the_gic_the_console_and_ram_are_never_passed_through() {
+        let path = format!(
+            "{}/tests/dtbs/qemu-virt-gicv2-smp4.dtb",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut bytes = std::fs::read(path).unwrap();
+        platform::nops::strip_nops(&mut bytes).unwrap();
+        let dtb = Fdt::new(&bytes).unwrap();
+        let p = platform::discover(&dtb).unwrap();
+        let f = forbidden(&p, false);
+        // GICv2's virtual CPU interface, the hypervisor's PL011, RAM.
+        assert_eq!(clash(&[(0x804_0000, 0x2000)], &f).map(|c| c.1), Some("the GIC"));
+        assert_eq!(
+            clash(&[(0x900_0000, 0x1000)], &f).map(|c| c.1),
+            Some("the hypervisor's console")
+        );
+        assert_eq!(clash(&[(0x4800_0000, 0x1000)], &f).map(|c| c.1), Some("RAM"));
+        assert_eq!(
+            clash(&regs(&dtb, &["/virtio_mmio@a003e00", "/pl031@9010000"]), &f),
+            None
+        );
+        // A VM given the console may have it.
+        assert_eq!(clash(&[(0x900_0000, 0x1000)], &forbidden(&p, true)), None);
     }
 
     #[test]
