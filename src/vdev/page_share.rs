@@ -82,9 +82,10 @@ pub struct Run {
 /// was not given (other VMs' devices, unassigned devices, the hypervisor's).
 pub fn plan(own: &[(u64, u64)], others: &[(u64, u64)]) -> Vec<Run> {
     // The pages touched, merged into disjoint spans.
-    let mut spans: Vec<(u64, u64)> = own.iter().filter(|r| r.1 != 0).map(|&r| page_span(r)).collect();
-    spans.sort_unstable();
-    let spans = merge(spans);
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for &r in own.iter().filter(|r| r.1 != 0) {
+        add(&mut spans, page_span(r));
+    }
     // Filtered: pages another node touches, and the pages holding an own
     // `reg`'s unaligned start or end unless own `reg`s fill them. Pages in
     // between are inside one own `reg` and touched by no one else.
@@ -93,7 +94,7 @@ pub fn plan(own: &[(u64, u64)], others: &[(u64, u64)]) -> Vec<Run> {
         let (o0, o1) = page_span(o);
         for &(s0, s1) in &spans {
             if o0 < s1 && s0 < o1 {
-                bad.push((o0.max(s0), o1.min(s1)));
+                add(&mut bad, (o0.max(s0), o1.min(s1)));
             }
         }
     }
@@ -101,12 +102,10 @@ pub fn plan(own: &[(u64, u64)], others: &[(u64, u64)]) -> Vec<Run> {
         for edge in [r.0, end_of(r).saturating_sub(1)] {
             let p = page_down(edge);
             if !page_owned(p, own, others) {
-                bad.push((p, p.saturating_add(PAGE)));
+                add(&mut bad, (p, p.saturating_add(PAGE)));
             }
         }
     }
-    bad.sort_unstable();
-    let bad = merge(bad);
     let mut runs = Vec::new();
     for (s0, s1) in spans {
         let mut at = s0;
@@ -136,16 +135,22 @@ pub fn plan(own: &[(u64, u64)], others: &[(u64, u64)]) -> Vec<Run> {
     runs
 }
 
-/// Sorted ranges with overlapping or touching ones joined.
-fn merge(sorted: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
-    for (a, b) in sorted {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
+/// Adds `[a, b)` to `set` (sorted, disjoint ranges that do not touch),
+/// joining it with every range it overlaps or touches. (No sort: the sets
+/// are small, and a sort would cost the image a few KiB.)
+fn add(set: &mut Vec<(u64, u64)>, (mut a, mut b): (u64, u64)) {
+    let at = set.partition_point(|r| r.1 < a);
+    let mut end = at;
+    while let Some(&(c, d)) = set.get(end) {
+        if c > b {
+            break;
         }
+        a = a.min(c);
+        b = b.max(d);
+        end += 1;
     }
-    out
+    set.drain(at..end);
+    set.insert(at, (a, b));
 }
 
 #[cfg(test)]
@@ -258,6 +263,23 @@ mod tests {
         assert_eq!(page_span(transport(31)), (0xa00_3000, 0xa00_4000));
         assert_eq!(page_span((0x1ff0, 0x20)), (0x1000, 0x3000));
         assert_eq!(page_span((0x1000, 0)), (0x1000, 0x1000));
+    }
+
+    #[test]
+    fn ranges_added_in_any_order_join_when_they_overlap_or_touch() {
+        let mut set = Vec::new();
+        for r in [
+            (0x5000, 0x6000),
+            (0x1000, 0x2000),
+            (0x3000, 0x4000),
+            (0x2000, 0x3000),
+            (0x8000, 0x9000),
+        ] {
+            add(&mut set, r);
+        }
+        assert_eq!(set, [(0x1000, 0x4000), (0x5000, 0x6000), (0x8000, 0x9000)]);
+        add(&mut set, (0x3800, 0x8800));
+        assert_eq!(set, [(0x1000, 0x9000)]);
     }
 
     #[test]
