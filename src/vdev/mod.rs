@@ -4,6 +4,8 @@
 pub mod escape;
 pub mod mux;
 pub mod outbuf;
+pub mod page_share;
+pub mod subpage;
 pub mod testdev;
 pub mod vgic;
 pub mod vuart;

@@ -4,6 +4,7 @@
 pub mod dtb;
 pub mod inject;
 pub mod mmio;
+pub mod passthrough;
 pub mod psci;
 pub mod trap;
 
