@@ -10,6 +10,9 @@ use std::path::PathBuf;
 /// Lines no scenario may print unless it opts out through [`Scenario::allow`].
 pub const GLOBAL_MUST_NOT: &[&str] = &["panicked at", "EL2 exception"];
 
+/// The board of [`Scenario::new`].
+pub const VIRT: &str = "qemu-virt";
+
 /// Printed by the hypervisor at the end of a successful boot.
 pub const BOOT_COMPLETE: &str = "tessera: boot complete";
 
@@ -27,6 +30,10 @@ pub enum Image {
 #[derive(Clone)]
 pub struct Scenario {
     pub name: &'static str,
+    /// The board folder (`boards/<board>/`) whose machine runs it; a config's
+    /// own board wins.
+    pub board: &'static str,
+    /// GIC version, CPUs and RAM: 0 or "" means the board's.
     pub gic: u32,
     pub smp: u32,
     pub mem: &'static str,
@@ -55,10 +62,11 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// GICv3, 4 CPUs, 1 GiB, the plain hypervisor, 60 s.
+    /// QEMU `virt`, GICv3, 4 CPUs, 1 GiB, the plain hypervisor, 60 s.
     pub const fn new(name: &'static str) -> Self {
         Self {
             name,
+            board: VIRT,
             gic: 3,
             smp: 4,
             mem: "1G",
@@ -73,6 +81,18 @@ impl Scenario {
             must_not: &[],
             allow: &[],
             timeout_secs: 60,
+        }
+    }
+
+    /// On `board` with its own GIC, CPUs and RAM; otherwise as [`Scenario::new`].
+    /// The name should start with the board's.
+    pub const fn on(board: &'static str, name: &'static str) -> Self {
+        Self {
+            board,
+            gic: 0,
+            smp: 0,
+            mem: "",
+            ..Self::new(name)
         }
     }
 
@@ -256,7 +276,99 @@ pub fn all() -> Vec<Scenario> {
             ..Scenario::new("bench_quick_prints_every_row_gicv3")
         },
     ]);
+    all.extend(board_scenarios());
     all
+}
+
+/// A Debian Linux VM with `$cpus` vCPUs next to the bare-metal VM `uart`, which owns a
+/// real UART of the board (its output arrives as `uart1| ...`), from the board's
+/// `linux.toml`: Linux reaches its shell, typed input reaches whichever VM has the
+/// focus (Ctrl-A three times moves it), and `reboot -f` restarts only Linux while the
+/// `uart` VM keeps its timer and keeps printing through its UART.
+macro_rules! linux_beside_uart_owner {
+    ($board:literal, $name:literal, $cpus:literal) => {
+        Scenario {
+            config: Some(concat!("boards/", $board, "/linux.toml")),
+            input: &[
+                (
+                    concat!("[linux] TESSERA-LINUX-UP linux cpus=", $cpus),
+                    b"echo TT-nproc-$(nproc)-sum-$((40+2))\r",
+                ),
+                ("[linux] TT-nproc-", b"\x01\x01\x01"),
+                ("console input goes to VM uart", b"focus-uart\r"),
+                ("[uart] uart: echo: focus-uart", b"\x01\x01\x01"),
+                ("console input goes to VM linux", b"reboot -f\r"),
+            ],
+            sequence: &[
+                concat!("[linux] TESSERA-LINUX-UP linux cpus=", $cpus),
+                concat!("[linux] TT-nproc-", $cpus, "-sum-42"),
+                "console input goes to VM uart",
+                "[uart] uart: echo: focus-uart",
+                "console input goes to VM linux",
+                "VM linux restarting",
+                concat!("[linux] TESSERA-LINUX-UP linux cpus=", $cpus),
+                "[uart] uart: alive",
+                "uart1| uart: alive",
+            ],
+            must: &[
+                "uart1| uart: hello through the passed-through UART",
+                "[uart] PASS uart_tx_interrupt",
+                "[uart] PASS uart_timer_rate",
+                "[uart] RESULT uart: 3 passed, 0 failed",
+            ],
+            must_not: &[
+                "FAIL",
+                "Kernel panic",
+                "focus-uart: not found",
+                "uart: echo: echo",
+                "uart: echo: reboot",
+                "VM uart stopped",
+                "VM uart restarting",
+                "VM linux stopped",
+            ],
+            timeout_secs: 240,
+            ..Scenario::on($board, $name)
+        }
+    };
+}
+
+/// The real boards' QEMU models, each with its own DTB (Debian's or the model's):
+/// the hypervisor comes up on every CPU, and Linux and a bare-metal VM that owns a
+/// real UART share the board.
+fn board_scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            must: &["GICv2", "CPUs online: 4/4", BOOT_COMPLETE],
+            ..Scenario::on("xlnx-zcu102", "xlnx-zcu102_boot_all_cpus_online")
+        },
+        Scenario {
+            must: &["GICv3", "CPUs online: 4/4", BOOT_COMPLETE],
+            ..Scenario::on("imx8mp-evk", "imx8mp-evk_boot_all_cpus_online")
+        },
+        Scenario {
+            must: &["GICv3", "CPUs online: 2/2", BOOT_COMPLETE],
+            ..Scenario::on("xlnx-versal-virt", "xlnx-versal-virt_boot_all_cpus_online")
+        },
+        linux_beside_uart_owner!("xlnx-zcu102", "xlnx-zcu102_linux_smp2_beside_uart_owner", "2"),
+        linux_beside_uart_owner!("imx8mp-evk", "imx8mp-evk_linux_smp2_beside_uart_owner", "2"),
+        linux_beside_uart_owner!(
+            "xlnx-versal-virt",
+            "xlnx-versal-virt_linux_beside_uart_owner",
+            "1"
+        ),
+        Scenario {
+            // GICv3 with security extensions: the kick that brings up the second vCPU
+            // must get past the priority mask under the non-secure view.
+            config: Some("boards/xlnx-versal-virt/linux_smp2.toml"),
+            must: &[
+                "[linux] TESSERA-LINUX-UP linux cpus=2",
+                "[linux] smp: Brought up 1 node, 2 CPUs",
+            ],
+            must_not: &["failed to come online", "Kernel panic", "FAIL"],
+            timeout_secs: 120,
+            ..Scenario::on("xlnx-versal-virt", "xlnx-versal-virt_linux_smp2_alone")
+        },
+    ]
 }
 
 /// The interrupt scenarios, the same checks on GIC version `gic` (2 or 3).
@@ -408,6 +520,16 @@ mod tests {
         let names: HashSet<_> = all.iter().map(|s| s.name).collect();
         assert_eq!(names.len(), all.len());
         assert!(all.iter().all(|s| !s.must.is_empty() || !s.sequence.is_empty()));
+    }
+
+    #[test]
+    fn board_scenarios_are_named_for_their_board() {
+        for s in all().iter().filter(|s| s.board != VIRT) {
+            assert!(s.name.starts_with(s.board), "{} on {}", s.name, s.board);
+            assert!(crate::board::named_board_dir(s.board)
+                .join("board.toml")
+                .is_file());
+        }
     }
 
     #[test]
