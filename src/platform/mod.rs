@@ -157,6 +157,7 @@ struct Found<'b, 'a> {
 /// What one walk over the whole tree finds: everything discovery needs, so
 /// the tree is traversed once (the `fdt` crate re-parses nodes on every scan,
 /// and a scan per question cost over a million instructions at boot).
+/// Nodes whose status is not okay are not looked at, nor their children.
 #[derive(Default)]
 struct Scan<'b, 'a> {
     memory: Vec<Found<'b, 'a>>,
@@ -180,6 +181,9 @@ impl<'b, 'a> Scan<'b, 'a> {
 
     fn walk(&mut self, node: FdtNode<'b, 'a>, path: &mut String, ancestors: &mut Vec<FdtNode<'b, 'a>>) {
         for child in node.children() {
+            if !is_okay(&child) {
+                continue;
+            }
             let len = path.len();
             path.push('/');
             path.push_str(child.name);
@@ -199,7 +203,7 @@ impl<'b, 'a> Scan<'b, 'a> {
                         self.gic2 = Some(found());
                     } else if TIMER_COMPAT.contains(&c) && self.timer.is_none() {
                         self.timer = Some(child);
-                    } else if let Some(kind) = UartKind::of_compatible(c).filter(|_| is_okay(&child)) {
+                    } else if let Some(kind) = UartKind::of_compatible(c) {
                         self.uarts.push((kind, found()));
                         break;
                     } else if PSCI_COMPAT.contains(&c) && self.psci.is_none() {
@@ -250,7 +254,7 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     if let Some(root) = dtb.find_node("/") {
         if let Some(rm) = root.children().find(|c| c.name == "reserved-memory") {
             let chain = [root, rm];
-            for child in rm.children() {
+            for child in rm.children().filter(is_okay) {
                 reserved.extend(ranges::regs(child, &chain));
             }
         }
@@ -504,7 +508,8 @@ fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Resul
 }
 
 /// RAM ranges straight from the DTB, without allocating: what the EL2 map
-/// needs before the heap exists.
+/// needs before the heap exists. Memory nodes whose status is not okay
+/// (QEMU's `secure=on` adds a disabled one for the secure RAM) are not RAM.
 pub fn memory_ranges<'a>(dtb: &'a Fdt<'a>) -> impl Iterator<Item = PhysRange> + 'a {
     // Memory nodes sit at the root (Devicetree spec 3.4): no deeper scan,
     // and addresses are the root's, untranslated.
@@ -512,7 +517,7 @@ pub fn memory_ranges<'a>(dtb: &'a Fdt<'a>) -> impl Iterator<Item = PhysRange> + 
     let (ac, sc) = root.as_ref().map(ranges::cell_sizes).unwrap_or((2, 1));
     root.into_iter()
         .flat_map(|root| root.children())
-        .filter(|n| prop_str(n, "device_type") == Some("memory"))
+        .filter(|n| prop_str(n, "device_type") == Some("memory") && is_okay(n))
         .flat_map(move |n| {
             let reg = n.property("reg").map(|p| p.value).unwrap_or(&[]);
             ranges::split_reg(reg, ac, sc)

@@ -217,3 +217,32 @@ fn disabled_uarts_are_never_the_console() {
     let (c, _) = scan_console("imx8mp-evk.dtb", &["/soc@0/bus@30800000/serial@30890000"]);
     assert_eq!(c.unwrap_err(), DiscoverError::Console);
 }
+
+#[test]
+fn virt_secure_on_disabled_memory_and_devices_are_skipped() {
+    // secure=on adds secram@e000000 (device_type "memory", status
+    // "disabled") and a disabled secure PL011 at 0x9040000.
+    let p = load("qemu-virt-secure-gicv3.dtb");
+    assert_eq!(p.ram, vec![PhysRange::new(0x4000_0000, 1 << 30)]);
+    assert_eq!(p.console.regs.base.0, 0x0900_0000);
+    let path = format!(
+        "{}/tests/dtbs/qemu-virt-secure-gicv3.dtb",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let dtb = Fdt::new(&bytes).unwrap();
+    // The allocation-free reader the EL2 map is built from agrees.
+    assert_eq!(
+        memory_ranges(&dtb).collect::<Vec<_>>(),
+        vec![PhysRange::new(0x4000_0000, 1 << 30)]
+    );
+    // Without stdout-path and aliases the fallback skips the disabled one.
+    let mut scan = Scan::of(&dtb);
+    assert!(scan.uarts.iter().all(|(_, f)| f.path != "/pl011@9040000"));
+    scan.uarts.clear();
+    let mut w = Vec::new();
+    assert_eq!(
+        discover_console(&dtb, &scan, &mut w).unwrap_err(),
+        DiscoverError::Console
+    );
+}
