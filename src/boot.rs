@@ -94,7 +94,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     if mmu::map_device(platform.console.regs).is_err() {
         cpu::park();
     }
-    console::init(platform.console.regs.base.0 as usize, t0);
+    console::init(platform.console.kind, platform.console.regs.base.0 as usize, t0);
     for w in &platform.warnings {
         warn!("{w}");
     }
@@ -258,8 +258,11 @@ fn banner(p: &Platform, online: usize, image: PhysRange, t0: u64) {
         ),
     }
     info!(
-        "  console: PL011 at {} ({}, via {})",
-        p.console.regs.base, p.console.path, p.console.found_by
+        "  console: {} at {} ({}, via {})",
+        p.console.kind.name(),
+        p.console.regs.base,
+        p.console.path,
+        p.console.found_by
     );
     let psci = p
         .psci
@@ -298,12 +301,12 @@ fn selftest(name: &str) {
     }
 }
 
-/// Says `msg` on whatever UART the DTB names and stops: for failures before
-/// the console is up. Without any PL011 in the DTB, parks silently.
+/// Says `msg` on the console UART the DTB names and stops: for failures
+/// before the console is up. Without a UART Tessera drives, parks silently.
 fn early_complain(fdt: &Fdt, msg: &str) -> ! {
-    if let Some(base) = platform::first_uart(fdt) {
-        let _ = mmu::map_device(PhysRange::new(base as u64, 0x1000));
-        console::early_print(base, msg);
+    if let Some((kind, base)) = platform::early_console(fdt) {
+        let _ = mmu::map_device(PhysRange::new(base, 0x1000));
+        console::early_print(kind, base as usize, msg);
     }
     cpu::park()
 }

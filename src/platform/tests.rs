@@ -78,7 +78,7 @@ fn missing_gic_is_named() {
 fn missing_stdout_path_falls_back_with_warning() {
     let p = load("qemu-virt-nostdout.dtb");
     assert_eq!(p.console.regs.base.0, 0x0900_0000);
-    assert_eq!(p.console.found_by, "first arm,pl011");
+    assert_eq!(p.console.found_by, "compatible");
     assert!(p.warnings.iter().any(|w| w.contains("stdout-path")));
 }
 
@@ -133,4 +133,116 @@ fn devices_by_exact_path() {
     assert!(super::device(&dtb, "/pl031").is_none());
     assert!(super::device(&dtb, "/virtio_mmio@a000000").is_some());
     assert!(super::device(&dtb, "/nope@0").is_none());
+}
+
+// The boards' own device trees (tests/dtbs/README.md says where each comes from).
+
+#[test]
+fn zcu102_console_is_the_cadence_uart_of_stdout_path() {
+    let p = load("zynqmp-zcu102-rev1.0.dtb");
+    assert_eq!(p.console.kind, UartKind::Cadence);
+    assert_eq!(p.console.path, "/axi/serial@ff000000");
+    assert_eq!(p.console.regs, PhysRange::new(0xff00_0000, 0x1000));
+    assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(p.console.irq, Some(32 + 21));
+}
+
+#[test]
+fn imx8mp_console_is_uart2_under_two_buses() {
+    let p = load("imx8mp-evk.dtb");
+    assert_eq!(p.console.kind, UartKind::Imx);
+    assert_eq!(p.console.path, "/soc@0/bus@30800000/serial@30890000");
+    assert_eq!(p.console.regs, PhysRange::new(0x3089_0000, 0x1_0000));
+    assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(p.console.irq, Some(32 + 27));
+}
+
+#[test]
+fn versal_console_is_its_first_pl011() {
+    let p = load("qemu-xlnx-versal-virt-live.dtb");
+    assert_eq!(p.console.kind, UartKind::Pl011);
+    assert_eq!(p.console.regs, PhysRange::new(0xff00_0000, 0x1000));
+    assert_eq!(p.console.found_by, "stdout-path");
+}
+
+#[test]
+fn early_console_matches_discovery() {
+    for name in [
+        "zynqmp-zcu102-rev1.0.dtb",
+        "imx8mp-evk.dtb",
+        "qemu-xlnx-versal-virt-live.dtb",
+        "qemu-virt-gicv3-smp4.dtb",
+        "qemu-virt-nostdout.dtb",
+    ] {
+        let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap();
+        let dtb = Fdt::new(&bytes).unwrap();
+        let p = discover(&dtb).unwrap();
+        assert_eq!(
+            early_console(&dtb),
+            Some((p.console.kind, p.console.regs.base.0)),
+            "{name}"
+        );
+    }
+}
+
+fn scan_console(name: &str, drop: &[&str]) -> (Result<Console, DiscoverError>, Vec<String>) {
+    let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap();
+    let dtb = Fdt::new(&bytes).unwrap();
+    let mut scan = Scan::of(&dtb);
+    scan.uarts.retain(|(_, f)| !drop.contains(&f.path.as_str()));
+    let mut warnings = Vec::new();
+    let c = discover_console(&dtb, &scan, &mut warnings);
+    (c, warnings)
+}
+
+#[test]
+fn console_falls_back_from_stdout_path_to_the_next_alias() {
+    // zcu102: stdout-path is "serial0:115200n8"; without that UART the
+    // next alias, serial1, names the second Cadence UART.
+    let (c, w) = scan_console("zynqmp-zcu102-rev1.0.dtb", &["/axi/serial@ff000000"]);
+    let c = c.unwrap();
+    assert_eq!(c.found_by, "aliases/serial1");
+    assert_eq!(c.regs.base.0, 0xff01_0000);
+    assert!(w.iter().any(|w| w.contains("stdout-path")), "{w:?}");
+}
+
+#[test]
+fn disabled_uarts_are_never_the_console() {
+    // imx8mp-evk: UART1, UART3 and UART4 have status "disabled" (serial0 is
+    // UART1); only UART2, stdout-path's, is usable.
+    let (c, _) = scan_console("imx8mp-evk.dtb", &[]);
+    assert_eq!(c.unwrap().regs.base.0, 0x3089_0000);
+    let (c, _) = scan_console("imx8mp-evk.dtb", &["/soc@0/bus@30800000/serial@30890000"]);
+    assert_eq!(c.unwrap_err(), DiscoverError::Console);
+}
+
+#[test]
+fn virt_secure_on_disabled_memory_and_devices_are_skipped() {
+    // secure=on adds secram@e000000 (device_type "memory", status
+    // "disabled") and a disabled secure PL011 at 0x9040000.
+    let p = load("qemu-virt-secure-gicv3.dtb");
+    assert_eq!(p.ram, vec![PhysRange::new(0x4000_0000, 1 << 30)]);
+    assert_eq!(p.console.regs.base.0, 0x0900_0000);
+    let path = format!(
+        "{}/tests/dtbs/qemu-virt-secure-gicv3.dtb",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let dtb = Fdt::new(&bytes).unwrap();
+    // The allocation-free reader the EL2 map is built from agrees.
+    assert_eq!(
+        memory_ranges(&dtb).collect::<Vec<_>>(),
+        vec![PhysRange::new(0x4000_0000, 1 << 30)]
+    );
+    // Without stdout-path and aliases the fallback skips the disabled one.
+    let mut scan = Scan::of(&dtb);
+    assert!(scan.uarts.iter().all(|(_, f)| f.path != "/pl011@9040000"));
+    scan.uarts.clear();
+    let mut w = Vec::new();
+    assert_eq!(
+        discover_console(&dtb, &scan, &mut w).unwrap_err(),
+        DiscoverError::Console
+    );
 }

@@ -275,6 +275,20 @@ pub fn all() -> Vec<Scenario> {
             must_not: &["FAIL", "unavailable"],
             ..Scenario::new("bench_quick_prints_every_row_gicv3")
         },
+        Scenario {
+            // QEMU merges the two -machine options: virt,...,secure=on. Its DTB
+            // then has secram@e000000, a memory node with status "disabled":
+            // counted as RAM, the first VM's memory lands there and EL2 takes
+            // a synchronous external abort.
+            extra: &["-machine", "secure=on"],
+            config: Some("tests/configs/two_vms.toml"),
+            must: &[
+                "RAM: 1024 MiB in 1 range(s)",
+                "[left] hello: tick 3",
+                "[right] hello: tick 3",
+            ],
+            ..Scenario::new("virt_secure_on_disabled_memory_is_not_ram")
+        },
     ]);
     all.extend(board_scenarios());
     all
