@@ -7,6 +7,7 @@ use crate::pack::{self, Entry};
 use crate::{image, paths, qemu};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +30,12 @@ pub struct BoardToml {
     /// leaves disabled that this board's VMs are given.
     #[serde(default)]
     pub enable: Vec<String>,
+    /// Properties removed from nodes of that DTB (node path -> names), as
+    /// `fdt rm <node> <property>` would: a device's link to a host resource no
+    /// VM gets (an i.MX UART's `dmas`: the SDMA engine stays with nobody, and
+    /// the UART works without it).
+    #[serde(default)]
+    pub remove: BTreeMap<String, Vec<String>>,
     /// RAM nobody may be given besides the hypervisor image itself.
     #[serde(default)]
     pub reserved: Vec<Reserved>,
@@ -272,8 +279,9 @@ pub fn prepare_dtb(
         None => dir.join(&board.dtb),
     };
     let bytes = fs::read(&source).with_context(|| format!("board DTB {}", source.display()))?;
-    let patched = crate::fdt_patch::enable_nodes(&bytes, &board.enable)
-        .with_context(|| format!("enabling {:?} in {}", board.enable, source.display()))?;
+    let remove: Vec<(String, Vec<String>)> = board.remove.clone().into_iter().collect();
+    let patched = crate::fdt_patch::edit(&bytes, &board.enable, &remove)
+        .with_context(|| format!("editing {} as board.toml says", source.display()))?;
     let out_dir = target_dir.join("board-dtbs");
     fs::create_dir_all(&out_dir)?;
     let file = out_dir.join(format!("{}-boot-{:016x}.dtb", board.name, fnv(&patched)));

@@ -29,19 +29,26 @@ fn align4(n: usize) -> usize {
 /// e.g. `/soc@0/bus@30800000/serial@30860000`). A node without `status` is
 /// already enabled and left alone; a path that is not in the tree is an error.
 pub fn enable_nodes(dtb: &[u8], paths: &[String]) -> Result<Vec<u8>> {
-    if paths.is_empty() {
+    edit(dtb, paths, &[])
+}
+
+/// [`enable_nodes`], and removes the properties listed per node in `remove`: (node path,
+/// property names), as `fdt rm <node> <property>` would (e.g. a UART's `dmas`, when the
+/// DMA engine stays with nobody).
+pub fn edit(dtb: &[u8], enable: &[String], remove: &[(String, Vec<String>)]) -> Result<Vec<u8>> {
+    if enable.is_empty() && remove.is_empty() {
         return Ok(dtb.to_vec());
     }
-    rewrite(dtb, paths)
+    rewrite(dtb, enable, remove)
 }
 
 /// Returns `dtb` without its NOP tokens, which QEMU leaves where it deleted nodes (its
 /// own `/memory`, say) and which the `fdt` crate cannot walk over.
 pub fn without_nops(dtb: &[u8]) -> Result<Vec<u8>> {
-    rewrite(dtb, &[])
+    rewrite(dtb, &[], &[])
 }
 
-fn rewrite(dtb: &[u8], paths: &[String]) -> Result<Vec<u8>> {
+fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Result<Vec<u8>> {
     ensure!(be32(dtb, 0)? == MAGIC, "not a flattened device tree");
     let off_struct = be32(dtb, 8)? as usize;
     let off_strings = be32(dtb, 12)? as usize;
@@ -62,6 +69,7 @@ fn rewrite(dtb: &[u8], paths: &[String]) -> Result<Vec<u8>> {
     let mut out_struct = Vec::with_capacity(size_struct + 16);
     let mut path: Vec<String> = Vec::new();
     let mut found = vec![false; paths.len()];
+    let mut found_rm = vec![false; remove.len()];
     let mut p = off_struct;
     let end = off_struct + size_struct;
     loop {
@@ -82,6 +90,9 @@ fn rewrite(dtb: &[u8], paths: &[String]) -> Result<Vec<u8>> {
                 if let Some(i) = paths.iter().position(|q| *q == full) {
                     found[i] = true;
                 }
+                if let Some(i) = remove.iter().position(|(q, _)| *q == full) {
+                    found_rm[i] = true;
+                }
                 p = next;
             }
             END_NODE => {
@@ -94,8 +105,15 @@ fn rewrite(dtb: &[u8], paths: &[String]) -> Result<Vec<u8>> {
                 let nameoff = be32(dtb, p + 8)? as usize;
                 let next = p + 12 + align4(len);
                 ensure!(next <= end, "property out of bounds");
-                let in_target = paths.iter().any(|q| *q == full_path(&path));
-                if in_target && name_at(nameoff)? == b"status" {
+                let here = full_path(&path);
+                let name = name_at(nameoff)?;
+                let in_target = paths.iter().any(|q| *q == here);
+                let removed = remove
+                    .iter()
+                    .any(|(q, names)| *q == here && names.iter().any(|n| n.as_bytes() == name));
+                if removed {
+                    // Dropped.
+                } else if in_target && name == b"status" {
                     let value = b"okay\0";
                     out_struct.extend_from_slice(&PROP.to_be_bytes());
                     out_struct.extend_from_slice(&(value.len() as u32).to_be_bytes());
@@ -117,6 +135,9 @@ fn rewrite(dtb: &[u8], paths: &[String]) -> Result<Vec<u8>> {
     }
     if let Some(i) = found.iter().position(|f| !f) {
         bail!("the board DTB has no node {}", paths[i]);
+    }
+    if let Some(i) = found_rm.iter().position(|f| !f) {
+        bail!("the board DTB has no node {}", remove[i].0);
     }
 
     // Header, reservation map (up to its terminating zero entry), structure, strings.
@@ -185,6 +206,15 @@ mod tests {
             before.chosen().stdout().map(|s| s.name)
         );
         assert!(enable_nodes(&dtb, &["/soc@0/nonexistent".to_owned()]).is_err());
+        let rm = [(UART1.to_owned(), vec!["dmas".to_owned(), "dma-names".to_owned()])];
+        let edited = edit(&dtb, &[UART1.to_owned()], &rm).unwrap();
+        let after = fdt::Fdt::new(&edited).unwrap();
+        let uart = after.find_node(UART1).unwrap();
+        assert!(uart.property("dmas").is_none() && uart.property("dma-names").is_none());
+        assert_eq!(status(&after, UART1), Some("okay"));
+        assert!(uart.property("clocks").is_some());
+        let uart3 = after.find_node(uart3).unwrap();
+        assert!(uart3.property("dmas").is_some());
         assert_eq!(enable_nodes(&dtb, &[]).unwrap(), dtb);
     }
 
