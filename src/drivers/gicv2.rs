@@ -60,7 +60,9 @@ register_structs! {
     }
 }
 
-const PRIORITY: u32 = 0xa0;
+/// Priority of every interrupt the hypervisor enables, unless raised to
+/// `URGENT` (see `gic_prio`).
+const PRIORITY: u32 = super::gic_prio::NORMAL as u32;
 
 pub struct Gicv2 {
     dist: *const GicdRegs,
@@ -174,7 +176,7 @@ impl Gicv2 {
             d.ipriorityr[n].set(PRIORITY * 0x0101_0101);
         }
         let c = self.c();
-        c.pmr.set(0xff);
+        c.pmr.set(u32::from(super::gic_prio::PMR_ALL));
         c.bpr.set(0);
         // Both groups on, AckCtl, EOImode 1 (both banks): EOIR drops
         // priority, DIR deactivates.

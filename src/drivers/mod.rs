@@ -2,6 +2,7 @@
 
 #[cfg(target_os = "none")]
 pub mod gic;
+pub mod gic_prio;
 #[cfg(target_os = "none")]
 pub mod gicv2;
 #[cfg(target_os = "none")]

@@ -33,11 +33,13 @@ pub struct Gic {
     pub dist: PhysRange,
     /// GICv3 redistributor regions (empty on GICv2).
     pub redists: Vec<PhysRange>,
-    /// GICv2 CPU interface (GICC); GICv3's optional legacy one.
+    /// GICv2 CPU interface (GICC), GICv3's optional legacy one: an 8 KiB
+    /// window with GICC_DIR at 0x1000 (see [`contiguous_cpu_interface`]).
     pub cpu_if: Option<PhysRange>,
     /// Virtual interface control (GICH), GICv2 only.
     pub hyp_if: Option<PhysRange>,
-    /// Virtual CPU interface (GICV), GICv2 only.
+    /// Virtual CPU interface (GICV), GICv2 only: 8 KiB, contiguous like
+    /// `cpu_if`, which is what a guest's GICC is mapped to.
     pub vcpu_if: Option<PhysRange>,
     /// The maintenance interrupt's INTID.
     pub maintenance_irq: Option<u32>,
@@ -400,12 +402,28 @@ fn discover_gic(scan: &Scan) -> Result<Gic, DiscoverError> {
                 path,
                 dist,
                 redists: Vec::new(),
-                cpu_if: Some(cpu_if),
+                cpu_if: Some(contiguous_cpu_interface(cpu_if)),
                 hyp_if: regs.get(2).copied(),
-                vcpu_if: regs.get(3).copied(),
+                vcpu_if: regs.get(3).copied().map(contiguous_cpu_interface),
                 maintenance_irq,
             })
         }
+    }
+}
+
+/// A GIC-400 CPU interface (GICC, or the virtual one, GICV) is two 4 KiB
+/// pages, the second holding GICC_DIR at 0x1000. Some SoCs (ZynqMP) wire it
+/// so that each page repeats over 64 KiB, and their DTBs give the frame as
+/// 128 KiB: page 0 fills 0x0..0x10000, page 1 0x10000..0x20000, so the base
+/// itself has no page 1 behind it. The two pages are contiguous only at
+/// base + 0xf000 (what Linux reports as "Adjusting CPU interface base").
+/// Decided from the `reg` size alone: 128 KiB is what this wiring looks
+/// like, and nothing else describes a GICv2 CPU interface that way.
+pub fn contiguous_cpu_interface(r: PhysRange) -> PhysRange {
+    if r.size == 0x2_0000 {
+        PhysRange::new(r.base.0 + 0xf000, 0x2000)
+    } else {
+        r
     }
 }
 

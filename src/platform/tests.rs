@@ -246,3 +246,104 @@ fn virt_secure_on_disabled_memory_and_devices_are_skipped() {
         DiscoverError::Console
     );
 }
+
+#[test]
+fn zcu102_as_debian_ships_it() {
+    let p = load("zynqmp-zcu102-rev1.0.dtb");
+    assert_eq!(p.model, "ZynqMP ZCU102 Rev1.0");
+    // 4 GiB in two banks around the 32-bit MMIO hole (QEMU rewrites /memory
+    // to the -m size before the hypervisor sees it).
+    assert_eq!(
+        p.ram,
+        vec![
+            PhysRange::new(0, 0x8000_0000),
+            PhysRange::new(0x8_0000_0000, 0x8000_0000)
+        ]
+    );
+    assert_eq!(
+        p.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(p.psci, Some(Conduit::Smc));
+    assert_eq!(
+        p.timer,
+        Timer {
+            secure_phys: 29,
+            phys: 30,
+            virt: 27,
+            hyp_phys: 26
+        }
+    );
+    let g = &p.gic;
+    assert_eq!(g.version, GicVersion::V2);
+    assert_eq!(g.path, "/axi/interrupt-controller@f9010000");
+    assert_eq!(g.dist, PhysRange::new(0xf901_0000, 0x1_0000));
+    // GICC and GICV are 128 KiB with 4 KiB pages aliased every 64 KiB: the
+    // 8 KiB window with GICC_DIR behind it starts 60 KiB in.
+    assert_eq!(g.cpu_if, Some(PhysRange::new(0xf902_f000, 0x2000)));
+    assert_eq!(g.hyp_if, Some(PhysRange::new(0xf904_0000, 0x2_0000)));
+    assert_eq!(g.vcpu_if, Some(PhysRange::new(0xf906_f000, 0x2000)));
+    assert_eq!(g.maintenance_irq, Some(25));
+}
+
+#[test]
+fn imx8mp_evk_as_debian_ships_it() {
+    let p = load("imx8mp-evk.dtb");
+    assert_eq!(p.model, "NXP i.MX8MPlus EVK board");
+    assert_eq!(
+        p.ram,
+        vec![
+            PhysRange::new(0x4000_0000, 0xc000_0000),
+            PhysRange::new(0x1_0000_0000, 0xc000_0000)
+        ]
+    );
+    assert_eq!(
+        p.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(p.psci, Some(Conduit::Smc));
+    assert_eq!(p.timer.virt, 27);
+    assert_eq!(p.timer.hyp_phys, 26);
+    let g = &p.gic;
+    assert_eq!(g.version, GicVersion::V3);
+    assert_eq!(g.path, "/soc@0/interrupt-controller@38800000");
+    assert_eq!(g.dist, PhysRange::new(0x3880_0000, 0x1_0000));
+    assert_eq!(g.redists, vec![PhysRange::new(0x3888_0000, 0xc_0000)]);
+    assert_eq!(g.maintenance_irq, Some(25));
+    assert!(
+        p.reserved
+            .iter()
+            .all(|r| p.ram.iter().any(|m| m.contains(r.base.0))),
+        "{:?}",
+        p.reserved
+    );
+}
+
+#[test]
+fn versal_virt_as_qemu_passes_it() {
+    let p = load("qemu-xlnx-versal-virt-live.dtb");
+    assert_eq!(p.ram, vec![PhysRange::new(0, 0x8000_0000)]);
+    assert_eq!(p.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(p.psci, Some(Conduit::Smc));
+    assert_eq!(p.timer.virt, 27);
+    let g = &p.gic;
+    assert_eq!(g.version, GicVersion::V3);
+    assert_eq!(g.dist, PhysRange::new(0xf900_0000, 0x1_0000));
+    assert_eq!(g.redists, vec![PhysRange::new(0xf908_0000, 0x8_0000)]);
+    assert_eq!(g.maintenance_irq, Some(25));
+}
+
+#[test]
+fn gic400_cpu_interface_window() {
+    // 128 KiB: the aliased wiring; anything else is taken as given.
+    assert_eq!(
+        contiguous_cpu_interface(PhysRange::new(0xf902_0000, 0x2_0000)),
+        PhysRange::new(0xf902_f000, 0x2000)
+    );
+    for r in [
+        PhysRange::new(0x0801_0000, 0x1_0000),
+        PhysRange::new(0x0801_0000, 0x2000),
+    ] {
+        assert_eq!(contiguous_cpu_interface(r), r);
+    }
+}
