@@ -77,6 +77,9 @@ pub struct BoardQemu {
     /// a scenario's console lines as `<name>| ...`).
     #[serde(default = "console_only")]
     pub serials: Vec<String>,
+    /// Further QEMU arguments this model needs (before a config's own).
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 fn virt_model() -> String {
@@ -102,6 +105,7 @@ impl Default for BoardQemu {
             mem: "1G".into(),
             qemu_min: None,
             serials: console_only(),
+            args: Vec::new(),
         }
     }
 }
@@ -206,7 +210,7 @@ pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml) -> MachineSet
         gic: parsed.qemu.gic.or(d.gic).unwrap_or(3),
         smp: parsed.qemu.smp.unwrap_or(d.smp),
         mem: parsed.qemu.mem.clone().unwrap_or(d.mem),
-        extra: parsed.qemu.extra.clone(),
+        extra: d.args.iter().chain(&parsed.qemu.extra).cloned().collect(),
         model: d.machine,
         gic_selectable: d.gic.is_some(),
         cpu: d.cpu,
