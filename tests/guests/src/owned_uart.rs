@@ -9,7 +9,10 @@
 //! UARTs, so a scenario sees it keep running while a neighbour reboots.
 
 use crate::gic::{self, Trigger, VTIMER_INTID};
-use crate::{counter, current_el, mpidr, ms_to_ticks, println, spin_until, vtimer, Checker, Mmio};
+use crate::{
+    counter, counter_freq, current_el, entry_counter, mpidr, ms_to_ticks, println, spin_until, vtimer,
+    Checker, Mmio,
+};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
 /// What [`run`] needs of a UART driver. Register access only; no locking
@@ -81,6 +84,10 @@ pub fn run<U: OwnedUart>(base: usize, intid: u32) -> ! {
         U::NAME
     );
     println!("uart: {}", gic::version_name());
+    // Under -icount shift=0 a nanosecond is an instruction: the hypervisor's boot cost.
+    let entry = entry_counter();
+    let ns = u128::from(entry) * 1_000_000_000 / u128::from(counter_freq().max(1));
+    println!("uart: first instruction at counter {entry}, {ns} ns after reset");
     let mut c = Checker::new("uart");
     UART_BASE.store(base, Relaxed);
     UART_INTID.store(intid, Relaxed);
