@@ -376,7 +376,7 @@ fn board_scenarios() -> Vec<Scenario> {
             config: Some("boards/xlnx-versal-virt/linux_smp2.toml"),
             must: &[
                 "[linux] TESSERA-LINUX-UP linux cpus=2",
-                "[linux] smp: Brought up 1 node, 2 CPUs",
+                "smp: Brought up 1 node, 2 CPUs",
             ],
             must_not: &["failed to come online", "Kernel panic", "FAIL"],
             timeout_secs: 120,
