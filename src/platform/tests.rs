@@ -347,3 +347,131 @@ fn gic400_cpu_interface_window() {
         assert_eq!(contiguous_cpu_interface(r), r);
     }
 }
+
+#[test]
+fn passthrough_devices_under_buses() {
+    let bytes =
+        |name: &str| std::fs::read(format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let zcu = bytes("zynqmp-zcu102-rev1.0.dtb");
+    let dtb = Fdt::new(&zcu).unwrap();
+    let uart1 = super::device(&dtb, "/axi/serial@ff010000").unwrap();
+    assert_eq!(uart1.regs, vec![PhysRange::new(0xff01_0000, 0x1000)]);
+    assert_eq!(uart1.spis, vec![32 + 22]);
+    let imx = bytes("imx8mp-evk.dtb");
+    let dtb = Fdt::new(&imx).unwrap();
+    // UART1 and UART3 are disabled in the EVK's tree; a VM may still own
+    // them, so lookup by path does not filter on status.
+    let uart1 = super::device(&dtb, "/soc@0/bus@30800000/serial@30860000").unwrap();
+    assert_eq!(uart1.regs, vec![PhysRange::new(0x3086_0000, 0x1_0000)]);
+    assert_eq!(uart1.spis, vec![32 + 26]);
+    let uart3 = super::device(&dtb, "/soc@0/bus@30800000/serial@30880000").unwrap();
+    assert_eq!(uart3.regs, vec![PhysRange::new(0x3088_0000, 0x1_0000)]);
+    assert_eq!(uart3.spis, vec![32 + 28]);
+}
+
+/// A Raspberry Pi 4 shaped tree: the UART and GIC sit under /soc, whose
+/// `ranges` moves bus 0x7c00_0000.. to CPU 0xfc00_0000.. and bus
+/// 0x4000_0000.. to CPU 0xff80_0000.. (BCM2711).
+fn offset_bus_dtb() -> Vec<u8> {
+    let mut w = vm_fdt::FdtWriter::new().unwrap();
+    let root = w.begin_node("").unwrap();
+    w.property_u32("#address-cells", 2).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_string("model", "offset bus").unwrap();
+    let chosen = w.begin_node("chosen").unwrap();
+    w.property_string("stdout-path", "serial0:115200n8").unwrap();
+    w.end_node(chosen).unwrap();
+    let aliases = w.begin_node("aliases").unwrap();
+    w.property_string("serial0", "/soc/serial@7e201000").unwrap();
+    w.end_node(aliases).unwrap();
+    let mem = w.begin_node("memory@0").unwrap();
+    w.property_string("device_type", "memory").unwrap();
+    w.property_array_u32("reg", &[0, 0, 0x3b40_0000]).unwrap();
+    w.end_node(mem).unwrap();
+    let cpus = w.begin_node("cpus").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    let cpu = w.begin_node("cpu@0").unwrap();
+    w.property_string("device_type", "cpu").unwrap();
+    w.property_u32("reg", 0).unwrap();
+    w.end_node(cpu).unwrap();
+    w.end_node(cpus).unwrap();
+    let timer = w.begin_node("timer").unwrap();
+    w.property_string("compatible", "arm,armv8-timer").unwrap();
+    w.property_array_u32(
+        "interrupts",
+        &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
+    )
+    .unwrap();
+    w.end_node(timer).unwrap();
+    let soc = w.begin_node("soc").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_array_u32(
+        "ranges",
+        &[
+            0x7c00_0000,
+            0,
+            0xfc00_0000,
+            0x0380_0000,
+            0x4000_0000,
+            0,
+            0xff80_0000,
+            0x0080_0000,
+        ],
+    )
+    .unwrap();
+    let uart = w.begin_node("serial@7e201000").unwrap();
+    w.property_string("compatible", "arm,pl011").unwrap();
+    w.property_array_u32("reg", &[0x7e20_1000, 0x200]).unwrap();
+    w.property_array_u32("interrupts", &[0, 121, 4]).unwrap();
+    w.end_node(uart).unwrap();
+    let gic = w.begin_node("interrupt-controller@40041000").unwrap();
+    w.property_string("compatible", "arm,gic-400").unwrap();
+    w.property_array_u32(
+        "reg",
+        &[
+            0x4004_1000,
+            0x1000,
+            0x4004_2000,
+            0x2000,
+            0x4004_4000,
+            0x2000,
+            0x4004_6000,
+            0x2000,
+        ],
+    )
+    .unwrap();
+    w.property_array_u32("interrupts", &[1, 9, 0xf04]).unwrap();
+    w.end_node(gic).unwrap();
+    // A bus without `ranges`: its children are not memory mapped.
+    let i2c = w.begin_node("i2c@7e804000").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    w.property_array_u32("reg", &[0x7e80_4000, 0x1000]).unwrap();
+    let dev = w.begin_node("codec@1a").unwrap();
+    w.property_array_u32("reg", &[0x1a]).unwrap();
+    w.end_node(dev).unwrap();
+    w.end_node(i2c).unwrap();
+    w.end_node(soc).unwrap();
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn reg_is_translated_through_bus_ranges() {
+    let bytes = offset_bus_dtb();
+    let dtb = Fdt::new(&bytes).unwrap();
+    let p = discover(&dtb).unwrap();
+    assert_eq!(p.console.path, "/soc/serial@7e201000");
+    assert_eq!(p.console.regs, PhysRange::new(0xfe20_1000, 0x200));
+    assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(early_console(&dtb), Some((UartKind::Pl011, 0xfe20_1000)));
+    assert_eq!(p.gic.dist, PhysRange::new(0xff84_1000, 0x1000));
+    assert_eq!(p.gic.cpu_if, Some(PhysRange::new(0xff84_2000, 0x2000)));
+    assert_eq!(p.gic.vcpu_if, Some(PhysRange::new(0xff84_6000, 0x2000)));
+    let i2c = super::device(&dtb, "/soc/i2c@7e804000").unwrap();
+    assert_eq!(i2c.regs, vec![PhysRange::new(0xfe80_4000, 0x1000)]);
+    let codec = super::device(&dtb, "/soc/i2c@7e804000/codec@1a").unwrap();
+    assert!(codec.regs.is_empty(), "{:?}", codec.regs);
+}
