@@ -79,6 +79,11 @@ pub fn ensure_version(min: Option<&str>) -> Result<PathBuf> {
 /// A QEMU version, (major, minor).
 type Version = (u32, u32);
 
+/// The version of the QEMU at `qemu`, if it says.
+pub fn installed_version(qemu: &Path) -> Option<(u32, u32)> {
+    version_of(qemu)
+}
+
 /// `qemu-system-aarch64 --version` as (major, minor), remembered per program.
 fn version_of(qemu: &Path) -> Option<Version> {
     static SEEN: std::sync::Mutex<Vec<(PathBuf, Option<Version>)>> = std::sync::Mutex::new(Vec::new());

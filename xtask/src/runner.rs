@@ -31,16 +31,21 @@ pub struct Outcome {
     pub failure: Option<String>,
     /// Output to show under a failure (the console tail).
     pub details: Vec<String>,
+    /// Why it did not run (the host's QEMU lacks what it needs); it neither passed nor failed.
+    pub skipped: Option<String>,
 }
 
 impl Outcome {
     pub fn passed(&self) -> bool {
-        self.failure.is_none()
+        self.failure.is_none() && self.skipped.is_none()
     }
 
     /// The `PASS`/`FAIL` line, followed on failure by the details.
     pub fn report(&self) -> String {
         let secs = self.duration.as_secs_f64();
+        if let Some(why) = &self.skipped {
+            return format!("SKIP {}: {why}\n", self.name);
+        }
         match &self.failure {
             None => format!("PASS {} ({secs:.1} s)\n", self.name),
             Some(why) => {
@@ -82,6 +87,20 @@ pub fn run_all(scenarios: &[Scenario], jobs: usize, qemu: &Path, built: &Built) 
 /// Runs one scenario; setup errors (a missing image, QEMU failing to start) fail it too.
 pub fn run(scenario: &Scenario, qemu: &Path, built: &Built) -> Outcome {
     let start = Instant::now();
+    if let Some((min, why)) = scenario.needs_qemu {
+        if let Some(have) = qemu::installed_version(qemu).filter(|&v| Some(v) < qemu::parse_version(min)) {
+            return Outcome {
+                name: scenario.name.to_owned(),
+                duration: start.elapsed(),
+                failure: None,
+                details: Vec::new(),
+                skipped: Some(format!(
+                    "needs QEMU {min} or newer ({why}); this is {}.{}",
+                    have.0, have.1
+                )),
+            };
+        }
+    }
     let log = paths::test_logs_dir(&built.target_dir).join(format!("{}.log", scenario.name));
     let (failure, details) = match watch(scenario, qemu, built, &log) {
         Ok(verdict) => verdict.into_failure(&log),
@@ -92,6 +111,7 @@ pub fn run(scenario: &Scenario, qemu: &Path, built: &Built) -> Outcome {
         duration: start.elapsed(),
         failure,
         details,
+        skipped: None,
     }
 }
 
