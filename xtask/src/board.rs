@@ -345,6 +345,16 @@ pub fn board_dtb(machine: &MachineSettings, board_name: &str, target_dir: &Path)
     crate::fdt_patch::without_nops(&fs::read(&file)?).with_context(|| format!("{}", file.display()))
 }
 
+/// What tells two images of one config apart: `gic3-smp4`, or `smp4` where the model's
+/// GIC is fixed.
+fn machine_variant(m: &MachineSettings) -> String {
+    if m.gic_selectable {
+        format!("gic{}-smp{}", m.gic, m.smp)
+    } else {
+        format!("smp{}", m.smp)
+    }
+}
+
 /// The image (payload included) is loaded at `load_address`: no fixed VM
 /// memory may sit there. `file` is the config, for the message.
 pub fn check_image_overlap(

@@ -107,7 +107,7 @@ fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Re
                 ensure!(next <= end, "property out of bounds");
                 let here = full_path(&path);
                 let name = name_at(nameoff)?;
-                let in_target = paths.iter().any(|q| *q == here);
+                let in_target = paths.contains(&here);
                 let removed = remove
                     .iter()
                     .any(|(q, names)| *q == here && names.iter().any(|n| n.as_bytes() == name));
