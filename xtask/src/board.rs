@@ -416,10 +416,11 @@ pub fn build_config_image_on(
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("config");
-    let disk_dir = built.target_dir.join("disks").join(format!(
-        "{}-{stem}-gic{}-smp{}",
-        board.name, machine.gic, machine.smp
-    ));
+    let variant = machine_variant(&machine);
+    let disk_dir = built
+        .target_dir
+        .join("disks")
+        .join(format!("{}-{stem}-{variant}", board.name));
     add_disks(&parsed, &disk_dir, &mut machine)?;
     let dtb = board_dtb(&machine, &board.name, &built.target_dir)?;
     let reserved = board
@@ -473,10 +474,7 @@ pub fn build_config_image_on(
     check_image_overlap(config_path, &resolved, board.load_address, packed.len() as u64)?;
     let out_dir = built.target_dir.join("images");
     fs::create_dir_all(&out_dir)?;
-    let path = out_dir.join(format!(
-        "{}-{stem}-gic{}-smp{}.bin",
-        board.name, machine.gic, machine.smp
-    ));
+    let path = out_dir.join(format!("{}-{stem}-{variant}.bin", board.name));
     fs::write(&path, &packed)?;
     Ok(ConfigImage {
         path,
