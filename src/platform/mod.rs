@@ -168,6 +168,12 @@ struct Scan<'b, 'a> {
     timer: Option<FdtNode<'b, 'a>>,
     uarts: Vec<(UartKind, Found<'b, 'a>)>,
     psci: Option<FdtNode<'b, 'a>>,
+    /// Children of the root looked up by name, found on the way (each
+    /// `find_node` would be another pass over the tree).
+    chosen: Option<FdtNode<'b, 'a>>,
+    aliases: Option<FdtNode<'b, 'a>>,
+    cpus: Option<FdtNode<'b, 'a>>,
+    reserved_memory: Option<FdtNode<'b, 'a>>,
 }
 
 impl<'b, 'a> Scan<'b, 'a> {
@@ -185,6 +191,18 @@ impl<'b, 'a> Scan<'b, 'a> {
         for child in node.children() {
             if !is_okay(&child) {
                 continue;
+            }
+            if ancestors.len() == 1 {
+                let slot = match child.name {
+                    "chosen" => Some(&mut self.chosen),
+                    "aliases" => Some(&mut self.aliases),
+                    "cpus" => Some(&mut self.cpus),
+                    "reserved-memory" => Some(&mut self.reserved_memory),
+                    _ => None,
+                };
+                if let Some(slot) = slot {
+                    slot.get_or_insert(child);
+                }
             }
             let len = path.len();
             path.push('/');
@@ -253,16 +271,14 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
         .memory_reservations()
         .map(|r| PhysRange::new(r.address() as u64, r.size() as u64))
         .collect();
-    if let Some(root) = dtb.find_node("/") {
-        if let Some(rm) = root.children().find(|c| c.name == "reserved-memory") {
-            let chain = [root, rm];
-            for child in rm.children().filter(is_okay) {
-                reserved.extend(ranges::regs(child, &chain));
-            }
+    if let (Some(root), Some(rm)) = (dtb.find_node("/"), scan.reserved_memory) {
+        let chain = [root, rm];
+        for child in rm.children().filter(is_okay) {
+            reserved.extend(ranges::regs(child, &chain));
         }
     }
 
-    let cpus = discover_cpus(dtb)?;
+    let cpus = discover_cpus(scan.cpus)?;
     let gic = discover_gic(&scan)?;
     let timer = discover_timer(&scan)?;
     let console = discover_console(dtb, &scan, &mut warnings)?;
@@ -277,8 +293,8 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     if psci.is_none() {
         warnings.push("no PSCI node with method smc/hvc: secondary CPUs stay off".to_string());
     }
-    let bootargs = dtb
-        .find_node("/chosen")
+    let bootargs = scan
+        .chosen
         .and_then(|c| prop_str(&c, "bootargs"))
         .unwrap_or("")
         .to_string();
@@ -314,8 +330,8 @@ fn is_compatible(n: &FdtNode, with: &[&str]) -> bool {
     n.compatible().is_some_and(|c| c.all().any(|s| with.contains(&s)))
 }
 
-fn discover_cpus(dtb: &Fdt) -> Result<Vec<Cpu>, DiscoverError> {
-    let cpus_node = dtb.find_node("/cpus").ok_or(DiscoverError::Cpus)?;
+fn discover_cpus(cpus_node: Option<FdtNode>) -> Result<Vec<Cpu>, DiscoverError> {
+    let cpus_node = cpus_node.ok_or(DiscoverError::Cpus)?;
     let addr_cells = cells(&cpus_node, "#address-cells")
         .and_then(|mut c| c.next())
         .unwrap_or(1);
@@ -479,12 +495,15 @@ const SERIAL_FOUND_BY: [&str; 8] = [
 
 /// The absolute path `name` stands for: itself if it starts with `/`, else
 /// the alias it names (stdout-path may be either, with `:options` after).
-fn resolve_path<'a>(dtb: &Fdt<'a>, name: &'a str) -> Option<&'a str> {
+fn resolve_path<'a>(aliases: Option<FdtNode<'_, 'a>>, name: &'a str) -> Option<&'a str> {
     let name = name.split(':').next().unwrap_or(name);
     if name.starts_with('/') {
         Some(name)
     } else {
-        dtb.aliases()?.resolve(name)
+        aliases?
+            .property(name)
+            .and_then(|p| core::str::from_utf8(p.value).ok())
+            .map(|s| s.trim_end_matches('\0'))
     }
 }
 
@@ -498,9 +517,9 @@ fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Resul
             scan.uarts.iter().find(|(_, f)| f.node.name.as_ptr() == name)
         })
     };
-    let stdout = dtb.find_node("/chosen").and_then(|c| prop_str(&c, "stdout-path"));
+    let stdout = scan.chosen.and_then(|c| prop_str(&c, "stdout-path"));
     match stdout {
-        Some(s) => match resolve_path(dtb, s)
+        Some(s) => match resolve_path(scan.aliases, s)
             .and_then(uart)
             .and_then(|u| console_of(u, "stdout-path"))
         {
@@ -512,7 +531,7 @@ fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Resul
         None => warnings.push("no /chosen/stdout-path".to_string()),
     }
     for (alias, found_by) in SERIAL_ALIASES.iter().zip(SERIAL_FOUND_BY) {
-        if let Some(c) = resolve_path(dtb, alias)
+        if let Some(c) = resolve_path(scan.aliases, alias)
             .and_then(uart)
             .and_then(|u| console_of(u, found_by))
         {
@@ -606,12 +625,13 @@ pub fn early_console(dtb: &Fdt) -> Option<(UartKind, u64)> {
         .flatten()
     };
     let stdout = dtb.find_node("/chosen").and_then(|c| prop_str(&c, "stdout-path"));
-    if let Some(c) = stdout.and_then(|s| resolve_path(dtb, s)).and_then(at) {
+    let aliases = dtb.find_node("/aliases");
+    if let Some(c) = stdout.and_then(|s| resolve_path(aliases, s)).and_then(at) {
         return Some(c);
     }
     if let Some(c) = SERIAL_ALIASES
         .iter()
-        .find_map(|a| resolve_path(dtb, a).and_then(at))
+        .find_map(|a| resolve_path(aliases, a).and_then(at))
     {
         return Some(c);
     }
