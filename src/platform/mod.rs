@@ -334,10 +334,6 @@ fn cells<'a>(n: &FdtNode<'_, 'a>, name: &str) -> Option<impl Iterator<Item = u32
     )
 }
 
-fn is_compatible(n: &FdtNode, with: &[&str]) -> bool {
-    n.compatible().is_some_and(|c| c.all().any(|s| with.contains(&s)))
-}
-
 fn discover_cpus(cpus_node: Option<FdtNode>) -> Result<Vec<Cpu>, DiscoverError> {
     let cpus_node = cpus_node.ok_or(DiscoverError::Cpus)?;
     let addr_cells = cells(&cpus_node, "#address-cells")
