@@ -159,7 +159,8 @@ struct Found<'b, 'a> {
 /// What one walk over the whole tree finds: everything discovery needs, so
 /// the tree is traversed once (the `fdt` crate re-parses nodes on every scan,
 /// and a scan per question cost over a million instructions at boot).
-/// Nodes whose status is not okay are not looked at, nor their children.
+/// Nodes whose status is not okay are not looked at, nor their children,
+/// nor the children of nodes that are no bus (no `ranges`).
 #[derive(Default)]
 struct Scan<'b, 'a> {
     memory: Vec<Found<'b, 'a>>,
@@ -231,9 +232,16 @@ impl<'b, 'a> Scan<'b, 'a> {
                     }
                 }
             }
-            ancestors.push(child);
-            self.walk(child, path, ancestors);
-            ancestors.pop();
+            // Only a bus with `ranges` has memory-mapped children
+            // (Devicetree spec 2.3.8): below any other node (an I2C or SPI
+            // controller, pin and clock trees, /cpus) nothing discovery looks
+            // for can sit, and skipping those subtrees makes the walk several
+            // times cheaper on a real board's tree.
+            if child.property("ranges").is_some() {
+                ancestors.push(child);
+                self.walk(child, path, ancestors);
+                ancestors.pop();
+            }
             path.truncate(len);
         }
     }
@@ -324,10 +332,6 @@ fn cells<'a>(n: &FdtNode<'_, 'a>, name: &str) -> Option<impl Iterator<Item = u32
         v.chunks_exact(4)
             .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
     )
-}
-
-fn is_compatible(n: &FdtNode, with: &[&str]) -> bool {
-    n.compatible().is_some_and(|c| c.all().any(|s| with.contains(&s)))
 }
 
 fn discover_cpus(cpus_node: Option<FdtNode>) -> Result<Vec<Cpu>, DiscoverError> {

@@ -292,6 +292,16 @@ pub fn all() -> Vec<Scenario> {
             ],
             ..Scenario::new("virt_secure_on_disabled_memory_is_not_ram")
         },
+        Scenario {
+            // Started at EL1: said on the DTB's console UART before anything
+            // else is set up (platform::early_console, console::early_print).
+            extra: &["-machine", "virtualization=off"],
+            smp: 1,
+            must: &["tessera: not entered at EL2"],
+            must_not: &[BOOT_COMPLETE, "CPUs online"],
+            timeout_secs: 10,
+            ..Scenario::new("not_entered_at_el2_is_said_on_the_console")
+        },
     ]);
     all.extend(board_scenarios());
     all
