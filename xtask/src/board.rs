@@ -485,6 +485,8 @@ pub fn build_config_image_on(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn board_folders_parse_and_name_themselves() {
         for name in super::board_names() {
@@ -495,6 +497,51 @@ mod tests {
             if let Some(rel) = board.dtb.strip_prefix("debian:") {
                 assert!(crate::assets::BOARD_DTBS.contains(&rel), "{name}: {rel}");
             }
+        }
+    }
+
+    /// The QEMU command line of each board's default machine, as `run` and `test` build it.
+    fn command_line(board: &str) -> String {
+        let board = load_board(&named_board_dir(board)).unwrap();
+        let empty: config::ConfigToml = toml::from_str("").unwrap();
+        let mut m = machine_for(&board, &empty).to_machine(PathBuf::from("img"));
+        m.serial_dir = Some(PathBuf::from("/logs"));
+        let args: Vec<String> = m
+            .command(Path::new("qemu"), qemu::Console::Captured)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        args.join(" ")
+    }
+
+    #[test]
+    fn each_board_gets_its_own_machine_and_serial_ports() {
+        let virt = command_line("qemu-virt");
+        assert!(
+            virt.starts_with("-machine virt,virtualization=on,gic-version=3 -cpu cortex-a72 -smp 4 -m 1G")
+        );
+        let zcu = command_line("xlnx-zcu102");
+        assert!(
+            zcu.starts_with("-machine xlnx-zcu102,virtualization=on -smp 4 -m 2G"),
+            "{zcu}"
+        );
+        assert!(
+            zcu.contains("-serial stdio -serial file:/logs/uart1.log"),
+            "{zcu}"
+        );
+        assert!(zcu.contains("-audio none"), "{zcu}");
+        // The EVK's console is the second UART QEMU wires up.
+        let imx = command_line("imx8mp-evk");
+        assert!(imx.starts_with("-machine imx8mp-evk -smp 4 -m 2G"), "{imx}");
+        assert!(
+            imx.contains("-serial file:/logs/uart1.log -serial stdio"),
+            "{imx}"
+        );
+        // Versal's model fixes its CPU count and refuses -smp 2.
+        let versal = command_line("xlnx-versal-virt");
+        assert!(versal.starts_with("-machine xlnx-versal-virt -m 2G"), "{versal}");
+        for line in [&zcu, &imx, &versal] {
+            assert!(!line.contains("-cpu") && !line.contains("gic-version"), "{line}");
         }
     }
 }
