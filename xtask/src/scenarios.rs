@@ -261,6 +261,7 @@ pub fn all() -> Vec<Scenario> {
         },
     ]);
     all.extend([subpage(3), subpage(2)]);
+    all.extend([device_abort(3), device_abort(2)]);
     all
 }
 
@@ -561,6 +562,27 @@ fn subpage(gic: u32) -> Scenario {
             "subpage_neighbour_transport_aborts_gicv3"
         } else {
             "subpage_neighbour_transport_aborts_gicv2"
+        })
+    }
+}
+
+/// A device that answers a forwarded access with an external abort: the
+/// guest gets a synchronous external abort and the CPU runs on (the EL2
+/// exception table), its neighbour unaffected.
+fn device_abort(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/devabort.toml"),
+        must: &[
+            "[devabort] RESULT devabort: 8 passed, 0 failed",
+            "[devabort] PASS devabort_signature_after",
+        ],
+        sequence: &["[devabort] RESULT devabort", "[bystander] hello: tick 5"],
+        must_not: &["FAIL", "VM devabort stopped", "CPU 1 stopped"],
+        ..Scenario::new(if gic == 3 {
+            "device_external_abort_reaches_the_guest_gicv3"
+        } else {
+            "device_external_abort_reaches_the_guest_gicv2"
         })
     }
 }
