@@ -20,6 +20,8 @@ pub mod gic;
 #[cfg(target_os = "none")]
 pub mod guest;
 #[cfg(target_os = "none")]
+pub mod hyptimer;
+#[cfg(target_os = "none")]
 pub mod mmu;
 
 /// Bytes of EL2 stack per physical CPU.
