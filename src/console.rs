@@ -232,14 +232,10 @@ static LEFT: [AtomicUsize; crate::arch::aarch64::MAX_CPUS] =
     [const { AtomicUsize::new(NOBODY) }; crate::arch::aarch64::MAX_CPUS];
 const NOBODY: usize = usize::MAX;
 
-/// Lines of queue `me` are left after `turn`: this CPU comes back for them
-/// when its hypervisor timer fires, so they never wait for someone else to
-/// print (see [`crate::vdev::outbuf`]).
-fn come_back_if_left(turn: Turn, me: usize) {
-    let left = {
-        let queues = QUEUES.read();
-        turn.come_back(|i| queues.get(i).is_some_and(|q| !q.1.lock().is_empty()))
-    };
+/// Lines of queue `me` are `left` after its turn: this CPU comes back for
+/// them when its hypervisor timer fires, so they never wait for someone else
+/// to print (see [`crate::vdev::outbuf`]).
+fn come_back_if_left(left: bool, me: usize) {
     if left {
         if let Some(slot) = LEFT.get(cpu::index()) {
             slot.store(me, Ordering::Relaxed);
@@ -249,7 +245,9 @@ fn come_back_if_left(turn: Turn, me: usize) {
 }
 
 /// This CPU's hypervisor timer fired: print what its VM left queued, and
-/// come back again if the UART is still busy.
+/// come back again if the UART is still busy. Rare: kept out of line, off
+/// the interrupt paths it is called from.
+#[inline(never)]
 pub fn on_come_back_timer() {
     hyptimer::disarm();
     let me = LEFT
@@ -278,9 +276,9 @@ fn queue_for(vm: &str, line: &[u8]) -> usize {
 }
 
 /// Prints queued VM lines as far as `turn` allows, one line per hold of the
-/// UART so a log line or console input gets in between. Returns the turn as
-/// it ended.
-fn drain(mut turn: Turn) -> Turn {
+/// UART so a log line or console input gets in between. Returns whether
+/// lines of the turn's own VM are left ([`Turn::come_back`]).
+fn drain(mut turn: Turn) -> bool {
     let prefix = PREFIX.load(Ordering::Relaxed);
     let queues = QUEUES.read();
     let n = queues.len();
@@ -288,10 +286,10 @@ fn drain(mut turn: Turn) -> Turn {
     let waiting = |i: usize| queues.get(i).is_some_and(|q| !q.1.lock().is_empty());
     loop {
         if PRIORITY.load(Ordering::Acquire) > 0 {
-            return turn;
+            return turn.come_back(waiting);
         }
         let Some(mut guard) = UART.try_lock() else {
-            return turn;
+            return turn.come_back(waiting);
         };
         let mut cursor = CURSOR.load(Ordering::Relaxed);
         let next = turn.next(&mut cursor, n, pop);
@@ -303,7 +301,7 @@ fn drain(mut turn: Turn) -> Turn {
             if turn.may_print(n, waiting) {
                 continue;
             }
-            return turn;
+            return turn.come_back(waiting);
         };
         if let Some(u) = guard.as_mut() {
             print_line(u, &line, prefix);
