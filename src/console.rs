@@ -2,7 +2,7 @@
 //! `log` backend on top of it. A whole line is written under the lock, so
 //! lines from several CPUs never interleave.
 
-use crate::arch::aarch64::cpu;
+use crate::arch::aarch64::{cpu, hyptimer};
 use crate::drivers::uart::{Kind, Uart};
 use crate::vdev::escape;
 use crate::vdev::mux::{Input, Mux};
@@ -116,7 +116,7 @@ impl Log for Logger {
                 );
             }
         }
-        drain(Turn::new(None));
+        let _ = drain(Turn::new(None));
     }
 
     fn flush(&self) {}
@@ -209,7 +209,8 @@ impl Drop for Priority {
 /// Queues one line of a VM's console output in that VM's queue and prints
 /// what this VM's turn allows (see [`crate::vdev::outbuf`]). A VM never
 /// waits for the UART: if another CPU holds it, the line waits in the queue
-/// for this VM's next line or another CPU's share.
+/// for this VM's next line, another CPU's share, or this CPU's coming back
+/// a millisecond later, whichever is first.
 pub fn vm_line(vm: &str, line: &[u8]) {
     if !owned() {
         return;
@@ -223,7 +224,42 @@ pub fn vm_line(vm: &str, line: &[u8]) {
         me
     };
     let me = me.unwrap_or_else(|| queue_for(vm, line));
-    drain(Turn::new(Some(me)));
+    come_back_if_left(drain(Turn::new(Some(me))), me);
+}
+
+/// How long a CPU leaves its VM's queued lines before it comes back for
+/// them: long enough for whoever holds the UART to finish a line or two.
+const COME_BACK_US: u64 = 1_000;
+/// The queue each CPU comes back for when its hypervisor timer fires
+/// ([`NOBODY`] if none). Only that CPU uses its entry, with IRQs masked.
+static LEFT: [AtomicUsize; crate::arch::aarch64::MAX_CPUS] =
+    [const { AtomicUsize::new(NOBODY) }; crate::arch::aarch64::MAX_CPUS];
+const NOBODY: usize = usize::MAX;
+
+/// Lines of queue `me` are `left` after its turn: this CPU comes back for
+/// them when its hypervisor timer fires, so they never wait for someone else
+/// to print (see [`crate::vdev::outbuf`]).
+fn come_back_if_left(left: bool, me: usize) {
+    if left {
+        if let Some(slot) = LEFT.get(cpu::index()) {
+            slot.store(me, Ordering::Relaxed);
+            hyptimer::arm_in(cpu::counter_freq() * COME_BACK_US / 1_000_000);
+        }
+    }
+}
+
+/// This CPU's hypervisor timer fired: print what its VM left queued, and
+/// come back again if the UART is still busy. Rare: kept out of line, off
+/// the interrupt paths it is called from.
+#[inline(never)]
+pub fn on_come_back_timer() {
+    hyptimer::disarm();
+    let me = LEFT
+        .get(cpu::index())
+        .map_or(NOBODY, |slot| slot.swap(NOBODY, Ordering::Relaxed));
+    if me != NOBODY && owned() {
+        come_back_if_left(drain(Turn::new(Some(me))), me);
+    }
 }
 
 /// Makes VM `vm`'s queue (normally done by [`register`]) with `line` in it;
@@ -244,8 +280,9 @@ fn queue_for(vm: &str, line: &[u8]) -> usize {
 }
 
 /// Prints queued VM lines as far as `turn` allows, one line per hold of the
-/// UART so a log line or console input gets in between.
-fn drain(mut turn: Turn) {
+/// UART so a log line or console input gets in between. Returns whether
+/// lines of the turn's own VM are left ([`Turn::come_back`]).
+fn drain(mut turn: Turn) -> bool {
     let prefix = PREFIX.load(Ordering::Relaxed);
     let queues = QUEUES.read();
     let n = queues.len();
@@ -253,9 +290,11 @@ fn drain(mut turn: Turn) {
     let waiting = |i: usize| queues.get(i).is_some_and(|q| !q.1.lock().is_empty());
     loop {
         if PRIORITY.load(Ordering::Acquire) > 0 {
-            return;
+            return turn.come_back(waiting);
         }
-        let Some(mut guard) = UART.try_lock() else { return };
+        let Some(mut guard) = UART.try_lock() else {
+            return turn.come_back(waiting);
+        };
         let mut cursor = CURSOR.load(Ordering::Relaxed);
         let next = turn.next(&mut cursor, n, pop);
         CURSOR.store(cursor, Ordering::Relaxed);
@@ -266,7 +305,7 @@ fn drain(mut turn: Turn) {
             if turn.may_print(n, waiting) {
                 continue;
             }
-            return;
+            return turn.come_back(waiting);
         };
         if let Some(u) = guard.as_mut() {
             print_line(u, &line, prefix);

@@ -9,9 +9,12 @@
 //! another CPU held the UART is printed by the next one to print, even when
 //! its VM prints nothing more, and a flooder that is the only one printing
 //! still prints its neighbours' lines one for one with its own. No CPU ever
-//! prints more than `OWN + SHARE` lines per line it queued. The price of
-//! never waiting: a line that found the UART busy, of a VM that then goes
-//! quiet, waits for the next line anybody prints (it is not lost).
+//! prints more than `OWN + SHARE` lines per line it queued. A CPU never
+//! waits for the UART either: when its turn ends with lines of its own VM
+//! still queued (the UART was busy, or the budget spent), it comes back for
+//! them shortly ([`Turn::come_back`]; the console arms the hypervisor timer
+//! of that CPU), so a VM that goes quiet right after a burst still sees
+//! every line printed, on its own CPU's time.
 //!
 //! Pure data structure, tested on the host.
 
@@ -207,6 +210,14 @@ impl Turn {
             }
         }
         None
+    }
+
+    /// After this turn: whether lines of its own VM are still queued, so
+    /// its CPU must come back for them. Lines of other VMs are their own
+    /// CPUs' to come back for, and the hypervisor's turn (no VM) leaves
+    /// none of its own.
+    pub fn come_back(&self, waiting: impl Fn(usize) -> bool) -> bool {
+        self.me.is_some_and(waiting)
     }
 
     /// Whether [`Turn::next`] would give a line.
@@ -466,6 +477,69 @@ mod tests {
             assert_eq!(waiting, 0, "step {step}");
         }
         assert_eq!(rare_printed, 101);
+    }
+
+    #[test]
+    fn a_line_that_found_the_uart_busy_brings_its_cpu_back() {
+        let mut b = OutBuf::new();
+        let me = b.push("quiet", b"q0");
+        // The UART was held elsewhere: the turn printed nothing.
+        let turn = Turn::new(Some(me));
+        assert!(turn.come_back(|i| !b.queues[i].is_empty()));
+        // Coming back, it prints its line and need not come again.
+        let mut again = Turn::new(Some(me));
+        assert_eq!(run_turn(&mut b, &mut again), ["quiet:q0"]);
+        assert!(!again.come_back(|i| !b.queues[i].is_empty()));
+    }
+
+    #[test]
+    fn a_burst_beyond_the_budget_brings_its_cpu_back_until_it_is_out() {
+        let mut b = OutBuf::new();
+        let mut me = 0;
+        for i in 0..SLOTS {
+            me = b.push("burst", format!("{i}").as_bytes());
+        }
+        let mut printed = Vec::new();
+        let mut visits = 0;
+        loop {
+            let mut turn = Turn::new(Some(me));
+            printed.extend(run_turn(&mut b, &mut turn));
+            visits += 1;
+            if !turn.come_back(|i| !b.queues[i].is_empty()) {
+                break;
+            }
+            assert!(visits < SLOTS, "never done");
+        }
+        let want: Vec<_> = (0..SLOTS).map(|i| format!("burst:{i}")).collect();
+        assert_eq!(printed, want);
+        assert_eq!(visits, SLOTS.div_ceil(OWN));
+    }
+
+    #[test]
+    fn only_its_own_lines_bring_a_cpu_back() {
+        let mut b = OutBuf::new();
+        let me = b.push("quiet", b"q0");
+        for i in 0..SLOTS {
+            b.push("flood", format!("f{i}").as_bytes());
+        }
+        let mut turn = Turn::new(Some(me));
+        assert_eq!(run_turn(&mut b, &mut turn), ["quiet:q0", "flood:f0"]);
+        // The flooder's lines are left, but they are the flooder's CPU's.
+        assert!(!b.is_empty());
+        assert!(!turn.come_back(|i| !b.queues[i].is_empty()));
+        // Nor does the hypervisor's own turn ever come back.
+        let mut hyp = Turn::new(None);
+        run_turn(&mut b, &mut hyp);
+        assert!(!hyp.come_back(|i| !b.queues[i].is_empty()));
+    }
+
+    /// Like [`run`], keeping the turn for [`Turn::come_back`].
+    fn run_turn(b: &mut OutBuf, turn: &mut Turn) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(l) = b.next(turn) {
+            out.push(format!("{}:{}", vm(&l), text(&l)));
+        }
+        out
     }
 
     #[test]

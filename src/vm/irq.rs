@@ -4,7 +4,7 @@
 
 use super::vcpu::{abandon_guest, current};
 use super::VmState;
-use crate::arch::aarch64::{cpu, gic as icc};
+use crate::arch::aarch64::{cpu, gic as icc, hyptimer};
 use crate::drivers::gic::{self, PhysGic, KICK_SGI};
 use crate::vdev::vgic::lr::{place, ActiveChange, ActiveSet, ListRegs, Lr, Placed};
 use crate::vdev::vgic::{Vgic, VgicHost};
@@ -91,6 +91,12 @@ pub fn init_cpu(cpu: usize, maintenance: u32) {
     let g = gic::get();
     g.init_cpu(cpu, maintenance);
     MAINTENANCE.store(maintenance, Ordering::Relaxed);
+    // The hypervisor's own timer (the console comes back with it for lines
+    // its VM left): urgent, so it also gets through to a CPU waiting for a
+    // kick.
+    hyptimer::disarm();
+    g.set_priority(hyptimer::INTID, cpu, gic::URGENT);
+    g.set_enabled(hyptimer::INTID, cpu, true);
     let n = match g {
         PhysGic::V3(_) => (icc::ich_vtr() & 0x1f) as usize + 1,
         PhysGic::V2(v2) => v2.lr_count(),
@@ -374,6 +380,8 @@ pub fn idle() -> ! {
             }
             if Some(intid) == console_irq() {
                 crate::console::on_input();
+            } else if intid == hyptimer::INTID {
+                crate::console::on_come_back_timer();
             }
             g.eoi(raw);
             g.deactivate(raw);
@@ -396,6 +404,10 @@ pub fn wait_for_kick() {
         let (intid, raw) = g.ack();
         if intid >= 1020 {
             break;
+        }
+        if intid == hyptimer::INTID {
+            // Disarmed before the deactivation, so the level is gone.
+            crate::console::on_come_back_timer();
         }
         g.eoi(raw);
         g.deactivate(raw);
@@ -533,7 +545,7 @@ fn handle_irq_on<C: CpuIf>(mut c: C) {
 }
 
 /// Everything but a guest's hardware interrupt: the hypervisor's own SGI,
-/// maintenance, the console, and interrupts nobody may have.
+/// timer and maintenance, the console, and interrupts nobody may have.
 #[inline(never)]
 fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
     let (vm, vcpu) = current();
@@ -548,6 +560,10 @@ fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
         }
     } else if intid == MAINTENANCE.load(Ordering::Relaxed) {
         maintenance_eoi(g, &vm.vgic, vcpu.index);
+    } else if intid == hyptimer::INTID {
+        // Still asserted when deactivated above; disarming it drops the
+        // level, and with it the pending state, before the guest resumes.
+        crate::console::on_come_back_timer();
     } else if intid < 32 || !owned_elsewhere(vm, intid) {
         // Nobody's, or this VM's and disabled by it: mask it here so it
         // cannot storm.

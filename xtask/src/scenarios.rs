@@ -309,6 +309,8 @@ pub fn all() -> Vec<Scenario> {
     ]);
     all.extend([subpage(3), subpage(2)]);
     all.extend(board_scenarios());
+    all.extend([device_abort(3), device_abort(2)]);
+    all.extend([console_burst(3), console_burst(2)]);
     all
 }
 
@@ -428,6 +430,40 @@ fn board_scenarios() -> Vec<Scenario> {
             ..Scenario::on("xlnx-versal-virt", "xlnx-versal-virt_linux_smp2_alone")
         },
     ]
+}
+
+/// Rounds of tests/guests/src/bin/burst.rs and round_flood.rs.
+const BURST_ROUNDS: usize = 12;
+
+/// A VM's burst of lines in the middle of a neighbour's flood, which stops
+/// right after: every line of each burst is printed before the flooder's
+/// marker 20 ms later (its CPU comes back for the lines that found the UART
+/// held by the flood), also of the last burst, after which the VM never
+/// prints again. Under icount, so where the flood holds the UART when the
+/// burst comes is the same on every run.
+fn console_burst(gic: u32) -> Scenario {
+    let mut sequence: Vec<&'static str> = Vec::new();
+    for k in 0..BURST_ROUNDS {
+        sequence.push(format!("[burst] burst: round {k} line 8/8").leak());
+        if k + 1 == BURST_ROUNDS {
+            sequence.push("[burst] burst: done");
+        }
+        sequence.push(format!("[flood] round_flood: round {k} end").leak());
+    }
+    Scenario {
+        gic,
+        config: Some("tests/configs/console_burst.toml"),
+        extra: &["-icount", "shift=0,sleep=off"],
+        must: &["[burst] burst: done"],
+        sequence: sequence.leak(),
+        must_not: &["FAIL", "of VM burst dropped"],
+        timeout_secs: 120,
+        ..Scenario::new(if gic == 3 {
+            "console_burst_is_printed_though_its_vm_goes_quiet_gicv3"
+        } else {
+            "console_burst_is_printed_though_its_vm_goes_quiet_gicv2"
+        })
+    }
 }
 
 /// The interrupt scenarios, the same checks on GIC version `gic` (2 or 3).
@@ -727,6 +763,27 @@ fn subpage(gic: u32) -> Scenario {
             "subpage_neighbour_transport_aborts_gicv3"
         } else {
             "subpage_neighbour_transport_aborts_gicv2"
+        })
+    }
+}
+
+/// A device that answers a forwarded access with an external abort: the
+/// guest gets a synchronous external abort and the CPU runs on (the EL2
+/// exception table), its neighbour unaffected.
+fn device_abort(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/devabort.toml"),
+        must: &[
+            "[devabort] RESULT devabort: 8 passed, 0 failed",
+            "[devabort] PASS devabort_signature_after",
+        ],
+        sequence: &["[devabort] RESULT devabort", "[bystander] hello: tick 5"],
+        must_not: &["FAIL", "VM devabort stopped", "CPU 1 stopped"],
+        ..Scenario::new(if gic == 3 {
+            "device_external_abort_reaches_the_guest_gicv3"
+        } else {
+            "device_external_abort_reaches_the_guest_gicv2"
         })
     }
 }

@@ -1,6 +1,13 @@
 //! What the EL2 vectors call. Exceptions taken from EL2 itself are bugs in the
-//! hypervisor: they get a full report and stop that CPU. Exceptions from the
-//! guests go to the VM layer.
+//! hypervisor: they get a full report and stop that CPU, except an external
+//! abort on a forwarded device access, which the exception table
+//! ([`super::extable`]) turns into an error for the guest. Exceptions from
+//! the guests go to the VM layer.
+//!
+//! An SError taken at EL2 (vector 7) cannot happen while EL2 keeps PSTATE.A
+//! masked, as it always does: a device's asynchronous error stays pending
+//! until the ERET and is then the guest's SError (`lower_serror` stops that
+//! VM with a logged reason). Should one arrive anyway, the report says so.
 
 use super::cpu;
 use super::frame::TrapFrame;
@@ -76,6 +83,16 @@ impl core::fmt::Write for Buf<'_> {
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
         Ok(())
+    }
+}
+
+/// A synchronous exception taken from EL2: a listed device access the
+/// device aborted continues at its fixup; anything else is reported.
+#[no_mangle]
+extern "C" fn el2_sync(frame: &mut TrapFrame) {
+    match super::extable::fixup(super::devio::table(), ESR_EL2.get(), frame.elr) {
+        Some(fixup) => frame.elr = fixup,
+        None => report(frame, 4),
     }
 }
 

@@ -2,6 +2,7 @@
 //! write-back) plus the MMIO the hypervisor drives (Device-nGnRE), mapped on
 //! demand. Everything else faults, so a stray pointer is caught at once.
 
+use super::devio;
 use crate::mm::pagetable::{Attrs, MapError, PageTable, Regime, TableMemory, MAIR_EL2};
 use crate::mm::PhysRange;
 use aarch64_cpu::asm::barrier;
@@ -323,35 +324,35 @@ impl DeviceWindow {
     }
 
     /// One load of exactly `width` bytes at `offset` (zero-extended).
+    /// `None` for an access outside the window, and when the device answers
+    /// with an external abort ([`devio`]: the exception table turns it into
+    /// an error instead of an EL2 exception).
     pub fn read(&self, offset: u64, width: u8) -> Option<u64> {
         let a = self.at(offset, width)?;
         // SAFETY: `a` is inside the window, which `map` mapped as device
         // memory in the EL2 map, and aligned to `width`, so it is a single
         // device access of that width with no Rust object behind it; the
         // device belongs to the VM whose access this is.
-        let v = unsafe {
-            match width {
-                1 => u64::from(core::ptr::read_volatile(a as *const u8)),
-                2 => u64::from(core::ptr::read_volatile(a as *const u16)),
-                4 => u64::from(core::ptr::read_volatile(a as *const u32)),
-                _ => core::ptr::read_volatile(a as *const u64),
-            }
-        };
-        Some(v)
+        unsafe { devio::read(a, width) }.ok()
     }
 
-    /// One store of the low `width` bytes of `value` at `offset`.
+    /// One store of the low `width` bytes of `value` at `offset`, complete
+    /// when it returns. `None` as for [`Self::read`].
+    ///
+    /// A device may instead report a write's error asynchronously, as an
+    /// SError (Arm ARM DDI 0487, "Asynchronous exception types": an SError
+    /// need not be precise, i.e. attributable to the instruction). EL2 runs with
+    /// PSTATE.A masked, so it stays pending until the ERET to the guest,
+    /// where (HCR_EL2.AMO set) it is taken to EL2 as the guest's SError and
+    /// that VM is stopped with a logged reason ([`crate::vm`]'s
+    /// `lower_serror`): the VM whose access it was, since this CPU runs no
+    /// one else's. We do not unmask SError at EL2 to catch it at the store:
+    /// without FEAT_RAS (ESB, DISR_EL1, ESR_EL2.IESB) nothing promises it
+    /// arrives within any window, and an SError taken at an arbitrary EL2
+    /// instruction cannot be resumed safely.
     pub fn write(&self, offset: u64, width: u8, value: u64) -> Option<()> {
         let a = self.at(offset, width)?;
         // SAFETY: as for `read`.
-        unsafe {
-            match width {
-                1 => core::ptr::write_volatile(a as *mut u8, value as u8),
-                2 => core::ptr::write_volatile(a as *mut u16, value as u16),
-                4 => core::ptr::write_volatile(a as *mut u32, value as u32),
-                _ => core::ptr::write_volatile(a as *mut u64, value),
-            }
-        }
-        Some(())
+        unsafe { devio::write(a, width, value) }.ok()
     }
 }

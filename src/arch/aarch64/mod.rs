@@ -3,11 +3,14 @@
 //! the data layouts and decoders compile on the host so they can be tested.
 
 pub mod esr;
+pub mod extable;
 pub mod frame;
 pub mod pmu;
 
 #[cfg(target_os = "none")]
 pub mod cpu;
+#[cfg(target_os = "none")]
+pub mod devio;
 #[cfg(target_os = "none")]
 pub mod exception;
 #[cfg(target_os = "none")]
@@ -16,6 +19,8 @@ pub mod firmware;
 pub mod gic;
 #[cfg(target_os = "none")]
 pub mod guest;
+#[cfg(target_os = "none")]
+pub mod hyptimer;
 #[cfg(target_os = "none")]
 pub mod mmu;
 
@@ -38,3 +43,6 @@ core::arch::global_asm!(
 
 #[cfg(target_os = "none")]
 core::arch::global_asm!(include_str!("vectors.S"));
+
+#[cfg(target_os = "none")]
+core::arch::global_asm!(include_str!("devio.S"));

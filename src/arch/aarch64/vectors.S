@@ -51,6 +51,17 @@
     b       .
 .endm
 
+// A synchronous exception from EL2 itself: `el2_sync` either resumes at an
+// exception-table fixup (a forwarded device access the device aborted) or
+// reports it and parks the CPU.
+.macro CURRENT_SYNC
+.balign 0x80
+    SAVE_FRAME
+    mov     x0, sp
+    bl      el2_sync
+    b       exception_return
+.endm
+
 .macro LOWER handler
 .balign 0x80
     SAVE_FRAME
@@ -73,7 +84,7 @@
     UNEXPECTED 2
     UNEXPECTED 3
     // Current EL with SP_EL2: a fault in the hypervisor itself.
-    UNEXPECTED 4
+    CURRENT_SYNC
     UNEXPECTED 5
     UNEXPECTED 6
     UNEXPECTED 7
