@@ -3,6 +3,8 @@
 
 pub mod mux;
 pub mod outbuf;
+#[cfg(test)]
+mod proptests;
 pub mod testdev;
 pub mod vgic;
 pub mod vuart;

@@ -3,6 +3,8 @@
 //! the data layouts and decoders compile on the host so they can be tested.
 
 pub mod esr;
+#[cfg(test)]
+mod esr_proptests;
 pub mod frame;
 
 #[cfg(target_os = "none")]

@@ -12,6 +12,9 @@ pub mod dist;
 pub mod lr;
 pub mod redist;
 
+#[cfg(test)]
+mod proptests;
+
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
