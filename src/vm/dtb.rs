@@ -207,6 +207,13 @@ pub fn generate(spec: &GuestDtbSpec) -> Result<Vec<u8>, DtbError> {
         names.claim(&console_node_name(console))?;
         write_console(&mut w, console)?;
     }
+    // The generator's own nodes, so a passed-through node cannot repeat one.
+    for fixed in ["cpus", "timer", "psci", "apb-pclk", "chosen"] {
+        names.claim(fixed)?;
+    }
+    if spec.console.is_some() {
+        names.claim("aliases")?;
+    }
     write_passthrough(&mut w, spec, &mut names)?;
     write_chosen(&mut w, spec)?;
     if let Some(console) = &spec.console {

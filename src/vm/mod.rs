@@ -2,6 +2,8 @@
 //! happens when a guest leaves EL1.
 
 pub mod dtb;
+#[cfg(test)]
+mod dtb_proptests;
 pub mod inject;
 pub mod mmio;
 pub mod psci;
