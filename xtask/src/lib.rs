@@ -7,6 +7,8 @@ pub mod bench;
 pub mod board;
 pub mod config;
 #[cfg(test)]
+mod config_proptests;
+#[cfg(test)]
 mod config_tests;
 pub mod cpio;
 pub mod dtbs;
