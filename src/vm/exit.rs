@@ -307,6 +307,13 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         vm.name(),
         vcpu
     );
+    // `cargo xtask soak` checks that resets leak nothing.
+    info!(
+        "VM {} reset: {} free frames, heap {} bytes in use",
+        vm.name(),
+        crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
+        crate::mm::heap::usage().0
+    );
     vm.set_state(VmState::Running);
     if vm.vcpus[0].request_on(vm.entry, vm.x0).is_err() {
         stop_vm(vm, vcpu, "SYSTEM_RESET: its boot vCPU could not be started", 0);
