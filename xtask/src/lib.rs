@@ -21,4 +21,5 @@ pub mod qemu;
 pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
+pub mod soak;
 pub mod test_cmd;
