@@ -81,7 +81,7 @@ fn uart_op() -> impl Strategy<Value = UartOp> {
 const PL011_MAX_BITS: u32 = 16;
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn virtual_uart_survives_any_access_sequence(ops in proptest::collection::vec(uart_op(), 1..150)) {
@@ -212,7 +212,7 @@ impl MmioDevice for Window {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn test_device_behaves_like_memory(ops in proptest::collection::vec(mem_op(), 1..200)) {
