@@ -4,16 +4,18 @@
 
 use crate::arch::aarch64::cpu;
 use crate::drivers::pl011::Pl011;
+use crate::vdev::escape;
 use crate::vdev::mux::{Input, Mux};
-use crate::vdev::outbuf::{Line, OutBuf};
+use crate::vdev::outbuf::{Line, Queue, Turn};
 use crate::vdev::vuart::VirtualUart;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::AtomicBool;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use log::{LevelFilter, Log, Metadata, Record};
-use spin::Mutex;
+use spin::{Mutex, RwLock};
 
 static UART: Mutex<Option<Pl011>> = Mutex::new(None);
 /// The VMs' virtual consoles, in the order focus visits them.
@@ -95,17 +97,22 @@ impl Log for Logger {
             log::Level::Warn => "WARN ",
             _ => "",
         };
-        if let Some(u) = UART.lock().as_mut() {
-            let _ = writeln!(
-                u,
-                "[{:5}.{:06}] {}{}",
-                us / 1_000_000,
-                us % 1_000_000,
-                level,
-                record.args()
-            );
+        {
+            // Ahead of any VM line not yet started: log lines keep their
+            // order and wait for at most the one VM line being printed.
+            let _first = Priority::claim();
+            if let Some(u) = UART.lock().as_mut() {
+                let _ = writeln!(
+                    u,
+                    "[{:5}.{:06}] {}{}",
+                    us / 1_000_000,
+                    us % 1_000_000,
+                    level,
+                    record.args()
+                );
+            }
         }
-        drain();
+        drain(Turn::new(None));
     }
 
     fn flush(&self) {}
@@ -113,6 +120,12 @@ impl Log for Logger {
 
 /// Registers a VM's virtual console for input; the first one gets the focus.
 pub fn register(uart: Arc<VirtualUart>) {
+    {
+        let mut queues = QUEUES.write();
+        if !queues.iter().any(|(name, _)| name == uart.vm()) {
+            queues.push((uart.vm().into(), Mutex::new(Queue::new(uart.vm()))));
+        }
+    }
     let mut c = CONSOLES.lock();
     c.push(uart);
     *MUX.lock() = Mux::new(c.len());
@@ -138,6 +151,8 @@ pub fn announce_focus() {
 /// whichever CPU takes the console interrupt; a VM that does not read its
 /// input loses the excess, nobody waits for it.
 pub fn on_input() {
+    // Typed bytes are read ahead of VM lines not yet started.
+    let _first = Priority::claim();
     while let Some(b) = getc() {
         let action = MUX.lock().feed(b);
         match action {
@@ -160,69 +175,119 @@ pub fn enable_input() {
     }
 }
 
-/// Lines from VMs waiting for the UART.
-static PENDING: Mutex<OutBuf> = Mutex::new(OutBuf::new());
+/// Lines from VMs waiting for the UART: one queue per VM, each behind its
+/// own lock, so a VM queueing a line contends with nobody but a CPU taking
+/// one of its lines. The list only grows, at each VM's first line (boot).
+static QUEUES: RwLock<Vec<(String, Mutex<Queue>)>> = RwLock::new(Vec::new());
+/// Where the round robin of [`Turn`] stands; used only with the UART held.
+static CURSOR: AtomicUsize = AtomicUsize::new(0);
+/// CPUs waiting for the UART with priority (a hypervisor log line, console
+/// input): VM lines are not started while it is non-zero, so those wait for
+/// at most the one VM line being printed.
+static PRIORITY: AtomicUsize = AtomicUsize::new(0);
 
-/// Queues one line of a VM's console output and, if the UART is free,
-/// prints everything queued. A VM never waits for the UART: if another CPU
-/// holds it, that CPU prints this line too before letting go.
+/// Holds [`PRIORITY`] up while alive.
+struct Priority;
+
+impl Priority {
+    fn claim() -> Self {
+        PRIORITY.fetch_add(1, Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for Priority {
+    fn drop(&mut self) {
+        PRIORITY.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Queues one line of a VM's console output in that VM's queue and prints
+/// what this VM's turn allows (see [`crate::vdev::outbuf`]). A VM never
+/// waits for the UART: if another CPU holds it, the line waits in the queue
+/// for this VM's next line or another CPU's share.
 pub fn vm_line(vm: &str, line: &[u8]) {
     if !owned() {
         return;
     }
-    PENDING.lock().push(vm, line);
-    drain();
+    let me = {
+        let queues = QUEUES.read();
+        let me = queues.iter().position(|(name, _)| name == vm);
+        if let Some(q) = me.and_then(|i| queues.get(i)) {
+            q.1.lock().push(line);
+        }
+        me
+    };
+    let me = me.unwrap_or_else(|| queue_for(vm, line));
+    drain(Turn::new(Some(me)));
 }
 
-/// Prints queued VM lines while this CPU can get the UART.
-///
-/// At most one queue's worth of lines per call, so a VM that prints without
-/// pause cannot keep another VM's CPU here: what is left is printed by the
-/// next line queued, whoever queues it.
-fn drain() {
-    let mut budget = crate::vdev::outbuf::SLOTS;
+/// Makes VM `vm`'s queue (normally done by [`register`]) with `line` in it;
+/// returns its index.
+fn queue_for(vm: &str, line: &[u8]) -> usize {
+    let mut queues = QUEUES.write();
+    let i = match queues.iter().position(|(name, _)| name == vm) {
+        Some(i) => i,
+        None => {
+            queues.push((vm.into(), Mutex::new(Queue::new(vm))));
+            queues.len() - 1
+        }
+    };
+    if let Some(q) = queues.get(i) {
+        q.1.lock().push(line);
+    }
+    i
+}
+
+/// Prints queued VM lines as far as `turn` allows, one line per hold of the
+/// UART so a log line or console input gets in between.
+fn drain(mut turn: Turn) {
+    let prefix = PREFIX.load(Ordering::Relaxed);
+    let queues = QUEUES.read();
+    let n = queues.len();
+    let pop = |i: usize| queues.get(i).and_then(|q| q.1.lock().pop());
+    let waiting = |i: usize| queues.get(i).is_some_and(|q| !q.1.lock().is_empty());
     loop {
-        let Some(mut guard) = UART.try_lock() else { return };
-        while budget > 0 {
-            let Some(line) = PENDING.lock().pop() else { break };
-            budget -= 1;
-            if let Some(u) = guard.as_mut() {
-                print_line(u, &line);
-            }
-        }
-        let dropped = PENDING.lock().take_dropped();
-        if dropped > 0 {
-            if let Some(u) = guard.as_mut() {
-                let _ = writeln!(
-                    u,
-                    "[tessera] {dropped} console line(s) dropped: VMs printed faster than the UART"
-                );
-            }
-        }
-        drop(guard);
-        // A line queued after the last pop and before the unlock would wait
-        // for the next one: look again now that the UART is free.
-        if budget == 0 || PENDING.lock().is_empty() {
+        if PRIORITY.load(Ordering::Acquire) > 0 {
             return;
         }
+        let Some(mut guard) = UART.try_lock() else { return };
+        let mut cursor = CURSOR.load(Ordering::Relaxed);
+        let next = turn.next(&mut cursor, n, pop);
+        CURSOR.store(cursor, Ordering::Relaxed);
+        let Some(line) = next else {
+            drop(guard);
+            // A line queued after the last look and before the unlock found
+            // the UART busy: look again now that it is free.
+            if turn.may_print(n, waiting) {
+                continue;
+            }
+            return;
+        };
+        if let Some(u) = guard.as_mut() {
+            print_line(u, &line, prefix);
+        }
     }
 }
 
-/// One VM line, prefixed with its VM's name. Invalid UTF-8 is shown as
-/// replacement characters, never trusted.
-fn print_line(u: &mut Pl011, line: &Line) {
-    if PREFIX.load(Ordering::Relaxed) {
-        let _ = u.write_str("[");
-        let _ = u.write_str(core::str::from_utf8(line.vm()).unwrap_or("?"));
-        let _ = u.write_str("] ");
+/// One VM line, prefixed with its VM's name unless `prefix` is off, with
+/// every terminal control shown escaped (also without the prefix: lines of
+/// all VMs and the hypervisor share the terminal, and a control could
+/// rewrite what another printed). Then, if its VM lost lines, how many.
+fn print_line(u: &mut impl Write, line: &Line, prefix: bool) {
+    let vm = core::str::from_utf8(line.vm()).unwrap_or("?");
+    if prefix {
+        let _ = write!(u, "[{vm}] ");
     }
-    for chunk in line.text().utf8_chunks() {
-        let _ = u.write_str(chunk.valid());
-        if !chunk.invalid().is_empty() {
-            let _ = u.write_str("\u{fffd}");
-        }
-    }
+    let _ = escape::write_escaped(u, line.text());
     let _ = u.write_str("\n");
+    if line.dropped > 0 {
+        let _ = writeln!(
+            u,
+            "[tessera] {} console line(s) of VM {vm} dropped: it printed faster than the UART",
+            line.dropped
+        );
+    }
 }
 
 /// Whether a VM owns the board UART (console = "passthrough").

@@ -1,6 +1,7 @@
 //! Emulated devices. Each implements [`MmioDevice`] and is tested on the host
 //! by calling it; none touches a hardware register.
 
+pub mod escape;
 pub mod mux;
 pub mod outbuf;
 #[cfg(test)]

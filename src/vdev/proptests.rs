@@ -111,7 +111,8 @@ proptest! {
     }
 
     /// Printable output comes out as it went in, cut into lines at the
-    /// newlines and every 240 bytes, carriage returns dropped.
+    /// newlines and every 240 bytes; a carriage return right before a
+    /// newline is part of the line ending, any other is kept.
     #[test]
     fn virtual_uart_output_is_lossless(text in proptest::collection::vec(
         prop_oneof![8 => 0x20u8..0x7f, 1 => Just(b'\n'), 1 => Just(b'\r')], 0..1200),
@@ -126,16 +127,34 @@ proptest! {
         let lines = take_lines();
         let mut expected: Vec<Vec<u8>> = Vec::new();
         let mut cur = Vec::new();
+        // A CR right before a newline ends the line with it; any other is kept.
+        let mut cr = false;
         for &b in text.iter().chain(b"\n") {
+            let mut bytes: Vec<u8> = Vec::new();
             match b {
-                b'\n' => expected.push(core::mem::take(&mut cur)),
-                b'\r' => {}
-                _ => {
-                    if cur.len() == 240 {
-                        expected.push(core::mem::take(&mut cur));
-                    }
-                    cur.push(b);
+                b'\n' => {
+                    cr = false;
+                    expected.push(core::mem::take(&mut cur));
+                    continue;
                 }
+                b'\r' => {
+                    if cr {
+                        bytes.push(b'\r');
+                    }
+                    cr = true;
+                }
+                _ => {
+                    if core::mem::take(&mut cr) {
+                        bytes.push(b'\r');
+                    }
+                    bytes.push(b);
+                }
+            }
+            for k in bytes {
+                if cur.len() == 240 {
+                    expected.push(core::mem::take(&mut cur));
+                }
+                cur.push(k);
             }
         }
         prop_assert_eq!(lines, expected);

@@ -36,9 +36,18 @@ const INT_TX: u64 = 1 << 5;
 /// PrimeCell peripheral and cell IDs at 0xfe0..0xffc: a PL011 r1p5.
 const IDS: [u64; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
-struct State {
+/// The line being assembled. Its lock is held while the finished line goes
+/// to the sink (which may print it): only this VM's own vCPUs wait on it.
+struct Tx {
     line: [u8; LINE],
     len: usize,
+    /// A CR came last: dropped if a newline follows, kept otherwise.
+    cr: bool,
+}
+
+/// Everything else: never held while printing, so console input (and the
+/// guest's own reads) never wait for a line to go out.
+struct State {
     ibrd: u64,
     fbrd: u64,
     lcr_h: u64,
@@ -68,6 +77,7 @@ impl State {
 pub struct VirtualUart {
     vm: String,
     sink: Sink,
+    tx: Mutex<Tx>,
     state: Mutex<State>,
     /// The interrupt line, once wired to the VM's vGIC.
     irq: Option<(Arc<Vgic>, u32)>,
@@ -78,9 +88,12 @@ impl VirtualUart {
         Self {
             vm: vm.into(),
             sink,
-            state: Mutex::new(State {
+            tx: Mutex::new(Tx {
                 line: [0; LINE],
                 len: 0,
+                cr: false,
+            }),
+            state: Mutex::new(State {
                 ibrd: 0,
                 fbrd: 0,
                 lcr_h: 0,
@@ -132,21 +145,43 @@ impl VirtualUart {
         self
     }
 
-    fn put(&self, s: &mut State, b: u8) {
+    /// One byte written to DR: a newline (or a full buffer) hands the line
+    /// to the sink, with the TX lock held so this VM's lines keep their order.
+    /// A CR right before the newline is part of the line ending; any other
+    /// CR is the guest's and kept, to be shown escaped.
+    fn put(&self, b: u8) {
+        let mut t = self.tx.lock();
+        let t = &mut *t;
         match b {
             b'\n' => {
-                (self.sink)(&self.vm, &s.line[..s.len]);
-                s.len = 0;
+                t.cr = false;
+                (self.sink)(&self.vm, t.line.get(..t.len).unwrap_or(&[]));
+                t.len = 0;
             }
-            b'\r' => {}
-            _ => {
-                if s.len == LINE {
-                    (self.sink)(&self.vm, &s.line[..s.len]);
-                    s.len = 0;
+            b'\r' => {
+                if t.cr {
+                    self.keep(t, b'\r');
                 }
-                s.line[s.len] = b;
-                s.len += 1;
+                t.cr = true;
             }
+            _ => {
+                if core::mem::take(&mut t.cr) {
+                    self.keep(t, b'\r');
+                }
+                self.keep(t, b);
+            }
+        }
+    }
+
+    /// Adds a byte to the line, first handing on a full one.
+    fn keep(&self, t: &mut Tx, b: u8) {
+        if t.len >= LINE {
+            (self.sink)(&self.vm, &t.line);
+            t.len = 0;
+        }
+        if let Some(slot) = t.line.get_mut(t.len) {
+            *slot = b;
+            t.len += 1;
         }
     }
 }
@@ -194,6 +229,12 @@ impl MmioDevice for VirtualUart {
     }
 
     fn write(&self, offset: u64, _width: u8, value: u64, _vcpu: usize) -> Result<(), BusError> {
+        if offset == DR {
+            // Outside the register lock; the interrupt level does not
+            // depend on what is sent (the transmitter is always ready).
+            self.put(value as u8);
+            return Ok(());
+        }
         let level = {
             let mut s = self.state.lock();
             self.write_reg(&mut s, offset, value);
@@ -204,8 +245,12 @@ impl MmioDevice for VirtualUart {
     }
 
     fn reset(&self) {
+        {
+            let mut t = self.tx.lock();
+            t.len = 0;
+            t.cr = false;
+        }
         let mut s = self.state.lock();
-        s.len = 0;
         s.rx_len = 0;
         s.imsc = 0;
         s.cr = 0x300;
@@ -217,7 +262,6 @@ impl MmioDevice for VirtualUart {
 impl VirtualUart {
     fn write_reg(&self, s: &mut State, offset: u64, value: u64) {
         match offset {
-            DR => self.put(s, value as u8),
             IBRD => s.ibrd = value & 0xffff,
             FBRD => s.fbrd = value & 0x3f,
             LCR_H => s.lcr_h = value & 0xff,
@@ -225,7 +269,7 @@ impl VirtualUart {
             IFLS => s.ifls = value & 0x3f,
             IMSC => s.imsc = value & 0x7ff,
             DMACR => s.dmacr = value & 0x7,
-            _ => {} // RSR/ICR clear nothing we keep; IDs are read-only.
+            _ => {} // DR goes to `put`; RSR/ICR clear nothing we keep; IDs are read-only.
         }
     }
 }
@@ -285,5 +329,46 @@ mod tests {
         assert_eq!(u.read(0xffc, 4, 0), Ok(0xb1));
         u.write(IMSC, 4, 0x20, 0).unwrap();
         assert_eq!(u.read(MIS, 4, 0), Ok(0x20));
+    }
+
+    #[test]
+    fn crlf_ends_a_line_and_other_crs_are_kept() {
+        let u = VirtualUart::new("crs", capture);
+        for b in b"a\r\n\rb\r\r\nc\rd\n\r" {
+            u.write(DR, 1, u64::from(*b), 0).unwrap();
+        }
+        u.write(DR, 1, u64::from(b'\n'), 0).unwrap();
+        let lines: Vec<_> = LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(v, _)| v == "crs")
+            .map(|(_, l)| l.clone())
+            .collect();
+        assert_eq!(lines, [&b"a"[..], b"\rb\r", b"c\rd", b""]);
+    }
+
+    static PROBED: StdMutex<Option<Arc<VirtualUart>>> = StdMutex::new(None);
+    static INPUT_FREE: StdMutex<Vec<bool>> = StdMutex::new(Vec::new());
+
+    /// A sink that checks, while the line is being printed, that console
+    /// input could get into the UART without waiting.
+    fn probe(_: &str, _: &[u8]) {
+        if let Some(u) = PROBED.lock().unwrap().as_ref() {
+            INPUT_FREE.lock().unwrap().push(u.state.try_lock().is_some());
+        }
+    }
+
+    #[test]
+    fn input_never_waits_for_output_being_printed() {
+        let u = Arc::new(VirtualUart::new("probe", probe));
+        *PROBED.lock().unwrap() = Some(u.clone());
+        for b in b"line\n" {
+            u.write(DR, 1, u64::from(*b), 0).unwrap();
+        }
+        *PROBED.lock().unwrap() = None;
+        assert_eq!(*INPUT_FREE.lock().unwrap(), [true]);
+        u.push_input(b"k");
+        assert_eq!(u.read(DR, 4, 0), Ok(u64::from(b'k')));
     }
 }

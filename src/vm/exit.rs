@@ -4,11 +4,13 @@
 
 use super::inject::{inject, GuestState, Injected};
 use super::psci::{self, Action, Power};
+use super::trap::{self, Action as TrapAction, Undef};
 use super::vcpu::{abandon_guest, current};
-use super::{Vm, VmState};
-use crate::arch::aarch64::esr::{self, DataAbort, Esr, ExceptionClass, SysRegAccess};
+use super::{RateLimit, Vm, VmState};
+use crate::arch::aarch64::esr::{self, Esr, SysRegAccess};
 use crate::arch::aarch64::frame::TrapFrame;
-use crate::arch::aarch64::{cpu, guest};
+use crate::arch::aarch64::pmu::{self, PmuReg};
+use crate::arch::aarch64::{cpu, guest, MAX_CPUS};
 use log::{info, warn};
 
 /// Synchronous exception from the guest. The hypercall is tested first and
@@ -21,7 +23,7 @@ use log::{info, warn};
 extern "C" fn hvc_exit(frame: &mut TrapFrame, esr: u64) {
     // ELR already points past the HVC. A non-zero immediate is no SMCCC call.
     if esr & 0xffff != 0 {
-        frame.x[0] = u64::MAX; // NOT_SUPPORTED
+        frame.x[0] = NOT_SUPPORTED;
     } else if let Some(v) = psci::fast(frame.x[0] as u32) {
         frame.x[0] = v;
     } else {
@@ -33,9 +35,7 @@ extern "C" fn hvc_exit(frame: &mut TrapFrame, esr: u64) {
 extern "C" fn lower_sync(frame: &mut TrapFrame) {
     let esr = guest::esr();
     let ec = esr >> 26;
-    if ec == EC_HVC64 {
-        hvc_exit(frame, esr);
-    } else if ec == EC_DABT_LOW {
+    if ec == EC_DABT_LOW {
         data_abort(frame, Esr(esr));
     } else if ec == EC_SYSREG && esr & SYSREG_KEY_MASK == SGI1R_WRITE {
         // ICC_SGI1R_EL1 writes (an IPI): the guest's most frequent trap after
@@ -47,7 +47,8 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
     }
 }
 
-const EC_HVC64: u64 = 0x16;
+/// SMCCC NOT_SUPPORTED (-1) in x0.
+const NOT_SUPPORTED: u64 = u64::MAX;
 const EC_DABT_LOW: u64 = 0x24;
 const EC_SYSREG: u64 = 0x18;
 /// The ISS bits naming a system register and the direction (Rt cleared).
@@ -55,18 +56,22 @@ const SYSREG_KEY_MASK: u64 = 0x3f_fc1f;
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5), written (direction 0).
 const SGI1R_WRITE: u64 = esr::ICC_SGI1R_EL1 as u64;
 
-/// Every synchronous exit but HVC.
+/// Every synchronous exit but the hot ones: decided by [`trap::decide`],
+/// carried out here.
 #[inline(never)]
 fn other_sync(frame: &mut TrapFrame, esr: Esr) {
-    match esr.class() {
-        ExceptionClass::Smc64 => {
-            // A trapped SMC returns to the SMC itself (Arm ARM D1.10.4).
-            frame.elr += 4;
+    let (vm, vcpu) = current();
+    match trap::decide(esr, vm.config.psci, guest::pmu_trapped()) {
+        TrapAction::Call { advance } => {
+            frame.elr += advance;
             smccc_call(frame);
         }
-        ExceptionClass::DataAbortLower => data_abort(frame, esr),
-        ExceptionClass::InstrAbortLower => {
-            let (vm, vcpu) = current();
+        TrapAction::NotSupported { advance } => {
+            frame.elr += advance;
+            frame.x[0] = NOT_SUPPORTED;
+        }
+        TrapAction::Mmio(_) | TrapAction::DataAbort { .. } => data_abort(frame, esr),
+        TrapAction::InstrAbort => {
             let far = guest::far();
             if vm.should_log_fault() {
                 warn!(
@@ -78,25 +83,79 @@ fn other_sync(frame: &mut TrapFrame, esr: Esr) {
             }
             inject_into(frame, Injected::InstrAbort { far });
         }
-        ExceptionClass::SysReg64 => sysreg(frame, SysRegAccess::from_iss(esr.iss())),
-        ExceptionClass::Wfx => {
+        TrapAction::Skip => frame.elr += 4,
+        TrapAction::Sgi { rt } => {
+            super::irq::guest_sgi(frame.reg(rt as usize));
             frame.elr += 4;
         }
-        _ => {
-            let (vm, vcpu) = current();
-            if vm.should_log_fault() {
+        TrapAction::PmuRead { reg, rt } => match pmu_target(reg) {
+            Some(r) => {
+                frame.set_reg(rt as usize, pmu::hw::read(r));
+                frame.elr += 4;
+            }
+            None => undefined(frame, esr, Undef::SysReg),
+        },
+        TrapAction::PmuWrite { reg, rt } => match pmu_target(reg) {
+            Some(r) => {
+                pmu::hw::write(r, r.sanitize(frame.reg(rt as usize)));
+                frame.elr += 4;
+            }
+            None => undefined(frame, esr, Undef::SysReg),
+        },
+        TrapAction::Undefined(why) => undefined(frame, esr, why),
+    }
+}
+
+/// The PMU register a trapped access reaches: PMXEV* through PMSELR_EL0;
+/// `None` for a counter this PMU lacks (UNDEFINED, as on hardware).
+fn pmu_target(reg: PmuReg) -> Option<PmuReg> {
+    let pmselr = if matches!(reg, PmuReg::Pmxevtyper | PmuReg::Pmxevcntr) {
+        pmu::hw::read(PmuReg::Pmselr)
+    } else {
+        0
+    };
+    reg.resolve(pmselr).filter(|r| r.exists(guest::pmu_counters()))
+}
+
+/// Injects UNDEFINED for `esr`, logged (rate-limited) with the reason.
+fn undefined(frame: &mut TrapFrame, esr: Esr, why: Undef) {
+    let (vm, vcpu) = current();
+    if vm.should_log_fault() {
+        match why {
+            Undef::SysReg => {
+                let acc = SysRegAccess::from_iss(esr.iss());
                 warn!(
-                    "VM {} vCPU {}: unhandled exit {} (ESR {:#x}) at {:#x}; UNDEFINED injected",
+                    "VM {} vCPU {}: {} of system register S{}_{}_C{}_C{}_{} at {:#x}; UNDEFINED injected",
                     vm.name(),
                     vcpu.index,
-                    esr,
-                    esr.0,
+                    if acc.read { "read" } else { "write" },
+                    acc.op0,
+                    acc.op1,
+                    acc.crn,
+                    acc.crm,
+                    acc.op2,
                     frame.elr
                 );
             }
-            inject_into(frame, Injected::Undefined);
+            Undef::NotConduit => warn!(
+                "VM {} vCPU {}: {} at {:#x}, but its PSCI conduit is {:?}; UNDEFINED injected",
+                vm.name(),
+                vcpu.index,
+                esr.class(),
+                frame.elr,
+                vm.config.psci
+            ),
+            Undef::Exit => warn!(
+                "VM {} vCPU {}: unhandled exit {} (ESR {:#x}) at {:#x}; UNDEFINED injected",
+                vm.name(),
+                vcpu.index,
+                esr,
+                esr.0,
+                frame.elr
+            ),
         }
     }
+    inject_into(frame, Injected::Undefined);
 }
 
 #[no_mangle]
@@ -149,14 +208,12 @@ fn power_action(frame: &mut TrapFrame, vm: &'static Vm, vcpu: &'static super::Vc
 #[inline(always)]
 fn data_abort(frame: &mut TrapFrame, esr: Esr) {
     let (vm, vcpu) = current();
-    let da = DataAbort::from_iss(esr.iss());
     let ipa = guest::fault_ipa();
-    // Only a plain access that missed stage 2 is a device access: not a
-    // stage-1 walk that hit an emulated region, not cache maintenance, not
-    // an external abort the hardware reported.
-    let emulable = esr::is_device_access(esr.iss());
-    if emulable {
-        if let Some((dev, offset)) = vm.mmio.find(ipa) {
+    let (write, why) = match trap::data_abort(esr.iss()) {
+        TrapAction::Mmio(da) => {
+            let Some((dev, offset)) = vm.mmio.find(ipa) else {
+                return abort(frame, vm, vcpu.index, ipa, da.wnr, "outside the VM");
+            };
             let result = if da.wnr {
                 dev.write(
                     offset,
@@ -172,66 +229,35 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
                 frame.elr += esr.insn_len();
                 return;
             }
+            (da.wnr, "refused by the device")
         }
-    }
+        TrapAction::DataAbort { write, why } => (write, why.message()),
+        _ => (false, "not a data abort"),
+    };
+    abort(frame, vm, vcpu.index, ipa, write, why)
+}
+
+/// Injects an external data abort for an access to `ipa`, logged.
+#[inline(never)]
+fn abort(frame: &mut TrapFrame, vm: &Vm, vcpu: usize, ipa: u64, write: bool, why: &str) {
     if vm.should_log_fault() {
         warn!(
             "VM {} vCPU {}: {} of IPA {:#x} at {:#x} {}; external abort injected",
             vm.name(),
-            vcpu.index,
-            if da.wnr { "write" } else { "read" },
+            vcpu,
+            if write { "write" } else { "read" },
             ipa,
             frame.elr,
-            if !da.isv {
-                "not decodable (ISV=0)"
-            } else if !emulable {
-                "not a device access (table walk, cache maintenance or external abort)"
-            } else if vm.mmio.find(ipa).is_some() {
-                "refused by the device"
-            } else {
-                "outside the VM"
-            }
+            why
         );
     }
     inject_into(
         frame,
         Injected::DataAbort {
             far: guest::far(),
-            write: da.wnr,
+            write,
         },
     );
-}
-
-fn sysreg(frame: &mut TrapFrame, acc: SysRegAccess) {
-    match acc.encoding() {
-        // Set/way cache maintenance (HCR_EL2.TSW): it would reach caches
-        // shared with other VMs. Stage 2 keeps VM memory coherent, so a
-        // guest that uses it (firmware-style code) loses nothing: ignore.
-        esr::DC_ISW | esr::DC_CSW | esr::DC_CISW => frame.elr += 4,
-        // SGIs (trapped because HCR_EL2.IMO is set): only to the VM's own vCPUs.
-        esr::ICC_SGI1R_EL1 | esr::ICC_SGI0R_EL1 | esr::ICC_ASGI1R_EL1 if !acc.read => {
-            super::irq::guest_sgi(frame.reg(acc.rt as usize));
-            frame.elr += 4;
-        }
-        _ => {
-            let (vm, vcpu) = current();
-            if vm.should_log_fault() {
-                warn!(
-                    "VM {} vCPU {}: {} of system register S{}_{}_C{}_C{}_{} at {:#x}; UNDEFINED injected",
-                    vm.name(),
-                    vcpu.index,
-                    if acc.read { "read" } else { "write" },
-                    acc.op0,
-                    acc.op1,
-                    acc.crn,
-                    acc.crm,
-                    acc.op2,
-                    frame.elr
-                );
-            }
-            inject_into(frame, Injected::Undefined);
-        }
-    }
 }
 
 /// Delivers a synchronous exception to the guest's own EL1 vector. A guest
@@ -257,12 +283,22 @@ fn inject_into(frame: &mut TrapFrame, what: Injected) {
     frame.spsr = i.new_pstate;
 }
 
+/// "restarting" log lines per VM (at most one VM per CPU, so MAX_CPUS of them).
+static RESET_LOG: [RateLimit; MAX_CPUS] = [const { RateLimit::new() }; MAX_CPUS];
+
 /// Restarts a whole VM from pristine copies of its images (PSCI
 /// SYSTEM_RESET): its other vCPUs are pulled out, its RAM scrubbed and
 /// reloaded, its devices reset, and vCPU 0 started again. All the work is
 /// done on this VM's own CPU; other VMs never wait for it.
+///
+/// The reset is claimed once (Running -> Resetting): a vCPU that calls
+/// SYSTEM_RESET (or SYSTEM_OFF) while another one's reset or stop is under
+/// way just leaves the guest, as if kicked, instead of waiting for that one
+/// to leave the guest while it waits for this one.
 fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
-    vm.set_state(VmState::Resetting);
+    if !vm.claim_state(VmState::Running, VmState::Resetting) {
+        abandon_guest();
+    }
     for v in &vm.vcpus {
         v.set_power(Power::Off);
         if v.index != vcpu {
@@ -302,19 +338,37 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         log::error!("VM {}: {e}", vm.name());
         stop_vm(vm, vcpu, "SYSTEM_RESET: cannot reload its images", 0);
     }
-    info!(
-        "VM {} restarting (PSCI SYSTEM_RESET from vCPU {})",
-        vm.name(),
-        vcpu
-    );
-    // `cargo xtask soak` checks that resets leak nothing.
-    info!(
-        "VM {} reset: {} free frames, heap {} bytes in use",
-        vm.name(),
-        crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
-        crate::mm::heap::usage().0
-    );
-    vm.set_state(VmState::Running);
+    if let Some(log) = RESET_LOG.get(vm.index) {
+        let held = log.check(cpu::counter(), cpu::counter_freq());
+        match held {
+            Some(0) => info!(
+                "VM {} restarting (PSCI SYSTEM_RESET from vCPU {})",
+                vm.name(),
+                vcpu
+            ),
+            Some(held) => info!(
+                "VM {} restarting (PSCI SYSTEM_RESET from vCPU {}; {} more restarts not logged)",
+                vm.name(),
+                vcpu,
+                held
+            ),
+            None => {}
+        }
+        // With the restart line (as rate-limited): `cargo xtask soak` checks
+        // that resets leak nothing.
+        if held.is_some() {
+            info!(
+                "VM {} reset: {} free frames, heap {} bytes in use",
+                vm.name(),
+                crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
+                crate::mm::heap::usage().0
+            );
+        }
+    }
+    // Only a reset nobody stopped meanwhile starts the VM again.
+    if !vm.claim_state(VmState::Resetting, VmState::Running) {
+        abandon_guest();
+    }
     if vm.vcpus[0].request_on(vm.entry, vm.x0).is_err() {
         stop_vm(vm, vcpu, "SYSTEM_RESET: its boot vCPU could not be started", 0);
     }
@@ -327,7 +381,10 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
 
 /// Stops a whole VM with a logged reason; this CPU goes back to waiting.
 fn stop_vm(vm: &Vm, vcpu: usize, why: &str, pc: u64) -> ! {
-    vm.set_state(VmState::Stopped);
+    if !vm.stop() {
+        // Another vCPU stopped it first and said why.
+        abandon_guest();
+    }
     for v in &vm.vcpus {
         v.set_power(Power::Off);
         if v.index != vcpu {

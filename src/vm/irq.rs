@@ -6,7 +6,7 @@ use super::vcpu::{abandon_guest, current};
 use super::VmState;
 use crate::arch::aarch64::{cpu, gic as icc};
 use crate::drivers::gic::{self, PhysGic, KICK_SGI};
-use crate::vdev::vgic::lr::{place, ListRegs, Lr, Placed};
+use crate::vdev::vgic::lr::{place, ActiveChange, ActiveSet, ListRegs, Lr, Placed};
 use crate::vdev::vgic::{Vgic, VgicHost};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -214,6 +214,133 @@ impl VgicHost for Host {
             gic::get().clear_active(intid, p);
         }
     }
+
+    fn active(&self, vcpu: usize) -> ActiveSet {
+        match self.pcpus.get(vcpu) {
+            Some(&p) if p == cpu::index() => active_here(),
+            Some(&p) => ask(p, None),
+            None => ActiveSet::EMPTY,
+        }
+    }
+
+    fn set_active(&self, intid: u32, vcpu: usize, active: bool) {
+        match self.pcpus.get(vcpu) {
+            Some(&p) if p == cpu::index() => change_active_here(intid, active),
+            Some(&p) => {
+                ask(p, Some((intid, active)));
+            }
+            None => {}
+        }
+    }
+}
+
+/// The active interrupts in this CPU's list registers.
+fn active_here() -> ActiveSet {
+    crate::vdev::vgic::lr::active_set(&LocalLrs(gic::get()))
+}
+
+/// ISACTIVER/ICACTIVER for `intid` on this CPU's list registers, and the
+/// physical side of a hardware interrupt whose active state is cleared.
+fn change_active_here(intid: u32, active: bool) {
+    let (vm, vcpu) = current();
+    let g = gic::get();
+    let hw_owned = vm.vgic.owner(intid) == Some(crate::vdev::vgic::Owner::Hw);
+    match crate::vdev::vgic::lr::change_active(&mut LocalLrs(g), intid, active, hw_owned) {
+        ActiveChange::Changed {
+            deactivate: Some(p), ..
+        } => g.deactivate(p),
+        ActiveChange::Changed { eoi: true, .. } => vm.vgic.eoi(intid, vcpu.index),
+        _ => {}
+    }
+}
+
+/// A question to another CPU about (or a change to) its list registers:
+/// they can be read and written only there. The asker bumps `asked`, sends
+/// the kick, and waits (bounded) until `answered` reaches its number; the
+/// CPU answers from its kick handler, or from its own wait as an asker, so
+/// two CPUs asking each other do not deadlock.
+struct Mailbox {
+    asked: AtomicU32,
+    answered: AtomicU32,
+    /// `CHANGE_*` | INTID of a change to make first, or 0.
+    change: core::sync::atomic::AtomicU64,
+    active: [AtomicU32; crate::vdev::vgic::lr::MAX_LRS],
+}
+
+const CHANGE_SET: u64 = 1 << 33;
+const CHANGE_CLEAR: u64 = 1 << 32;
+
+static MAILBOX: [Mailbox; crate::arch::aarch64::MAX_CPUS] = [const {
+    Mailbox {
+        asked: AtomicU32::new(0),
+        answered: AtomicU32::new(0),
+        change: core::sync::atomic::AtomicU64::new(0),
+        active: [const { AtomicU32::new(crate::vdev::vgic::lr::NONE) }; crate::vdev::vgic::lr::MAX_LRS],
+    }
+}; crate::arch::aarch64::MAX_CPUS];
+
+/// Asks CPU `pcpu` for its active interrupts, after making `change`.
+/// Without an answer within 10 ms (the CPU runs no vCPU, or is stuck with
+/// interrupts masked) nothing is active there.
+fn ask(pcpu: usize, change: Option<(u32, bool)>) -> ActiveSet {
+    let Some(m) = MAILBOX.get(pcpu) else {
+        return ActiveSet::EMPTY;
+    };
+    let deadline = cpu::counter() + cpu::counter_freq() / 100;
+    if let Some((intid, set)) = change {
+        let word = u64::from(intid) | if set { CHANGE_SET } else { CHANGE_CLEAR };
+        while m
+            .change
+            .compare_exchange(0, word, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            if cpu::counter() > deadline {
+                return ActiveSet::EMPTY;
+            }
+            answer_questions(true);
+            core::hint::spin_loop();
+        }
+    }
+    let mine = m.asked.fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+    kick_cpu(pcpu);
+    while (m.answered.load(Ordering::Acquire).wrapping_sub(mine) as i32) < 0 {
+        if cpu::counter() > deadline {
+            return ActiveSet::EMPTY;
+        }
+        answer_questions(true);
+        core::hint::spin_loop();
+    }
+    let mut set = ActiveSet::EMPTY;
+    for (s, a) in set.0.iter_mut().zip(m.active.iter()) {
+        *s = a.load(Ordering::Relaxed);
+    }
+    set
+}
+
+/// Answers what other CPUs asked about this CPU's list registers;
+/// `running`: a vCPU runs here (else its list registers mean nothing).
+#[inline(always)]
+fn answer_questions(running: bool) {
+    let Some(m) = MAILBOX.get(cpu::index()) else {
+        return;
+    };
+    let asked = m.asked.load(Ordering::Acquire);
+    if asked != m.answered.load(Ordering::Relaxed) {
+        answer(m, asked, running);
+    }
+}
+
+#[inline(never)]
+fn answer(m: &Mailbox, asked: u32, running: bool) {
+    let change = m.change.swap(0, Ordering::AcqRel);
+    if running && change != 0 {
+        change_active_here(change as u32, change & CHANGE_SET != 0);
+    }
+    let set = if running { active_here() } else { ActiveSet::EMPTY };
+    for (a, s) in m.active.iter().zip(set.0.iter()) {
+        a.store(*s, Ordering::Relaxed);
+    }
+    m.answered.store(asked, Ordering::Release);
 }
 
 static CONSOLE_IRQ: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -276,6 +403,7 @@ pub fn wait_for_kick() {
             crate::console::on_input();
         }
     }
+    answer_questions(false);
     g.set_pmr(0xff);
 }
 
@@ -414,6 +542,7 @@ fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
     if Some(intid) == console_irq() {
         crate::console::on_input();
     } else if intid == KICK_SGI {
+        answer_questions(true);
         if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
             abandon_guest();
         }

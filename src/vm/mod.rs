@@ -7,6 +7,7 @@ mod dtb_proptests;
 pub mod inject;
 pub mod mmio;
 pub mod psci;
+pub mod trap;
 
 #[cfg(target_os = "none")]
 pub mod create;
@@ -178,6 +179,20 @@ impl Vm {
         self.state.store(s as u8, Ordering::SeqCst);
     }
 
+    /// Stops the VM; false if it was stopped already.
+    pub fn stop(&self) -> bool {
+        self.state.swap(VmState::Stopped as u8, Ordering::SeqCst) != VmState::Stopped as u8
+    }
+
+    /// Moves the VM from state `from` to `to` if it is in `from`: one
+    /// caller wins a race (two vCPUs resetting, or one resetting while
+    /// another powers the VM off).
+    pub fn claim_state(&self, from: VmState, to: VmState) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
     /// The physical address of guest-physical `ipa`, if it is RAM of this VM.
     pub fn ram_pa(&self, ipa: u64) -> Option<u64> {
         self.ram
@@ -190,6 +205,48 @@ impl Vm {
     pub fn should_log_fault(&self) -> bool {
         let n = self.faults_logged.fetch_add(1, Ordering::Relaxed);
         n < 16 || n.is_multiple_of(1024)
+    }
+}
+
+/// A log line that may repeat without bound (a VM in a reset loop): the
+/// first [`RateLimit::BURST`] are written, then at most one per period,
+/// carrying how many were held back since the last one written.
+pub struct RateLimit {
+    seen: AtomicU64,
+    last: AtomicU64,
+    held: AtomicU64,
+}
+
+impl RateLimit {
+    pub const BURST: u64 = 8;
+
+    pub const fn new() -> Self {
+        Self {
+            seen: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// At time `now` (any monotonic unit, `period` in the same): `Some(n)`
+    /// to write the line, noting `n` held back since the previous one;
+    /// `None` to hold this one back.
+    pub fn check(&self, now: u64, period: u64) -> Option<u64> {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+        let last = self.last.load(Ordering::Relaxed);
+        if n < Self::BURST || now.wrapping_sub(last) >= period {
+            self.last.store(now, Ordering::Relaxed);
+            Some(self.held.swap(0, Ordering::Relaxed))
+        } else {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -212,5 +269,27 @@ impl PsciTarget for Vm {
 
     fn valid_entry(&self, entry: u64) -> bool {
         entry.is_multiple_of(4) && self.ram_pa(entry).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+
+    #[test]
+    fn a_burst_then_one_line_per_period_with_a_count() {
+        let r = RateLimit::new();
+        for t in 0..RateLimit::BURST {
+            assert_eq!(r.check(t, 100), Some(0), "burst line {t}");
+        }
+        // 4,000 more within the same period: all held back.
+        let held = (0..4000)
+            .filter(|k| r.check(10 + k / 1000, 100).is_none())
+            .count();
+        assert_eq!(held, 4000);
+        // The next period's first line says how many were held back.
+        assert_eq!(r.check(107, 100), Some(4000));
+        assert_eq!(r.check(108, 100), None);
+        assert_eq!(r.check(207, 100), Some(1));
     }
 }

@@ -124,7 +124,7 @@ fn call_slow(vm: &impl PsciTarget, fid: u32, args: [u64; 3]) -> Action {
             }
         }
         PSCI_CPU_OFF => Action::CpuOff,
-        PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64 => Action::Suspend,
+        PSCI_CPU_SUSPEND_32 | PSCI_CPU_SUSPEND_64 => cpu_suspend(vm, args[0], args[1]),
         PSCI_MIGRATE_INFO_TYPE => Action::Return(MIGRATE_TYPE_NOT_PRESENT),
         PSCI_SYSTEM_OFF => Action::SystemOff,
         PSCI_SYSTEM_RESET => Action::SystemReset,
@@ -149,6 +149,29 @@ fn supported(fid: u32) -> bool {
             | PSCI_SYSTEM_RESET
             | SMCCC_VERSION
     )
+}
+
+/// power_state, original format (PSCI 1.1 §5.4.2.1; PSCI_FEATURES reports
+/// it): StateID \[15:0\], StateType \[16\] (1 = power down), PowerLevel
+/// \[25:24\], the rest reserved (zero).
+const POWER_STATE_RESERVED: u64 = !0x0301_ffff;
+const POWER_STATE_POWER_DOWN: u64 = 1 << 16;
+
+/// CPU_SUSPEND. A VM's vCPUs form one level (cores, no clusters), and the
+/// states it offers are StateID 0 at level 0: standby, or a power down that
+/// Tessera downgrades to standby (permitted: the call then returns SUCCESS
+/// like a standby would). Anything else is INVALID_PARAMETERS; a power down
+/// must still name an entry point the vCPU could resume at.
+fn cpu_suspend(vm: &impl PsciTarget, power_state: u64, entry: u64) -> Action {
+    let state_id = power_state & 0xffff;
+    let level = (power_state >> 24) & 3;
+    if power_state & POWER_STATE_RESERVED != 0 || state_id != 0 || level != 0 {
+        return error(INVALID_PARAMETERS);
+    }
+    if power_state & POWER_STATE_POWER_DOWN != 0 && !vm.valid_entry(entry) {
+        return error(INVALID_ADDRESS);
+    }
+    Action::Suspend
 }
 
 fn cpu_on(vm: &impl PsciTarget, mpidr: u64, entry: u64, context: u64) -> Action {
@@ -323,5 +346,32 @@ mod tests {
         assert_eq!(call(&vm, PSCI_SYSTEM_OFF, [0; 3]), Action::SystemOff);
         assert_eq!(call(&vm, PSCI_SYSTEM_RESET, [0; 3]), Action::SystemReset);
         assert_eq!(call(&vm, PSCI_CPU_SUSPEND_64, [0; 3]), Action::Suspend);
+    }
+
+    #[test]
+    fn cpu_suspend_validates_power_state_and_entry() {
+        let vm = FakeVm::new(1);
+        let suspend = |ps: u64, entry: u64| call(&vm, PSCI_CPU_SUSPEND_64, [ps, entry, 0]);
+        // Standby needs no entry point; a power down needs one in RAM.
+        assert_eq!(suspend(0, 0), Action::Suspend);
+        assert_eq!(suspend(1 << 16, 0x4000_1000), Action::Suspend);
+        assert_eq!(suspend(1 << 16, 0x10), error(INVALID_ADDRESS));
+        assert_eq!(suspend(1 << 16, 0x4000_1002), error(INVALID_ADDRESS));
+        // Reserved bits, StateIDs and power levels no VM has.
+        for ps in [
+            1 << 31,
+            1 << 17,
+            1 << 26,
+            1,
+            0xffff,
+            1 << 24,
+            3 << 24,
+            u64::MAX,
+            1 << 32,
+        ] {
+            assert_eq!(suspend(ps, 0x4000_1000), error(INVALID_PARAMETERS), "{ps:#x}");
+        }
+        // SMC32: the upper half of power_state is not looked at.
+        assert_eq!(call(&vm, PSCI_CPU_SUSPEND_32, [1 << 32, 0, 0]), Action::Suspend);
     }
 }

@@ -91,7 +91,12 @@ pub extern "C" fn cpu_loop() -> ! {
         }
         super::irq::wait_for_kick();
     };
-    guest::load_vm(vm.vttbr, vm.vtcr, vcpu.vmpidr);
+    guest::load_vm(
+        vm.vttbr,
+        vm.vtcr,
+        vcpu.vmpidr,
+        vm.config.psci == crate::config::PsciConduit::Smc,
+    );
     super::irq::reset_vcpu_interface(&vm.vgic);
     super::irq::flush(&vm.vgic, vcpu.index);
     guest::enter(

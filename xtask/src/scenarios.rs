@@ -228,7 +228,11 @@ pub fn all() -> Vec<Scenario> {
     for gic in [3, 2] {
         all.extend(interrupt_scenarios(gic));
     }
+    for gic in [3, 2] {
+        all.extend(vcpu_state_scenarios(gic));
+    }
     all.extend([linux_pair(3), linux_pair(2)]);
+    all.extend([console_flood(3), console_flood(2)]);
     all.extend([
         Scenario {
             config: Some("tests/configs/console_passthrough.toml"),
@@ -341,6 +345,91 @@ fn interrupt_scenarios(gic: u32) -> [Scenario; 4] {
     ]
 }
 
+/// A vCPU's state and its VM's lifecycle under attack, on GIC version `gic`.
+fn vcpu_state_scenarios(gic: u32) -> Vec<Scenario> {
+    let v3 = gic == 3;
+    let pick = |a: &'static str, b: &'static str| if v3 { a } else { b };
+    let mut all = vec![
+        Scenario {
+            gic,
+            config: Some("tests/configs/vcpu_state.toml"),
+            sequence: &[
+                "[dirty] PASS vcpu_state_clean",
+                "[dirty] vcpu_state: dirtied, calling SYSTEM_RESET",
+                "VM dirty restarting",
+                "[dirty] PASS vcpu_state_clean",
+                "[dirty] vcpu_state: dirtied, calling SYSTEM_RESET",
+                "VM dirty restarting",
+                "[dirty] PASS vcpu_state_clean",
+                "[bystander] hello: tick",
+            ],
+            must: &["[bystander] hello: tick 5"],
+            must_not: &[
+                "FAIL",
+                "VM bystander stopped",
+                "VM dirty stopped",
+                "UNDEFINED injected",
+            ],
+            ..Scenario::new(pick(
+                "vcpu_state_is_reset_by_system_reset_gicv3",
+                "vcpu_state_is_reset_by_system_reset_gicv2",
+            ))
+        },
+        Scenario {
+            gic,
+            config: Some("tests/configs/conduit.toml"),
+            must: &[
+                "[hvcvm] conduit: hvc",
+                "[smcvm] conduit: smc",
+                "[hvcvm] RESULT conduit: 10 passed, 0 failed",
+                "[smcvm] RESULT conduit: 10 passed, 0 failed",
+                "[bystander] hello: tick 3",
+            ],
+            must_not: &["FAIL", "VM bystander stopped"],
+            ..Scenario::new(pick(
+                "smccc_only_own_conduit_answers_and_preserves_regs_gicv3",
+                "smccc_only_own_conduit_answers_and_preserves_regs_gicv2",
+            ))
+        },
+        Scenario {
+            gic,
+            config: Some("tests/configs/double_reset.toml"),
+            sequence: &[
+                "[racer] double_reset: boot",
+                "VM racer restarting",
+                "[racer] double_reset: boot",
+                "VM racer restarting",
+                "[racer] double_reset: boot",
+                "VM racer restarting",
+                "[racer] double_reset: boot",
+                "[bystander] hello: tick",
+            ],
+            must: &["[bystander] hello: tick 300"],
+            must_not: &["FAIL", "VM racer stopped", "VM bystander"],
+            ..Scenario::new(pick(
+                "system_reset_from_two_vcpus_at_once_resets_once_gicv3",
+                "system_reset_from_two_vcpus_at_once_resets_once_gicv2",
+            ))
+        },
+    ];
+    if !v3 {
+        // `hostile_guest_is_answered_architecturally` is the GICv3 run.
+        all.push(Scenario {
+            gic,
+            config: Some("tests/configs/hostile.toml"),
+            must: &[
+                "[hostile] RESULT hostile: ",
+                " 0 failed",
+                "[hostile] hostile: still alive",
+            ],
+            sequence: &["[hostile] RESULT hostile", "[bystander] hello: tick"],
+            must_not: &["FAIL"],
+            ..Scenario::new("hostile_guest_is_answered_architecturally_gicv2")
+        });
+    }
+    all
+}
+
 /// Two Debian kernels side by side with a bare-metal timer VM, on GIC version `gic`.
 fn linux_pair(gic: u32) -> Scenario {
     Scenario {
@@ -393,6 +482,58 @@ fn linux_pair(gic: u32) -> Scenario {
             "linux_pair_side_by_side_gicv3"
         } else {
             "linux_pair_side_by_side_gicv2"
+        })
+    }
+}
+
+/// Lines the `conlat` bystander prints.
+const CONLAT_LINES: usize = 200;
+
+/// Two console floods with forged control sequences next to a bystander that
+/// times its prints, on GIC version `gic`: the bystander's 95th-percentile
+/// print stays its own line's cost (checked by the guest), every one of its
+/// lines appears in order and none is dropped, and every control comes out
+/// escaped. Under icount, so the figures are the same on every run. (Whether
+/// the flooders lose lines depends on where QEMU's round robin preempts a
+/// vCPU that holds the UART, so it is not asserted; the host tests cover it.)
+fn console_flood(gic: u32) -> Scenario {
+    let must: &'static [&'static str] = &[
+        "[bystander] RESULT conlat: 1 passed, 0 failed",
+        "[bystander] conlat: print latency over",
+        // Every control the flood sent, shown escaped.
+        "[flood] ^[[2K^[[1G[bystander] conlat: FORGED line",
+        "[flood] ^H^H^H^H^H^H^H^H[    0.500000] VM bystander stopped",
+        "[flood] junk^M[bystander] conlat: FORGED after a bare CR",
+        "[flood] ^[]0;owned by flood^G^[[1A^[[2K title",
+        "[flood] \\x9b2K raw 8-bit CSI",
+        "[flood] \\u{9b}2K UTF-8 encoded CSI",
+    ];
+    // Every bystander line, none lost, in order (a sequence is checked
+    // against one entry per line: cheap beside the flood).
+    let sequence: Vec<&'static str> = (0..CONLAT_LINES)
+        .map(|k| &*format!("[bystander] conlat: line {k}/{CONLAT_LINES} at ").leak())
+        .collect();
+    Scenario {
+        gic,
+        config: Some("tests/configs/console_flood.toml"),
+        extra: &["-icount", "shift=0,sleep=off"],
+        must,
+        sequence: sequence.leak(),
+        must_not: &[
+            "FAIL",
+            // Raw controls reaching the terminal: ESC, BS, BEL, a bare CR, C1 CSI.
+            "\x1b",
+            "\x08",
+            "\x07",
+            "\r",
+            "\u{9b}",
+            "of VM bystander dropped",
+        ],
+        timeout_secs: 120,
+        ..Scenario::new(if gic == 3 {
+            "console_flood_is_paid_by_the_flooder_gicv3"
+        } else {
+            "console_flood_is_paid_by_the_flooder_gicv2"
         })
     }
 }

@@ -5,7 +5,8 @@
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2,
-    HPFAR_EL2, ID_AA64MMFR0_EL1, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    HPFAR_EL2, ID_AA64MMFR0_EL1, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VBAR_EL2, VMPIDR_EL2, VTCR_EL2,
+    VTTBR_EL2,
 };
 use core::arch::asm;
 
@@ -70,8 +71,19 @@ pub fn pa_bits() -> u32 {
 }
 
 /// Loads a VM's stage 2 and trap configuration on this CPU and resets the
-/// EL1 state its vCPU starts from.
-pub fn load_vm(vttbr: u64, vtcr: u64, vmpidr: u64) {
+/// EL1 state its vCPU starts from. `smc_conduit`: the VM calls PSCI with
+/// SMC, so HVC gets no fast path (vectors.S).
+pub fn load_vm(vttbr: u64, vtcr: u64, vmpidr: u64, smc_conduit: bool) {
+    extern "C" {
+        static el2_vectors: u8;
+        static el2_vectors_smc: u8;
+    }
+    let vectors = if smc_conduit {
+        &raw const el2_vectors_smc
+    } else {
+        &raw const el2_vectors
+    };
+    VBAR_EL2.set(vectors as u64);
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     HCR_EL2.set(HCR_GUEST);
@@ -89,21 +101,124 @@ pub fn load_vm(vttbr: u64, vtcr: u64, vmpidr: u64) {
     unsafe { asm!("msr cptr_el2, {}", in(reg) 0x33ffu64, options(nomem, nostack)) };
     // PMU and debug registers stay with the guest: each CPU runs only this
     // vCPU, so they hold no one else's state. All PMU counters belong to
-    // EL1 (HPMN = PMCR_EL0.N) and nothing traps.
-    let pmcr: u64;
-    // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
-    unsafe { asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack)) };
-    let hpmn = (pmcr >> 11) & 0x1f;
-    // SAFETY: MDCR_EL2 only decides what EL1/EL0 debug and PMU accesses trap.
-    unsafe { asm!("msr mdcr_el2, {}", in(reg) hpmn, options(nomem, nostack)) };
+    // EL1 (HPMN = PMCR_EL0.N); what else MDCR_EL2 sets is `mdcr_guest`.
+    // SAFETY: MDCR_EL2 only decides what EL1/EL0 debug and PMU accesses trap
+    // and whether the PMU counts at EL2.
+    unsafe { asm!("msr mdcr_el2, {}", in(reg) mdcr_guest(), options(nomem, nostack)) };
     reset_el1();
     barrier::isb(barrier::SY);
     // SAFETY: invalidating this VMID's stage-1+2 TLB entries on this CPU.
     unsafe { asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack)) };
 }
 
-/// EL1 system registers to their reset state for a (re)starting vCPU.
+/// ID_AA64DFR0_EL1: debug and PMU features.
+fn dfr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { asm!("mrs {}, id_aa64dfr0_el1", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// MDCR_EL2 for a guest on this CPU (see [`super::pmu::mdcr_guest`]).
+fn mdcr_guest() -> u64 {
+    let dfr0 = dfr0();
+    let pmcr = if super::pmu::has_pmu(dfr0) {
+        super::pmu::hw::pmcr()
+    } else {
+        0
+    };
+    super::pmu::mdcr_guest(dfr0, pmcr)
+}
+
+/// Whether guest PMU accesses trap here (see [`super::pmu`]).
+pub fn pmu_trapped() -> bool {
+    mdcr_guest() & super::pmu::MDCR_TPM != 0
+}
+
+/// Event counters of this CPU's PMU (PMCR_EL0.N), 0 without one.
+pub fn pmu_counters() -> u64 {
+    if super::pmu::has_pmu(dfr0()) {
+        super::pmu::counters(super::pmu::hw::pmcr())
+    } else {
+        0
+    }
+}
+
+/// Everything a (re)starting vCPU can reach to its reset state: the EL1
+/// system registers, FP/SIMD, the debug and PMU registers, the EL1 timers.
+/// A vCPU that starts again (CPU_ON after CPU_OFF, SYSTEM_RESET) must not
+/// see what its previous life left there (Arm ARM: a PE's Warm reset).
+/// What is not reset here is trapped while the guest runs: SVE/SME
+/// (CPTR_EL2), pointer-authentication keys (HCR_EL2.APK/API clear), MTE
+/// tag control (HCR_EL2.ATA clear), IMPLEMENTATION DEFINED and auxiliary
+/// registers (TIDCP, TACR); the GIC's virtual CPU interface is reset by
+/// `irq::reset_vcpu_interface`.
 pub fn reset_el1() {
+    reset_el1_sysregs();
+    // SAFETY: CPTR_EL2 no longer traps FP/SIMD (`load_vm` wrote it first),
+    // so EL2 may write the registers; they belong to this CPU's vCPU.
+    unsafe { guest_zero_fp() };
+    reset_debug(dfr0());
+    if super::pmu::has_pmu(dfr0()) {
+        super::pmu::hw::reset();
+    }
+}
+
+/// Zeroes breakpoint n < `$brps` and watchpoint n < `$wrps` value/control
+/// pairs; the register names carry n, so each is its own instruction.
+macro_rules! zero_debug_pairs {
+    ($brps:expr, $wrps:expr; $($n:literal)*) => {
+        $(
+            if $n < $brps {
+                // SAFETY: breakpoint $n exists (ID_AA64DFR0_EL1.BRPs); it
+                // belongs to this CPU's vCPU.
+                unsafe {
+                    asm!(
+                        concat!("msr dbgbcr", stringify!($n), "_el1, xzr"),
+                        concat!("msr dbgbvr", stringify!($n), "_el1, xzr"),
+                        options(nomem, nostack)
+                    )
+                };
+            }
+            if $n < $wrps {
+                // SAFETY: as above, watchpoint $n (ID_AA64DFR0_EL1.WRPs).
+                unsafe {
+                    asm!(
+                        concat!("msr dbgwcr", stringify!($n), "_el1, xzr"),
+                        concat!("msr dbgwvr", stringify!($n), "_el1, xzr"),
+                        options(nomem, nostack)
+                    )
+                };
+            }
+        )*
+    };
+}
+
+/// Debug state to reset: every breakpoint and watchpoint disabled and
+/// zero, MDSCR_EL1 (single step, MDE, KDE) clear, the OS lock set as after
+/// a Cold reset (OSLSR_EL1.OSLK resets to 1; Linux clears it at boot).
+fn reset_debug(dfr0: u64) {
+    let brps = ((dfr0 >> 12) & 0xf) + 1;
+    let wrps = ((dfr0 >> 20) & 0xf) + 1;
+    zero_debug_pairs!(brps, wrps; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    // SAFETY: the vCPU's debug control registers; architectural reset values.
+    unsafe {
+        asm!(
+            "msr mdscr_el1, xzr",
+            "msr mdccint_el1, xzr",
+            "msr oseccr_el1, xzr",
+            "msr osdlr_el1, xzr",
+            "msr oslar_el1, {one}",
+            "msr dbgclaimclr_el1, {claims}",
+            one = in(reg) 1u64,
+            claims = in(reg) 0xffu64,
+            options(nomem, nostack)
+        )
+    };
+}
+
+/// EL1 system registers to their reset state for a (re)starting vCPU.
+fn reset_el1_sysregs() {
     SCTLR_EL1.set(SCTLR_EL1_RESET);
     VBAR_EL1.set(0);
     // SAFETY: these EL1 registers belong to the vCPU on this CPU, which is
@@ -117,6 +232,9 @@ pub fn reset_el1() {
             "msr ttbr1_el1, xzr",
             "msr cntv_ctl_el0, xzr",
             "msr cntp_ctl_el0, xzr",
+            "msr cntv_cval_el0, xzr",
+            "msr cntp_cval_el0, xzr",
+            "msr csselr_el1, xzr",
             "msr cntkctl_el1, xzr",
             "msr contextidr_el1, xzr",
             "msr tpidr_el1, xzr",
@@ -189,6 +307,9 @@ pub fn write_el1_exception(elr: u64, spsr: u64, esr: u64, far: Option<u64>) {
 }
 
 extern "C" {
+    /// Zeroes V0-V31, FPCR and FPSR (in the asm below); needs
+    /// CPTR_EL2.TFP clear.
+    fn guest_zero_fp();
     fn guest_enter(entry: u64, x0: u64, spsr: u64, stack_top: u64) -> !;
     fn restart_on(stack_top: u64, f: extern "C" fn() -> !) -> !;
 }
@@ -223,6 +344,46 @@ core::arch::global_asm!(
     "    str     x0, [sp, #248]",
     "    str     x2, [sp, #256]",
     "    b       exception_return",
+    ".global guest_zero_fp",
+    "guest_zero_fp:",
+    // EL2 is built soft-float: only this routine touches FP/SIMD.
+    "    .arch_extension fp",
+    "    .arch_extension simd",
+    "    movi    v0.2d, #0",
+    "    movi    v1.2d, #0",
+    "    movi    v2.2d, #0",
+    "    movi    v3.2d, #0",
+    "    movi    v4.2d, #0",
+    "    movi    v5.2d, #0",
+    "    movi    v6.2d, #0",
+    "    movi    v7.2d, #0",
+    "    movi    v8.2d, #0",
+    "    movi    v9.2d, #0",
+    "    movi    v10.2d, #0",
+    "    movi    v11.2d, #0",
+    "    movi    v12.2d, #0",
+    "    movi    v13.2d, #0",
+    "    movi    v14.2d, #0",
+    "    movi    v15.2d, #0",
+    "    movi    v16.2d, #0",
+    "    movi    v17.2d, #0",
+    "    movi    v18.2d, #0",
+    "    movi    v19.2d, #0",
+    "    movi    v20.2d, #0",
+    "    movi    v21.2d, #0",
+    "    movi    v22.2d, #0",
+    "    movi    v23.2d, #0",
+    "    movi    v24.2d, #0",
+    "    movi    v25.2d, #0",
+    "    movi    v26.2d, #0",
+    "    movi    v27.2d, #0",
+    "    movi    v28.2d, #0",
+    "    movi    v29.2d, #0",
+    "    movi    v30.2d, #0",
+    "    movi    v31.2d, #0",
+    "    msr     fpcr, xzr",
+    "    msr     fpsr, xzr",
+    "    ret",
     ".global restart_on",
     "restart_on:",
     "    mov     sp, x0",

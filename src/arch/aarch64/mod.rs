@@ -6,6 +6,7 @@ pub mod esr;
 #[cfg(test)]
 mod esr_proptests;
 pub mod frame;
+pub mod pmu;
 
 #[cfg(target_os = "none")]
 pub mod cpu;

@@ -59,10 +59,14 @@
     b       exception_return
 .endm
 
-.section .text.vectors, "ax"
+// The table, twice: `el2_vectors` for CPUs whose VM calls PSCI through
+// HVC (its hypercalls take the short way in `guest_sync`), and
+// `el2_vectors_smc` for VMs whose conduit is SMC, where an HVC is no call
+// and is decided like any other exit.
+.macro TABLE name, sync
 .balign 0x800
-.global el2_vectors
-el2_vectors:
+.global \name
+\name:
     // Current EL with SP_EL0: EL2 never uses SP_EL0.
     UNEXPECTED 0
     UNEXPECTED 1
@@ -76,7 +80,7 @@ el2_vectors:
     // Lower EL, AArch64: the guests.
 .balign 0x80
     SAVE_CALLER
-    b       guest_sync
+    b       \sync
 .balign 0x80
     SAVE_CALLER
     b       guest_irq
@@ -87,12 +91,17 @@ el2_vectors:
     // the same (r0-r14 are x0-x14), so the same handlers take them.
 .balign 0x80
     SAVE_CALLER
-    b       guest_sync
+    b       \sync
 .balign 0x80
     SAVE_CALLER
     b       guest_irq
     LOWER   lower_fiq
     LOWER   lower_serror
+.endm
+
+.section .text.vectors, "ax"
+    TABLE   el2_vectors, guest_sync
+    TABLE   el2_vectors_smc, guest_sync_slow
 
 // A synchronous exit: hypercalls (EC 0x16) touch only x0-x3 and take the
 // short way; everything else saves the whole frame first.
@@ -104,7 +113,9 @@ guest_sync:
     mov     x0, sp
     bl      hvc_exit
     b       return_caller
-1:  SAVE_CALLEE
+1:
+guest_sync_slow:
+    SAVE_CALLEE
     mov     x0, sp
     bl      lower_sync
     b       exception_return

@@ -77,6 +77,33 @@ impl Vgic {
                     }
                 }
             }
+            0x300..=0x3ff => {
+                // ISACTIVER/ICACTIVER: active where a list register says so.
+                // Asked once per vCPU the byte's interrupts are listed on,
+                // without the vGIC lock held (another CPU may be asked).
+                let first = ((off & 0x7f) * 8) as u32;
+                let mut asked: Option<(usize, super::lr::ActiveSet)> = None;
+                for b in 0..8 {
+                    let intid = first + b;
+                    if !self.in_bank(intid, bank) {
+                        continue;
+                    }
+                    let Some(t) = self.lr_vcpu(intid, vcpu) else {
+                        continue;
+                    };
+                    let set = match asked {
+                        Some((v, set)) if v == t => set,
+                        _ => {
+                            let set = self.host.active(t);
+                            asked = Some((t, set));
+                            set
+                        }
+                    };
+                    if set.contains(intid) {
+                        out |= 1 << b;
+                    }
+                }
+            }
             0x400..=0x7ff => {
                 let intid = (off - 0x400) as u32;
                 if self.in_bank(intid, bank) {
@@ -113,6 +140,19 @@ impl Vgic {
     /// Writes one byte of a per-interrupt register.
     pub fn write_irq_byte(&self, off: u64, value: u8, vcpu: usize, bank: Bank) {
         match off {
+            0x300..=0x3ff => {
+                let active = off < 0x380;
+                let first = ((off & 0x7f) * 8) as u32;
+                for b in 0..8 {
+                    let intid = first + b;
+                    if value & (1 << b) == 0 || !self.in_bank(intid, bank) {
+                        continue;
+                    }
+                    if let Some(t) = self.lr_vcpu(intid, vcpu) {
+                        self.host.set_active(intid, t, active);
+                    }
+                }
+            }
             0x080..=0x2ff => {
                 let reg = off & !0x7f;
                 let first = ((off - reg) * 8) as u32;
@@ -353,6 +393,32 @@ mod tests {
     fn dist(version: Version, n: usize) -> (Distributor, super::super::tests::Recorder) {
         let (g, r) = vgic(version, n);
         (Distributor { vgic: Arc::new(g) }, r)
+    }
+
+    #[test]
+    fn active_state_comes_from_the_list_registers() {
+        // The recorder's vCPU v has INTIDs 5 + v and 33 active.
+        let (d, r) = dist(Version::V2, 2);
+        // Banked SGIs/PPIs: vCPU 1 sees its own SGI 6 active, not vCPU 0's 5.
+        assert_eq!(d.read(0x300, 4, 1).unwrap(), 1 << 6);
+        assert_eq!(d.read(0x380, 4, 0).unwrap(), 1 << 5);
+        // SPI 33 (owned, targets vCPU 0); SPI 35 is nobody's.
+        assert_eq!(d.read(0x304, 4, 1).unwrap(), 1 << 1);
+        // Writes reach the vCPU whose list registers hold it.
+        d.write(0x304, 4, (1 << 1) | (1 << 3), 1).unwrap();
+        d.write(0x380, 4, 1 << 27, 1).unwrap();
+        d.write(0x380, 4, 1 << 23, 1).unwrap(); // PPI 23 is not the VM's
+        let log = r.0.lock().unwrap().clone();
+        assert!(log.contains(&"set_active 33 0 true".to_string()), "{log:?}");
+        assert!(log.contains(&"set_active 27 1 false".to_string()), "{log:?}");
+        assert!(!log
+            .iter()
+            .any(|l| l.starts_with("set_active 35") || l.starts_with("set_active 23")));
+
+        let (d, _) = dist(Version::V3, 2);
+        // GICv3: the distributor holds only SPIs.
+        assert_eq!(d.read(0x300, 4, 0).unwrap(), 0);
+        assert_eq!(d.read(0x304, 4, 0).unwrap(), 1 << 1);
     }
 
     #[test]

@@ -167,6 +167,84 @@ pub fn place(regs: &mut impl ListRegs, lr: Lr) -> Placed {
     Placed::New
 }
 
+/// Most list registers a CPU has (ICH_VTR_EL2.ListRegs is 4 bits).
+pub const MAX_LRS: usize = 16;
+/// "No interrupt" in an [`ActiveSet`].
+pub const NONE: u32 = 1023;
+
+/// The virtual INTIDs active (or pending and active) in one CPU's list
+/// registers at one moment: what GICD/GICR_ISACTIVER report.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ActiveSet(pub [u32; MAX_LRS]);
+
+impl ActiveSet {
+    pub const EMPTY: ActiveSet = ActiveSet([NONE; MAX_LRS]);
+
+    pub fn contains(&self, vintid: u32) -> bool {
+        vintid != NONE && self.0.contains(&vintid)
+    }
+}
+
+/// The active interrupts in `regs`.
+pub fn active_set(regs: &impl ListRegs) -> ActiveSet {
+    let mut set = ActiveSet::EMPTY;
+    for (i, slot) in set.0.iter_mut().enumerate().take(regs.count()) {
+        let lr = regs.read(i);
+        if matches!(lr.state, LrState::Active | LrState::PendingActive) {
+            *slot = lr.vintid;
+        }
+    }
+    set
+}
+
+/// What [`change_active`] did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ActiveChange {
+    /// Not listed, or already in the asked state, or a hardware interrupt
+    /// asked to become active (its active state is the physical one's):
+    /// nothing changed.
+    None,
+    /// Changed. `deactivate` names the physical interrupt that the guest
+    /// would have deactivated through the HW bit (or the EOI maintenance) and
+    /// that must now be deactivated physically; `eoi`: a software
+    /// level-triggered interrupt whose line is to be sampled again.
+    Changed { deactivate: Option<u32>, eoi: bool },
+}
+
+/// GICD/GICR_ISACTIVER (`active`) or ICACTIVER (`!active`) for `vintid` in
+/// `regs`. `hw_owned`: `vintid` is a hardware interrupt even without the
+/// HW bit (listed with EOI maintenance instead).
+pub fn change_active(regs: &mut impl ListRegs, vintid: u32, active: bool, hw_owned: bool) -> ActiveChange {
+    for i in 0..regs.count() {
+        let lr = regs.read(i);
+        if lr.state == LrState::Invalid || lr.vintid != vintid {
+            continue;
+        }
+        let hw = lr.pintid.or(hw_owned.then_some(vintid));
+        let new = match (lr.state, active) {
+            (LrState::Pending, true) if hw.is_none() => LrState::PendingActive,
+            (LrState::Active, false) => LrState::Invalid,
+            (LrState::PendingActive, false) => LrState::Pending,
+            _ => return ActiveChange::None,
+        };
+        let (deactivate, eoi) = if active {
+            (None, false)
+        } else {
+            (hw, hw.is_none() && lr.eoi && new == LrState::Invalid)
+        };
+        regs.write(
+            i,
+            if new == LrState::Invalid {
+                Lr::EMPTY
+            } else {
+                Lr { state: new, ..lr }
+            },
+        );
+        return ActiveChange::Changed { deactivate, eoi };
+    }
+    ActiveChange::None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +307,69 @@ mod tests {
         };
         assert_eq!(hw.encode_v2() >> 31, 1);
         assert_eq!(Lr::decode_v2(hw.encode_v2()), hw);
+    }
+
+    #[test]
+    fn active_state_in_list_registers() {
+        let mut f = Fake(vec![Lr::EMPTY; 4]);
+        f.0[0] = Lr {
+            state: LrState::Active,
+            ..sw(40)
+        };
+        f.0[1] = sw(41);
+        f.0[2] = Lr {
+            state: LrState::Active,
+            pintid: Some(27),
+            ..sw(27)
+        };
+        f.0[3] = Lr {
+            state: LrState::PendingActive,
+            ..sw(42)
+        };
+        let set = active_set(&f);
+        assert!(set.contains(40) && set.contains(27) && set.contains(42));
+        assert!(!set.contains(41) && !set.contains(NONE));
+        // ISACTIVER: a pending software interrupt becomes pending+active;
+        // an active one stays; a hardware one is left to the hardware.
+        assert_eq!(
+            change_active(&mut f, 41, true, false),
+            ActiveChange::Changed {
+                deactivate: None,
+                eoi: false
+            }
+        );
+        assert_eq!(f.0[1].state, LrState::PendingActive);
+        assert_eq!(change_active(&mut f, 40, true, false), ActiveChange::None);
+        assert_eq!(change_active(&mut f, 99, true, false), ActiveChange::None);
+        // ICACTIVER: active -> gone, pending+active -> pending, and the
+        // hardware interrupt is deactivated physically.
+        assert_eq!(
+            change_active(&mut f, 27, false, true),
+            ActiveChange::Changed {
+                deactivate: Some(27),
+                eoi: false
+            }
+        );
+        assert_eq!(f.0[2], Lr::EMPTY);
+        assert_eq!(
+            change_active(&mut f, 42, false, false),
+            ActiveChange::Changed {
+                deactivate: None,
+                eoi: false
+            }
+        );
+        assert_eq!(f.0[3].state, LrState::Pending);
+        assert!(!active_set(&f).contains(42));
+        // A level-triggered software interrupt waiting for its EOI
+        // maintenance: its line is sampled again.
+        f.0[0].eoi = true;
+        assert_eq!(
+            change_active(&mut f, 40, false, false),
+            ActiveChange::Changed {
+                deactivate: None,
+                eoi: true
+            }
+        );
     }
 
     #[test]

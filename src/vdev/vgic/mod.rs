@@ -51,6 +51,11 @@ pub trait VgicHost: Send + Sync {
     /// its queue, was dropped before reaching a list register: finish it
     /// physically, or it would never fire again.
     fn hw_deactivate(&self, intid: u32, vcpu: usize);
+    /// The interrupts active in `vcpu`'s list registers (its CPU's, asked
+    /// if it is another one; empty if `vcpu` does not run).
+    fn active(&self, vcpu: usize) -> lr::ActiveSet;
+    /// Sets or clears `intid`'s active state in `vcpu`'s list registers.
+    fn set_active(&self, intid: u32, vcpu: usize, active: bool);
 }
 
 struct NoHost;
@@ -59,6 +64,10 @@ impl VgicHost for NoHost {
     fn hw_enable(&self, _: u32, _: usize, _: bool) {}
     fn hw_route(&self, _: u32, _: usize) {}
     fn hw_deactivate(&self, _: u32, _: usize) {}
+    fn active(&self, _: usize) -> lr::ActiveSet {
+        lr::ActiveSet::EMPTY
+    }
+    fn set_active(&self, _: u32, _: usize, _: bool) {}
 }
 
 /// Default priority of every interrupt (what GIC reset leaves is 0; Linux
@@ -551,6 +560,17 @@ impl Vgic {
         }
     }
 
+    /// The vCPU whose list registers would hold `intid` (as seen from
+    /// `vcpu`, for the banked SGIs/PPIs), if the VM owns it.
+    fn lr_vcpu(&self, intid: u32, vcpu: usize) -> Option<usize> {
+        let target = self.with_irq(intid, vcpu, |i| usize::from(i.target))?;
+        Some(if intid < 32 {
+            vcpu
+        } else {
+            target.min(self.nvcpus - 1)
+        })
+    }
+
     fn with_irq<R>(&self, intid: u32, vcpu: usize, f: impl FnOnce(&mut Irq) -> R) -> Option<R> {
         let mut s = self.state.lock();
         self.irq(&mut s, intid, vcpu).map(f)
@@ -623,6 +643,19 @@ pub mod tests {
                 .lock()
                 .unwrap()
                 .push(format!("hw_deactivate {intid} {vcpu}"));
+        }
+        /// vCPU v's list registers hold INTIDs 5 + v and 33 active.
+        fn active(&self, vcpu: usize) -> lr::ActiveSet {
+            let mut set = lr::ActiveSet::EMPTY;
+            set.0[0] = 5 + vcpu as u32;
+            set.0[1] = 33;
+            set
+        }
+        fn set_active(&self, intid: u32, vcpu: usize, active: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("set_active {intid} {vcpu} {active}"));
         }
     }
 

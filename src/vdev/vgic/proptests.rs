@@ -51,7 +51,23 @@ impl VgicHost for Calls {
     fn hw_deactivate(&self, intid: u32, vcpu: usize) {
         self.0.lock().unwrap().push(("hw_deactivate", intid, vcpu));
     }
+    /// As if the list registers held these, owned by the VM or not: what
+    /// the guest reads back must still be only its own.
+    fn active(&self, vcpu: usize) -> lr::ActiveSet {
+        self.0.lock().unwrap().push(("active", 0, vcpu));
+        let mut set = lr::ActiveSet::EMPTY;
+        for (slot, intid) in set.0.iter_mut().zip(ACTIVE) {
+            *slot = intid;
+        }
+        set
+    }
+    fn set_active(&self, intid: u32, vcpu: usize, _active: bool) {
+        self.0.lock().unwrap().push(("set_active", intid, vcpu));
+    }
 }
+
+/// The INTIDs the fake list registers report active.
+const ACTIVE: [u32; 12] = [3, 5, 20, 27, 30, 33, 34, 40, 64, 100, 121, 150];
 
 /// A VM's interrupt layout: its vCPUs and the PPIs/SPIs it owns.
 #[derive(Clone, Debug)]
@@ -240,7 +256,9 @@ fn check_ownership(g: &Vgic, l: &Layout, calls: &Calls) -> Result<(), TestCaseEr
     let owned = |intid: u32| intid < 16 || l.owned.contains_key(&intid);
     for (call, intid, vcpu) in calls.0.lock().unwrap().drain(..) {
         prop_assert!(vcpu < l.nvcpus, "{} for vCPU {} of {}", call, vcpu, l.nvcpus);
-        if call != "kick" {
+        if call == "set_active" {
+            prop_assert!(owned(intid), "set_active of INTID {}, not the VM's", intid);
+        } else if call != "kick" && call != "active" {
             prop_assert_eq!(
                 l.owned.get(&intid),
                 Some(&Owner::Hw),
@@ -371,7 +389,7 @@ proptest! {
         let d = Distributor { vgic: g.clone() };
         let r = Redistributors { vgic: g.clone() };
         // Group, enable, pending; priorities; configuration.
-        for base in [0x080u64, 0x100, 0x200, 0x400, 0xc00] {
+        for base in [0x080u64, 0x100, 0x200, 0x300, 0x400, 0xc00] {
             let regs = if base == 0x400 { 0x400 } else if base == 0xc00 { 0x100 } else { 0x80 };
             for off in (base..base + regs).step_by(4) {
                 let _ = d.write(off, 4, u64::MAX, vcpu);
@@ -400,6 +418,7 @@ proptest! {
                 prop_assert_eq!(enabled, 0, "INTID {} enabled, not the VM's", intid);
                 prop_assert_eq!(bit(0x080), 0, "INTID {} group, not the VM's", intid);
                 prop_assert_eq!(bit(0x200), 0, "INTID {} pending, not the VM's", intid);
+                prop_assert_eq!(bit(0x300), 0, "INTID {} active, not the VM's", intid);
                 prop_assert_eq!(prio, 0, "INTID {} priority, not the VM's", intid);
             }
         }

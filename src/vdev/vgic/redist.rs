@@ -10,6 +10,14 @@ use alloc::sync::Arc;
 pub const STRIDE: u64 = 0x2_0000;
 const SGI_BASE: u64 = 0x1_0000;
 
+/// The 64-bit LPI registers of RD_base: GICR_SETLPIR, CLRLPIR, PROPBASER,
+/// PENDBASER, INVLPIR, INVALLR. With GICR_TYPER.PLPIS = 0 (no LPIs) they
+/// are RES0: read as zero, writes ignored, at either access width.
+/// (GICR_SYNCR, 0xc0, is 32-bit and reads as not busy: 0.)
+fn lpi_register(off: u64) -> bool {
+    matches!(off, 0x40 | 0x48 | 0x70 | 0x78 | 0xa0 | 0xb0)
+}
+
 /// All redistributor frames of a VM, contiguous.
 pub struct Redistributors {
     pub vgic: Arc<Vgic>,
@@ -39,6 +47,9 @@ impl MmioDevice for Redistributors {
         if off == 0x8 && width == 8 {
             return Ok(self.typer(frame));
         }
+        if width == 8 && lpi_register(off) {
+            return Ok(0);
+        }
         if width == 1 && (SGI_BASE + 0x400..SGI_BASE + 0x420).contains(&off) {
             return Ok(u64::from(g.read_irq_byte(off - SGI_BASE, frame, Bank::Private)));
         }
@@ -65,6 +76,9 @@ impl MmioDevice for Redistributors {
         let g = &self.vgic;
         if width == 1 && (SGI_BASE + 0x400..SGI_BASE + 0x420).contains(&off) {
             g.write_irq_byte(off - SGI_BASE, value as u8, frame, Bank::Private);
+            return Ok(());
+        }
+        if width == 8 && lpi_register(off) {
             return Ok(());
         }
         if width != 4 || !off.is_multiple_of(4) {
@@ -101,6 +115,38 @@ mod tests {
         assert_ne!(t2 & (1 << 4), 0, "Last");
         assert_eq!(r.read(2 * STRIDE + 0xc, 4, 0).unwrap(), 2);
         assert_eq!(r.read(0xffe8, 4, 0).unwrap() >> 4, 3);
+    }
+
+    #[test]
+    fn private_active_state_per_frame() {
+        // The recorder's vCPU v has INTIDs 5 + v and 33 active.
+        let (g, r) = vgic(Version::V3, 2);
+        let r2 = Redistributors { vgic: Arc::new(g) };
+        assert_eq!(r2.read(SGI_BASE + 0x300, 4, 0).unwrap(), 1 << 5);
+        assert_eq!(r2.read(STRIDE + SGI_BASE + 0x380, 4, 0).unwrap(), 1 << 6);
+        r2.write(STRIDE + SGI_BASE + 0x380, 4, 1 << 6, 0).unwrap();
+        assert!(r.0.lock().unwrap().contains(&"set_active 6 1 false".to_string()));
+    }
+
+    #[test]
+    fn lpi_registers_are_raz_wi_without_lpis() {
+        let (g, _) = vgic(Version::V3, 2);
+        let r = Redistributors { vgic: Arc::new(g) };
+        assert_eq!(r.read(8, 8, 0).unwrap() & 1, 0, "PLPIS = 0");
+        for frame in [0, STRIDE] {
+            for off in [0x40u64, 0x48, 0x70, 0x78, 0xa0, 0xb0] {
+                r.write(frame + off, 8, u64::MAX, 0).unwrap();
+                assert_eq!(r.read(frame + off, 8, 0).unwrap(), 0, "{off:#x}");
+                r.write(frame + off, 4, u64::MAX, 0).unwrap();
+                assert_eq!(r.read(frame + off, 4, 0).unwrap(), 0, "{off:#x}");
+                assert_eq!(r.read(frame + off + 4, 4, 0).unwrap(), 0, "{off:#x}+4");
+            }
+            // GICR_SYNCR: never busy.
+            assert_eq!(r.read(frame + 0xc0, 4, 0).unwrap(), 0);
+        }
+        // Other 64-bit accesses still abort: the frame has no other
+        // 64-bit registers.
+        assert!(r.read(0x10, 8, 0).is_err());
     }
 
     #[test]

@@ -275,6 +275,11 @@ fn redistributor() -> Mmio {
     unsafe { Mmio::new(base) }
 }
 
+/// This vCPU's redistributor RD_base frame on GICv3, `None` on GICv2.
+pub fn rd_frame() -> Option<Mmio> {
+    (version() == Version::V3).then(redistributor)
+}
+
 /// Where the SGI/PPI registers (INTID < 32) of this vCPU are: the SGI frame
 /// of its redistributor (v3) or the banked distributor registers (v2).
 fn private_frame() -> Mmio {
@@ -396,6 +401,42 @@ pub fn is_pending(intid: u32) -> bool {
 /// Whether `intid` reads as active (`ISACTIVER`).
 pub fn is_active(intid: u32) -> bool {
     get_bit(ISACTIVER, intid)
+}
+
+/// Makes `intid` active (`ISACTIVER`).
+pub fn set_active(intid: u32) {
+    set_bit(ISACTIVER, intid);
+}
+
+/// Makes `intid` inactive (`ICACTIVER`).
+pub fn clear_active(intid: u32) {
+    set_bit(ICACTIVER, intid);
+}
+
+/// GICv3: whether SGI/PPI `intid` reads active (`GICR_ISACTIVER0`) in the
+/// redistributor of vCPU `vcpu` (MPIDR Aff0 = `vcpu`), another vCPU's
+/// included. `None` on GICv2 (banked: only the own copy is visible) or
+/// without such a redistributor.
+pub fn is_active_on(vcpu: usize, intid: u32) -> Option<bool> {
+    if version() != Version::V3 || intid >= 32 {
+        return None;
+    }
+    let mut at = GICR_BASE;
+    for _ in 0..MAX_REDISTRIBUTORS {
+        // SAFETY: redistributor frames are device memory.
+        let rd = unsafe { Mmio::new(at) };
+        let typer = rd.ld64(GICR_TYPER);
+        if typer >> 32 == vcpu as u64 {
+            // SAFETY: its SGI frame, device memory too.
+            let sgi = unsafe { Mmio::new(at + SGI_FRAME) };
+            return Some(sgi.ld32(ISACTIVER) & (1 << intid) != 0);
+        }
+        if typer & TYPER_LAST != 0 {
+            return None;
+        }
+        at += GICR_STRIDE;
+    }
+    None
 }
 
 /// Sets `intid`'s priority (lower is more urgent; the GIC may drop low bits).

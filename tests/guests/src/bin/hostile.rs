@@ -1,17 +1,20 @@
 //! `hostile`: a guest doing what no well-behaved guest does. Unknown HVC and
 //! SMC calls must get NOT_SUPPORTED, IMPLEMENTATION DEFINED registers and
 //! garbage code an undefined-instruction exception (or nothing), a flood of
-//! hypercalls correct answers, and the guest must live on: after its RESULT
-//! line it prints `hostile: still alive` about every 100 ms, forever.
+//! hypercalls correct answers, SMC (not this VM's conduit) UNDEFINED,
+//! CPU_SUSPEND with invalid power states an error, the PMU must not count
+//! cycles spent in the hypervisor, the GICv3 LPI registers read as zero,
+//! and the guest must live on: after its RESULT line it prints
+//! `hostile: still alive` about every 100 ms, forever.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
 #[cfg(target_os = "none")]
 mod guest {
     use core::arch::asm;
-    use tessera_guests::psci::{self, NOT_SUPPORTED};
+    use tessera_guests::psci::{self, INVALID_ADDRESS, INVALID_PARAMETERS, NOT_SUPPORTED};
     use tessera_guests::{
-        branch_to, counter, current_el, expect_fault, hvc, mpidr, ms_to_ticks, println, smc, try_access,
+        branch_to, counter, current_el, expect_fault, gic, hvc, mpidr, ms_to_ticks, println, smc, try_access,
         Checker, EC_UNKNOWN,
     };
 
@@ -37,10 +40,26 @@ mod guest {
         }
         let r = try_access(|| hvc_imm1(psci::VERSION));
         check_not_supported(&mut c, "hostile_hvc_imm1", r);
-        let r = try_access(|| smc(UNKNOWN_SMC_FID, 0, 0, 0)[0] as i64);
-        check_not_supported(&mut c, "hostile_smc_unknown", r);
+        // This VM's conduit is HVC: SMC is no call here, as on a machine
+        // without EL3.
+        for (name, fid) in [
+            ("hostile_smc_unknown", UNKNOWN_SMC_FID),
+            ("hostile_smc_psci", psci::VERSION),
+        ] {
+            match try_access(|| smc(fid, 0, 0, 0)[0] as i64) {
+                Ok(r) => c.check(name, false, format_args!("answered {r}, want UNDEFINED")),
+                Err(f) => c.check(
+                    name,
+                    f.ec() == EC_UNKNOWN,
+                    format_args!("ESR={:#x}, want EC 0", f.esr),
+                ),
+            };
+        }
         check_impdef_sysreg(&mut c);
         check_hypercall_flood(&mut c);
+        check_suspend_power_states(&mut c);
+        check_pmu_not_counting_el2(&mut c);
+        check_gicr_lpi_registers(&mut c);
         let garbage = &raw const GARBAGE as u64;
         // SAFETY: GARBAGE is zeros, a UDF at its first word.
         let fault = expect_fault(|| unsafe { branch_to(garbage) });
@@ -121,6 +140,132 @@ mod guest {
                 format_args!("exception ESR={:#x} EC={:#x}, want EC=0", f.esr, f.ec()),
             ),
         };
+    }
+
+    /// CPU_SUSPEND power_state values no VM offers (original format:
+    /// reserved bits, StateIDs, power levels), and a power down without a
+    /// valid entry point.
+    fn check_suspend_power_states(c: &mut Checker) {
+        for (name, ps) in [
+            ("reserved_bit31", 1u64 << 31),
+            ("reserved_bit17", 1 << 17),
+            ("state_id", 0x1),
+            ("power_level_1", 1 << 24),
+            ("power_level_3", 3 << 24),
+        ] {
+            let r = psci::cpu_suspend(ps, 0x4000_0000, 0);
+            c.check(
+                format_args!("hostile_cpu_suspend_{name}"),
+                r == INVALID_PARAMETERS,
+                format_args!("power_state {ps:#x}: {r}, want -2"),
+            );
+        }
+        let r = psci::cpu_suspend(1 << 16, 0x10, 0);
+        c.check(
+            "hostile_cpu_suspend_powerdown_bad_entry",
+            r == INVALID_ADDRESS,
+            format_args!("{r}, want -9"),
+        );
+    }
+
+    macro_rules! rd {
+        ($r:literal) => {{
+            let v: u64;
+            // SAFETY: reading a PMU register of this vCPU.
+            unsafe { asm!(concat!("mrs {}, ", $r), out(reg) v, options(nostack)) };
+            v
+        }};
+    }
+    macro_rules! wr {
+        ($r:literal, $v:expr) => {{
+            let v: u64 = $v;
+            // SAFETY: the PMU of this vCPU; no memory effects.
+            unsafe { asm!(concat!("msr ", $r, ", {}"), "isb", in(reg) v, options(nostack)) };
+        }};
+    }
+
+    /// PMCCNTR_EL0 and PMEVCNTR0_EL0 (CPU_CYCLES) over 1000 PSCI_VERSION
+    /// calls with `filter` in PMCCFILTR_EL0 and PMEVTYPER0_EL0; the least
+    /// of five runs.
+    fn cycles_over_hypercalls(filter: u64) -> (u64, u64) {
+        const CPU_CYCLES: u64 = 0x11;
+        let mut best = (u64::MAX, u64::MAX);
+        for _ in 0..5 {
+            wr!("pmcr_el0", 0);
+            wr!("pmccfiltr_el0", filter);
+            wr!("pmevtyper0_el0", filter | CPU_CYCLES);
+            wr!("pmcntenset_el0", (1 << 31) | 1);
+            // E, and P and C to zero the counters.
+            wr!("pmcr_el0", 0b111);
+            let (c0, e0) = (rd!("pmccntr_el0"), rd!("pmevcntr0_el0"));
+            for _ in 0..1000 {
+                psci::version();
+            }
+            let (c1, e1) = (rd!("pmccntr_el0"), rd!("pmevcntr0_el0"));
+            best = (best.0.min(c1 - c0), best.1.min(e1.wrapping_sub(e0) & 0xffff_ffff));
+        }
+        wr!("pmcr_el0", 0);
+        wr!("pmcntenclr_el0", (1 << 31) | 1);
+        best
+    }
+
+    /// With PMCCFILTR_EL0.NSH / PMEVTYPER0_EL0.NSH set (count at EL2), the
+    /// counters must not grow more than without: what the hypervisor does
+    /// for this VM is not this VM's to time.
+    fn check_pmu_not_counting_el2(c: &mut Checker) {
+        const NSH: u64 = 1 << 27;
+        let base = cycles_over_hypercalls(0);
+        let nsh = cycles_over_hypercalls(NSH);
+        println!("hostile: PMU over 1000 hypercalls: without NSH {base:?}, with NSH {nsh:?}");
+        c.check(
+            "hostile_pmu_cycle_counter_not_at_el2",
+            nsh.0 <= base.0 * 3 / 2 + 1000,
+            format_args!("PMCCNTR {} with NSH, {} without", nsh.0, base.0),
+        );
+        c.check(
+            "hostile_pmu_event_counter_not_at_el2",
+            nsh.1 <= base.1 * 3 / 2 + 1000,
+            format_args!("PMEVCNTR0 {} with NSH, {} without", nsh.1, base.1),
+        );
+        let f = rd!("pmccfiltr_el0");
+        c.check(
+            "hostile_pmu_nsh_reads_zero",
+            f & NSH == 0,
+            format_args!("PMCCFILTR_EL0 {f:#x}"),
+        );
+    }
+
+    /// GICv3 without LPIs (GICR_TYPER.PLPIS = 0): GICR_PROPBASER,
+    /// PENDBASER, SETLPIR, CLRLPIR, INVLPIR, INVALLR are RAZ/WI at 64 bits
+    /// and GICR_SYNCR reads 0, not an abort.
+    fn check_gicr_lpi_registers(c: &mut Checker) {
+        let Some(rd) = gic::rd_frame() else {
+            return; // GICv2: no redistributors.
+        };
+        for (name, off) in [
+            ("setlpir", 0x40),
+            ("clrlpir", 0x48),
+            ("propbaser", 0x70),
+            ("pendbaser", 0x78),
+            ("invlpir", 0xa0),
+            ("invallr", 0xb0),
+        ] {
+            let r = try_access(|| {
+                rd.st64(off, 0x1234_5000_0000_0fff);
+                rd.ld64(off)
+            });
+            c.check(
+                format_args!("hostile_gicr_{name}_raz_wi"),
+                matches!(r, Ok(0)),
+                format_args!("{:?}", r.map_err(|f| f.esr)),
+            );
+        }
+        let r = try_access(|| rd.ld32(0xc0));
+        c.check(
+            "hostile_gicr_syncr_not_busy",
+            matches!(r, Ok(0)),
+            format_args!("{:?}", r.map_err(|f| f.esr)),
+        );
     }
 
     /// Many PSCI_VERSION calls in a row: every answer right, none lost.

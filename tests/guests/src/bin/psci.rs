@@ -175,9 +175,53 @@ mod guest {
         c.check("psci_cpu_up_again", up, "vCPU 1");
     }
 
+    macro_rules! rd {
+        ($r:literal) => {{
+            let v: u64;
+            // SAFETY: reading a register of this vCPU.
+            unsafe { core::arch::asm!(concat!("mrs {}, ", $r), out(reg) v, options(nomem, nostack)) };
+            v
+        }};
+    }
+    macro_rules! wr {
+        ($r:literal, $v:expr) => {{
+            let v: u64 = $v;
+            // SAFETY: state of this vCPU only; no memory effects.
+            unsafe { core::arch::asm!(concat!("msr ", $r, ", {}"), "isb", in(reg) v, options(nomem, nostack)) };
+        }};
+    }
+
+    /// A vCPU that CPU_ON starts (again) sees none of what it left before
+    /// CPU_OFF: FPSR, CSSELR, the virtual timer's compare value, MDSCR, a
+    /// breakpoint, the PMU's selection register.
+    fn check_fresh_state(k: usize) {
+        // FP/SIMD on at EL1 to read FPSR (CPACR_EL1 resets to trapping it).
+        wr!("cpacr_el1", 3 << 20);
+        let state = [
+            ("fpsr", rd!("s3_3_c4_c4_1")),
+            ("csselr", rd!("csselr_el1")),
+            ("cntv_cval", rd!("cntv_cval_el0")),
+            ("mdscr", rd!("mdscr_el1")),
+            ("dbgbvr0", rd!("dbgbvr0_el1")),
+            ("pmselr", rd!("pmselr_el0")),
+        ];
+        for (name, v) in state {
+            if v != 0 {
+                println!("FAIL psci_cpu_on_fresh_state: cpu {k}: {name} = {v:#x} survived CPU_OFF");
+            }
+        }
+        wr!("s3_3_c4_c4_1", 0x1f); // FPSR
+        wr!("csselr_el1", 2);
+        wr!("cntv_cval_el0", u64::MAX / 2);
+        wr!("mdscr_el1", 1 << 12);
+        wr!("dbgbvr0_el1", 0x4000_1000);
+        wr!("pmselr_el0", 2);
+    }
+
     /// A secondary: reports, then waits to be told to power itself off.
     fn secondary(k: usize) -> ! {
         println!("psci: cpu {k} up, MPIDR {:#x}", mpidr());
+        check_fresh_state(k);
         UP[k].store(true, Ordering::Release);
         while !STOP[k].load(Ordering::Acquire) {
             core::hint::spin_loop();

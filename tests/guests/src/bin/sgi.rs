@@ -5,7 +5,10 @@
 //! vCPU 0. Every SGI must arrive exactly where it was sent, once. Finally the
 //! IPI latency vCPU 0 -> vCPU 1 (SGI 5) over 1000 round trips is printed.
 //! Secondaries sleep in WFI; SGI 6 is the doorbell that wakes them for a
-//! command. Needs at least 2 vCPUs.
+//! command. SGI 7 checks the active state: it reads active (ISACTIVER) in
+//! its handler and not after, ICACTIVER ends it, and on GICv3 vCPU 0 sees
+//! it active in vCPU 1's redistributor while vCPU 1 handles it. Needs at
+//! least 2 vCPUs.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -26,6 +29,7 @@ mod guest {
     const SGI_BACK: u32 = 4;
     const SGI_PING: u32 = 5;
     const SGI_DOORBELL: u32 = 6;
+    const SGI_ACTIVE: u32 = 7;
     const ROUNDS: u32 = 1000;
     /// How long an SGI gets to arrive.
     const WAIT_MS: u64 = 100;
@@ -41,12 +45,34 @@ mod guest {
     static SEND_BACK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
     /// Counter value at the last SGI 5's handler entry (on vCPU 1).
     static PING_AT: AtomicU64 = AtomicU64::new(0);
+    /// SGI 7's handler: 1 + whether it read active there (0: not run).
+    static ACTIVE_IN_HANDLER: AtomicU32 = AtomicU32::new(0);
+    /// SGI 7's handler: 1 + whether it still read active after ICACTIVER.
+    static ACTIVE_AFTER_CLEAR: AtomicU32 = AtomicU32::new(0);
+    /// Make SGI 7's handler write ICACTIVER.
+    static CLEAR_IN_HANDLER: AtomicBool = AtomicBool::new(false);
+    /// SGI 7's handler on vCPU 1 is running and waits for RELEASE.
+    static HELD: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
 
     tessera_guests::entry!(run);
 
     fn on_irq(intid: u32) {
         if intid == SGI_PING {
             PING_AT.store(counter(), Relaxed);
+        }
+        if intid == SGI_ACTIVE {
+            if cpu_index() == 0 {
+                ACTIVE_IN_HANDLER.store(1 + u32::from(gic::is_active(SGI_ACTIVE)), Release);
+                if CLEAR_IN_HANDLER.load(Acquire) {
+                    gic::clear_active(SGI_ACTIVE);
+                    ACTIVE_AFTER_CLEAR.store(1 + u32::from(gic::is_active(SGI_ACTIVE)), Release);
+                }
+            } else {
+                HELD.store(true, Release);
+                spin_until(WAIT_MS, || RELEASE.load(Acquire));
+                HELD.store(false, Release);
+            }
         }
         match COUNTS[cpu_index()].get(intid as usize) {
             Some(n) => {
@@ -64,7 +90,7 @@ mod guest {
 
     /// Enables the SGIs this guest uses on this vCPU.
     fn enable_sgis() {
-        for sgi in SGI_TARGETED..=SGI_DOORBELL {
+        for sgi in SGI_TARGETED..=SGI_ACTIVE {
             gic::enable(sgi);
         }
     }
@@ -94,6 +120,7 @@ mod guest {
         nowhere(&mut c, cpus);
         back(&mut c, cpus);
         latency(&mut c);
+        active_state(&mut c);
 
         let other = OTHER.load(Relaxed);
         c.check(
@@ -104,6 +131,64 @@ mod guest {
         c.finish();
         gic::irqs_off();
         park()
+    }
+
+    /// SGI 7: active while handled, inactive after, ICACTIVER ends it; and
+    /// (GICv3) visible in another vCPU's redistributor.
+    fn active_state(c: &mut Checker) {
+        let me = SgiTarget::List(1);
+        gic::send_sgi(SGI_ACTIVE, me);
+        spin_until(WAIT_MS, || ACTIVE_IN_HANDLER.load(Acquire) != 0);
+        let seen = ACTIVE_IN_HANDLER.swap(0, Relaxed);
+        c.check(
+            "sgi_active_while_handled",
+            seen == 2,
+            format_args!("ISACTIVER bit {}", i64::from(seen) - 1),
+        );
+        let after = gic::is_active(SGI_ACTIVE);
+        c.check(
+            "sgi_inactive_after_eoi",
+            !after,
+            format_args!("ISACTIVER bit {}", u8::from(after)),
+        );
+
+        CLEAR_IN_HANDLER.store(true, Release);
+        gic::send_sgi(SGI_ACTIVE, me);
+        spin_until(WAIT_MS, || ACTIVE_AFTER_CLEAR.load(Acquire) != 0);
+        CLEAR_IN_HANDLER.store(false, Release);
+        let cleared = ACTIVE_AFTER_CLEAR.load(Acquire);
+        c.check(
+            "sgi_icactiver_clears_active",
+            cleared == 1,
+            format_args!("ISACTIVER bit {} after ICACTIVER", i64::from(cleared) - 1),
+        );
+        // The interrupt still works afterwards.
+        ACTIVE_IN_HANDLER.store(0, Relaxed);
+        gic::send_sgi(SGI_ACTIVE, me);
+        let again = spin_until(WAIT_MS, || ACTIVE_IN_HANDLER.load(Acquire) != 0);
+        c.check("sgi_taken_after_icactiver", again, "SGI 7 taken again");
+
+        if gic::version() != Version::V3 {
+            return;
+        }
+        RELEASE.store(false, Release);
+        gic::send_sgi(SGI_ACTIVE, SgiTarget::List(1 << 1));
+        let held = spin_until(WAIT_MS, || HELD.load(Acquire));
+        let remote = gic::is_active_on(1, SGI_ACTIVE);
+        RELEASE.store(true, Release);
+        c.check(
+            "sgi_active_on_other_vcpu",
+            held && remote == Some(true),
+            format_args!("handler running: {held}, vCPU 1's ISACTIVER0 bit 7: {remote:?}"),
+        );
+        spin_until(WAIT_MS, || !HELD.load(Acquire));
+        spin_until(SETTLE_MS, || false);
+        let remote = gic::is_active_on(1, SGI_ACTIVE);
+        c.check(
+            "sgi_inactive_on_other_vcpu_after",
+            remote == Some(false),
+            format_args!("vCPU 1's ISACTIVER0 bit 7: {remote:?}"),
+        );
     }
 
     /// SGI 1 to each secondary by its own target-list bit.
