@@ -4,8 +4,10 @@
 pub mod escape;
 pub mod mux;
 pub mod outbuf;
+pub mod page_share;
 #[cfg(test)]
 mod proptests;
+pub mod subpage;
 pub mod testdev;
 pub mod vgic;
 pub mod vuart;

@@ -11,17 +11,19 @@ use crate::arch::aarch64::{guest, mmu, MAX_CPUS};
 use crate::config::PsciConduit;
 use crate::config::{Config, ConsoleKind, VmConfig};
 use crate::mm::addr::GuestPhysAddr;
-use crate::mm::pagetable::{Attrs, PageTable, Regime};
+use crate::mm::pagetable::{Attrs, MapError, PageTable, Regime};
 use crate::mm::phys::{self, FrameTables};
-use crate::mm::{FrameAllocator, PhysAddr};
+use crate::mm::{FrameAllocator, PhysAddr, PhysRange};
 use crate::package::{Package, KIND_IMAGE};
 use crate::platform::{self, GicVersion, Platform};
+use crate::vdev::subpage::{SubpageFilter, Window, WindowIo};
 use crate::vdev::testdev::TestDevice;
 use crate::vdev::vgic::dist::Distributor;
 use crate::vdev::vgic::redist::Redistributors;
 use crate::vdev::vgic::redist::STRIDE;
 use crate::vdev::vgic::{Owner, Version, Vgic};
 use crate::vdev::vuart::VirtualUart;
+use crate::vdev::BusError;
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
@@ -154,6 +156,37 @@ fn create(
         mmio.add(base, Box::new(TestDevice::new()))
             .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
     }
+    // Pages the VM's devices share with anything it was not given are not
+    // mapped but trapped through a sub-page filter; decided here from the
+    // live DTB, whatever xtask reported.
+    let hyp_owned = super::passthrough::forbidden(p, vc.console == ConsoleKind::Passthrough);
+    if let Some(((base, size), what)) = super::passthrough::clash(&passthrough, &hyp_owned) {
+        return Err(format!(
+            "device range {base:#x}+{size:#x} overlaps {what}: not passed through"
+        ));
+    }
+    let runs = super::passthrough::plan(dtb, &device_paths, &passthrough);
+    for run in runs.iter().filter(|r| r.filtered) {
+        let windows = filter_windows(&passthrough, run.start, run.end)
+            .map_err(|e| format!("sub-page filter at {:#x}: EL2 map: {e}", run.start))?;
+        info!(
+            "VM {}: {:#x}..{:#x} not owned outright (shared with other nodes, or partly undescribed): {} window(s) trapped through the sub-page filter",
+            vc.name,
+            run.start,
+            run.end,
+            windows.len()
+        );
+        mmio.add(
+            run.start,
+            Box::new(SubpageFilter::new(
+                &vc.name,
+                run.start,
+                run.end - run.start,
+                windows,
+            )),
+        )
+        .map_err(overlap)?;
+    }
 
     // Stage 2: IPA size from the highest address the VM uses, capped by the CPU.
     let top = ram
@@ -176,17 +209,16 @@ fn create(
         s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables)
             .map_err(|e| format!("stage 2: {e}"))?;
     }
-    let page = |a: u64| a & !0xfff;
-    let page_up = |a: u64| (a + 0xfff) & !0xfff;
-    for &(base, size) in &passthrough {
+    // Only the pages the VM owns outright are mapped (page_share).
+    for run in runs.iter().filter(|r| !r.filtered) {
         s2.map(
-            page(base),
-            page(base),
-            page_up(base + size) - page(base),
+            run.start,
+            run.start,
+            run.end - run.start,
             Attrs::DEVICE,
             &mut tables,
         )
-        .map_err(|e| format!("stage 2 for device at {base:#x}: {e}"))?;
+        .map_err(|e| format!("stage 2 for device at {:#x}: {e}", run.start))?;
     }
     // GICv2: the guest's CPU interface is the physical GICV frame.
     if version == Version::V2 {
@@ -340,6 +372,36 @@ fn create(
         state: AtomicU8::new(VmState::Running as u8),
         faults_logged: AtomicUsize::new(0),
     })
+}
+
+/// The hardware behind one filtered window: the EL2 volatile accessor.
+struct HwWindow(mmu::DeviceWindow);
+
+impl WindowIo for HwWindow {
+    fn read(&self, offset: u64, width: u8) -> Result<u64, BusError> {
+        self.0.read(offset, width).ok_or(BusError)
+    }
+    fn write(&self, offset: u64, width: u8, value: u64) -> Result<(), BusError> {
+        self.0.write(offset, width, value).ok_or(BusError)
+    }
+}
+
+/// The VM's device windows clipped to the filtered pages `[start, end)`,
+/// each mapped as device memory at EL2 for forwarding.
+fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Window<HwWindow>>, MapError> {
+    let mut out = Vec::new();
+    for &(b, s) in regs {
+        let (lo, hi) = (b.max(start), b.saturating_add(s).min(end));
+        if lo < hi {
+            let io = mmu::DeviceWindow::map(PhysRange::new(lo, hi - lo))?;
+            out.push(Window {
+                base: lo,
+                size: hi - lo,
+                io: HwWindow(io),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Scrubs the VM's RAM and copies its pristine images in: at creation and

@@ -6,6 +6,7 @@ pub mod dtb;
 mod dtb_proptests;
 pub mod inject;
 pub mod mmio;
+pub mod passthrough;
 pub mod psci;
 pub mod trap;
 

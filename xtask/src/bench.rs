@@ -7,8 +7,10 @@
 //! row in ticks; this module runs it under Tessera (tests/configs/bench.toml) and bare in
 //! QEMU at EL1, twice each, flags any difference between the two runs, and prints the
 //! rows in instructions (ticks x 16) with the targets of issue 7. A full run adds the
-//! raw image size, the lines of Rust in `src/`, and Linux boot (tests/configs/linux_one.toml
-//! against the same kernel and initramfs booted directly by QEMU).
+//! raw image size, the lines of Rust in `src/`, Linux boot (tests/configs/linux_one.toml
+//! against the same kernel and initramfs booted directly by QEMU), and what the sub-page
+//! filter costs linux0 of the Linux pair (tests/configs/linux_pair.toml), whose virtio-blk
+//! transport shares its page with linux1's: its trapped accesses up to its first reboot.
 
 use crate::board::MachineSettings;
 use crate::images::Built;
@@ -90,6 +92,8 @@ pub const ROWS: &[(&str, Target)] = &[
     ("hvc_psci_version", Target::AtMost(80.0)),
     ("mmio_uart_fr", Target::AtMost(200.0)),
     ("mmio_gicd_typer", Target::AtMost(200.0)),
+    ("mmio_virtio_filtered", Target::None),
+    ("mmio_pl031_direct", Target::NativePlus(2.0)),
     ("vtimer_to_handler", Target::NativePlus(150.0)),
     ("vtimer_to_eoi", Target::NativePlus(150.0)),
     ("ipi", Target::NativePlus(400.0)),
@@ -105,6 +109,8 @@ pub const ROW_PREFIXES: &[&str] = &[
     "BENCH hvc_psci_version ",
     "BENCH mmio_uart_fr ",
     "BENCH mmio_gicd_typer ",
+    "BENCH mmio_virtio_filtered ",
+    "BENCH mmio_pl031_direct ",
     "BENCH vtimer_to_handler ",
     "BENCH vtimer_to_eoi ",
     "BENCH ipi ",
@@ -420,7 +426,7 @@ fn verdict(met: Option<bool>) -> &'static str {
 /// The table of one GIC, as printed and as put in the README.
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
-        "{:<18} {:>12} {:>12} {:>7} {:>21} {:>15} {:>7}\n",
+        "{:<20} {:>12} {:>12} {:>7} {:>21} {:>15} {:>7}\n",
         "row (instructions)", "native", "tessera", "ratio", "tessera min/max", "target", "met"
     );
     for r in rows {
@@ -429,7 +435,7 @@ pub fn table(rows: &[Row]) -> String {
             _ => "-".to_owned(),
         };
         s.push_str(&format!(
-            "{:<18} {:>12} {:>12} {:>7} {:>21} {:>15} {:>7}\n",
+            "{:<20} {:>12} {:>12} {:>7} {:>21} {:>15} {:>7}\n",
             r.name,
             fmt_opt(r.native),
             fmt_opt(r.tessera),
@@ -573,6 +579,38 @@ fn linux_boot(qemu: &Path, built: &Built, logs: &Path) -> Result<LinuxBoot> {
     })
 }
 
+/// The Linux pair whose disks share a page (through the sub-page filter).
+pub const PAIR_CONFIG: &str = "tests/configs/linux_pair.toml";
+/// The hypervisor's per-filter count, logged when a VM resets.
+const FILTER_COUNT: &str = "accesses trapped";
+
+/// `(accesses, refused)` from `VM <vm>: sub-page filter ...: N accesses
+/// trapped (M refused) ...`, the first such line for `vm`.
+pub fn filter_count(lines: &[String], vm: &str) -> Option<(u64, u64)> {
+    let tag = format!("VM {vm}: sub-page filter ");
+    lines.iter().find_map(|l| {
+        let rest = l.split_once(&tag)?.1;
+        let (_, counts) = rest.split_once(": ")?;
+        let (n, rest) = counts.split_once(" accesses trapped (")?;
+        let (m, _) = rest.split_once(" refused)")?;
+        Some((n.trim().parse().ok()?, m.trim().parse().ok()?))
+    })
+}
+
+/// linux0 of the Linux pair boots, probes its virtio-blk disk through the
+/// sub-page filter, writes and reads 4 MiB, and reboots; the hypervisor logs
+/// how many of its accesses the filter trapped when it resets.
+fn linux_pair_filter(qemu: &Path, built: &Built, logs: &Path) -> Result<Option<(u64, u64)>> {
+    let img = board::build_config_image(&paths::root().join(PAIR_CONFIG), built, None)?;
+    let c = capture(
+        tessera_command(qemu, &img)?,
+        &logs.join("linux-pair-filter.log"),
+        FILTER_COUNT,
+        LINUX_TIMEOUT,
+    )?;
+    Ok(filter_count(&c.lines, "linux0"))
+}
+
 /// `cargo xtask bench`; returns false if two runs of one setup differed.
 pub fn bench(opts: &Options) -> Result<bool> {
     let gics: Vec<u32> = match opts.gic {
@@ -664,6 +702,34 @@ pub fn bench(opts: &Options) -> Result<bool> {
         }
         Some(l)
     };
+    let pair = if opts.quick {
+        None
+    } else {
+        println!("Linux pair, virtio-blk through the sub-page filter ({PAIR_CONFIG}, GICv3):");
+        let per_access = all_rows
+            .iter()
+            .find(|r| r.gic == 3 && r.name == "mmio_virtio_filtered")
+            .and_then(|r| r.tessera);
+        let counts = match assets::ensure_assets(&assets::Options {
+            target_dir: Some(built.target_dir.clone()),
+            ..Default::default()
+        }) {
+            Ok(_) => linux_pair_filter(&qemu, &built, &logs)?,
+            Err(e) => {
+                println!("  skipped: Linux assets unavailable: {e:#}");
+                None
+            }
+        };
+        match (counts, per_access) {
+            (Some((n, refused)), Some(each)) => println!(
+                "  linux0 boot, disk probe, 4 MiB written and read back: {n} trapped accesses ({refused} refused) x {each:.0} instructions = {:.0} instructions",
+                n as f64 * each
+            ),
+            (Some((n, refused)), None) => println!("  linux0: {n} trapped accesses ({refused} refused)"),
+            (None, _) => println!("  no filter count found (log in {})", paths::display(&logs)),
+        }
+        counts.map(|(n, refused)| (n, refused, per_access))
+    };
 
     if let Some(path) = &opts.json {
         let rows: Vec<Value> = all_rows
@@ -690,6 +756,10 @@ pub fn bench(opts: &Options) -> Result<bool> {
                 "ratio": l.native_s.zip(l.tessera_s).map(|(n, t)| t / n),
                 "target": LINUX_TARGET, "skipped": l.skipped,
             })),
+            "linux_pair_subpage_filter": pair.map(|(n, refused, each)| json!({
+                "config": PAIR_CONFIG, "vm": "linux0", "trapped_accesses": n, "refused": refused,
+                "instructions_per_access": each, "instructions": each.map(|e| e * n as f64),
+            })),
         });
         fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -707,6 +777,17 @@ mod tests {
 
     fn lines(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reads_the_filter_count_of_one_vm() {
+        let l = lines(&[
+            "[    4.1] VM linux1: sub-page filter 0xa003000..0xa004000: 7 accesses trapped (1 refused) since the VM started",
+            "[   43.5] VM linux0: sub-page filter 0xa003000..0xa004000: 114 accesses trapped (0 refused) since the VM started",
+        ]);
+        assert_eq!(filter_count(&l, "linux0"), Some((114, 0)));
+        assert_eq!(filter_count(&l, "linux1"), Some((7, 1)));
+        assert_eq!(filter_count(&l, "rt"), None);
     }
 
     #[test]

@@ -119,7 +119,10 @@ pub fn add_disks(parsed: &config::ConfigToml, dir: &Path, machine: &mut MachineS
         args.push("-drive".to_owned());
         args.push(format!("if=none,id=disk{i},format=raw,file={}", file.display()));
         args.push("-device".to_owned());
-        args.push(format!("virtio-blk-device,drive=disk{i}"));
+        args.push(match disk.bus {
+            Some(n) => format!("virtio-blk-device,drive=disk{i},bus=virtio-mmio-bus.{n}"),
+            None => format!("virtio-blk-device,drive=disk{i}"),
+        });
     }
     args.append(&mut machine.extra);
     machine.extra = args;

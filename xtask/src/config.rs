@@ -167,6 +167,10 @@ pub struct DiskToml {
     /// Image file name; it lives in `target/disks/<config>-gic<N>-smp<N>/`.
     pub file: String,
     pub size: Size,
+    /// The virtio-mmio transport to plug it into, as QEMU's bus number
+    /// (`virtio-mmio-bus.N`, at 0xa000000 + N * 0x200: 31 is
+    /// `/virtio_mmio@a003e00`); default: the next free one from the top.
+    pub bus: Option<u32>,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
@@ -203,7 +207,14 @@ pub struct Board {
     pub devices: BTreeMap<String, Vec<(u64, u64)>>,
     /// Path of the board's console UART.
     pub console: Option<String>,
+    /// Every node with a non-empty MMIO `reg` (devices, buses, the GIC, the
+    /// console), for the page-sharing report.
+    pub nodes: Vec<Node>,
 }
+
+#[path = "config_pages.rs"]
+mod pages;
+pub use pages::{hot_device, Node, PageNote};
 
 /// A config error: file, VM and field, then what is wrong.
 #[derive(Debug)]
@@ -252,6 +263,8 @@ pub struct Resolved {
     pub vms: Vec<ResolvedVm>,
     pub console_prefix: bool,
     pub qemu: QemuToml,
+    /// How each passed-through device will be mapped (or filtered).
+    pub pages: Vec<PageNote>,
 }
 
 /// Parses `path` (syntax and unknown keys only).
@@ -277,7 +290,14 @@ pub fn load(
 ) -> Result<Resolved> {
     let file = crate::paths::display(path);
     let dir = path.parent().unwrap_or(Path::new("."));
-    check(&file, dir, parsed, board, guest_image).map_err(Into::into)
+    let resolved = check(&file, dir, parsed, board, guest_image)?;
+    for note in &resolved.pages {
+        eprintln!("xtask: {}", note.text);
+        if let Some(w) = &note.warning {
+            eprintln!("xtask: warning: {w}");
+        }
+    }
+    Ok(resolved)
 }
 
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
@@ -344,6 +364,7 @@ pub fn check(
             "no VMs: add at least one [[vm]] table".into(),
         ));
     }
+    check_disks(&cfg.qemu.disks).map_err(|(field, message)| err(None, field, message))?;
     let mut cpu_owner: HashMap<u32, String> = HashMap::new();
     let mut dev_owner: HashMap<String, String> = HashMap::new();
     let mut fixed: Vec<(String, String, u64, u64)> = Vec::new(); // (vm, field, base, size)
@@ -657,11 +678,59 @@ pub fn check(
             ),
         ));
     }
+    // What the hypervisor will map and what it will trap (it decides again
+    // at boot from the live DTB, by the same rule).
+    let given: Vec<(String, Vec<String>)> = vms
+        .iter()
+        .map(|vm| {
+            let mut devs = vm.devices.clone();
+            if vm.console == Console::Passthrough {
+                devs.extend(board.console.clone());
+            }
+            (vm.name.clone(), devs)
+        })
+        .collect();
+    let pages = pages::report(board, &given);
     Ok(Resolved {
         vms,
         console_prefix: cfg.hypervisor.console_prefix.unwrap_or(true),
         qemu: cfg.qemu.clone(),
+        pages,
     })
+}
+
+/// QEMU virt's virtio-mmio transports (`virtio-mmio-bus.0` .. `.31`).
+const VIRTIO_BUSES: u32 = 32;
+
+/// Places the disks on transports as QEMU will, in command-line order: one
+/// with a `bus` takes that one, the others the highest free one. A bus out
+/// of range or already taken is an error (field, message).
+fn check_disks(disks: &[DiskToml]) -> Result<(), (String, String)> {
+    let mut taken: Vec<(u32, usize)> = Vec::new();
+    for (i, d) in disks.iter().enumerate() {
+        let field = format!("qemu.disks[{i}].bus");
+        let bus = match d.bus {
+            Some(b) if b >= VIRTIO_BUSES => {
+                return Err((
+                    field,
+                    format!(
+                        "{b} is not a virtio-mmio transport of QEMU virt (0..{})",
+                        VIRTIO_BUSES - 1
+                    ),
+                ))
+            }
+            Some(b) => b,
+            None => match (0..VIRTIO_BUSES).rev().find(|b| !taken.iter().any(|t| t.0 == *b)) {
+                Some(b) => b,
+                None => return Err((field, "no free virtio-mmio transport left".into())),
+            },
+        };
+        if let Some(&(_, j)) = taken.iter().find(|t| t.0 == bus) {
+            return Err((field, format!("transport {bus} already holds qemu.disks[{j}]")));
+        }
+        taken.push((bus, i));
+    }
+    Ok(())
 }
 
 fn ranges(r: &[(u64, u64)]) -> String {
@@ -787,6 +856,7 @@ pub fn board_from_dtb(dtb: &[u8], reserved: Vec<(String, u64, u64)>) -> Result<B
     }
     let root = fdt.find_node("/").context("board DTB has no root")?;
     collect_devices(&root, "", &mut b.devices);
+    collect_nodes(&root, "", &mut b.nodes);
     if let Some(stdout) = fdt
         .find_node("/chosen")
         .and_then(|c| c.property("stdout-path"))
@@ -817,6 +887,33 @@ fn collect_devices(node: &fdt::node::FdtNode, prefix: &str, out: &mut BTreeMap<S
             }
         }
         collect_devices(&c, &path, out);
+    }
+}
+
+/// Every node below `node` with a non-empty `reg` (as the hypervisor sees
+/// the DTB when it decides which pages to map).
+fn collect_nodes(node: &fdt::node::FdtNode, prefix: &str, out: &mut Vec<Node>) {
+    for c in node.children() {
+        let path = format!("{prefix}/{}", c.name);
+        let regs: Vec<(u64, u64)> = c
+            .reg()
+            .into_iter()
+            .flatten()
+            .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
+            .filter(|r| r.1 != 0)
+            .collect();
+        if !regs.is_empty() {
+            let compatible = c
+                .compatible()
+                .map(|s| s.all().map(str::to_owned).collect())
+                .unwrap_or_default();
+            out.push(Node {
+                path: path.clone(),
+                regs,
+                compatible,
+            });
+        }
+        collect_nodes(&c, &path, out);
     }
 }
 
@@ -941,6 +1038,7 @@ mod tests {
             vms: vec![a, b],
             console_prefix: false,
             qemu: QemuToml::default(),
+            pages: vec![],
         };
         let blob = blob(&r).unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();

@@ -260,6 +260,7 @@ pub fn all() -> Vec<Scenario> {
             ..Scenario::new("bench_quick_prints_every_row_gicv3")
         },
     ]);
+    all.extend([subpage(3), subpage(2)]);
     all
 }
 
@@ -534,6 +535,32 @@ fn console_flood(gic: u32) -> Scenario {
             "console_flood_is_paid_by_the_flooder_gicv3"
         } else {
             "console_flood_is_paid_by_the_flooder_gicv2"
+        })
+    }
+}
+
+/// A VM attacking the virtio-mmio transport next to its own, in the same
+/// page, owned by a bystander: the sub-page filter, on GIC version `gic`.
+fn subpage(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/subpage.toml"),
+        must: &[
+            "trapped through the sub-page filter",
+            "[thief] RESULT subpage_thief: 20 passed, 0 failed",
+            "[bystander] RESULT subpage_owner: 4 passed, 0 failed",
+            "[thief] subpage_thief: bench filtered_read",
+        ],
+        sequence: &[
+            "[bystander] subpage_owner: status set",
+            "[thief] RESULT subpage_thief",
+            "[bystander] PASS owner_status_unchanged",
+        ],
+        must_not: &["FAIL", "VM thief stopped", "VM bystander stopped"],
+        ..Scenario::new(if gic == 3 {
+            "subpage_neighbour_transport_aborts_gicv3"
+        } else {
+            "subpage_neighbour_transport_aborts_gicv2"
         })
     }
 }

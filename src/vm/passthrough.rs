@@ -1,0 +1,176 @@
+//! Which of a VM's passed-through device pages are mapped and which are
+//! trapped through the sub-page filter, decided from the board's DTB with
+//! the rule of [`crate::vdev::page_share`]. Pure (no hardware), so the
+//! decision the hypervisor acts on is tested on the host against real DTBs.
+
+use crate::platform::{self, Platform};
+use crate::vdev::page_share::{self, Run};
+use alloc::vec::Vec;
+use fdt::Fdt;
+
+/// What no passed-through device may overlap, whatever the config says:
+/// the hypervisor's own devices (every GIC frame, and the console unless
+/// the VM is given it) and RAM (a "device" there would hand the VM memory
+/// the frame allocator gives to others, or the hypervisor itself).
+pub fn forbidden(p: &Platform, console_passthrough: bool) -> Vec<(&'static str, u64, u64)> {
+    let g = &p.gic;
+    let gic = [Some(g.dist), g.cpu_if, g.hyp_if, g.vcpu_if]
+        .into_iter()
+        .flatten()
+        .chain(g.redists.iter().copied())
+        .map(|r| ("the GIC", r.base.0, r.size));
+    let console = (!console_passthrough).then_some((
+        "the hypervisor's console",
+        p.console.regs.base.0,
+        p.console.regs.size,
+    ));
+    let ram = p.ram.iter().map(|r| ("RAM", r.base.0, r.size));
+    gic.chain(console).chain(ram).collect()
+}
+
+/// The first of `regs` that overlaps one of `forbidden`, and what it hits.
+pub fn clash(
+    regs: &[(u64, u64)],
+    forbidden: &[(&'static str, u64, u64)],
+) -> Option<((u64, u64), &'static str)> {
+    let end = |b: u64, s: u64| b.saturating_add(s);
+    regs.iter().filter(|r| r.1 != 0).find_map(|&(b, s)| {
+        forbidden
+            .iter()
+            .find(|f| b < end(f.1, f.2) && f.1 < end(b, s))
+            .map(|f| ((b, s), f.0))
+    })
+}
+
+/// The `reg`s (non-empty) of every node of `dtb` except those at the paths
+/// `own` (the VM's devices): other VMs', unassigned ones, the hypervisor's,
+/// buses and controllers alike.
+pub fn foreign_regs(dtb: &Fdt, own: &[&str]) -> Vec<(u64, u64)> {
+    // fdt 0.1 has no node identity; a node's name points into the blob.
+    let own: Vec<*const u8> = own
+        .iter()
+        .filter_map(|p| platform::node_at(dtb, p))
+        .map(|n| n.name.as_ptr())
+        .collect();
+    dtb.all_nodes()
+        .filter(|n| !own.contains(&n.name.as_ptr()))
+        .flat_map(|n| n.reg().into_iter().flatten())
+        .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
+        .filter(|r| r.1 != 0)
+        .collect()
+}
+
+/// The pages the devices at `paths` (whose `reg`s are `regs`) touch, as runs
+/// mapped directly or filtered. Nothing to decide (and no walk over the
+/// whole tree) for a VM without devices.
+pub fn plan(dtb: &Fdt, paths: &[&str], regs: &[(u64, u64)]) -> Vec<Run> {
+    if regs.is_empty() {
+        return Vec::new();
+    }
+    page_share::plan(regs, &foreign_regs(dtb, paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_dtb(f: impl FnOnce(&Fdt)) {
+        let path = format!(
+            "{}/tests/dtbs/qemu-virt-gicv3-smp4.dtb",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(path).unwrap();
+        f(&Fdt::new(&bytes).unwrap());
+    }
+
+    fn regs(dtb: &Fdt, paths: &[&str]) -> Vec<(u64, u64)> {
+        paths
+            .iter()
+            .flat_map(|p| platform::device(dtb, p).unwrap().regs)
+            .map(|r| (r.base.0, r.size))
+            .collect()
+    }
+
+    #[test]
+    fn the_demos_old_transports_are_filtered_in_the_live_tree() {
+        with_dtb(|dtb| {
+            for own in ["/virtio_mmio@a003e00", "/virtio_mmio@a003c00"] {
+                let foreign = foreign_regs(dtb, &[own]);
+                let mine = regs(dtb, &[own]);
+                assert!(!foreign.contains(&mine[0]), "{own} counted as foreign");
+                assert!(foreign.contains(&(0xa00_3000, 0x200)));
+                let runs = plan(dtb, &[own], &mine);
+                assert_eq!(
+                    runs,
+                    [Run {
+                        start: 0xa00_3000,
+                        end: 0xa00_4000,
+                        filtered: true
+                    }]
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn a_whole_page_of_transports_is_mapped_in_the_live_tree() {
+        with_dtb(|dtb| {
+            let paths: Vec<alloc::string::String> = (0..8)
+                .map(|i| alloc::format!("/virtio_mmio@{:x}", 0xa00_2000 + i * 0x200))
+                .collect();
+            let paths: Vec<&str> = paths.iter().map(|s| s.as_str()).collect();
+            let runs = plan(dtb, &paths, &regs(dtb, &paths));
+            assert_eq!(
+                runs,
+                [Run {
+                    start: 0xa00_2000,
+                    end: 0xa00_3000,
+                    filtered: false
+                }]
+            );
+        });
+    }
+
+    #[test]
+    fn the_gic_the_console_and_ram_are_never_passed_through() {
+        let path = format!(
+            "{}/tests/dtbs/qemu-virt-gicv2-smp4.dtb",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut bytes = std::fs::read(path).unwrap();
+        platform::nops::strip_nops(&mut bytes).unwrap();
+        let dtb = Fdt::new(&bytes).unwrap();
+        let p = platform::discover(&dtb).unwrap();
+        let f = forbidden(&p, false);
+        // GICv2's virtual CPU interface, the hypervisor's PL011, RAM.
+        assert_eq!(clash(&[(0x804_0000, 0x2000)], &f).map(|c| c.1), Some("the GIC"));
+        assert_eq!(
+            clash(&[(0x900_0000, 0x1000)], &f).map(|c| c.1),
+            Some("the hypervisor's console")
+        );
+        assert_eq!(clash(&[(0x4800_0000, 0x1000)], &f).map(|c| c.1), Some("RAM"));
+        assert_eq!(
+            clash(&regs(&dtb, &["/virtio_mmio@a003e00", "/pl031@9010000"]), &f),
+            None
+        );
+        // A VM given the console may have it.
+        assert_eq!(clash(&[(0x900_0000, 0x1000)], &forbidden(&p, true)), None);
+    }
+
+    #[test]
+    fn the_page_aligned_rtc_is_mapped_and_no_devices_means_no_plan() {
+        with_dtb(|dtb| {
+            let rtc = ["/pl031@9010000"];
+            let runs = plan(dtb, &rtc, &regs(dtb, &rtc));
+            assert_eq!(
+                runs,
+                [Run {
+                    start: 0x901_0000,
+                    end: 0x901_1000,
+                    filtered: false
+                }]
+            );
+            assert!(plan(dtb, &[], &[]).is_empty());
+        });
+    }
+}
