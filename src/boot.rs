@@ -94,7 +94,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     if mmu::map_device(platform.console.regs).is_err() {
         cpu::park();
     }
-    console::init(platform.console.regs.base.0 as usize, t0);
+    console::init(platform.console.kind, platform.console.regs.base.0 as usize, t0);
     for w in &platform.warnings {
         warn!("{w}");
     }
@@ -111,6 +111,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
         cpu::park();
     }
     crate::vm::irq::init_cpu(boot, maintenance_irq());
+    decide_hw_deactivate(platform);
     let online = smp::start_secondaries(platform, boot);
     banner(platform, online, image, t0);
 
@@ -186,11 +187,45 @@ fn init_gic(p: &Platform, boot: usize) -> Result<(), &'static str> {
         }
     };
     gic::init(phys, boot);
-    if g.version == platform::GicVersion::V2 && p.model.contains("dummy-virt") {
-        info!("QEMU GICv2: guests' hardware interrupts are deactivated on EOI maintenance");
-        crate::vm::irq::use_soft_hw_deactivate();
-    }
     Ok(())
+}
+
+/// GICv2: finds out, by trying, whether a guest's deactivation of a level
+/// interrupt through a HW list register lets it fire again while its line
+/// is still up. Where it does not (QEMU's GICv2 model, on `virt` and
+/// `xlnx-zcu102` alike, still in QEMU 10), guests' hardware interrupts are
+/// listed as software ones with EOI maintenance and deactivated by the
+/// hypervisor instead: one more exit per interrupt, only where needed. A
+/// probe rather than board data, because the property belongs to the
+/// interrupt controller (model or silicon), not to the board's name.
+fn decide_hw_deactivate(p: &Platform) {
+    use crate::drivers::gic::{self, PhysGic};
+    let PhysGic::V2(v2) = gic::get() else { return };
+    let Some(gicv) = p.gic.vcpu_if else { return };
+    if mmu::map_device(PhysRange::new(gicv.base.0, 0x2000)).is_err() {
+        return;
+    }
+    // SAFETY: GICV is this GIC's virtual CPU interface, mapped just above;
+    // this is the boot CPU with IRQs masked and no guest running.
+    let resignals = unsafe {
+        v2.probe_hw_deactivate_resignals(
+            gicv.base.0,
+            p.timer.hyp_phys,
+            cpu::hyp_timer_fire_now,
+            cpu::hyp_timer_stop,
+        )
+    };
+    match resignals {
+        Some(true) => {}
+        Some(false) => {
+            info!("GICv2: a level interrupt deactivated through a HW list register does not fire again; guests' hardware interrupts are deactivated on EOI maintenance");
+            crate::vm::irq::use_soft_hw_deactivate();
+        }
+        None => {
+            warn!("GICv2: the HW-deactivation probe got no answer; guests' hardware interrupts are deactivated on EOI maintenance to be safe");
+            crate::vm::irq::use_soft_hw_deactivate();
+        }
+    }
 }
 
 /// The guest package xtask appended after the image, if any.
@@ -258,8 +293,11 @@ fn banner(p: &Platform, online: usize, image: PhysRange, t0: u64) {
         ),
     }
     info!(
-        "  console: PL011 at {} ({}, via {})",
-        p.console.regs.base, p.console.path, p.console.found_by
+        "  console: {} at {} ({}, via {})",
+        p.console.kind.name(),
+        p.console.regs.base,
+        p.console.path,
+        p.console.found_by
     );
     let psci = p
         .psci
@@ -298,12 +336,12 @@ fn selftest(name: &str) {
     }
 }
 
-/// Says `msg` on whatever UART the DTB names and stops: for failures before
-/// the console is up. Without any PL011 in the DTB, parks silently.
+/// Says `msg` on the console UART the DTB names and stops: for failures
+/// before the console is up. Without a UART Tessera drives, parks silently.
 fn early_complain(fdt: &Fdt, msg: &str) -> ! {
-    if let Some(base) = platform::first_uart(fdt) {
-        let _ = mmu::map_device(PhysRange::new(base as u64, 0x1000));
-        console::early_print(base, msg);
+    if let Some((kind, base)) = platform::early_console(fdt) {
+        let _ = mmu::map_device(PhysRange::new(base, 0x1000));
+        console::early_print(kind, base as usize, msg);
     }
     cpu::park()
 }

@@ -3,7 +3,7 @@
 //! lines from several CPUs never interleave.
 
 use crate::arch::aarch64::cpu;
-use crate::drivers::pl011::Pl011;
+use crate::drivers::uart::{Kind, Uart};
 use crate::vdev::escape;
 use crate::vdev::mux::{Input, Mux};
 use crate::vdev::outbuf::{Line, Queue, Turn};
@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use log::{LevelFilter, Log, Metadata, Record};
 use spin::{Mutex, RwLock};
 
-static UART: Mutex<Option<Pl011>> = Mutex::new(None);
+static UART: Mutex<Option<Uart>> = Mutex::new(None);
 /// The VMs' virtual consoles, in the order focus visits them.
 static CONSOLES: Mutex<Vec<Arc<VirtualUart>>> = Mutex::new(Vec::new());
 static MUX: Mutex<Mux> = Mutex::new(Mux::new(0));
@@ -25,12 +25,13 @@ static MUX: Mutex<Mux> = Mutex::new(Mux::new(0));
 static PREFIX: AtomicBool = AtomicBool::new(true);
 static BOOT_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Takes over the UART at `base` (already mapped) and installs the logger.
-pub fn init(base: usize, boot_counter: u64) {
+/// Takes over the `kind` UART at `base` (already mapped) and installs the
+/// logger.
+pub fn init(kind: Kind, base: usize, boot_counter: u64) {
     BOOT_COUNTER.store(boot_counter, Ordering::Relaxed);
     // SAFETY: `base` is the platform console, mapped as device memory by the
     // caller; from here on only this module drives it, under UART's lock.
-    let uart = unsafe { Pl011::new(base) };
+    let uart = unsafe { Uart::new(kind, base) };
     uart.init();
     *UART.lock() = Some(uart);
     let _ = log::set_logger(&LOGGER);
@@ -58,12 +59,15 @@ pub fn emergency_print(args: core::fmt::Arguments) {
     }
 }
 
-/// Prints on a PL011 at `base` without locks or the MMU: the one way to say
-/// something before the console is set up (for example, not entered at EL2).
-pub fn early_print(base: usize, s: &str) {
+/// Prints on the `kind` UART at `base` without locks or the MMU: the one
+/// way to say something before the console is set up (for example, not
+/// entered at EL2). The UART is used as the firmware left it, plus
+/// transmit enabled (QEMU's models reset with it off).
+pub fn early_print(kind: Kind, base: usize, s: &str) {
     // SAFETY: only used while this CPU is the only one running and the MMU is
     // off or maps `base` as device memory.
-    let uart = unsafe { Pl011::new(base) };
+    let uart = unsafe { Uart::new(kind, base) };
+    uart.init();
     uart.write_str(s);
 }
 

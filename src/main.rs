@@ -15,6 +15,7 @@ extern crate alloc;
 
 mod arch;
 mod config;
+mod drivers;
 mod mm;
 mod package;
 mod platform;
@@ -26,8 +27,6 @@ mod vm;
 pub mod boot;
 #[cfg(target_os = "none")]
 mod console;
-#[cfg(target_os = "none")]
-mod drivers;
 
 /// Version printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

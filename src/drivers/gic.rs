@@ -9,14 +9,7 @@ use spin::Once;
 /// SGI the hypervisor sends between its CPUs ("look at your vCPU's queue").
 pub const KICK_SGI: u32 = 8;
 
-/// Priority of the interrupts a CPU must see even while it waits with no
-/// guest to run: the kick and the console's input (everything else the
-/// hypervisor enables is at 0xa0).
-pub const URGENT: u8 = 0x80;
-
-/// The priority mask a waiting CPU sets: only `URGENT` interrupts wake it,
-/// so a stopped guest's timer or device cannot keep it spinning.
-pub const PMR_URGENT_ONLY: u8 = 0x90;
+pub use super::gic_prio::{PMR_ALL, PMR_URGENT_ONLY, URGENT};
 
 pub enum PhysGic {
     V2(Gicv2),
@@ -57,7 +50,7 @@ impl PhysGic {
                 // SRE for EL2 and (Enable) for EL1, no bypass.
                 icc::set_icc_sre_el2(0xf);
                 aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
-                icc::set_icc_pmr(0xff);
+                icc::set_icc_pmr(u64::from(PMR_ALL));
                 icc::set_icc_bpr1(0);
                 // EOImode = 1: EOIR drops priority, DIR deactivates.
                 icc::set_icc_ctlr(1 << 1);

@@ -60,7 +60,33 @@ register_structs! {
     }
 }
 
-const PRIORITY: u32 = 0xa0;
+register_structs! {
+    /// The virtual CPU interface (GICV) as seen at EL2: the current CPU's
+    /// virtual interface, as a guest would reach it.
+    pub GicvRegs {
+        (0x0000 => ctlr: ReadWrite<u32>),
+        (0x0004 => pmr: ReadWrite<u32>),
+        (0x0008 => bpr: ReadWrite<u32>),
+        (0x000c => iar: ReadOnly<u32>),
+        (0x0010 => eoir: WriteOnly<u32>),
+        (0x0014 => @END),
+    }
+}
+
+/// GICH_LR fields (IHI 0048B 5.3.11).
+const LR_HW: u32 = 1 << 31;
+const LR_PENDING: u32 = 1 << 28;
+const LR_PINTID_SHIFT: u32 = 10;
+/// GICH_VMCR: virtual group 0 on, virtual priority mask wide open.
+const VMCR_GRP0_ALL: u32 = 1 | (0x1f << 27);
+
+/// How many polls a probe waits for the GIC to signal an interrupt: far
+/// more than a GIC-400 needs to forward one (tens of cycles).
+const PROBE_POLLS: usize = 10_000;
+
+/// Priority of every interrupt the hypervisor enables, unless raised to
+/// `URGENT` (see `gic_prio`).
+const PRIORITY: u32 = super::gic_prio::NORMAL as u32;
 
 pub struct Gicv2 {
     dist: *const GicdRegs,
@@ -174,7 +200,7 @@ impl Gicv2 {
             d.ipriorityr[n].set(PRIORITY * 0x0101_0101);
         }
         let c = self.c();
-        c.pmr.set(0xff);
+        c.pmr.set(u32::from(super::gic_prio::PMR_ALL));
         c.bpr.set(0);
         // Both groups on, AckCtl, EOImode 1 (both banks): EOIR drops
         // priority, DIR deactivates.
@@ -255,5 +281,82 @@ impl Gicv2 {
         if let Some(mask) = self.masks.lock().get(cpu).copied() {
             self.d().sgir.set((u32::from(mask) << 16) | (intid & 0xf));
         }
+    }
+
+    /// Polls GICC_IAR for `intid`: its raw IAR once it is signalled (others
+    /// that turn up meanwhile are completed), `None` if it is not.
+    fn wait_signalled(&self, intid: u32) -> Option<u32> {
+        for _ in 0..PROBE_POLLS {
+            let iar = self.ack();
+            match iar & 0x3ff {
+                id if id == intid => return Some(iar),
+                1020..=1023 => core::hint::spin_loop(),
+                _ => {
+                    self.eoi(iar);
+                    self.deactivate(iar);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether this GIC signals a level interrupt again when a guest
+    /// deactivates it through a HW list register while its line is still
+    /// asserted, as the architecture says (IHI 0048B 5.4.1: the physical
+    /// interrupt is deactivated, and a level interrupt that is still
+    /// asserted becomes pending). QEMU's GICv2 model does not (QEMU 7.2 and
+    /// 10.0 alike), and a guest's timer then goes silent.
+    ///
+    /// Does what a guest would, on this CPU: the level source is `ppi`,
+    /// raised by `raise` and lowered by `lower` (the EL2 timer); it is
+    /// acknowledged physically, listed with the HW bit, acknowledged and
+    /// EOId through the GICV frame at `gicv` (mapped at EL2), and then GICC
+    /// is watched for it. `None` if the probe itself could not run (the
+    /// interrupt never arrived, or the virtual interface did not offer
+    /// it). Boot CPU, IRQs masked, no guest yet; the
+    /// PPI, list register 0 and GICH_VMCR are left as they were found
+    /// (disabled, empty, reset).
+    ///
+    /// # Safety
+    /// `gicv` must be this GIC's virtual CPU interface, mapped as device
+    /// memory.
+    pub unsafe fn probe_hw_deactivate_resignals(
+        &self,
+        gicv: u64,
+        ppi: u32,
+        raise: impl FnOnce(),
+        lower: impl FnOnce(),
+    ) -> Option<bool> {
+        // SAFETY: the caller's contract.
+        let v = unsafe { &*(gicv as *const GicvRegs) };
+        let h = self.h();
+        self.set_enabled(ppi, true);
+        raise();
+        let first = self.wait_signalled(ppi);
+        let mut listed = false;
+        let mut again = None;
+        if let Some(first) = first {
+            self.eoi(first);
+            h.vmcr.set(VMCR_GRP0_ALL);
+            h.lr[0].set(LR_HW | LR_PENDING | (ppi << LR_PINTID_SHIFT) | ppi);
+            let viar = v.iar.get();
+            listed = viar & 0x3ff == ppi;
+            if listed {
+                v.eoir.set(viar);
+                again = self.wait_signalled(ppi);
+            }
+        }
+        lower();
+        if let Some(iar) = again {
+            self.eoi(iar);
+            self.deactivate(iar);
+        }
+        // Whatever the model did with the first activation, end it.
+        self.clear_active(ppi);
+        self.set_enabled(ppi, false);
+        self.d().icpendr[0].set(1 << ppi);
+        h.lr[0].set(0);
+        self.reset_virtual();
+        listed.then_some(again.is_some())
     }
 }

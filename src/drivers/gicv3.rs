@@ -64,8 +64,9 @@ register_structs! {
     }
 }
 
-/// Priority of every interrupt the hypervisor enables.
-const PRIORITY: u32 = 0xa0;
+/// Priority of every interrupt the hypervisor enables, unless raised to
+/// `URGENT` (see `gic_prio`).
+const PRIORITY: u32 = super::gic_prio::NORMAL as u32;
 
 pub struct Gicv3 {
     dist: *const GicdRegs,

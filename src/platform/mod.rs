@@ -4,6 +4,7 @@
 //! Pure parsing, no hardware access, so it is tested on the host against
 //! DTBs dumped from QEMU (`tests/dtbs/`).
 
+pub use crate::drivers::uart::Kind as UartKind;
 use crate::mm::PhysRange;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -12,6 +13,7 @@ use fdt::node::FdtNode;
 use fdt::Fdt;
 
 pub mod nops;
+pub mod ranges;
 #[cfg(test)]
 mod tests;
 
@@ -31,11 +33,13 @@ pub struct Gic {
     pub dist: PhysRange,
     /// GICv3 redistributor regions (empty on GICv2).
     pub redists: Vec<PhysRange>,
-    /// GICv2 CPU interface (GICC); GICv3's optional legacy one.
+    /// GICv2 CPU interface (GICC), GICv3's optional legacy one: an 8 KiB
+    /// window with GICC_DIR at 0x1000 (see [`contiguous_cpu_interface`]).
     pub cpu_if: Option<PhysRange>,
     /// Virtual interface control (GICH), GICv2 only.
     pub hyp_if: Option<PhysRange>,
-    /// Virtual CPU interface (GICV), GICv2 only.
+    /// Virtual CPU interface (GICV), GICv2 only: 8 KiB, contiguous like
+    /// `cpu_if`, which is what a guest's GICC is mapped to.
     pub vcpu_if: Option<PhysRange>,
     /// The maintenance interrupt's INTID.
     pub maintenance_irq: Option<u32>,
@@ -60,11 +64,13 @@ pub enum Conduit {
 /// The physical console UART.
 #[derive(Clone, Debug)]
 pub struct Console {
+    /// Which driver runs it.
+    pub kind: UartKind,
     pub path: String,
     pub regs: PhysRange,
     /// Its interrupt (an SPI), if the DTB gives one.
     pub irq: Option<u32>,
-    /// How it was found: "stdout-path", "aliases/serial0" or "first arm,pl011".
+    /// How it was found: "stdout-path", "aliases/serialN" or "compatible".
     pub found_by: &'static str,
 }
 
@@ -105,7 +111,7 @@ pub enum DiscoverError {
     InterruptController(&'static str),
     /// No `arm,armv8-timer` node with four interrupts.
     Timer,
-    /// No PL011 for the console.
+    /// No UART Tessera drives for the console.
     Console,
 }
 
@@ -120,7 +126,7 @@ impl fmt::Display for DiscoverError {
                 "missing: interrupt controller ({why}; need a node compatible with arm,gic-v3, arm,gic-400 or arm,cortex-a15-gic)"
             ),
             DiscoverError::Timer => write!(f, "missing: architected timer (arm,armv8-timer with 4 interrupts)"),
-            DiscoverError::Console => write!(f, "missing: console (no usable stdout-path, serial0 alias or arm,pl011 node)"),
+            DiscoverError::Console => write!(f, "missing: console (no stdout-path, serialN alias or node that is a PL011, Cadence or i.MX UART with status okay)"),
         }
     }
 }
@@ -133,19 +139,42 @@ const GICV2_COMPAT: &[&str] = &[
     "arm,arm11mp-gic",
 ];
 const TIMER_COMPAT: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
-const PL011_COMPAT: &str = "arm,pl011";
+
+/// Whether a node is usable: no `status`, or "okay" (or the older "ok").
+/// Everything else ("disabled", "reserved", "fail", ...) is skipped, along
+/// with the node's children.
+pub fn is_okay(n: &FdtNode) -> bool {
+    prop_str(n, "status").is_none_or(|s| s == "okay" || s == "ok")
+}
+
+/// A node the walk found, with its path and its `reg` translated to CPU
+/// physical addresses.
+#[derive(Clone)]
+struct Found<'b, 'a> {
+    node: FdtNode<'b, 'a>,
+    path: String,
+    regs: Vec<PhysRange>,
+}
 
 /// What one walk over the whole tree finds: everything discovery needs, so
 /// the tree is traversed once (the `fdt` crate re-parses nodes on every scan,
 /// and a scan per question cost over a million instructions at boot).
+/// Nodes whose status is not okay are not looked at, nor their children,
+/// nor the children of nodes that are no bus (no `ranges`).
 #[derive(Default)]
 struct Scan<'b, 'a> {
-    memory: Vec<FdtNode<'b, 'a>>,
-    gic3: Option<(FdtNode<'b, 'a>, String)>,
-    gic2: Option<(FdtNode<'b, 'a>, String)>,
+    memory: Vec<Found<'b, 'a>>,
+    gic3: Option<Found<'b, 'a>>,
+    gic2: Option<Found<'b, 'a>>,
     timer: Option<FdtNode<'b, 'a>>,
-    pl011: Vec<(FdtNode<'b, 'a>, String)>,
+    uarts: Vec<(UartKind, Found<'b, 'a>)>,
     psci: Option<FdtNode<'b, 'a>>,
+    /// Children of the root looked up by name, found on the way (each
+    /// `find_node` would be another pass over the tree).
+    chosen: Option<FdtNode<'b, 'a>>,
+    aliases: Option<FdtNode<'b, 'a>>,
+    cpus: Option<FdtNode<'b, 'a>>,
+    reserved_memory: Option<FdtNode<'b, 'a>>,
 }
 
 impl<'b, 'a> Scan<'b, 'a> {
@@ -153,45 +182,73 @@ impl<'b, 'a> Scan<'b, 'a> {
         let mut scan = Scan::default();
         if let Some(root) = dtb.find_node("/") {
             let mut path = String::new();
-            scan.walk(root, &mut path);
+            let mut ancestors = alloc::vec![root];
+            scan.walk(root, &mut path, &mut ancestors);
         }
         scan
     }
 
-    fn walk(&mut self, node: FdtNode<'b, 'a>, path: &mut String) {
+    fn walk(&mut self, node: FdtNode<'b, 'a>, path: &mut String, ancestors: &mut Vec<FdtNode<'b, 'a>>) {
         for child in node.children() {
+            if !is_okay(&child) {
+                continue;
+            }
+            if ancestors.len() == 1 {
+                let slot = match child.name {
+                    "chosen" => Some(&mut self.chosen),
+                    "aliases" => Some(&mut self.aliases),
+                    "cpus" => Some(&mut self.cpus),
+                    "reserved-memory" => Some(&mut self.reserved_memory),
+                    _ => None,
+                };
+                if let Some(slot) = slot {
+                    slot.get_or_insert(child);
+                }
+            }
             let len = path.len();
             path.push('/');
             path.push_str(child.name);
+            let found = || Found {
+                node: child,
+                path: path.clone(),
+                regs: ranges::regs(child, ancestors).collect(),
+            };
             if prop_str(&child, "device_type") == Some("memory") {
-                self.memory.push(child);
+                self.memory.push(found());
             }
             if let Some(compat) = child.compatible() {
                 for c in compat.all() {
                     if GICV3_COMPAT.contains(&c) && self.gic3.is_none() {
-                        self.gic3 = Some((child, path.clone()));
+                        self.gic3 = Some(found());
                     } else if GICV2_COMPAT.contains(&c) && self.gic2.is_none() {
-                        self.gic2 = Some((child, path.clone()));
+                        self.gic2 = Some(found());
                     } else if TIMER_COMPAT.contains(&c) && self.timer.is_none() {
                         self.timer = Some(child);
-                    } else if c == PL011_COMPAT {
-                        self.pl011.push((child, path.clone()));
+                    } else if let Some(kind) = UartKind::of_compatible(c) {
+                        self.uarts.push((kind, found()));
+                        break;
                     } else if PSCI_COMPAT.contains(&c) && self.psci.is_none() {
                         self.psci = Some(child);
                     }
                 }
             }
-            self.walk(child, path);
+            // Only a bus with `ranges` has memory-mapped children
+            // (Devicetree spec 2.3.8): below any other node (an I2C or SPI
+            // controller, pin and clock trees, /cpus) nothing discovery looks
+            // for can sit, and skipping those subtrees makes the walk several
+            // times cheaper on a real board's tree.
+            if child.property("ranges").is_some() {
+                ancestors.push(child);
+                self.walk(child, path, ancestors);
+                ancestors.pop();
+            }
             path.truncate(len);
         }
     }
 
-    /// The path of a PL011 found by the walk.
-    fn pl011_path(&self, node: &FdtNode) -> Option<&str> {
-        self.pl011
-            .iter()
-            .find(|(n, _)| n.name.as_ptr() == node.name.as_ptr())
-            .map(|(_, p)| p.as_str())
+    /// The UART the walk found at exactly `path`.
+    fn uart_at(&self, path: &str) -> Option<&(UartKind, Found<'b, 'a>)> {
+        self.uarts.iter().find(|(_, f)| f.path == path)
     }
 }
 
@@ -211,7 +268,7 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     let ram: Vec<PhysRange> = scan
         .memory
         .iter()
-        .flat_map(|n| reg_ranges(*n))
+        .flat_map(|f| f.regs.iter().copied())
         .filter(|r| r.size > 0)
         .collect();
     if ram.is_empty() {
@@ -222,11 +279,14 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
         .memory_reservations()
         .map(|r| PhysRange::new(r.address() as u64, r.size() as u64))
         .collect();
-    if let Some(rm) = dtb.find_node("/reserved-memory") {
-        reserved.extend(rm.children().flat_map(reg_ranges));
+    if let (Some(root), Some(rm)) = (dtb.find_node("/"), scan.reserved_memory) {
+        let chain = [root, rm];
+        for child in rm.children().filter(is_okay) {
+            reserved.extend(ranges::regs(child, &chain));
+        }
     }
 
-    let cpus = discover_cpus(dtb)?;
+    let cpus = discover_cpus(scan.cpus)?;
     let gic = discover_gic(&scan)?;
     let timer = discover_timer(&scan)?;
     let console = discover_console(dtb, &scan, &mut warnings)?;
@@ -241,8 +301,8 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     if psci.is_none() {
         warnings.push("no PSCI node with method smc/hvc: secondary CPUs stay off".to_string());
     }
-    let bootargs = dtb
-        .find_node("/chosen")
+    let bootargs = scan
+        .chosen
         .and_then(|c| prop_str(&c, "bootargs"))
         .unwrap_or("")
         .to_string();
@@ -274,40 +334,8 @@ fn cells<'a>(n: &FdtNode<'_, 'a>, name: &str) -> Option<impl Iterator<Item = u32
     )
 }
 
-fn reg_ranges(n: FdtNode<'_, '_>) -> Vec<PhysRange> {
-    match n.reg() {
-        Some(regs) => regs
-            .map(|r| PhysRange::new(r.starting_address as u64, r.size.unwrap_or(0) as u64))
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
-fn node_path(dtb: &Fdt, want: &FdtNode) -> String {
-    // fdt 0.1 does not keep paths; rebuild it for the few nodes we name.
-    fn walk(n: FdtNode, target: *const u8, prefix: &str) -> Option<String> {
-        for c in n.children() {
-            let p = alloc::format!("{prefix}/{}", c.name);
-            if c.name.as_ptr() == target {
-                return Some(p);
-            }
-            if let Some(found) = walk(c, target, &p) {
-                return Some(found);
-            }
-        }
-        None
-    }
-    dtb.find_node("/")
-        .and_then(|root| walk(root, want.name.as_ptr(), ""))
-        .unwrap_or_else(|| want.name.to_string())
-}
-
-fn is_compatible(n: &FdtNode, with: &[&str]) -> bool {
-    n.compatible().is_some_and(|c| c.all().any(|s| with.contains(&s)))
-}
-
-fn discover_cpus(dtb: &Fdt) -> Result<Vec<Cpu>, DiscoverError> {
-    let cpus_node = dtb.find_node("/cpus").ok_or(DiscoverError::Cpus)?;
+fn discover_cpus(cpus_node: Option<FdtNode>) -> Result<Vec<Cpu>, DiscoverError> {
+    let cpus_node = cpus_node.ok_or(DiscoverError::Cpus)?;
     let addr_cells = cells(&cpus_node, "#address-cells")
         .and_then(|mut c| c.next())
         .unwrap_or(1);
@@ -347,14 +375,13 @@ pub fn gic_intid(kind: u32, number: u32) -> u32 {
 }
 
 fn discover_gic(scan: &Scan) -> Result<Gic, DiscoverError> {
-    let ((node, path), version) = if let Some(n) = scan.gic3.clone() {
+    let (Found { node, path, regs }, version) = if let Some(n) = scan.gic3.clone() {
         (n, GicVersion::V3)
     } else if let Some(n) = scan.gic2.clone() {
         (n, GicVersion::V2)
     } else {
         return Err(DiscoverError::InterruptController("no GIC node"));
     };
-    let regs = reg_ranges(node);
     let dist = *regs
         .first()
         .ok_or(DiscoverError::InterruptController("GIC node has no reg"))?;
@@ -395,12 +422,28 @@ fn discover_gic(scan: &Scan) -> Result<Gic, DiscoverError> {
                 path,
                 dist,
                 redists: Vec::new(),
-                cpu_if: Some(cpu_if),
+                cpu_if: Some(contiguous_cpu_interface(cpu_if)),
                 hyp_if: regs.get(2).copied(),
-                vcpu_if: regs.get(3).copied(),
+                vcpu_if: regs.get(3).copied().map(contiguous_cpu_interface),
                 maintenance_irq,
             })
         }
+    }
+}
+
+/// A GIC-400 CPU interface (GICC, or the virtual one, GICV) is two 4 KiB
+/// pages, the second holding GICC_DIR at 0x1000. Some SoCs (ZynqMP) wire it
+/// so that each page repeats over 64 KiB, and their DTBs give the frame as
+/// 128 KiB: page 0 fills 0x0..0x10000, page 1 0x10000..0x20000, so the base
+/// itself has no page 1 behind it. The two pages are contiguous only at
+/// base + 0xf000 (what Linux reports as "Adjusting CPU interface base").
+/// Decided from the `reg` size alone: 128 KiB is what this wiring looks
+/// like, and nothing else describes a GICv2 CPU interface that way.
+pub fn contiguous_cpu_interface(r: PhysRange) -> PhysRange {
+    if r.size == 0x2_0000 {
+        PhysRange::new(r.base.0 + 0xf000, 0x2000)
+    } else {
+        r
     }
 }
 
@@ -420,69 +463,106 @@ fn discover_timer(scan: &Scan) -> Result<Timer, DiscoverError> {
     })
 }
 
-fn console_at(dtb: &Fdt, scan: &Scan, node: FdtNode, found_by: &'static str) -> Option<Console> {
-    if !is_compatible(&node, &[PL011_COMPAT]) || prop_str(&node, "status").is_some_and(|s| s == "disabled") {
-        return None;
-    }
-    let regs = *reg_ranges(node).first()?;
-    let irq = cells(&node, "interrupts").and_then(|mut c| {
+fn first_intid(n: &FdtNode) -> Option<u32> {
+    cells(n, "interrupts").and_then(|mut c| {
         let kind = c.next()?;
         let num = c.next()?;
         Some(gic_intid(kind, num))
-    });
-    let path = scan
-        .pl011_path(&node)
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| node_path(dtb, &node));
+    })
+}
+
+fn console_of(found: &(UartKind, Found), found_by: &'static str) -> Option<Console> {
+    let (kind, f) = found;
     Some(Console {
-        path,
-        regs,
-        irq,
+        kind: *kind,
+        path: f.path.clone(),
+        regs: *f.regs.first()?,
+        irq: first_intid(&f.node),
         found_by,
     })
 }
 
+/// `/aliases` entries tried, in order, when stdout-path does not help.
+const SERIAL_ALIASES: [&str; 8] = [
+    "serial0", "serial1", "serial2", "serial3", "serial4", "serial5", "serial6", "serial7",
+];
+const SERIAL_FOUND_BY: [&str; 8] = [
+    "aliases/serial0",
+    "aliases/serial1",
+    "aliases/serial2",
+    "aliases/serial3",
+    "aliases/serial4",
+    "aliases/serial5",
+    "aliases/serial6",
+    "aliases/serial7",
+];
+
+/// The absolute path `name` stands for: itself if it starts with `/`, else
+/// the alias it names (stdout-path may be either, with `:options` after).
+fn resolve_path<'a>(aliases: Option<FdtNode<'_, 'a>>, name: &'a str) -> Option<&'a str> {
+    let name = name.split(':').next().unwrap_or(name);
+    if name.starts_with('/') {
+        Some(name)
+    } else {
+        aliases?
+            .property(name)
+            .and_then(|p| core::str::from_utf8(p.value).ok())
+            .map(|s| s.trim_end_matches('\0'))
+    }
+}
+
 fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Result<Console, DiscoverError> {
-    let resolve = |name: &str| -> Option<FdtNode> {
-        if name.starts_with('/') {
-            dtb.find_node(name)
-        } else {
-            dtb.aliases()?.resolve_node(name)
-        }
+    // The walk's paths spell every unit address; a path written without
+    // one (allowed when unambiguous) is matched by following it instead.
+    let uart = |path: &str| {
+        scan.uart_at(path).or_else(|| {
+            let root = dtb.find_node("/")?;
+            let name = ranges::with_node(root, path, |n, _| n.name.as_ptr())?;
+            scan.uarts.iter().find(|(_, f)| f.node.name.as_ptr() == name)
+        })
     };
-    let stdout = dtb.find_node("/chosen").and_then(|c| prop_str(&c, "stdout-path"));
+    let stdout = scan.chosen.and_then(|c| prop_str(&c, "stdout-path"));
     match stdout {
-        Some(path) => {
-            let name = path.split(':').next().unwrap_or(path);
-            match resolve(name).and_then(|n| console_at(dtb, scan, n, "stdout-path")) {
-                Some(c) => return Ok(c),
-                None => warnings.push(alloc::format!(
-                    "/chosen/stdout-path \"{path}\" is not a usable PL011"
-                )),
-            }
-        }
+        Some(s) => match resolve_path(scan.aliases, s)
+            .and_then(uart)
+            .and_then(|u| console_of(u, "stdout-path"))
+        {
+            Some(c) => return Ok(c),
+            None => warnings.push(alloc::format!(
+                "/chosen/stdout-path \"{s}\" is not a UART Tessera drives with status okay"
+            )),
+        },
         None => warnings.push("no /chosen/stdout-path".to_string()),
     }
-    if let Some(c) = resolve("serial0").and_then(|n| console_at(dtb, scan, n, "aliases/serial0")) {
-        return Ok(c);
+    for (alias, found_by) in SERIAL_ALIASES.iter().zip(SERIAL_FOUND_BY) {
+        if let Some(c) = resolve_path(scan.aliases, alias)
+            .and_then(uart)
+            .and_then(|u| console_of(u, found_by))
+        {
+            return Ok(c);
+        }
     }
-    scan.pl011
+    scan.uarts
         .iter()
-        .find_map(|(n, _)| console_at(dtb, scan, *n, "first arm,pl011"))
+        .find_map(|u| console_of(u, "compatible"))
         .ok_or(DiscoverError::Console)
 }
 
 /// RAM ranges straight from the DTB, without allocating: what the EL2 map
-/// needs before the heap exists.
+/// needs before the heap exists. Memory nodes whose status is not okay
+/// (QEMU's `secure=on` adds a disabled one for the secure RAM) are not RAM.
 pub fn memory_ranges<'a>(dtb: &'a Fdt<'a>) -> impl Iterator<Item = PhysRange> + 'a {
-    // Memory nodes sit at the root (Devicetree spec 3.4): no deeper scan.
-    dtb.find_node("/")
-        .into_iter()
+    // Memory nodes sit at the root (Devicetree spec 3.4): no deeper scan,
+    // and addresses are the root's, untranslated.
+    let root = dtb.find_node("/");
+    let (ac, sc) = root.as_ref().map(ranges::cell_sizes).unwrap_or((2, 1));
+    root.into_iter()
         .flat_map(|root| root.children())
-        .filter(|n| prop_str(n, "device_type") == Some("memory"))
-        .filter_map(|n| n.reg())
-        .flatten()
-        .map(|r| PhysRange::new(r.starting_address as u64, r.size.unwrap_or(0) as u64))
+        .filter(|n| prop_str(n, "device_type") == Some("memory") && is_okay(n))
+        .flat_map(move |n| {
+            let reg = n.property("reg").map(|p| p.value).unwrap_or(&[]);
+            ranges::split_reg(reg, ac, sc)
+        })
         .filter(|r| r.size > 0)
 }
 
@@ -493,20 +573,34 @@ pub struct Device {
     pub spis: Vec<u32>,
 }
 
-/// The node at exactly `path` (no alias or unit-address guessing).
-pub fn node_at<'b, 'a>(dtb: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
+/// The node at exactly `path` (no alias or unit-address guessing) and its
+/// ancestors, root first.
+fn node_with_ancestors<'b, 'a>(
+    dtb: &'b Fdt<'a>,
+    path: &str,
+) -> Option<(FdtNode<'b, 'a>, Vec<FdtNode<'b, 'a>>)> {
     let mut node = dtb.find_node("/")?;
+    let mut ancestors = Vec::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
+        ancestors.push(node);
         node = node.children().find(|c| c.name == part)?;
     }
-    Some(node)
+    Some((node, ancestors))
 }
 
-/// The device at `path`: its `reg` ranges and the SPIs of its `interrupts`
-/// (GIC three-cell specifiers; PPIs cannot be passed through).
+/// The node at exactly `path` (no alias or unit-address guessing).
+pub fn node_at<'b, 'a>(dtb: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
+    node_with_ancestors(dtb, path).map(|(n, _)| n)
+}
+
+/// The device at `path`: its `reg` ranges as CPU physical addresses
+/// (translated through the buses above it) and the SPIs of its
+/// `interrupts` (GIC three-cell specifiers; PPIs cannot be passed through).
+/// Its `status` is not looked at: a config may give a VM a device the
+/// board's own tree leaves disabled.
 pub fn device(dtb: &Fdt, path: &str) -> Option<Device> {
-    let node = node_at(dtb, path)?;
-    let regs = reg_ranges(node);
+    let (node, ancestors) = node_with_ancestors(dtb, path)?;
+    let regs = ranges::regs(node, &ancestors).collect();
     let spis = cells(&node, "interrupts")
         .map(|c| {
             let c: Vec<u32> = c.collect();
@@ -519,12 +613,61 @@ pub fn device(dtb: &Fdt, path: &str) -> Option<Device> {
     Some(Device { regs, spis })
 }
 
-/// Base of the first PL011 in the DTB, without allocating: somewhere to say
-/// why boot stopped before the console is set up.
-pub fn first_uart(dtb: &Fdt) -> Option<usize> {
-    let node = dtb.find_compatible(&[PL011_COMPAT])?;
-    let r = node.reg()?.next()?;
-    Some(r.starting_address as usize)
+/// The console UART, without allocating: somewhere to say why boot stopped
+/// before the console is set up. The same order as [`discover`]: stdout-path,
+/// then the serialN aliases, then the first UART Tessera drives.
+pub fn early_console(dtb: &Fdt) -> Option<(UartKind, u64)> {
+    let root = dtb.find_node("/")?;
+    let at = |path: &str| {
+        ranges::with_node(root, path, |n, chain| {
+            if !is_okay(&n) || !chain.iter().all(is_okay) {
+                return None;
+            }
+            let kind = n.compatible()?.all().find_map(UartKind::of_compatible)?;
+            Some((kind, ranges::regs(n, chain).next()?.base.0))
+        })
+        .flatten()
+    };
+    let stdout = dtb.find_node("/chosen").and_then(|c| prop_str(&c, "stdout-path"));
+    let aliases = dtb.find_node("/aliases");
+    if let Some(c) = stdout.and_then(|s| resolve_path(aliases, s)).and_then(at) {
+        return Some(c);
+    }
+    if let Some(c) = SERIAL_ALIASES
+        .iter()
+        .find_map(|a| resolve_path(aliases, a).and_then(at))
+    {
+        return Some(c);
+    }
+    let mut chain = [root; ranges::MAX_DEPTH];
+    first_uart_below(root, &mut chain, 1)
+}
+
+/// Depth-first: the first okay UART Tessera drives under `node`, whose
+/// ancestors are `chain[..depth - 1]` and which is `chain[depth - 1]`.
+fn first_uart_below<'b, 'a>(
+    node: FdtNode<'b, 'a>,
+    chain: &mut [FdtNode<'b, 'a>; ranges::MAX_DEPTH],
+    depth: usize,
+) -> Option<(UartKind, u64)> {
+    if depth >= ranges::MAX_DEPTH {
+        return None;
+    }
+    chain[depth - 1] = node;
+    for child in node.children().filter(is_okay) {
+        let kind = child
+            .compatible()
+            .and_then(|c| c.all().find_map(UartKind::of_compatible));
+        if let Some(kind) = kind {
+            if let Some(r) = ranges::regs(child, &chain[..depth]).next() {
+                return Some((kind, r.base.0));
+            }
+        }
+        if let Some(found) = first_uart_below(child, chain, depth + 1) {
+            return Some(found);
+        }
+    }
+    None
 }
 
 impl Platform {

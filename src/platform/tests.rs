@@ -78,7 +78,7 @@ fn missing_gic_is_named() {
 fn missing_stdout_path_falls_back_with_warning() {
     let p = load("qemu-virt-nostdout.dtb");
     assert_eq!(p.console.regs.base.0, 0x0900_0000);
-    assert_eq!(p.console.found_by, "first arm,pl011");
+    assert_eq!(p.console.found_by, "compatible");
     assert!(p.warnings.iter().any(|w| w.contains("stdout-path")));
 }
 
@@ -133,4 +133,345 @@ fn devices_by_exact_path() {
     assert!(super::device(&dtb, "/pl031").is_none());
     assert!(super::device(&dtb, "/virtio_mmio@a000000").is_some());
     assert!(super::device(&dtb, "/nope@0").is_none());
+}
+
+// The boards' own device trees (tests/dtbs/README.md says where each comes from).
+
+#[test]
+fn zcu102_console_is_the_cadence_uart_of_stdout_path() {
+    let p = load("zynqmp-zcu102-rev1.0.dtb");
+    assert_eq!(p.console.kind, UartKind::Cadence);
+    assert_eq!(p.console.path, "/axi/serial@ff000000");
+    assert_eq!(p.console.regs, PhysRange::new(0xff00_0000, 0x1000));
+    assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(p.console.irq, Some(32 + 21));
+}
+
+#[test]
+fn imx8mp_console_is_uart2_under_two_buses() {
+    let p = load("imx8mp-evk.dtb");
+    assert_eq!(p.console.kind, UartKind::Imx);
+    assert_eq!(p.console.path, "/soc@0/bus@30800000/serial@30890000");
+    assert_eq!(p.console.regs, PhysRange::new(0x3089_0000, 0x1_0000));
+    assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(p.console.irq, Some(32 + 27));
+}
+
+#[test]
+fn versal_console_is_its_first_pl011() {
+    let p = load("qemu-xlnx-versal-virt-live.dtb");
+    assert_eq!(p.console.kind, UartKind::Pl011);
+    assert_eq!(p.console.regs, PhysRange::new(0xff00_0000, 0x1000));
+    assert_eq!(p.console.found_by, "stdout-path");
+}
+
+#[test]
+fn early_console_matches_discovery() {
+    for name in [
+        "zynqmp-zcu102-rev1.0.dtb",
+        "imx8mp-evk.dtb",
+        "qemu-xlnx-versal-virt-live.dtb",
+        "qemu-virt-gicv3-smp4.dtb",
+        "qemu-virt-nostdout.dtb",
+    ] {
+        let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
+        let bytes = std::fs::read(&path).unwrap();
+        let dtb = Fdt::new(&bytes).unwrap();
+        let p = discover(&dtb).unwrap();
+        assert_eq!(
+            early_console(&dtb),
+            Some((p.console.kind, p.console.regs.base.0)),
+            "{name}"
+        );
+    }
+}
+
+fn scan_console(name: &str, drop: &[&str]) -> (Result<Console, DiscoverError>, Vec<String>) {
+    let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap();
+    let dtb = Fdt::new(&bytes).unwrap();
+    let mut scan = Scan::of(&dtb);
+    scan.uarts.retain(|(_, f)| !drop.contains(&f.path.as_str()));
+    let mut warnings = Vec::new();
+    let c = discover_console(&dtb, &scan, &mut warnings);
+    (c, warnings)
+}
+
+#[test]
+fn console_falls_back_from_stdout_path_to_the_next_alias() {
+    // zcu102: stdout-path is "serial0:115200n8"; without that UART the
+    // next alias, serial1, names the second Cadence UART.
+    let (c, w) = scan_console("zynqmp-zcu102-rev1.0.dtb", &["/axi/serial@ff000000"]);
+    let c = c.unwrap();
+    assert_eq!(c.found_by, "aliases/serial1");
+    assert_eq!(c.regs.base.0, 0xff01_0000);
+    assert!(w.iter().any(|w| w.contains("stdout-path")), "{w:?}");
+}
+
+#[test]
+fn disabled_uarts_are_never_the_console() {
+    // imx8mp-evk: UART1, UART3 and UART4 have status "disabled" (serial0 is
+    // UART1); only UART2, stdout-path's, is usable.
+    let (c, _) = scan_console("imx8mp-evk.dtb", &[]);
+    assert_eq!(c.unwrap().regs.base.0, 0x3089_0000);
+    let (c, _) = scan_console("imx8mp-evk.dtb", &["/soc@0/bus@30800000/serial@30890000"]);
+    assert_eq!(c.unwrap_err(), DiscoverError::Console);
+}
+
+#[test]
+fn virt_secure_on_disabled_memory_and_devices_are_skipped() {
+    // secure=on adds secram@e000000 (device_type "memory", status
+    // "disabled") and a disabled secure PL011 at 0x9040000.
+    let p = load("qemu-virt-secure-gicv3.dtb");
+    assert_eq!(p.ram, vec![PhysRange::new(0x4000_0000, 1 << 30)]);
+    assert_eq!(p.console.regs.base.0, 0x0900_0000);
+    let path = format!(
+        "{}/tests/dtbs/qemu-virt-secure-gicv3.dtb",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let dtb = Fdt::new(&bytes).unwrap();
+    // The allocation-free reader the EL2 map is built from agrees.
+    assert_eq!(
+        memory_ranges(&dtb).collect::<Vec<_>>(),
+        vec![PhysRange::new(0x4000_0000, 1 << 30)]
+    );
+    // Without stdout-path and aliases the fallback skips the disabled one.
+    let mut scan = Scan::of(&dtb);
+    assert!(scan.uarts.iter().all(|(_, f)| f.path != "/pl011@9040000"));
+    scan.uarts.clear();
+    let mut w = Vec::new();
+    assert_eq!(
+        discover_console(&dtb, &scan, &mut w).unwrap_err(),
+        DiscoverError::Console
+    );
+}
+
+#[test]
+fn zcu102_as_debian_ships_it() {
+    let p = load("zynqmp-zcu102-rev1.0.dtb");
+    assert_eq!(p.model, "ZynqMP ZCU102 Rev1.0");
+    // 4 GiB in two banks around the 32-bit MMIO hole (QEMU rewrites /memory
+    // to the -m size before the hypervisor sees it).
+    assert_eq!(
+        p.ram,
+        vec![
+            PhysRange::new(0, 0x8000_0000),
+            PhysRange::new(0x8_0000_0000, 0x8000_0000)
+        ]
+    );
+    assert_eq!(
+        p.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(p.psci, Some(Conduit::Smc));
+    assert_eq!(
+        p.timer,
+        Timer {
+            secure_phys: 29,
+            phys: 30,
+            virt: 27,
+            hyp_phys: 26
+        }
+    );
+    let g = &p.gic;
+    assert_eq!(g.version, GicVersion::V2);
+    assert_eq!(g.path, "/axi/interrupt-controller@f9010000");
+    assert_eq!(g.dist, PhysRange::new(0xf901_0000, 0x1_0000));
+    // GICC and GICV are 128 KiB with 4 KiB pages aliased every 64 KiB: the
+    // 8 KiB window with GICC_DIR behind it starts 60 KiB in.
+    assert_eq!(g.cpu_if, Some(PhysRange::new(0xf902_f000, 0x2000)));
+    assert_eq!(g.hyp_if, Some(PhysRange::new(0xf904_0000, 0x2_0000)));
+    assert_eq!(g.vcpu_if, Some(PhysRange::new(0xf906_f000, 0x2000)));
+    assert_eq!(g.maintenance_irq, Some(25));
+}
+
+#[test]
+fn imx8mp_evk_as_debian_ships_it() {
+    let p = load("imx8mp-evk.dtb");
+    assert_eq!(p.model, "NXP i.MX8MPlus EVK board");
+    assert_eq!(
+        p.ram,
+        vec![
+            PhysRange::new(0x4000_0000, 0xc000_0000),
+            PhysRange::new(0x1_0000_0000, 0xc000_0000)
+        ]
+    );
+    assert_eq!(
+        p.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(p.psci, Some(Conduit::Smc));
+    assert_eq!(p.timer.virt, 27);
+    assert_eq!(p.timer.hyp_phys, 26);
+    let g = &p.gic;
+    assert_eq!(g.version, GicVersion::V3);
+    assert_eq!(g.path, "/soc@0/interrupt-controller@38800000");
+    assert_eq!(g.dist, PhysRange::new(0x3880_0000, 0x1_0000));
+    assert_eq!(g.redists, vec![PhysRange::new(0x3888_0000, 0xc_0000)]);
+    assert_eq!(g.maintenance_irq, Some(25));
+    assert!(
+        p.reserved
+            .iter()
+            .all(|r| p.ram.iter().any(|m| m.contains(r.base.0))),
+        "{:?}",
+        p.reserved
+    );
+}
+
+#[test]
+fn versal_virt_as_qemu_passes_it() {
+    let p = load("qemu-xlnx-versal-virt-live.dtb");
+    assert_eq!(p.ram, vec![PhysRange::new(0, 0x8000_0000)]);
+    assert_eq!(p.cpus.iter().map(|c| c.mpidr).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(p.psci, Some(Conduit::Smc));
+    assert_eq!(p.timer.virt, 27);
+    let g = &p.gic;
+    assert_eq!(g.version, GicVersion::V3);
+    assert_eq!(g.dist, PhysRange::new(0xf900_0000, 0x1_0000));
+    assert_eq!(g.redists, vec![PhysRange::new(0xf908_0000, 0x8_0000)]);
+    assert_eq!(g.maintenance_irq, Some(25));
+}
+
+#[test]
+fn gic400_cpu_interface_window() {
+    // 128 KiB: the aliased wiring; anything else is taken as given.
+    assert_eq!(
+        contiguous_cpu_interface(PhysRange::new(0xf902_0000, 0x2_0000)),
+        PhysRange::new(0xf902_f000, 0x2000)
+    );
+    for r in [
+        PhysRange::new(0x0801_0000, 0x1_0000),
+        PhysRange::new(0x0801_0000, 0x2000),
+    ] {
+        assert_eq!(contiguous_cpu_interface(r), r);
+    }
+}
+
+#[test]
+fn passthrough_devices_under_buses() {
+    let bytes =
+        |name: &str| std::fs::read(format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let zcu = bytes("zynqmp-zcu102-rev1.0.dtb");
+    let dtb = Fdt::new(&zcu).unwrap();
+    let uart1 = super::device(&dtb, "/axi/serial@ff010000").unwrap();
+    assert_eq!(uart1.regs, vec![PhysRange::new(0xff01_0000, 0x1000)]);
+    assert_eq!(uart1.spis, vec![32 + 22]);
+    let imx = bytes("imx8mp-evk.dtb");
+    let dtb = Fdt::new(&imx).unwrap();
+    // UART1 and UART3 are disabled in the EVK's tree; a VM may still own
+    // them, so lookup by path does not filter on status.
+    let uart1 = super::device(&dtb, "/soc@0/bus@30800000/serial@30860000").unwrap();
+    assert_eq!(uart1.regs, vec![PhysRange::new(0x3086_0000, 0x1_0000)]);
+    assert_eq!(uart1.spis, vec![32 + 26]);
+    let uart3 = super::device(&dtb, "/soc@0/bus@30800000/serial@30880000").unwrap();
+    assert_eq!(uart3.regs, vec![PhysRange::new(0x3088_0000, 0x1_0000)]);
+    assert_eq!(uart3.spis, vec![32 + 28]);
+}
+
+/// A Raspberry Pi 4 shaped tree: the UART and GIC sit under /soc, whose
+/// `ranges` moves bus 0x7c00_0000.. to CPU 0xfc00_0000.. and bus
+/// 0x4000_0000.. to CPU 0xff80_0000.. (BCM2711).
+fn offset_bus_dtb() -> Vec<u8> {
+    let mut w = vm_fdt::FdtWriter::new().unwrap();
+    let root = w.begin_node("").unwrap();
+    w.property_u32("#address-cells", 2).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_string("model", "offset bus").unwrap();
+    let chosen = w.begin_node("chosen").unwrap();
+    w.property_string("stdout-path", "serial0:115200n8").unwrap();
+    w.end_node(chosen).unwrap();
+    let aliases = w.begin_node("aliases").unwrap();
+    w.property_string("serial0", "/soc/serial@7e201000").unwrap();
+    w.end_node(aliases).unwrap();
+    let mem = w.begin_node("memory@0").unwrap();
+    w.property_string("device_type", "memory").unwrap();
+    w.property_array_u32("reg", &[0, 0, 0x3b40_0000]).unwrap();
+    w.end_node(mem).unwrap();
+    let cpus = w.begin_node("cpus").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    let cpu = w.begin_node("cpu@0").unwrap();
+    w.property_string("device_type", "cpu").unwrap();
+    w.property_u32("reg", 0).unwrap();
+    w.end_node(cpu).unwrap();
+    w.end_node(cpus).unwrap();
+    let timer = w.begin_node("timer").unwrap();
+    w.property_string("compatible", "arm,armv8-timer").unwrap();
+    w.property_array_u32(
+        "interrupts",
+        &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
+    )
+    .unwrap();
+    w.end_node(timer).unwrap();
+    let soc = w.begin_node("soc").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_array_u32(
+        "ranges",
+        &[
+            0x7c00_0000,
+            0,
+            0xfc00_0000,
+            0x0380_0000,
+            0x4000_0000,
+            0,
+            0xff80_0000,
+            0x0080_0000,
+        ],
+    )
+    .unwrap();
+    let uart = w.begin_node("serial@7e201000").unwrap();
+    w.property_string("compatible", "arm,pl011").unwrap();
+    w.property_array_u32("reg", &[0x7e20_1000, 0x200]).unwrap();
+    w.property_array_u32("interrupts", &[0, 121, 4]).unwrap();
+    w.end_node(uart).unwrap();
+    let gic = w.begin_node("interrupt-controller@40041000").unwrap();
+    w.property_string("compatible", "arm,gic-400").unwrap();
+    w.property_array_u32(
+        "reg",
+        &[
+            0x4004_1000,
+            0x1000,
+            0x4004_2000,
+            0x2000,
+            0x4004_4000,
+            0x2000,
+            0x4004_6000,
+            0x2000,
+        ],
+    )
+    .unwrap();
+    w.property_array_u32("interrupts", &[1, 9, 0xf04]).unwrap();
+    w.end_node(gic).unwrap();
+    // A bus without `ranges`: its children are not memory mapped.
+    let i2c = w.begin_node("i2c@7e804000").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    w.property_array_u32("reg", &[0x7e80_4000, 0x1000]).unwrap();
+    let dev = w.begin_node("codec@1a").unwrap();
+    w.property_array_u32("reg", &[0x1a]).unwrap();
+    w.end_node(dev).unwrap();
+    w.end_node(i2c).unwrap();
+    w.end_node(soc).unwrap();
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn reg_is_translated_through_bus_ranges() {
+    let bytes = offset_bus_dtb();
+    let dtb = Fdt::new(&bytes).unwrap();
+    let p = discover(&dtb).unwrap();
+    assert_eq!(p.console.path, "/soc/serial@7e201000");
+    assert_eq!(p.console.regs, PhysRange::new(0xfe20_1000, 0x200));
+    assert_eq!(p.console.found_by, "stdout-path");
+    assert_eq!(early_console(&dtb), Some((UartKind::Pl011, 0xfe20_1000)));
+    assert_eq!(p.gic.dist, PhysRange::new(0xff84_1000, 0x1000));
+    assert_eq!(p.gic.cpu_if, Some(PhysRange::new(0xff84_2000, 0x2000)));
+    assert_eq!(p.gic.vcpu_if, Some(PhysRange::new(0xff84_6000, 0x2000)));
+    let i2c = super::device(&dtb, "/soc/i2c@7e804000").unwrap();
+    assert_eq!(i2c.regs, vec![PhysRange::new(0xfe80_4000, 0x1000)]);
+    let codec = super::device(&dtb, "/soc/i2c@7e804000/codec@1a").unwrap();
+    assert!(codec.regs.is_empty(), "{:?}", codec.regs);
 }

@@ -3,9 +3,10 @@
 //! the rule of [`crate::vdev::page_share`]. Pure (no hardware), so the
 //! decision the hypervisor acts on is tested on the host against real DTBs.
 
-use crate::platform::{self, Platform};
+use crate::platform::{self, ranges, Platform};
 use crate::vdev::page_share::{self, Run};
 use alloc::vec::Vec;
+use fdt::node::FdtNode;
 use fdt::Fdt;
 
 /// What no passed-through device may overlap, whatever the config says:
@@ -42,9 +43,10 @@ pub fn clash(
     })
 }
 
-/// The `reg`s (non-empty) of every node of `dtb` except those at the paths
-/// `own` (the VM's devices): other VMs', unassigned ones, the hypervisor's,
-/// buses and controllers alike.
+/// The `reg`s (non-empty, as CPU physical addresses: translated through the
+/// buses' `ranges` like the VM's own) of every node of `dtb` except those at
+/// the paths `own` (the VM's devices): other VMs', unassigned ones, disabled
+/// ones, the hypervisor's, buses and controllers alike.
 pub fn foreign_regs(dtb: &Fdt, own: &[&str]) -> Vec<(u64, u64)> {
     // fdt 0.1 has no node identity; a node's name points into the blob.
     let own: Vec<*const u8> = own
@@ -52,12 +54,36 @@ pub fn foreign_regs(dtb: &Fdt, own: &[&str]) -> Vec<(u64, u64)> {
         .filter_map(|p| platform::node_at(dtb, p))
         .map(|n| n.name.as_ptr())
         .collect();
-    dtb.all_nodes()
-        .filter(|n| !own.contains(&n.name.as_ptr()))
-        .flat_map(|n| n.reg().into_iter().flatten())
-        .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
-        .filter(|r| r.1 != 0)
-        .collect()
+    let mut out = Vec::new();
+    if let Some(root) = dtb.find_node("/") {
+        let mut chain = [root; ranges::MAX_DEPTH];
+        collect_foreign(root, &mut chain, 0, &own, &mut out);
+    }
+    out
+}
+
+/// [`foreign_regs`] below `node`, whose ancestors are `chain[..depth]`.
+fn collect_foreign<'b, 'a>(
+    node: FdtNode<'b, 'a>,
+    chain: &mut [FdtNode<'b, 'a>; ranges::MAX_DEPTH],
+    depth: usize,
+    own: &[*const u8],
+    out: &mut Vec<(u64, u64)>,
+) {
+    if depth > 0 && !own.contains(&node.name.as_ptr()) {
+        let ancestors = chain.get(..depth).unwrap_or(&[]);
+        out.extend(
+            ranges::regs(node, ancestors)
+                .filter(|r| r.size != 0)
+                .map(|r| (r.base.0, r.size)),
+        );
+    }
+    // Deeper than any real board: what lies below cannot be translated.
+    let Some(slot) = chain.get_mut(depth) else { return };
+    *slot = node;
+    for c in node.children() {
+        collect_foreign(c, chain, depth + 1, own, out);
+    }
 }
 
 /// The pages the devices at `paths` (whose `reg`s are `regs`) touch, as runs
@@ -172,5 +198,44 @@ mod tests {
             );
             assert!(plan(dtb, &[], &[]).is_empty());
         });
+    }
+
+    /// A bus that moves its children (Raspberry Pi 4 style `ranges`): the
+    /// neighbour's `reg` is translated like the VM's own, so the shared page
+    /// is still seen as shared (untranslated, it would lie 0x8000_0000 away
+    /// and the page would be mapped whole).
+    #[test]
+    fn foreign_regs_are_translated_through_bus_ranges() {
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        let soc = w.begin_node("soc").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.property_array_u32("ranges", &[0x7e00_0000, 0, 0xfe00_0000, 0x0100_0000])
+            .unwrap();
+        for (name, at) in [("a@7e201000", 0x7e20_1000u32), ("b@7e201200", 0x7e20_1200)] {
+            let n = w.begin_node(name).unwrap();
+            w.property_array_u32("reg", &[at, 0x200]).unwrap();
+            w.end_node(n).unwrap();
+        }
+        w.end_node(soc).unwrap();
+        w.end_node(root).unwrap();
+        let blob = w.finish().unwrap();
+        let dtb = Fdt::new(&blob).unwrap();
+        let own = "/soc/a@7e201000";
+        let foreign = foreign_regs(&dtb, &[own]);
+        assert_eq!(foreign, [(0xfe20_1200, 0x200)]);
+        let mine = regs(&dtb, &[own]);
+        assert_eq!(mine, [(0xfe20_1000, 0x200)]);
+        assert_eq!(
+            plan(&dtb, &[own], &mine),
+            [Run {
+                start: 0xfe20_1000,
+                end: 0xfe20_2000,
+                filtered: true
+            }]
+        );
     }
 }

@@ -12,7 +12,9 @@
 //! - `assets.stamp`: written last; the directory counts as complete only when it exists.
 //!
 //! Everything is skipped when the stamp is present, so only a new kernel version costs a
-//! download. `--kernel FILE` / `--initrd FILE` use one's own instead (either or both).
+//! download. Boards whose DTB comes from the same kernel package (`dtb = "debian:..."` in
+//! their board.toml) get [`BOARD_DTBS`] from it too, kept in `<version>/dtbs/` with a stamp
+//! of their own (so a cache made before them keeps its Image and initramfs). `--kernel FILE` / `--initrd FILE` use one's own instead (either or both).
 
 use crate::cpio;
 use anyhow::{bail, ensure, Context, Result};
@@ -32,6 +34,14 @@ pub const MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net"];
 
 /// The line `/init` prints once userspace is up: `TESSERA-LINUX-UP <hostname> cpus=<n>`.
 pub const MARKER: &str = "TESSERA-LINUX-UP";
+
+/// The board DTBs kept from the kernel package (`usr/lib/linux-image-<release>/<path>`).
+pub const BOARD_DTBS: &[&str] = &[
+    "xilinx/zynqmp-zcu102-rev1.0.dtb",
+    "freescale/imx8mp-evk.dtb",
+    "broadcom/bcm2711-rpi-4-b.dtb",
+];
+const DTBS_DIR: &str = "dtbs";
 
 /// Debian's metapackage that depends on the current arm64 kernel.
 const KERNEL_META: &str = "linux-image-arm64";
@@ -336,6 +346,90 @@ fn debian_assets(base: &Path) -> Result<Assets> {
     Ok(assets)
 }
 
+/// The board DTB `rel` (one of [`BOARD_DTBS`], e.g. `xilinx/zynqmp-zcu102-rev1.0.dtb`) from
+/// the current Debian kernel package, downloading the package if the cache lacks it.
+pub fn board_dtb(target_dir: &Path, rel: &str) -> Result<PathBuf> {
+    ensure!(
+        BOARD_DTBS.contains(&rel),
+        "debian:{rel}: xtask keeps only {} from the kernel package",
+        BOARD_DTBS.join(", ")
+    );
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = target_dir.join("guest-assets");
+    let pkgs = match resolve_packages() {
+        Ok(p) => p,
+        Err(e) => {
+            // Offline: any version's copy will do.
+            let cached = fs::read_dir(&base).ok().and_then(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path().join(DTBS_DIR).join(rel))
+                    .find(|p| p.is_file())
+            });
+            return cached.ok_or(e);
+        }
+    };
+    let dtbs = base.join(sanitize(&pkgs.kernel_version)).join(DTBS_DIR);
+    let stamp = dtbs_stamp(&pkgs);
+    let file = dtbs.join(rel);
+    if fs::read_to_string(dtbs.join(STAMP)).ok().as_deref() == Some(stamp.as_str()) && file.is_file() {
+        return Ok(file);
+    }
+    eprintln!(
+        "xtask: fetching the board DTBs from {}:arm64 {}",
+        pkgs.kernel, pkgs.kernel_version
+    );
+    let work = base.join(format!(".work-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&work);
+    let result = (|| {
+        let debs = work.join("debs");
+        let root = work.join("root");
+        fs::create_dir_all(&debs)?;
+        fs::create_dir_all(&root)?;
+        download(&[format!("{}:arm64={}", pkgs.kernel, pkgs.kernel_version)], &debs)?;
+        for deb in fs::read_dir(&debs)? {
+            let deb = deb?.path();
+            if deb.extension().is_some_and(|e| e == "deb") {
+                let mut cmd = Command::new("dpkg-deb");
+                cmd.arg("-x").arg(&deb).arg(&root);
+                output(&mut cmd, "run `dpkg-deb` (from the dpkg package)")?;
+            }
+        }
+        let (release, _) = find_vmlinuz(&root)?;
+        keep_board_dtbs(&root, &release, &dtbs)
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result?;
+    write_atomic(&dtbs.join(STAMP), stamp.as_bytes())?;
+    ensure!(file.is_file(), "{} has no {rel}", pkgs.kernel);
+    Ok(file)
+}
+
+fn dtbs_stamp(pkgs: &Packages) -> String {
+    format!(
+        "{}:arm64 {}\n{}\n",
+        pkgs.kernel,
+        pkgs.kernel_version,
+        BOARD_DTBS.join("\n")
+    )
+}
+
+/// Copies [`BOARD_DTBS`] out of an unpacked kernel package into `dtbs`.
+fn keep_board_dtbs(root: &Path, release: &str, dtbs: &Path) -> Result<()> {
+    let from = root.join("usr/lib").join(format!("linux-image-{release}"));
+    for rel in BOARD_DTBS {
+        let src = from.join(rel);
+        let data = fs::read(&src).with_context(|| format!("no {} in the kernel package", src.display()))?;
+        let dst = dtbs.join(rel);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        write_atomic(&dst, &data)?;
+    }
+    Ok(())
+}
+
 fn build_from_debs(pkgs: &Packages, work: &Path, dir: &Path, assets: &Assets) -> Result<()> {
     let debs = work.join("debs");
     let root = work.join("root");
@@ -359,6 +453,10 @@ fn build_from_debs(pkgs: &Packages, work: &Path, dir: &Path, assets: &Assets) ->
 
     // The kernel: boot/vmlinuz-<release>.
     let (release, vmlinuz) = find_vmlinuz(&root)?;
+    // The board DTBs of the same package, while it is unpacked.
+    let dtbs = dir.join(DTBS_DIR);
+    keep_board_dtbs(&root, &release, &dtbs)?;
+    write_atomic(&dtbs.join(STAMP), dtbs_stamp(pkgs).as_bytes())?;
     let data = fs::read(&vmlinuz)?;
     let image = raw_image(data).with_context(|| format!("{}", vmlinuz.display()))?;
 

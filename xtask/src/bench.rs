@@ -278,11 +278,8 @@ fn tessera_command(qemu: &Path, img: &board::ConfigImage) -> Result<Command> {
         extra.extend(ICOUNT.iter().map(|s| s.to_string()));
     }
     let m = Machine {
-        gic: img.machine.gic,
-        smp: img.machine.smp,
-        mem: img.machine.mem.clone(),
         extra,
-        ..Machine::new(img.path.clone())
+        ..img.machine.to_machine(img.path.clone())
     };
     m.validate()?;
     Ok(m.command(qemu, Console::Captured))

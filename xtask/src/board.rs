@@ -7,6 +7,7 @@ use crate::pack::{self, Entry};
 use crate::{image, paths, qemu};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,9 +20,22 @@ pub struct BoardToml {
     pub description: String,
     /// Where the boot loader places the image (U-Boot `booti`, QEMU `-kernel`).
     pub load_address: u64,
-    /// `"qemu"`: ask QEMU for the DTB of the machine being run; otherwise a
-    /// `.dtb` file in the board folder.
+    /// Where the board's DTB comes from: `"qemu"` (the model builds it; asked
+    /// with `dumpdtb`), `"debian:<vendor>/<file>.dtb"` (from Debian's arm64
+    /// kernel package, fetched and cached with the guest kernel), or a `.dtb`
+    /// file in the board folder. The latter two are given to QEMU with `-dtb`.
     pub dtb: String,
+    /// Nodes of that DTB the board folder enables (`status = "okay"`), as a
+    /// boot loader would with `fdt set <node> status okay`: devices the DTB
+    /// leaves disabled that this board's VMs are given.
+    #[serde(default)]
+    pub enable: Vec<String>,
+    /// Properties removed from nodes of that DTB (node path -> names), as
+    /// `fdt rm <node> <property>` would: a device's link to a host resource no
+    /// VM gets (an i.MX UART's `dmas`: the SDMA engine stays with nobody, and
+    /// the UART works without it).
+    #[serde(default)]
+    pub remove: BTreeMap<String, Vec<String>>,
     /// RAM nobody may be given besides the hypervisor image itself.
     #[serde(default)]
     pub reserved: Vec<Reserved>,
@@ -39,13 +53,61 @@ pub struct Reserved {
     pub size: config::Size,
 }
 
-/// How `xtask run` starts QEMU for this board.
+/// How QEMU runs this board.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct BoardQemu {
-    pub gic: u32,
+    /// The `-machine` value (default `virt,virtualization=on`).
+    #[serde(default = "virt_model")]
+    pub machine: String,
+    /// The GIC version, for a model that takes `gic-version=` (`virt`);
+    /// absent: the model's GIC is fixed and `--gic` does not apply.
+    pub gic: Option<u32>,
+    /// `-cpu`, for a model that lets one choose.
+    pub cpu: Option<String>,
     pub smp: u32,
+    /// Whether `-smp` is passed (a model with a fixed CPU count may take none).
+    #[serde(default = "yes")]
+    pub smp_arg: bool,
     pub mem: String,
+    /// The oldest QEMU with this model, `"major.minor"`.
+    pub qemu_min: Option<String>,
+    /// QEMU's `-serial` ports in order: `"console"` (the hypervisor's),
+    /// `"null"`, or a name: that UART's output goes to `<name>.log` (and into
+    /// a scenario's console lines as `<name>| ...`).
+    #[serde(default = "console_only")]
+    pub serials: Vec<String>,
+    /// Further QEMU arguments this model needs (before a config's own).
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+fn virt_model() -> String {
+    qemu::VIRT_MODEL.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn console_only() -> Vec<String> {
+    vec!["console".to_owned()]
+}
+
+impl Default for BoardQemu {
+    fn default() -> Self {
+        Self {
+            machine: virt_model(),
+            gic: Some(3),
+            cpu: Some(qemu::VIRT_CPU.to_owned()),
+            smp: 4,
+            smp_arg: true,
+            mem: "1G".into(),
+            qemu_min: None,
+            serials: console_only(),
+            args: Vec::new(),
+        }
+    }
 }
 
 /// The QEMU machine a config runs on: board defaults, then the config's
@@ -56,6 +118,34 @@ pub struct MachineSettings {
     pub smp: u32,
     pub mem: String,
     pub extra: Vec<String>,
+    /// The board's model: `-machine`, `-cpu`, serial ports, `-dtb`.
+    pub model: String,
+    pub gic_selectable: bool,
+    pub cpu: Option<String>,
+    pub smp_arg: bool,
+    pub serials: Vec<String>,
+    /// The DTB QEMU is given (`-dtb`), once [`prepare_dtb`] has made it.
+    pub dtb: Option<PathBuf>,
+    pub qemu_min: Option<String>,
+}
+
+impl MachineSettings {
+    /// The QEMU machine booting `kernel` with these settings.
+    pub fn to_machine(&self, kernel: PathBuf) -> qemu::Machine {
+        qemu::Machine {
+            model: self.model.clone(),
+            gic_selectable: self.gic_selectable,
+            cpu: self.cpu.clone(),
+            smp_arg: self.smp_arg,
+            serials: self.serials.iter().map(|s| qemu::Serial::parse(s)).collect(),
+            gic: self.gic,
+            smp: self.smp,
+            mem: self.mem.clone(),
+            dtb: self.dtb.clone(),
+            extra: self.extra.clone(),
+            ..qemu::Machine::new(kernel)
+        }
+    }
 }
 
 /// A config built into an image.
@@ -68,7 +158,7 @@ pub struct ConfigImage {
 /// The board folder a config belongs to.
 pub fn board_dir(config_path: &Path, parsed: &config::ConfigToml) -> Result<PathBuf> {
     match &parsed.board {
-        Some(name) => Ok(paths::root().join("boards").join(name)),
+        Some(name) => Ok(named_board_dir(name)),
         None => {
             let dir = config_path.parent().unwrap_or(Path::new(".")).to_path_buf();
             if dir.join("board.toml").is_file() {
@@ -83,25 +173,63 @@ pub fn board_dir(config_path: &Path, parsed: &config::ConfigToml) -> Result<Path
     }
 }
 
+/// `boards/<name>/`.
+pub fn named_board_dir(name: &str) -> PathBuf {
+    paths::root().join("boards").join(name)
+}
+
+/// The boards under `boards/`, by name.
+pub fn board_names() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(paths::root().join("boards"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("board.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn load_board(dir: &Path) -> Result<BoardToml> {
     let path = dir.join("board.toml");
-    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {} (boards: {})",
+            paths::display(&path),
+            board_names().join(", ")
+        )
+    })?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", paths::display(&path), e.message()))
 }
 
 /// Settings for a config: board defaults overridden by the config.
 pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml) -> MachineSettings {
-    let d = board.qemu.clone().unwrap_or(BoardQemu {
-        gic: 3,
-        smp: 4,
-        mem: "1G".into(),
-    });
+    let d = board.qemu.clone().unwrap_or_default();
     MachineSettings {
-        gic: parsed.qemu.gic.unwrap_or(d.gic),
+        gic: parsed.qemu.gic.or(d.gic).unwrap_or(3),
         smp: parsed.qemu.smp.unwrap_or(d.smp),
         mem: parsed.qemu.mem.clone().unwrap_or(d.mem),
-        extra: parsed.qemu.extra.clone(),
+        extra: d.args.iter().chain(&parsed.qemu.extra).cloned().collect(),
+        model: d.machine,
+        gic_selectable: d.gic.is_some(),
+        cpu: d.cpu,
+        smp_arg: d.smp_arg,
+        serials: d.serials,
+        dtb: None,
+        qemu_min: d.qemu_min,
     }
+}
+
+/// The machine of board `name` without a config (the hypervisor alone), its
+/// DTB prepared: what the boot scenarios of a board run.
+pub fn board_machine(name: &str, target_dir: &Path) -> Result<MachineSettings> {
+    let dir = named_board_dir(name);
+    let board = load_board(&dir)?;
+    let empty: config::ConfigToml = toml::from_str("").context("an empty config")?;
+    let mut machine = machine_for(&board, &empty);
+    prepare_dtb(&dir, &board, &mut machine, target_dir)?;
+    Ok(machine)
 }
 
 /// Creates (or empties) the config's disks in `dir` and adds them to the
@@ -129,45 +257,105 @@ pub fn add_disks(parsed: &config::ConfigToml, dir: &Path, machine: &mut MachineS
     Ok(())
 }
 
-/// The board's DTB: QEMU's for `machine`, or the board's own file.
-pub fn board_dtb(
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Makes the DTB QEMU is given for a board with its own (Debian's or the
+/// board folder's, with the board's `enable` applied) and sets `machine.dtb`.
+/// A board whose model builds its DTB gets none.
+pub fn prepare_dtb(
     dir: &Path,
     board: &BoardToml,
-    machine: &MachineSettings,
+    machine: &mut MachineSettings,
     target_dir: &Path,
-) -> Result<Vec<u8>> {
-    if board.dtb != "qemu" {
-        let p = dir.join(&board.dtb);
-        return fs::read(&p).with_context(|| format!("board DTB {}", p.display()));
+) -> Result<()> {
+    if board.dtb == "qemu" {
+        if !board.enable.is_empty() {
+            bail!(
+                "{}: `enable` needs a board DTB file, not dtb = \"qemu\"",
+                board.name
+            );
+        }
+        return Ok(());
     }
-    let qemu = qemu::ensure_installed()?;
+    let source = match board.dtb.strip_prefix("debian:") {
+        Some(rel) => crate::assets::board_dtb(target_dir, rel)?,
+        None => dir.join(&board.dtb),
+    };
+    let bytes = fs::read(&source).with_context(|| format!("board DTB {}", source.display()))?;
+    let remove: Vec<(String, Vec<String>)> = board.remove.clone().into_iter().collect();
+    let patched = crate::fdt_patch::edit(&bytes, &board.enable, &remove)
+        .with_context(|| format!("editing {} as board.toml says", source.display()))?;
+    let out_dir = target_dir.join("board-dtbs");
+    fs::create_dir_all(&out_dir)?;
+    let file = out_dir.join(format!("{}-boot-{:016x}.dtb", board.name, fnv(&patched)));
+    if fs::read(&file).ok().as_deref() != Some(&patched[..]) {
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, &patched)?;
+        fs::rename(&tmp, &file)?;
+    }
+    machine.dtb = Some(file);
+    Ok(())
+}
+
+/// The board's DTB as the hypervisor finds it in `x0` on QEMU: QEMU's dump
+/// (`dumpdtb`) of the machine booting an image, after it patched `/memory`,
+/// `/chosen` and PSCI into the board's own DTB (if any; see [`prepare_dtb`]).
+pub fn board_dtb(machine: &MachineSettings, board_name: &str, target_dir: &Path) -> Result<Vec<u8>> {
+    let qemu = qemu::ensure_version(machine.qemu_min.as_deref())?;
     let out_dir = target_dir.join("board-dtbs");
     fs::create_dir_all(&out_dir)?;
     let key = format!("{:?}", machine);
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    let file = out_dir.join(format!("{}-{hash:016x}.dtb", board.name));
+    let file = out_dir.join(format!("{board_name}-{:016x}.dtb", fnv(key.as_bytes())));
     if !file.is_file() {
-        let status = Command::new(&qemu)
-            .args(["-machine", &qemu::machine_arg(machine.gic, Some(&file))])
-            .args([
-                "-cpu",
-                "cortex-a72",
-                "-smp",
-                &machine.smp.to_string(),
-                "-m",
-                &machine.mem,
-                "-nographic",
-            ])
-            .args(&machine.extra)
-            .status()
-            .context("running QEMU to dump the board DTB")?;
-        if !status.success() || !file.is_file() {
-            bail!("QEMU could not dump the board DTB ({status})");
+        // QEMU patches the DTB only when it loads a kernel: a branch-to-self Image will do.
+        let spin = out_dir.join("spin.bin");
+        if !spin.is_file() {
+            fs::write(&spin, image::spin_image())?;
         }
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        let m = machine.to_machine(spin);
+        let mut cmd = Command::new(&qemu);
+        cmd.args(["-machine", &m.machine_arg(Some(&tmp))]);
+        if let Some(cpu) = &m.cpu {
+            cmd.args(["-cpu", cpu]);
+        }
+        if m.smp_arg {
+            cmd.args(["-smp", &m.smp.to_string()]);
+        }
+        cmd.args(["-m", &m.mem, "-display", "none", "-monitor", "none"]);
+        for _ in &m.serials {
+            cmd.args(["-serial", "null"]);
+        }
+        cmd.arg("-kernel").arg(&m.kernel);
+        if let Some(dtb) = &m.dtb {
+            cmd.arg("-dtb").arg(dtb);
+        }
+        cmd.args(&m.extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        let mut child = cmd.spawn().context("running QEMU to dump the board DTB")?;
+        let status = qemu::wait_with_deadline(&mut child, Some(std::time::Duration::from_secs(60)))?;
+        if !status.is_some_and(|s| s.success()) || !tmp.is_file() {
+            let _ = fs::remove_file(&tmp);
+            bail!("QEMU could not dump the board DTB ({status:?}): {cmd:?}");
+        }
+        fs::rename(&tmp, &file)?;
     }
-    Ok(fs::read(&file)?)
+    crate::fdt_patch::without_nops(&fs::read(&file)?).with_context(|| format!("{}", file.display()))
+}
+
+/// What tells two images of one config apart: `gic3-smp4`, or `smp4` where the model's
+/// GIC is fixed.
+fn machine_variant(m: &MachineSettings) -> String {
+    if m.gic_selectable {
+        format!("gic{}-smp{}", m.gic, m.smp)
+    } else {
+        format!("smp{}", m.smp)
+    }
 }
 
 /// The image (payload included) is loaded at `load_address`: no fixed VM
@@ -204,24 +392,40 @@ pub fn build_config_image(
     built: &Built,
     override_machine: Option<&dyn Fn(&mut MachineSettings)>,
 ) -> Result<ConfigImage> {
+    build_config_image_on(config_path, None, built, override_machine)
+}
+
+/// [`build_config_image`] on `board` (a folder under `boards/`) whatever board the config
+/// names or sits in (`None`: that one).
+pub fn build_config_image_on(
+    config_path: &Path,
+    board: Option<&str>,
+    built: &Built,
+    override_machine: Option<&dyn Fn(&mut MachineSettings)>,
+) -> Result<ConfigImage> {
     let parsed = config::parse(config_path)?;
-    let dir = board_dir(config_path, &parsed)?;
+    let dir = match board {
+        Some(name) => named_board_dir(name),
+        None => board_dir(config_path, &parsed)?,
+    };
     let board = load_board(&dir)?;
     let mut machine = machine_for(&board, &parsed);
     if let Some(f) = override_machine {
         f(&mut machine);
     }
+    prepare_dtb(&dir, &board, &mut machine, &built.target_dir)?;
     // The disks must exist for QEMU to describe the machine (and to run it).
     let stem = config_path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("config");
+    let variant = machine_variant(&machine);
     let disk_dir = built
         .target_dir
         .join("disks")
-        .join(format!("{stem}-gic{}-smp{}", machine.gic, machine.smp));
+        .join(format!("{}-{stem}-{variant}", board.name));
     add_disks(&parsed, &disk_dir, &mut machine)?;
-    let dtb = board_dtb(&dir, &board, &machine, &built.target_dir)?;
+    let dtb = board_dtb(&machine, &board.name, &built.target_dir)?;
     let reserved = board
         .reserved
         .iter()
@@ -273,11 +477,74 @@ pub fn build_config_image(
     check_image_overlap(config_path, &resolved, board.load_address, packed.len() as u64)?;
     let out_dir = built.target_dir.join("images");
     fs::create_dir_all(&out_dir)?;
-    let path = out_dir.join(format!("{stem}-gic{}-smp{}.bin", machine.gic, machine.smp));
+    let path = out_dir.join(format!("{}-{stem}-{variant}.bin", board.name));
     fs::write(&path, &packed)?;
     Ok(ConfigImage {
         path,
         machine,
         resolved,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn board_folders_parse_and_name_themselves() {
+        for name in super::board_names() {
+            let dir = super::named_board_dir(&name);
+            let board = super::load_board(&dir).unwrap();
+            assert_eq!(board.name, name);
+            assert!(dir.join("linux.toml").is_file(), "{name} has no linux.toml");
+            if let Some(rel) = board.dtb.strip_prefix("debian:") {
+                assert!(crate::assets::BOARD_DTBS.contains(&rel), "{name}: {rel}");
+            }
+        }
+    }
+
+    /// The QEMU command line of each board's default machine, as `run` and `test` build it.
+    fn command_line(board: &str) -> String {
+        let board = load_board(&named_board_dir(board)).unwrap();
+        let empty: config::ConfigToml = toml::from_str("").unwrap();
+        let mut m = machine_for(&board, &empty).to_machine(PathBuf::from("img"));
+        m.serial_dir = Some(PathBuf::from("/logs"));
+        let args: Vec<String> = m
+            .command(Path::new("qemu"), qemu::Console::Captured)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        args.join(" ")
+    }
+
+    #[test]
+    fn each_board_gets_its_own_machine_and_serial_ports() {
+        let virt = command_line("qemu-virt");
+        assert!(
+            virt.starts_with("-machine virt,virtualization=on,gic-version=3 -cpu cortex-a72 -smp 4 -m 1G")
+        );
+        let zcu = command_line("xlnx-zcu102");
+        assert!(
+            zcu.starts_with("-machine xlnx-zcu102,virtualization=on -smp 4 -m 2G"),
+            "{zcu}"
+        );
+        assert!(
+            zcu.contains("-serial stdio -serial file:/logs/uart1.log"),
+            "{zcu}"
+        );
+        assert!(zcu.contains("-audio none"), "{zcu}");
+        // The EVK's console is the second UART QEMU wires up.
+        let imx = command_line("imx8mp-evk");
+        assert!(imx.starts_with("-machine imx8mp-evk -smp 4 -m 2G"), "{imx}");
+        assert!(
+            imx.contains("-serial file:/logs/uart1.log -serial stdio"),
+            "{imx}"
+        );
+        // Versal's model fixes its CPU count and refuses -smp 2.
+        let versal = command_line("xlnx-versal-virt");
+        assert!(versal.starts_with("-machine xlnx-versal-virt -m 2G"), "{versal}");
+        for line in [&zcu, &imx, &versal] {
+            assert!(!line.contains("-cpu") && !line.contains("gic-version"), "{line}");
+        }
+    }
 }

@@ -5,7 +5,6 @@
 //! reproducible for a given QEMU version.
 
 use crate::host_tools;
-use crate::image::{IMAGE_MAGIC, IMAGE_MAGIC_OFFSET};
 use crate::paths;
 use crate::qemu::{self, Console, Machine};
 use anyhow::{bail, Context, Result};
@@ -114,10 +113,7 @@ impl Tools {
     /// Boots a do-nothing Image with `dtb` and checks QEMU is still running after a moment.
     fn smoke_boot(&self, dtb: &Path) -> Result<()> {
         let kernel = self.work.join("spin.bin");
-        let mut image = vec![0u8; 64];
-        image[..4].copy_from_slice(&0x1400_0000u32.to_le_bytes()); // b .
-        image[IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4].copy_from_slice(IMAGE_MAGIC);
-        fs::write(&kernel, image)?;
+        fs::write(&kernel, crate::image::spin_image())?;
         let machine = Machine {
             smp: 2,
             dtb: Some(dtb.to_owned()),

@@ -13,7 +13,7 @@ pub fn find(program: &str) -> Option<PathBuf> {
 }
 
 /// Whether we run as root, from `/proc/self/status` (no libc needed).
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

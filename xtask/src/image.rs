@@ -82,6 +82,15 @@ pub fn elf_to_raw(elf_bytes: &[u8]) -> Result<RawImage> {
 
 /// Checks that `image` starts with an arm64 Image header, which QEMU `-kernel`, U-Boot
 /// `booti` and the Raspberry Pi firmware need to load it.
+/// A do-nothing arm64 Image (`b .` with the header magic): something for QEMU to boot
+/// when only the machine matters (dumping its DTB, smoke-testing a DTB).
+pub fn spin_image() -> Vec<u8> {
+    let mut image = vec![0u8; 64];
+    image[..4].copy_from_slice(&0x1400_0000u32.to_le_bytes()); // b .
+    image[IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4].copy_from_slice(IMAGE_MAGIC);
+    image
+}
+
 pub fn check_image_header(image: &[u8]) -> Result<()> {
     let magic = image.get(IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4);
     if magic != Some(IMAGE_MAGIC.as_slice()) {

@@ -5,6 +5,8 @@ pub mod args;
 pub mod assets;
 pub mod bench;
 pub mod board;
+#[cfg(test)]
+mod board_tests;
 pub mod config;
 #[cfg(test)]
 mod config_proptests;
@@ -12,6 +14,7 @@ mod config_proptests;
 mod config_tests;
 pub mod cpio;
 pub mod dtbs;
+pub mod fdt_patch;
 pub mod host_tools;
 pub mod image;
 pub mod images;

@@ -16,9 +16,12 @@ commands:
                            and target/guests/<name>.bin; with --config, check the VM
                            config and pack it with its images into target/images/
   run [options]            build, then boot in QEMU (interactive; Ctrl-A X quits)
-      --config FILE        VM config to run (default boards/qemu-virt/linux.toml)
+      --board NAME         board folder boards/NAME/ (default: the config's, else
+                           qemu-virt); its linux.toml unless --config; the QEMU
+                           model, -dtb and serial ports come from its board.toml
+      --config FILE        VM config to run (default boards/<board>/linux.toml)
       --no-config          boot the hypervisor alone
-      --gic 2|3            GIC version (default 3; GICv2 allows at most 8 CPUs)
+      --gic 2|3            GIC version on qemu-virt (default 3; GICv2: at most 8 CPUs)
       --smp N              CPUs (default 4)
       --mem SIZE           RAM, QEMU syntax (default 1G)
       --gdb                wait for a debugger on localhost:1234
@@ -100,6 +103,7 @@ fn dispatch() -> Result<bool> {
                 smp: args.parsed("--smp")?,
                 mem: args.value("--mem")?,
                 config: args.value("--config")?.map(absolute).transpose()?,
+                board: args.value("--board")?,
                 no_config: args.flag("--no-config"),
                 gdb: args.flag("--gdb"),
                 append: args.value("--append")?,

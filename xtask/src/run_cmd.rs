@@ -10,8 +10,10 @@ pub struct Options {
     pub gic: Option<u32>,
     pub smp: Option<u32>,
     pub mem: Option<String>,
-    /// The VM config to run; `None` means the board's demo.
+    /// The VM config to run; `None` means the board's default (`linux.toml`).
     pub config: Option<PathBuf>,
+    /// The board folder (`boards/<name>/`); `None`: the config's, else `qemu-virt`.
+    pub board: Option<String>,
     /// Boot the hypervisor without any VM.
     pub no_config: bool,
     pub gdb: bool,
@@ -25,51 +27,77 @@ pub struct Options {
 }
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 1800;
-/// What `cargo xtask run` shows when given no config.
-pub const DEFAULT_CONFIG: &str = "boards/qemu-virt/linux.toml";
+/// What `cargo xtask run` shows when given no config: this file of the board folder.
+pub const DEFAULT_CONFIG: &str = "linux.toml";
 
 pub fn run(opts: Options) -> Result<()> {
-    let qemu = qemu::ensure_installed()?;
     // Validate before the (slow) build so a bad option fails at once.
-    let mut machine = Machine {
+    let board_name = match (&opts.board, &opts.config) {
+        (Some(b), _) => b.clone(),
+        (None, Some(config)) if !opts.no_config => {
+            let parsed = crate::config::parse(config)?;
+            let dir = crate::board::board_dir(config, &parsed)?;
+            dir.file_name().unwrap_or_default().to_string_lossy().into_owned()
+        }
+        _ => crate::scenarios::VIRT.to_owned(),
+    };
+    let board = crate::board::load_board(&crate::board::named_board_dir(&board_name))?;
+    let selectable = board.qemu.as_ref().is_none_or(|q| q.gic.is_some());
+    if opts.gic.is_some() && !selectable {
+        bail!("--gic: board {} has the GIC its QEMU model has", board.name);
+    }
+    let probe = Machine {
         gic: opts.gic.unwrap_or(3),
         smp: opts.smp.unwrap_or(4),
-        mem: opts.mem.clone().unwrap_or_else(|| "1G".to_owned()),
-        dtb: opts.dtb,
-        append: opts.append,
-        gdb: opts.gdb,
-        ..Machine::new(opts.image.clone().unwrap_or_default())
+        gic_selectable: selectable,
+        ..Machine::new(PathBuf::new())
     };
-    machine.check_topology()?;
-    if opts.image.is_some() {
-        machine.check_files()?;
+    probe.check_topology()?;
+    if let Some(image) = &opts.image {
+        if !image.is_file() {
+            bail!("image {} does not exist", image.display());
+        }
     }
     let built = images::build(opts.debug)?;
-    if opts.image.is_none() {
-        machine.kernel = built.hypervisor_bin.clone();
-        if !opts.no_config {
-            let config = opts
-                .config
-                .clone()
-                .unwrap_or_else(|| paths::root().join(DEFAULT_CONFIG));
-            let set = |m: &mut crate::board::MachineSettings| {
-                if let Some(g) = opts.gic {
-                    m.gic = g;
-                }
-                if let Some(n) = opts.smp {
-                    m.smp = n;
-                }
-                if let Some(mem) = &opts.mem {
-                    m.mem = mem.clone();
-                }
-            };
-            let img = crate::board::build_config_image(&config, &built, Some(&set))?;
-            machine.gic = img.machine.gic;
-            machine.smp = img.machine.smp;
-            machine.mem = img.machine.mem.clone();
-            machine.extra.extend(img.machine.extra.iter().cloned());
-            machine.check_topology()?;
-            machine.kernel = img.path;
+    let set = |m: &mut crate::board::MachineSettings| {
+        if let Some(g) = opts.gic {
+            m.gic = g;
+        }
+        if let Some(n) = opts.smp {
+            m.smp = n;
+        }
+        if let Some(mem) = &opts.mem {
+            m.mem = mem.clone();
+        }
+    };
+    let (settings, kernel) = if opts.no_config || opts.image.is_some() {
+        let mut m = crate::board::board_machine(&board_name, &built.target_dir)?;
+        set(&mut m);
+        let kernel = opts.image.clone().unwrap_or_else(|| built.hypervisor_bin.clone());
+        (m, kernel)
+    } else {
+        let config = match &opts.config {
+            Some(c) => c.clone(),
+            None => crate::board::named_board_dir(&board_name).join(DEFAULT_CONFIG),
+        };
+        let img = crate::board::build_config_image_on(&config, opts.board.as_deref(), &built, Some(&set))?;
+        (img.machine, img.path)
+    };
+    let qemu = qemu::ensure_version(settings.qemu_min.as_deref())?;
+    let mut machine = settings.to_machine(kernel);
+    if opts.dtb.is_some() {
+        machine.dtb = opts.dtb.clone();
+    }
+    machine.append = opts.append.clone();
+    machine.gdb = opts.gdb;
+    machine.serial_dir = Some(built.target_dir.join("serial"));
+    if !machine.serial_logs().is_empty() {
+        std::fs::create_dir_all(built.target_dir.join("serial"))?;
+        for (name, file) in machine.serial_logs() {
+            eprintln!(
+                "xtask: {name} (a UART a VM owns) writes to {}",
+                paths::display(&file)
+            );
         }
     }
     machine.validate()?;
@@ -81,7 +109,7 @@ pub fn run(opts: Options) -> Result<()> {
              gdb-multiarch -ex 'target remote :1234' -ex 'add-symbol-file {} -o {:#x}'\n\
              (the image is linked at 0 and runs where QEMU loads it)",
             paths::display(&built.hypervisor_elf),
-            qemu_load_address(&image)
+            qemu_load_address(board.load_address & !0x3fff_ffff, &image)
         );
     }
     let timeout = (opts.timeout_secs > 0).then(|| Duration::from_secs(opts.timeout_secs));
@@ -99,15 +127,15 @@ pub fn run(opts: Options) -> Result<()> {
     }
 }
 
-/// Where QEMU `virt` loads an Image with `-kernel`: RAM base plus the header's text_offset,
-/// which QEMU (hw/arm/boot.c) honours only when image_size is non-zero, else 0x80000.
-fn qemu_load_address(image: &[u8]) -> u64 {
-    const RAM_BASE: u64 = 0x4000_0000;
+/// Where QEMU loads an Image with `-kernel`: RAM base (the board's load address rounded
+/// down to 1 GiB on the boards we have) plus the header's text_offset, which QEMU
+/// (hw/arm/boot.c) honours only when image_size is non-zero, else 0x80000.
+fn qemu_load_address(ram_base: u64, image: &[u8]) -> u64 {
     let field = |at: usize| {
         image
             .get(at..at + 8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
     let (text_offset, image_size) = (field(8), field(16));
-    RAM_BASE + if image_size != 0 { text_offset } else { 0x8_0000 }
+    ram_base + if image_size != 0 { text_offset } else { 0x8_0000 }
 }

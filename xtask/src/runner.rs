@@ -3,7 +3,7 @@
 
 use crate::images::Built;
 use crate::paths;
-use crate::qemu::{self, Console, Machine};
+use crate::qemu::{self, Console};
 use crate::scenarios::{Image, Scenario};
 use anyhow::{Context, Result};
 use std::collections::VecDeque;
@@ -31,16 +31,21 @@ pub struct Outcome {
     pub failure: Option<String>,
     /// Output to show under a failure (the console tail).
     pub details: Vec<String>,
+    /// Why it did not run (the host's QEMU lacks what it needs); it neither passed nor failed.
+    pub skipped: Option<String>,
 }
 
 impl Outcome {
     pub fn passed(&self) -> bool {
-        self.failure.is_none()
+        self.failure.is_none() && self.skipped.is_none()
     }
 
     /// The `PASS`/`FAIL` line, followed on failure by the details.
     pub fn report(&self) -> String {
         let secs = self.duration.as_secs_f64();
+        if let Some(why) = &self.skipped {
+            return format!("SKIP {}: {why}\n", self.name);
+        }
         match &self.failure {
             None => format!("PASS {} ({secs:.1} s)\n", self.name),
             Some(why) => {
@@ -82,6 +87,20 @@ pub fn run_all(scenarios: &[Scenario], jobs: usize, qemu: &Path, built: &Built) 
 /// Runs one scenario; setup errors (a missing image, QEMU failing to start) fail it too.
 pub fn run(scenario: &Scenario, qemu: &Path, built: &Built) -> Outcome {
     let start = Instant::now();
+    if let Some((min, why)) = scenario.needs_qemu {
+        if let Some(have) = qemu::installed_version(qemu).filter(|&v| Some(v) < qemu::parse_version(min)) {
+            return Outcome {
+                name: scenario.name.to_owned(),
+                duration: start.elapsed(),
+                failure: None,
+                details: Vec::new(),
+                skipped: Some(format!(
+                    "needs QEMU {min} or newer ({why}); this is {}.{}",
+                    have.0, have.1
+                )),
+            };
+        }
+    }
     let log = paths::test_logs_dir(&built.target_dir).join(format!("{}.log", scenario.name));
     let (failure, details) = match watch(scenario, qemu, built, &log) {
         Ok(verdict) => verdict.into_failure(&log),
@@ -92,6 +111,7 @@ pub fn run(scenario: &Scenario, qemu: &Path, built: &Built) -> Outcome {
         duration: start.elapsed(),
         failure,
         details,
+        skipped: None,
     }
 }
 
@@ -167,30 +187,49 @@ fn image_path(scenario: &Scenario, built: &Built) -> Result<PathBuf> {
 }
 
 fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Result<Verdict> {
-    let mut machine = Machine {
-        gic: scenario.gic,
-        smp: scenario.smp,
-        mem: scenario.mem.to_owned(),
-        dtb: scenario.dtb.map(|d| paths::root().join(d)),
-        append: scenario.append.map(str::to_owned),
-        extra: scenario.extra.iter().map(|s| s.to_string()).collect(),
-        ..Machine::new(PathBuf::new())
-    };
-    machine.kernel = match scenario.config {
-        Some(config) => {
-            let set = |m: &mut crate::board::MachineSettings| {
-                m.gic = scenario.gic;
-                m.smp = scenario.smp;
-                m.mem = scenario.mem.to_owned();
-            };
-            let img = crate::board::build_config_image(&paths::root().join(config), built, Some(&set))?;
-            let mut extra = img.machine.extra.clone();
-            extra.append(&mut machine.extra);
-            machine.extra = extra;
-            img.path
+    // The scenario's machine settings where it gives them (0 / "": the board's).
+    let set = |m: &mut crate::board::MachineSettings| {
+        if scenario.gic != 0 && m.gic_selectable {
+            m.gic = scenario.gic;
         }
-        None => image_path(scenario, built)?,
+        if scenario.smp != 0 {
+            m.smp = scenario.smp;
+        }
+        if !scenario.mem.is_empty() {
+            m.mem = scenario.mem.to_owned();
+        }
     };
+    let (settings, kernel) = match scenario.config {
+        Some(config) => {
+            let img = crate::board::build_config_image(&paths::root().join(config), built, Some(&set))?;
+            (img.machine, img.path)
+        }
+        None => {
+            let mut m = crate::board::board_machine(scenario.board, &built.target_dir)?;
+            set(&mut m);
+            (m, image_path(scenario, built)?)
+        }
+    };
+    let qemu = match settings.qemu_min.as_deref() {
+        Some(min) => qemu::ensure_version(Some(min))?,
+        None => qemu.to_owned(),
+    };
+    let qemu = qemu.as_path();
+    let mut machine = settings.to_machine(kernel);
+    if let Some(d) = scenario.dtb {
+        machine.dtb = Some(paths::root().join(d));
+    }
+    machine.append = scenario.append.map(str::to_owned);
+    machine.extra.extend(scenario.extra.iter().map(|s| s.to_string()));
+    // A UART a VM owns writes to <test-logs>/<scenario>.<name>.log.
+    let serial_dir = paths::test_logs_dir(&built.target_dir).join(format!("{}.serial", scenario.name));
+    if !machine.serial_logs().is_empty() {
+        std::fs::create_dir_all(&serial_dir)?;
+        for (_, file) in machine.serial_logs() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    machine.serial_dir = Some(serial_dir);
     machine.validate()?;
     let mut cmd = machine.command(qemu, Console::Captured);
     cmd.current_dir(paths::root())
@@ -207,7 +246,8 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
     writeln!(log, "$ {cmd:?}")?;
 
     let mut child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
-    let lines = console_lines(&mut child);
+    let stop_tails = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lines = console_lines(&mut child, &machine.serial_logs(), &stop_tails);
     let mut stdin = child.stdin.take();
     // Typed input: each entry waits for its trigger line, in order.
     let mut inputs = scenario.input.iter().peekable();
@@ -261,6 +301,7 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
         }
     }
     qemu::stop(&mut child)?;
+    stop_tails.store(true, Ordering::Release);
     // Lines already printed before QEMU stopped still count; the pipes are closed now.
     while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
         see(line, &mut v)?;
@@ -273,9 +314,18 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
 }
 
 /// QEMU's stdout and stderr, line by line, read on their own threads so the deadline is
-/// kept even when QEMU prints nothing.
-fn console_lines(child: &mut Child) -> mpsc::Receiver<String> {
+/// kept even when QEMU prints nothing; and the lines of each UART log in `serials`, as
+/// `<name>| line`, until `stop` is set.
+fn console_lines(
+    child: &mut Child,
+    serials: &[(String, PathBuf)],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
+    for (name, file) in serials {
+        let (tx, name, file, stop) = (tx.clone(), name.clone(), file.clone(), stop.clone());
+        thread::spawn(move || tail_lines(&name, &file, &stop, tx));
+    }
     let stdout = child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>);
     let stderr = child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>);
     for pipe in [stdout, stderr].into_iter().flatten() {
@@ -283,6 +333,42 @@ fn console_lines(child: &mut Child) -> mpsc::Receiver<String> {
         thread::spawn(move || forward_lines(pipe, tx));
     }
     rx
+}
+
+/// Follows `file` (a QEMU `-serial file:`) and sends each complete line as `<name>| line`;
+/// after `stop`, one last read, then what is left of a partial line.
+fn tail_lines(name: &str, file: &Path, stop: &std::sync::atomic::AtomicBool, tx: mpsc::Sender<String>) {
+    let mut f = None;
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let last = stop.load(Ordering::Acquire);
+        if f.is_none() {
+            f = File::open(file).ok();
+        }
+        if let Some(f) = f.as_mut() {
+            while let Ok(n @ 1..) = f.read(&mut buf) {
+                pending.extend_from_slice(&buf[..n]);
+            }
+        }
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            let text = String::from_utf8_lossy(&line);
+            if tx
+                .send(format!("{name}| {}", text.trim_end_matches(['\n', '\r'])))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if last {
+            if !pending.is_empty() {
+                let _ = tx.send(format!("{name}| {}", String::from_utf8_lossy(&pending)));
+            }
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends each line of `pipe` (lossily decoded, without its line ending) until EOF.

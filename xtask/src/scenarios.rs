@@ -10,6 +10,9 @@ use std::path::PathBuf;
 /// Lines no scenario may print unless it opts out through [`Scenario::allow`].
 pub const GLOBAL_MUST_NOT: &[&str] = &["panicked at", "EL2 exception"];
 
+/// The board of [`Scenario::new`].
+pub const VIRT: &str = "qemu-virt";
+
 /// Printed by the hypervisor at the end of a successful boot.
 pub const BOOT_COMPLETE: &str = "tessera: boot complete";
 
@@ -27,6 +30,10 @@ pub enum Image {
 #[derive(Clone)]
 pub struct Scenario {
     pub name: &'static str,
+    /// The board folder (`boards/<board>/`) whose machine runs it; a config's
+    /// own board wins.
+    pub board: &'static str,
+    /// GIC version, CPUs and RAM: 0 or "" means the board's.
     pub gic: u32,
     pub smp: u32,
     pub mem: &'static str,
@@ -51,14 +58,17 @@ pub struct Scenario {
     pub must_not: &'static [&'static str],
     /// Entries of [`GLOBAL_MUST_NOT`] this scenario expects to see.
     pub allow: &'static [&'static str],
+    /// (version, why): skipped, and said so, on an older QEMU whose model cannot run it.
+    pub needs_qemu: Option<(&'static str, &'static str)>,
     pub timeout_secs: u64,
 }
 
 impl Scenario {
-    /// GICv3, 4 CPUs, 1 GiB, the plain hypervisor, 60 s.
+    /// QEMU `virt`, GICv3, 4 CPUs, 1 GiB, the plain hypervisor, 60 s.
     pub const fn new(name: &'static str) -> Self {
         Self {
             name,
+            board: VIRT,
             gic: 3,
             smp: 4,
             mem: "1G",
@@ -72,7 +82,20 @@ impl Scenario {
             input: &[],
             must_not: &[],
             allow: &[],
+            needs_qemu: None,
             timeout_secs: 60,
+        }
+    }
+
+    /// On `board` with its own GIC, CPUs and RAM; otherwise as [`Scenario::new`].
+    /// The name should start with the board's.
+    pub const fn on(board: &'static str, name: &'static str) -> Self {
+        Self {
+            board,
+            gic: 0,
+            smp: 0,
+            mem: "",
+            ..Self::new(name)
         }
     }
 
@@ -259,9 +282,152 @@ pub fn all() -> Vec<Scenario> {
             must_not: &["FAIL", "unavailable"],
             ..Scenario::new("bench_quick_prints_every_row_gicv3")
         },
+        Scenario {
+            // QEMU merges the two -machine options: virt,...,secure=on. Its DTB
+            // then has secram@e000000, a memory node with status "disabled":
+            // counted as RAM, the first VM's memory lands there and EL2 takes
+            // a synchronous external abort.
+            extra: &["-machine", "secure=on"],
+            config: Some("tests/configs/two_vms.toml"),
+            must: &[
+                "RAM: 1024 MiB in 1 range(s)",
+                "[left] hello: tick 3",
+                "[right] hello: tick 3",
+            ],
+            ..Scenario::new("virt_secure_on_disabled_memory_is_not_ram")
+        },
+        Scenario {
+            // Started at EL1: said on the DTB's console UART before anything
+            // else is set up (platform::early_console, console::early_print).
+            extra: &["-machine", "virtualization=off"],
+            smp: 1,
+            must: &["tessera: not entered at EL2"],
+            must_not: &[BOOT_COMPLETE, "CPUs online"],
+            timeout_secs: 10,
+            ..Scenario::new("not_entered_at_el2_is_said_on_the_console")
+        },
     ]);
     all.extend([subpage(3), subpage(2)]);
+    all.extend(board_scenarios());
     all
+}
+
+/// A Debian Linux VM with `$cpus` vCPUs next to the bare-metal VM `uart`, which owns a
+/// real UART of the board (its output arrives as `uart1| ...`), from the board's
+/// `linux.toml`: Linux reaches its shell, typed input reaches whichever VM has the
+/// focus (Ctrl-A three times moves it), and `reboot -f` restarts only Linux while the
+/// `uart` VM keeps its timer and keeps printing through its UART.
+macro_rules! linux_beside_uart_owner {
+    ($board:literal, $name:literal, $cpus:literal) => {
+        Scenario {
+            config: Some(concat!("boards/", $board, "/linux.toml")),
+            input: &[
+                (
+                    concat!("[linux] TESSERA-LINUX-UP linux cpus=", $cpus),
+                    b"echo TT-nproc-$(nproc)-sum-$((40+2))\r",
+                ),
+                ("[linux] TT-nproc-", b"\x01\x01\x01"),
+                ("console input goes to VM uart", b"focus-uart\r"),
+                ("[uart] uart: echo: focus-uart", b"\x01\x01\x01"),
+                ("console input goes to VM linux", b"reboot -f\r"),
+            ],
+            sequence: &[
+                concat!("[linux] TESSERA-LINUX-UP linux cpus=", $cpus),
+                concat!("[linux] TT-nproc-", $cpus, "-sum-42"),
+                "console input goes to VM uart",
+                "[uart] uart: echo: focus-uart",
+                "console input goes to VM linux",
+                "VM linux restarting",
+                concat!("[linux] TESSERA-LINUX-UP linux cpus=", $cpus),
+                "[uart] uart: alive",
+                "uart1| uart: alive",
+            ],
+            must: &[
+                "uart1| uart: hello through the passed-through UART",
+                "[uart] PASS uart_tx_interrupt",
+                "[uart] PASS uart_timer_rate",
+                "[uart] RESULT uart: 3 passed, 0 failed",
+            ],
+            must_not: &[
+                "FAIL",
+                "Kernel panic",
+                "focus-uart: not found",
+                "uart: echo: echo",
+                "uart: echo: reboot",
+                "VM uart stopped",
+                "VM uart restarting",
+                "VM linux stopped",
+            ],
+            timeout_secs: 240,
+            ..Scenario::on($board, $name)
+        }
+    };
+}
+
+/// The real boards' QEMU models, each with its own DTB (Debian's or the model's):
+/// the hypervisor comes up on every CPU, and Linux and a bare-metal VM that owns a
+/// real UART share the board.
+fn board_scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            must: &["GICv2", "CPUs online: 4/4", BOOT_COMPLETE],
+            ..Scenario::on("xlnx-zcu102", "xlnx-zcu102_boot_all_cpus_online")
+        },
+        Scenario {
+            must: &["GICv3", "CPUs online: 4/4", BOOT_COMPLETE],
+            ..Scenario::on("imx8mp-evk", "imx8mp-evk_boot_all_cpus_online")
+        },
+        Scenario {
+            must: &["GICv3", "CPUs online: 2/2", BOOT_COMPLETE],
+            ..Scenario::on("xlnx-versal-virt", "xlnx-versal-virt_boot_all_cpus_online")
+        },
+        linux_beside_uart_owner!("xlnx-zcu102", "xlnx-zcu102_linux_smp2_beside_uart_owner", "2"),
+        Scenario {
+            // QEMU 10.0's imx8mp-evk does not wire the GIC's virtual IRQ/FIQ outputs to the
+            // CPUs (QEMU commit "hw/arm/fsl-imx8mp: Wire VIRQ and VFIQ", in 10.1), so no
+            // guest under any hypervisor takes an interrupt there.
+            needs_qemu: Some((
+                "10.1",
+                "imx8mp-evk wires the GIC's virtual IRQ to the CPUs from 10.1",
+            )),
+            ..linux_beside_uart_owner!("imx8mp-evk", "imx8mp-evk_linux_smp2_beside_uart_owner", "2")
+        },
+        Scenario {
+            // What needs no interrupt inside a guest: console input through the i.MX UART's
+            // receive interrupt at EL2, the focus moving, a VM polling its console.
+            config: Some("tests/configs/imx8mp_console.toml"),
+            input: &[
+                ("[second] echo: ready", b"one\r"),
+                ("[first] echo: one", b"\x01\x01\x01"),
+                ("console input goes to VM second", b"two\r"),
+            ],
+            sequence: &[
+                "console input goes to VM first",
+                "[first] echo: one",
+                "console input goes to VM second",
+                "[second] echo: two",
+            ],
+            must_not: &["[second] echo: one", "[first] echo: two", "FAIL"],
+            ..Scenario::on("imx8mp-evk", "imx8mp-evk_console_input_follows_focus")
+        },
+        linux_beside_uart_owner!(
+            "xlnx-versal-virt",
+            "xlnx-versal-virt_linux_beside_uart_owner",
+            "1"
+        ),
+        Scenario {
+            // GICv3 with security extensions: the kick that brings up the second vCPU
+            // must get past the priority mask under the non-secure view.
+            config: Some("boards/xlnx-versal-virt/linux_smp2.toml"),
+            must: &[
+                "[linux] TESSERA-LINUX-UP linux cpus=2",
+                "smp: Brought up 1 node, 2 CPUs",
+            ],
+            must_not: &["failed to come online", "Kernel panic", "FAIL"],
+            timeout_secs: 120,
+            ..Scenario::on("xlnx-versal-virt", "xlnx-versal-virt_linux_smp2_alone")
+        },
+    ]
 }
 
 /// The interrupt scenarios, the same checks on GIC version `gic` (2 or 3).
@@ -576,6 +742,16 @@ mod tests {
         let names: HashSet<_> = all.iter().map(|s| s.name).collect();
         assert_eq!(names.len(), all.len());
         assert!(all.iter().all(|s| !s.must.is_empty() || !s.sequence.is_empty()));
+    }
+
+    #[test]
+    fn board_scenarios_are_named_for_their_board() {
+        for s in all().iter().filter(|s| s.board != VIRT) {
+            assert!(s.name.starts_with(s.board), "{} on {}", s.name, s.board);
+            assert!(crate::board::named_board_dir(s.board)
+                .join("board.toml")
+                .is_file());
+        }
     }
 
     #[test]

@@ -58,3 +58,22 @@ pub fn wait_for_event() {
 pub fn wait_for_interrupt() {
     asm::wfi();
 }
+
+/// Starts the EL2 physical timer with a deadline already past, so that it
+/// asserts its (level) interrupt at once and holds it until
+/// [`hyp_timer_stop`]. Only for boot-time probes: the hypervisor does not
+/// otherwise use this timer.
+pub fn hyp_timer_fire_now() {
+    use aarch64_cpu::registers::CNTHP_CTL_EL2;
+    // SAFETY: writes the EL2 timer's compare value, which nothing else uses.
+    unsafe { core::arch::asm!("msr cnthp_cval_el2, xzr", options(nomem, nostack)) };
+    CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
+    asm::barrier::isb(asm::barrier::SY);
+}
+
+/// Stops the EL2 physical timer: its interrupt deasserts.
+pub fn hyp_timer_stop() {
+    use aarch64_cpu::registers::CNTHP_CTL_EL2;
+    CNTHP_CTL_EL2.set(0);
+    asm::barrier::isb(asm::barrier::SY);
+}

@@ -1,5 +1,8 @@
-//! Arm PrimeCell PL011 UART (DDI 0183): polled transmit and receive.
+//! Arm PrimeCell PL011 UART (DDI 0183): polled transmit, receive with the
+//! RX and RX-timeout interrupts. The baud rate (IBRD/FBRD) is left as the
+//! firmware set it.
 
+use super::Serial;
 use tock_registers::interfaces::{Readable, Writeable};
 use tock_registers::registers::{ReadOnly, ReadWrite, WriteOnly};
 use tock_registers::{register_bitfields, register_structs};
@@ -41,14 +44,10 @@ register_structs! {
     }
 }
 
-/// A PL011 driven by polling.
+/// A PL011.
 pub struct Pl011 {
     regs: *const Pl011Regs,
 }
-
-// SAFETY: the register block is MMIO owned by whoever owns this value; users
-// serialise access with a lock (see `console`).
-unsafe impl Send for Pl011 {}
 
 impl Pl011 {
     /// # Safety
@@ -64,10 +63,12 @@ impl Pl011 {
         // SAFETY: `new`'s contract: a valid, mapped register block.
         unsafe { &*self.regs }
     }
+}
 
+impl Serial for Pl011 {
     /// Enables transmit and receive with 8-bit words and FIFOs, masks all
     /// interrupts. The baud rate set by the firmware is kept.
-    pub fn init(&self) {
+    fn init(&self) {
         let r = self.regs();
         r.imsc.set(0);
         r.icr.set(0x7ff);
@@ -76,14 +77,14 @@ impl Pl011 {
     }
 
     /// Raises its interrupt while received data waits (RX and RX timeout).
-    pub fn enable_rx_irq(&self) {
+    fn enable_rx_irq(&self) {
         let r = self.regs();
         r.icr.set(0x7ff);
         r.imsc.set((1 << 4) | (1 << 6));
     }
 
     /// Sends one byte, waiting while the transmit FIFO is full.
-    pub fn putc(&self, b: u8) {
+    fn putc(&self, b: u8) {
         let r = self.regs();
         while r.fr.is_set(FR::TXFF) {
             core::hint::spin_loop();
@@ -92,29 +93,12 @@ impl Pl011 {
     }
 
     /// A received byte, if one is waiting.
-    pub fn getc(&self) -> Option<u8> {
+    fn getc(&self) -> Option<u8> {
         let r = self.regs();
         if r.fr.is_set(FR::RXFE) {
             None
         } else {
             Some(r.dr.get() as u8)
         }
-    }
-
-    /// Writes a string, turning `\n` into `\r\n`.
-    pub fn write_str(&self, s: &str) {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.putc(b'\r');
-            }
-            self.putc(b);
-        }
-    }
-}
-
-impl core::fmt::Write for Pl011 {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        Pl011::write_str(self, s);
-        Ok(())
     }
 }

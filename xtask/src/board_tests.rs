@@ -1,0 +1,119 @@
+//! The config checker's view of real boards: Debian's DTBs (tests/dtbs/) and the
+//! device-tree rules they need (status, `ranges`).
+
+use crate::config::board_from_dtb;
+
+fn dtb(name: &str) -> Vec<u8> {
+    std::fs::read(crate::paths::root().join("tests/dtbs").join(name)).unwrap()
+}
+
+#[test]
+fn zcu102_devices_are_the_enabled_ones_at_their_addresses() {
+    let b = board_from_dtb(&dtb("zynqmp-zcu102-rev1.0.dtb"), vec![]).unwrap();
+    assert_eq!(b.cpus, [0, 1, 2, 3]);
+    assert_eq!(b.ram, [(0, 0x8000_0000), (0x8_0000_0000, 0x8000_0000)]);
+    assert_eq!(b.console.as_deref(), Some("serial0"));
+    assert_eq!(b.devices["/axi/serial@ff010000"], [(0xff01_0000, 0x1000)]);
+    assert_eq!(b.devices["/axi/serial@ff000000"], [(0xff00_0000, 0x1000)]);
+    // status = "disabled" in Debian's DTB: not a device a VM can be given.
+    assert!(!b.devices.contains_key("/axi/timer@ff140000"));
+    assert!(b.devices.contains_key("/axi/interrupt-controller@f9010000"));
+}
+
+#[test]
+fn imx8mp_devices_are_translated_through_the_soc_buses() {
+    let raw = dtb("imx8mp-evk.dtb");
+    let b = board_from_dtb(&raw, vec![]).unwrap();
+    assert_eq!(b.cpus, [0, 1, 2, 3]);
+    let console = "/soc@0/bus@30800000/serial@30890000";
+    assert_eq!(b.console.as_deref(), Some(console));
+    assert_eq!(b.devices[console], [(0x3089_0000, 0x1_0000)]);
+    // UART1 is disabled in Debian's DTB until the board folder enables it.
+    let uart1 = "/soc@0/bus@30800000/serial@30860000";
+    assert!(!b.devices.contains_key(uart1));
+    let enabled = crate::fdt_patch::enable_nodes(&raw, &[uart1.to_owned()]).unwrap();
+    let b = board_from_dtb(&enabled, vec![]).unwrap();
+    assert_eq!(b.devices[uart1], [(0x3086_0000, 0x1_0000)]);
+}
+
+/// A tree with what real boards have: a disabled memory node (QEMU `virt,secure=on`'s
+/// secure RAM), a disabled bus hiding its children, and a bus whose `ranges` moves
+/// its children's addresses.
+fn synthetic() -> Vec<u8> {
+    let mut w = vm_fdt::FdtWriter::new().unwrap();
+    let root = w.begin_node("").unwrap();
+    w.property_u32("#address-cells", 2).unwrap();
+    w.property_u32("#size-cells", 2).unwrap();
+    let cpus = w.begin_node("cpus").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    let cpu = w.begin_node("cpu@0").unwrap();
+    w.property_string("device_type", "cpu").unwrap();
+    w.property_u32("reg", 0).unwrap();
+    w.end_node(cpu).unwrap();
+    w.end_node(cpus).unwrap();
+    for (name, base, size, status) in [
+        ("memory@40000000", 0x4000_0000u64, 0x4000_0000u64, None),
+        ("memory@e000000", 0x0e00_0000, 0x0100_0000, Some("disabled")),
+    ] {
+        let m = w.begin_node(name).unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[base, size]).unwrap();
+        if let Some(s) = status {
+            w.property_string("status", s).unwrap();
+        }
+        w.end_node(m).unwrap();
+    }
+    // A bus at 0x1_0000_0000 whose children count from 0.
+    let bus = w.begin_node("bus@100000000").unwrap();
+    w.property_string("compatible", "simple-bus").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_array_u32("ranges", &[0, 1, 0, 0x10_0000]).unwrap();
+    let dev = w.begin_node("serial@2000").unwrap();
+    w.property_string("compatible", "ns16550a").unwrap();
+    w.property_array_u32("reg", &[0x2000, 0x100]).unwrap();
+    w.end_node(dev).unwrap();
+    w.end_node(bus).unwrap();
+    // A disabled bus: its (okay) child is not available either.
+    let off = w.begin_node("bus@20000000").unwrap();
+    w.property_string("compatible", "simple-bus").unwrap();
+    w.property_string("status", "disabled").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_null("ranges").unwrap();
+    let dev = w.begin_node("serial@20001000").unwrap();
+    w.property_string("compatible", "ns16550a").unwrap();
+    w.property_string("status", "okay").unwrap();
+    w.property_array_u32("reg", &[0x2000_1000, 0x100]).unwrap();
+    w.end_node(dev).unwrap();
+    w.end_node(off).unwrap();
+    // No `ranges`: not memory-mapped, so not a device to pass through.
+    let i2c = w.begin_node("i2c@30000000").unwrap();
+    w.property_string("compatible", "some-i2c").unwrap();
+    w.property_array_u64("reg", &[0x3000_0000, 0x1000]).unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    let eeprom = w.begin_node("eeprom@50").unwrap();
+    w.property_string("compatible", "atmel,24c02").unwrap();
+    w.property_u32("reg", 0x50).unwrap();
+    w.end_node(eeprom).unwrap();
+    w.end_node(i2c).unwrap();
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn disabled_memory_is_not_ram() {
+    let b = board_from_dtb(&synthetic(), vec![]).unwrap();
+    assert_eq!(b.ram, [(0x4000_0000, 0x4000_0000)]);
+}
+
+#[test]
+fn devices_follow_ranges_and_status() {
+    let b = board_from_dtb(&synthetic(), vec![]).unwrap();
+    assert_eq!(b.devices["/bus@100000000/serial@2000"], [(0x1_0000_2000, 0x100)]);
+    assert!(!b.devices.keys().any(|k| k.starts_with("/bus@20000000")));
+    assert_eq!(b.devices["/i2c@30000000"], [(0x3000_0000, 0x1000)]);
+    assert!(!b.devices.contains_key("/i2c@30000000/eeprom@50"));
+}
