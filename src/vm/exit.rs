@@ -369,12 +369,15 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     if !vm.claim_state(VmState::Resetting, VmState::Running) {
         abandon_guest();
     }
-    if vm.vcpus[0].request_on(vm.entry, vm.x0).is_err() {
+    let Some(boot) = vm.vcpus.first() else {
+        stop_vm(vm, vcpu, "SYSTEM_RESET: the VM has no vCPU", 0);
+    };
+    if boot.request_on(vm.entry, vm.x0).is_err() {
         stop_vm(vm, vcpu, "SYSTEM_RESET: its boot vCPU could not be started", 0);
     }
     cpu::send_event();
-    if vm.vcpus[0].pcpu != vm.vcpus[vcpu].pcpu {
-        super::irq::kick_cpu(vm.vcpus[0].pcpu);
+    if vm.vcpus.get(vcpu).is_none_or(|me| me.pcpu != boot.pcpu) {
+        super::irq::kick_cpu(boot.pcpu);
     }
     abandon_guest()
 }

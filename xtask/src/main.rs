@@ -32,11 +32,11 @@ commands:
       --kernel FILE        Linux Image to use for debian:kernel (also build, test)
       --initrd FILE        initramfs to use for debian:initrd (also build, test)
       --debug              build the hypervisor with the dev profile
-  test [options]           host unit tests, then every QEMU scenario; ends with
+  test [options]           host unit tests, clippy, then every QEMU scenario; ends with
                            `N passed, N failed`
       --filter SUBSTR      only tests whose name contains SUBSTR
       --jobs N             QEMU scenarios at a time (default 2)
-      --no-host            skip the host unit tests
+      --no-host            skip the host unit tests and clippy
   bench [options]          build, then run the bench guest under Tessera and bare in QEMU
                            (-icount shift=0,sleep=off: instructions = CNTVCT ticks x 16),
                            each twice, flag any difference, print native/Tessera/ratio
