@@ -56,7 +56,9 @@ impl Mux {
         // Ctrl-As that did not make an escape are passed on, then the byte.
         let mut bytes = [ESCAPE; 3];
         let held = self.escapes as usize;
-        bytes[held] = b;
+        if let Some(slot) = bytes.get_mut(held) {
+            *slot = b;
+        }
         self.escapes = 0;
         Input::Deliver {
             vm: self.focus,

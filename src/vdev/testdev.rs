@@ -52,15 +52,17 @@ impl MmioDevice for TestDevice {
     fn read(&self, offset: u64, width: u8, _vcpu: usize) -> Result<u64, BusError> {
         let r = span(offset, width)?;
         let b = self.bytes.lock();
+        let src = b.get(r).ok_or(BusError)?;
         let mut v = [0u8; 8];
-        v[..r.len()].copy_from_slice(&b[r]);
+        v.get_mut(..src.len()).ok_or(BusError)?.copy_from_slice(src);
         Ok(u64::from_le_bytes(v))
     }
 
     fn write(&self, offset: u64, width: u8, value: u64, _vcpu: usize) -> Result<(), BusError> {
         let r = span(offset, width)?;
-        let n = r.len();
-        self.bytes.lock()[r].copy_from_slice(&value.to_le_bytes()[..n]);
+        let bytes = value.to_le_bytes();
+        let src = bytes.get(..r.len()).ok_or(BusError)?;
+        self.bytes.lock().get_mut(r).ok_or(BusError)?.copy_from_slice(src);
         Ok(())
     }
 }

@@ -121,9 +121,9 @@ impl VirtualUart {
         let level = {
             let mut s = self.state.lock();
             for &b in bytes {
-                if s.rx_len < RX {
-                    let n = s.rx_len;
-                    s.rx[n] = b;
+                let n = s.rx_len;
+                if let Some(slot) = s.rx.get_mut(n) {
+                    *slot = b;
                     s.rx_len += 1;
                 } else {
                     s.rx_dropped += 1;
@@ -223,7 +223,9 @@ impl MmioDevice for VirtualUart {
             RIS => s.ris(),
             MIS => s.ris() & s.imsc,
             DMACR => s.dmacr,
-            0xfe0..=0xffc if offset.is_multiple_of(4) => IDS[((offset - 0xfe0) / 4) as usize],
+            0xfe0..=0xffc if offset.is_multiple_of(4) => {
+                IDS.get(((offset - 0xfe0) / 4) as usize).copied().unwrap_or(0)
+            }
             _ => 0,
         })
     }

@@ -78,7 +78,7 @@ fn create(
                 p.cpus.len()
             ));
         }
-        if taken[c] {
+        if taken.get(c) == Some(&true) {
             return Err(format!("CPU {c} already belongs to another VM"));
         }
     }
@@ -231,14 +231,15 @@ fn create(
     }
     // Hardware SPIs start routed to vCPU 0's CPU and disabled until the guest enables them.
     let g = crate::drivers::gic::get();
+    let boot_cpu = vc.cpus.first().copied().ok_or("a VM needs at least one CPU")?;
     for &(intid, _) in owned.iter().filter(|o| o.0 >= 32 && o.1 == Owner::Hw) {
-        g.set_enabled(intid, vc.cpus[0], false);
-        g.route(intid, vc.cpus[0]);
+        g.set_enabled(intid, boot_cpu, false);
+        g.route(intid, boot_cpu);
     }
 
     // Where everything goes in the first RAM region: the kernel at its
     // Image text_offset, the DTB in the top 2 MiB, the initrd right below.
-    let first = ram[0];
+    let first = *ram.first().ok_or("a VM needs RAM")?;
     let text_offset = image_text_offset(kernel);
     let kernel_end = text_offset + (kernel.len() as u64).max(image_size(kernel));
     if first.size < 4 << 20 || kernel_end > first.size - (2 << 20) {
@@ -316,7 +317,9 @@ fn create(
     load_images(&ram, &images)?;
 
     for &c in &vc.cpus {
-        taken[c] = true;
+        if let Some(t) = taken.get_mut(c) {
+            *t = true;
+        }
     }
     if let Some(u) = console_uart {
         crate::console::register(u);
@@ -435,8 +438,11 @@ pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
 
 /// image_size from an arm64 Image header (the kernel's extent with BSS).
 fn image_size(image: &[u8]) -> u64 {
-    if image.len() >= 64 && &image[56..60] == b"ARM\x64" {
-        u64::from_le_bytes(image[16..24].try_into().unwrap_or_default())
+    if image.len() >= 64 && image.get(56..60) == Some(b"ARM\x64".as_slice()) {
+        image
+            .get(16..24)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
     } else {
         0
     }
@@ -444,8 +450,11 @@ fn image_size(image: &[u8]) -> u64 {
 
 /// text_offset from an arm64 Image header, or 0 for a raw binary.
 fn image_text_offset(image: &[u8]) -> u64 {
-    if image.len() >= 64 && &image[56..60] == b"ARM\x64" {
-        u64::from_le_bytes(image[8..16].try_into().unwrap_or_default())
+    if image.len() >= 64 && image.get(56..60) == Some(b"ARM\x64".as_slice()) {
+        image
+            .get(8..16)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
     } else {
         0
     }

@@ -207,6 +207,13 @@ pub fn generate(spec: &GuestDtbSpec) -> Result<Vec<u8>, DtbError> {
         names.claim(&console_node_name(console))?;
         write_console(&mut w, console)?;
     }
+    // The generator's own nodes, so a passed-through node cannot repeat one.
+    for fixed in ["cpus", "timer", "psci", "apb-pclk", "chosen"] {
+        names.claim(fixed)?;
+    }
+    if spec.console.is_some() {
+        names.claim("aliases")?;
+    }
     write_passthrough(&mut w, spec, &mut names)?;
     write_chosen(&mut w, spec)?;
     if let Some(console) = &spec.console {
@@ -458,7 +465,7 @@ fn find_path<'b, 'a>(host: &'b Fdt<'a>, path: &str) -> Result<Vec<FdtNode<'b, 'a
     let rest = path.strip_prefix('/').ok_or_else(missing)?;
     let mut chain = vec![host.find_node("/").ok_or_else(missing)?];
     for component in rest.split('/') {
-        let parent = chain[chain.len() - 1];
+        let parent = *chain.last().ok_or_else(missing)?;
         let child = parent
             .children()
             .find(|c| c.name == component)
@@ -513,7 +520,9 @@ fn copy_node<'b, 'a>(
     path: &str,
     reg: Option<&[u64]>,
 ) -> Result<(), DtbError> {
-    let node = chain[chain.len() - 1];
+    let node = *chain
+        .last()
+        .ok_or_else(|| DtbError::NoSuchDevice(path.to_string()))?;
     let out = w.begin_node(node.name)?;
     for prop in node.properties() {
         match (handling(prop.name), prop.name) {
@@ -562,7 +571,7 @@ fn cells(value: &[u8]) -> Option<Vec<u32>> {
     Some(
         value
             .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .filter_map(|c| c.try_into().ok().map(u32::from_be_bytes))
             .collect(),
     )
 }
@@ -596,19 +605,19 @@ fn take_number(cells: &mut &[u32], count: usize) -> Option<u64> {
 /// counts and translated through every bus's `ranges` up to the root.
 fn translated_reg(chain: &[FdtNode], path: &str) -> Result<Option<Vec<u64>>, DtbError> {
     let unsupported = || DtbError::UnsupportedReg(path.to_string());
-    let node = chain[chain.len() - 1];
+    let (node, buses) = chain.split_last().ok_or_else(unsupported)?;
     let Some(prop) = node.property("reg") else {
         return Ok(None);
     };
-    let parent = chain[chain.len() - 2];
-    let (address_cells, size_cells) = child_cells(&parent);
+    let parent = buses.last().ok_or_else(unsupported)?;
+    let (address_cells, size_cells) = child_cells(parent);
     let all = cells(prop.value).ok_or_else(unsupported)?;
     let mut rest = all.as_slice();
     let mut out = Vec::new();
     while !rest.is_empty() {
         let address = take_number(&mut rest, address_cells).ok_or_else(unsupported)?;
         let size = take_number(&mut rest, size_cells).ok_or_else(unsupported)?;
-        let address = translate_to_root(&chain[..chain.len() - 1], address, size).ok_or_else(unsupported)?;
+        let address = translate_to_root(buses, address, size).ok_or_else(unsupported)?;
         out.extend_from_slice(&[address, size]);
     }
     if size_cells == 0 || out.is_empty() {
@@ -619,8 +628,9 @@ fn translated_reg(chain: &[FdtNode], path: &str) -> Result<Option<Vec<u64>>, Dtb
 
 /// Translates `address` on the bus `buses.last()` to a root (CPU) address.
 fn translate_to_root(buses: &[FdtNode], mut address: u64, size: u64) -> Option<u64> {
-    for depth in (1..buses.len()).rev() {
-        address = translate_one(&buses[depth], &buses[depth - 1], address, size)?;
+    for pair in buses.windows(2).rev() {
+        let [bus_parent, bus] = pair else { return None };
+        address = translate_one(bus, bus_parent, address, size)?;
     }
     Some(address)
 }
@@ -651,18 +661,18 @@ fn translate_one(bus: &FdtNode, bus_parent: &FdtNode, address: u64, size: u64) -
 /// node with `#interrupt-cells`. A phandle target without `#interrupt-cells`
 /// (an interrupt parent that is itself a nexus) is not followed.
 fn interrupt_parent<'b, 'a>(host: &'b Fdt<'a>, chain: &[FdtNode<'b, 'a>]) -> Option<FdtNode<'b, 'a>> {
-    let mut depth = chain.len() - 1;
-    loop {
-        if let Some(phandle) = u32_property(&chain[depth], "interrupt-parent") {
+    for (depth, node) in chain.iter().enumerate().rev() {
+        if let Some(phandle) = u32_property(node, "interrupt-parent") {
             return host
                 .find_phandle(phandle)
                 .filter(|p| p.property("#interrupt-cells").is_some());
         }
-        depth = depth.checked_sub(1)?;
-        if chain[depth].property("#interrupt-cells").is_some() {
-            return Some(chain[depth]);
+        let parent = chain.get(depth.checked_sub(1)?)?;
+        if parent.property("#interrupt-cells").is_some() {
+            return Some(*parent);
         }
     }
+    None
 }
 
 fn is_gic(node: &FdtNode) -> bool {
@@ -685,7 +695,7 @@ fn check_interrupts(host: &Fdt, chain: &[FdtNode], value: &[u8], path: &str) -> 
     }
     let all_spis = all
         .chunks_exact(3)
-        .all(|s| s[0] == GIC_SPI && s[1] < SPI_END - SPI_BASE);
+        .all(|s| matches!(s, [GIC_SPI, spi, _] if *spi < SPI_END - SPI_BASE));
     if !all_spis {
         return Err(unsupported());
     }

@@ -339,7 +339,8 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         stop_vm(vm, vcpu, "SYSTEM_RESET: cannot reload its images", 0);
     }
     if let Some(log) = RESET_LOG.get(vm.index) {
-        match log.check(cpu::counter(), cpu::counter_freq()) {
+        let held = log.check(cpu::counter(), cpu::counter_freq());
+        match held {
             Some(0) => info!(
                 "VM {} restarting (PSCI SYSTEM_RESET from vCPU {})",
                 vm.name(),
@@ -353,17 +354,30 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
             ),
             None => {}
         }
+        // With the restart line (as rate-limited): `cargo xtask soak` checks
+        // that resets leak nothing.
+        if held.is_some() {
+            info!(
+                "VM {} reset: {} free frames, heap {} bytes in use",
+                vm.name(),
+                crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
+                crate::mm::heap::usage().0
+            );
+        }
     }
     // Only a reset nobody stopped meanwhile starts the VM again.
     if !vm.claim_state(VmState::Resetting, VmState::Running) {
         abandon_guest();
     }
-    if vm.vcpus[0].request_on(vm.entry, vm.x0).is_err() {
+    let Some(boot) = vm.vcpus.first() else {
+        stop_vm(vm, vcpu, "SYSTEM_RESET: the VM has no vCPU", 0);
+    };
+    if boot.request_on(vm.entry, vm.x0).is_err() {
         stop_vm(vm, vcpu, "SYSTEM_RESET: its boot vCPU could not be started", 0);
     }
     cpu::send_event();
-    if vm.vcpus[0].pcpu != vm.vcpus[vcpu].pcpu {
-        super::irq::kick_cpu(vm.vcpus[0].pcpu);
+    if vm.vcpus.get(vcpu).is_none_or(|me| me.pcpu != boot.pcpu) {
+        super::irq::kick_cpu(boot.pcpu);
     }
     abandon_guest()
 }

@@ -77,7 +77,10 @@ static UNDERFLOW: [core::sync::atomic::AtomicBool; crate::arch::aarch64::MAX_CPU
     [const { core::sync::atomic::AtomicBool::new(false) }; crate::arch::aarch64::MAX_CPUS];
 
 fn set_underflow(g: &PhysGic, on: bool) {
-    if UNDERFLOW[cpu::index()].swap(on, Ordering::Relaxed) == on {
+    if UNDERFLOW
+        .get(cpu::index())
+        .is_none_or(|u| u.swap(on, Ordering::Relaxed) == on)
+    {
         return; // already so: no register write
     }
     match g {
@@ -144,7 +147,11 @@ pub fn reset_vcpu_interface(vgic: &Vgic) {
 /// Moves what is queued for `vcpu` (running here) into the list registers.
 #[inline(always)]
 pub fn flush(vgic: &Vgic, vcpu: usize) {
-    if vgic.has_queued(vcpu) || UNDERFLOW[cpu::index()].load(Ordering::Relaxed) {
+    if vgic.has_queued(vcpu)
+        || UNDERFLOW
+            .get(cpu::index())
+            .is_some_and(|u| u.load(Ordering::Relaxed))
+    {
         flush_queue(vgic, vcpu);
     }
 }

@@ -1,7 +1,22 @@
 //! Virtual machines: creation from the configuration, their vCPUs, and what
 //! happens when a guest leaves EL1.
 
+// No panic on a guest path (STYLE.md): what a guest or a config can cause
+// is answered with a value. Test code may unwrap and index.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
+
 pub mod dtb;
+#[cfg(test)]
+mod dtb_proptests;
 pub mod inject;
 pub mod mmio;
 pub mod passthrough;
@@ -255,14 +270,17 @@ impl PsciTarget for Vm {
     }
 
     fn power(&self, vcpu: usize) -> Power {
-        self.vcpus[vcpu].power()
+        // A vCPU the VM does not have is never on.
+        self.vcpus.get(vcpu).map_or(Power::Off, Vcpu::power)
     }
 
     fn request_on(&self, vcpu: usize, entry: u64, context: u64) -> Result<(), Power> {
-        self.vcpus[vcpu].request_on(entry, context)?;
+        // A vCPU the VM does not have cannot be started.
+        let v = self.vcpus.get(vcpu).ok_or(Power::Off)?;
+        v.request_on(entry, context)?;
         // Its CPU waits for a kick (`irq::wait_for_kick`).
         #[cfg(target_os = "none")]
-        irq::kick_cpu(self.vcpus[vcpu].pcpu);
+        irq::kick_cpu(v.pcpu);
         Ok(())
     }
 

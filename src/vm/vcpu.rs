@@ -24,10 +24,14 @@ pub fn install(vms: Vec<Vm>) {
     let vms = VMS.call_once(|| vms);
     for vm in vms {
         for v in &vm.vcpus {
-            CURRENT[v.pcpu].store(v as *const Vcpu as *mut Vcpu, Ordering::Release);
-            CURRENT_VM[v.pcpu].store(vm as *const Vm as *mut Vm, Ordering::Release);
+            if let (Some(c), Some(cvm)) = (CURRENT.get(v.pcpu), CURRENT_VM.get(v.pcpu)) {
+                c.store(v as *const Vcpu as *mut Vcpu, Ordering::Release);
+                cvm.store(vm as *const Vm as *mut Vm, Ordering::Release);
+            }
         }
-        let _ = vm.vcpus[0].request_on(vm.entry, vm.x0);
+        if let Some(boot) = vm.vcpus.first() {
+            let _ = boot.request_on(vm.entry, vm.x0);
+        }
     }
     // Only now may CPUs look up their vCPU (a CPU that looked earlier would
     // find none and idle for ever).
@@ -47,16 +51,26 @@ pub fn wait_installed() {
 
 /// Records where this CPU's stack ends (called once per CPU at bring-up).
 pub fn set_stack_top(cpu: usize, top: u64) {
-    STACK_TOP[cpu].store(top, Ordering::Relaxed);
+    if let Some(t) = STACK_TOP.get(cpu) {
+        t.store(top, Ordering::Relaxed);
+    }
+}
+
+/// This physical CPU's slot of a per-CPU array. `cpu::index()` is below
+/// MAX_CPUS on every CPU the hypervisor runs (it starts no more), so the
+/// index cannot fail: an invariant of the hypervisor, not a guest's doing.
+#[inline(always)]
+#[allow(clippy::indexing_slicing)]
+fn this_cpu<T>(per_cpu: &[T; MAX_CPUS]) -> &T {
+    &per_cpu[cpu::index()]
 }
 
 /// The vCPU running on this physical CPU and its VM. Only valid while a
 /// guest is assigned, which is the case for every exit from a lower EL.
 #[inline(always)]
 pub fn current() -> (&'static Vm, &'static Vcpu) {
-    let cpu = cpu::index();
-    let vcpu = CURRENT[cpu].load(Ordering::Relaxed);
-    let vm = CURRENT_VM[cpu].load(Ordering::Relaxed);
+    let vcpu = this_cpu(&CURRENT).load(Ordering::Relaxed);
+    let vm = this_cpu(&CURRENT_VM).load(Ordering::Relaxed);
     // SAFETY: both were set in `install`, before INSTALLED, to elements of
     // VMS, which lives for ever and never moves; lower-EL exits only happen
     // on CPUs that run a vCPU, so neither is null here.
@@ -66,14 +80,16 @@ pub fn current() -> (&'static Vm, &'static Vcpu) {
 /// This CPU's scheduler, such as it is: wait for our vCPU, run it. Never
 /// returns; entered from boot and again after a vCPU stops.
 pub extern "C" fn cpu_loop() -> ! {
-    let me = cpu::index();
-    let p = CURRENT[me].load(Ordering::Acquire);
+    let p = this_cpu(&CURRENT).load(Ordering::Acquire);
     if p.is_null() {
         super::irq::idle();
     }
     // SAFETY: as in `current`.
     let vcpu: &'static Vcpu = unsafe { &*p };
-    let vm = &VMS.get().expect("VMs installed before CPUs run them")[vcpu.vm];
+    // VMs are installed before CPUs run them.
+    let Some(vm) = VMS.get().and_then(|vms| vms.get(vcpu.vm)) else {
+        super::irq::idle();
+    };
     vcpu.in_guest.store(false, Ordering::Release);
     let (entry, context) = loop {
         if vm.state() == VmState::Running && vcpu.power() == Power::OnPending && vcpu.claim_on() {
@@ -103,12 +119,12 @@ pub extern "C" fn cpu_loop() -> ! {
         entry,
         context,
         guest::SPSR_EL1H_MASKED,
-        STACK_TOP[me].load(Ordering::Relaxed),
+        this_cpu(&STACK_TOP).load(Ordering::Relaxed),
     )
 }
 
 /// Leaves the guest for good on this CPU (its vCPU is off or its VM stopped)
 /// and goes back to waiting.
 pub fn abandon_guest() -> ! {
-    guest::restart(STACK_TOP[cpu::index()].load(Ordering::Relaxed), cpu_loop)
+    guest::restart(this_cpu(&STACK_TOP).load(Ordering::Relaxed), cpu_loop)
 }

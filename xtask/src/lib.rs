@@ -9,6 +9,8 @@ pub mod board;
 mod board_tests;
 pub mod config;
 #[cfg(test)]
+mod config_proptests;
+#[cfg(test)]
 mod config_tests;
 pub mod cpio;
 pub mod dtbs;
@@ -22,4 +24,5 @@ pub mod qemu;
 pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
+pub mod soak;
 pub mod test_cmd;

@@ -32,11 +32,11 @@ commands:
       --kernel FILE        Linux Image to use for debian:kernel (also build, test)
       --initrd FILE        initramfs to use for debian:initrd (also build, test)
       --debug              build the hypervisor with the dev profile
-  test [options]           host unit tests, then every QEMU scenario; ends with
+  test [options]           host unit tests, clippy, then every QEMU scenario; ends with
                            `N passed, N failed`
       --filter SUBSTR      only tests whose name contains SUBSTR
       --jobs N             QEMU scenarios at a time (default 2)
-      --no-host            skip the host unit tests
+      --no-host            skip the host unit tests and clippy
   bench [options]          build, then run the bench guest under Tessera and bare in QEMU
                            (-icount shift=0,sleep=off: instructions = CNTVCT ticks x 16),
                            each twice, flag any difference, print native/Tessera/ratio
@@ -44,6 +44,11 @@ commands:
       --gic 2|3            only this GIC version (default: 3, then 2)
       --json FILE          also write the results as JSON
       --quick              one run per setup, GICv3 only (unless --gic), no Linux boot
+  soak [options]           the Linux pair with linux0 rebooted in a loop next to a console
+                           flood and interrupt storms; checks the bystander's disk and
+                           console and the hypervisor's free memory every cycle
+      --minutes N          how long (default 10)
+      --gic 2|3            GIC version (default 3)
   dtbs                     regenerate tests/dtbs/ (needs QEMU and dtc)
   assets [options]         fetch Debian's arm64 kernel and busybox, build the guest
                            initramfs (cached in target/guest-assets/); print the paths
@@ -127,6 +132,14 @@ fn dispatch() -> Result<bool> {
             };
             args.finish()?;
             return xtask::bench::bench(&opts);
+        }
+        "soak" => {
+            let opts = xtask::soak::Options {
+                minutes: args.parsed("--minutes")?.unwrap_or(xtask::soak::DEFAULT_MINUTES),
+                gic: args.parsed("--gic")?.unwrap_or(3),
+            };
+            args.finish()?;
+            return xtask::soak::soak(&opts);
         }
         "dtbs" => {
             args.finish()?;

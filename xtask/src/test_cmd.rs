@@ -8,13 +8,29 @@ use std::process::Command;
 use std::time::Instant;
 
 pub const HOST_TESTS: &str = "host-unit-tests";
+/// The lints, warnings as errors: the hypervisor for its target (where the
+/// no-panic lints of vm/, vdev/ and the decoders bite) and the host workspace.
+pub const CLIPPY: &str = "clippy";
+const CLIPPY_RUNS: &[&[&str]] = &[
+    &[
+        "clippy",
+        "-p",
+        "tessera",
+        "--target",
+        paths::TARGET,
+        "--",
+        "-D",
+        "warnings",
+    ],
+    &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+];
 
 pub struct Options {
     /// Only tests whose name contains this.
     pub filter: Option<String>,
     /// QEMU instances at a time.
     pub jobs: usize,
-    /// Skip `cargo test --workspace` on the host.
+    /// Skip the host steps: `cargo test --workspace` and clippy.
     pub no_host: bool,
 }
 
@@ -29,7 +45,8 @@ pub fn test(opts: &Options) -> Result<bool> {
         bail!("--jobs must be at least 1");
     }
     let host = !opts.no_host && selected(HOST_TESTS);
-    if !host && scenarios.is_empty() {
+    let lint = !opts.no_host && selected(CLIPPY);
+    if !host && !lint && scenarios.is_empty() {
         bail!(
             "no test matches the filter {:?}",
             opts.filter.as_deref().unwrap_or("")
@@ -38,7 +55,12 @@ pub fn test(opts: &Options) -> Result<bool> {
 
     let mut outcomes = Vec::new();
     if host {
-        let outcome = host_unit_tests()?;
+        let outcome = cargo_steps(HOST_TESTS, &[&["test", "--workspace"]])?;
+        outcome.print();
+        outcomes.push(outcome);
+    }
+    if lint {
+        let outcome = cargo_steps(CLIPPY, CLIPPY_RUNS)?;
         outcome.print();
         outcomes.push(outcome);
     }
@@ -63,33 +85,40 @@ pub fn test(opts: &Options) -> Result<bool> {
     Ok(failed == 0)
 }
 
-/// `cargo test --workspace` for the host; its output is shown only if it fails.
-fn host_unit_tests() -> Result<Outcome> {
-    println!("running {HOST_TESTS}: cargo test --workspace");
+/// Runs `cargo <args>` for each of `runs`, in order, as one test named
+/// `name`; the output is shown only for the first run that fails.
+fn cargo_steps(name: &str, runs: &[&[&str]]) -> Result<Outcome> {
     let start = Instant::now();
-    let out = Command::new(paths::cargo())
-        .current_dir(paths::root())
-        .args(["test", "--workspace"])
-        .output()?;
-    let failure = (!out.status.success()).then(|| format!("cargo test --workspace: {}", out.status));
-    let details = if failure.is_some() {
-        [&out.stdout, &out.stderr]
-            .into_iter()
-            .flat_map(|o| {
-                String::from_utf8_lossy(o)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    for args in runs {
+        println!("running {name}: cargo {}", args.join(" "));
+        let out = Command::new(paths::cargo())
+            .current_dir(paths::root())
+            .args(*args)
+            .output()?;
+        if !out.status.success() {
+            let details = [&out.stdout, &out.stderr]
+                .into_iter()
+                .flat_map(|o| {
+                    String::from_utf8_lossy(o)
+                        .lines()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            return Ok(Outcome {
+                name: name.to_owned(),
+                duration: start.elapsed(),
+                failure: Some(format!("cargo {}: {}", args.join(" "), out.status)),
+                details,
+                skipped: None,
+            });
+        }
+    }
     Ok(Outcome {
-        name: HOST_TESTS.to_owned(),
+        name: name.to_owned(),
         duration: start.elapsed(),
-        failure,
-        details,
+        failure: None,
+        details: Vec::new(),
         skipped: None,
     })
 }

@@ -6,6 +6,18 @@
 //! register, and no bit pattern a guest can provoke makes it panic: reserved
 //! or unknown encodings decode to their raw fields.
 
+// A decoder of guest-provoked syndromes: no panic (STYLE.md).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
+
 use core::fmt;
 
 /// A syndrome as read from ESR_EL2.

@@ -1,5 +1,17 @@
 //! The register frame the EL2 vectors push on the stack (`vectors.S`).
 
+// Indexed by guest-chosen register numbers: no panic (STYLE.md).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable
+    )
+)]
+
 /// Everything an exception entry saves: the general registers and the
 /// return state. Layout is shared with `vectors.S`; do not reorder.
 #[repr(C)]
@@ -19,17 +31,13 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
 impl TrapFrame {
     /// Reads general register `n`, where 31 is XZR (reads as zero).
     pub fn reg(&self, n: usize) -> u64 {
-        if n < 31 {
-            self.x[n]
-        } else {
-            0
-        }
+        self.x.get(n).copied().unwrap_or(0)
     }
 
     /// Writes general register `n`; writes to 31 (XZR) are discarded.
     pub fn set_reg(&mut self, n: usize, value: u64) {
-        if n < 31 {
-            self.x[n] = value;
+        if let Some(x) = self.x.get_mut(n) {
+            *x = value;
         }
     }
 }

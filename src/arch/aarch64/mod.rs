@@ -4,6 +4,8 @@
 
 pub mod esr;
 pub mod extable;
+#[cfg(test)]
+mod esr_proptests;
 pub mod frame;
 pub mod pmu;
 

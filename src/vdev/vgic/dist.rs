@@ -211,13 +211,17 @@ impl Vgic {
             let mut kicks = alloc::vec::Vec::new();
             for v in 0..self.nvcpus {
                 for intid in 0..32 {
-                    if s.private[v][intid].pending {
+                    if s.private
+                        .get(v)
+                        .and_then(|p| p.get(intid))
+                        .is_some_and(|i| i.pending)
+                    {
                         kicks.extend(self.deliver(&mut s, intid as u32, v, 0));
                     }
                 }
             }
             for k in 0..s.spis.len() {
-                if s.spis[k].pending {
+                if s.spis.get(k).is_some_and(|i| i.pending) {
                     kicks.extend(self.deliver(&mut s, 32 + k as u32, 0, 0));
                 }
             }

@@ -12,6 +12,9 @@ pub mod dist;
 pub mod lr;
 pub mod redist;
 
+#[cfg(test)]
+mod proptests;
+
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -160,7 +163,7 @@ impl Queue {
     }
 
     fn at(&self, k: usize) -> &Queued {
-        &self.items[(self.head + k) % QUEUE]
+        self.items.get((self.head + k) % QUEUE).unwrap_or(&NO_IRQ)
     }
 
     fn push(&mut self, q: Queued) -> bool {
@@ -173,7 +176,10 @@ impl Queue {
         if self.len == QUEUE {
             return false;
         }
-        self.items[(self.head + self.len) % QUEUE] = q;
+        let Some(slot) = self.items.get_mut((self.head + self.len) % QUEUE) else {
+            return false;
+        };
+        *slot = q;
         self.len += 1;
         true
     }
@@ -182,7 +188,7 @@ impl Queue {
         if self.len == 0 {
             return None;
         }
-        let first = self.items[self.head];
+        let first = *self.items.get(self.head)?;
         self.head = (self.head + 1) % QUEUE;
         self.len -= 1;
         Some(first)
@@ -192,8 +198,12 @@ impl Queue {
         if self.len == QUEUE {
             return;
         }
-        self.head = (self.head + QUEUE - 1) % QUEUE;
-        self.items[self.head] = q;
+        let head = (self.head + QUEUE - 1) % QUEUE;
+        let Some(slot) = self.items.get_mut(head) else {
+            return;
+        };
+        *slot = q;
+        self.head = head;
         self.len += 1;
     }
 
@@ -206,7 +216,9 @@ impl Queue {
         for k in 0..self.len {
             let q = *self.at(k);
             if q.vintid != vintid {
-                self.items[(self.head + kept) % QUEUE] = q;
+                if let Some(slot) = self.items.get_mut((self.head + kept) % QUEUE) {
+                    *slot = q;
+                }
                 kept += 1;
             } else {
                 hw |= q.hw;
@@ -245,7 +257,9 @@ impl Vgic {
             *o = Some(Owner::Virtual);
         }
         for &(intid, owner) in owned {
-            owners[intid as usize] = Some(owner);
+            if let Some(o) = owners.get_mut(intid as usize) {
+                *o = Some(owner);
+            }
         }
         let mut private = [IRQ_RESET; 32];
         for p in private.iter_mut().take(16) {
@@ -278,7 +292,9 @@ impl Vgic {
     fn with_queue<R>(&self, vcpu: usize, f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
         let mut q = self.queues.get(vcpu)?.lock();
         let r = f(&mut q);
-        self.queued[vcpu].store(q.len > 0, Ordering::Release);
+        if let Some(flag) = self.queued.get(vcpu) {
+            flag.store(q.len > 0, Ordering::Release);
+        }
         Some(r)
     }
 
@@ -339,7 +355,7 @@ impl Vgic {
     fn irq<'a>(&self, s: &'a mut State, intid: u32, vcpu: usize) -> Option<&'a mut Irq> {
         self.owner(intid)?;
         if intid < 32 {
-            s.private.get_mut(vcpu).map(|p| &mut p[intid as usize])
+            s.private.get_mut(vcpu).and_then(|p| p.get_mut(intid as usize))
         } else {
             s.spis.get_mut(intid as usize - 32)
         }
@@ -354,10 +370,11 @@ impl Vgic {
     fn deliver(&self, s: &mut State, intid: u32, vcpu: usize, source: u8) -> Option<usize> {
         let ctlr_ok = |g| self.group_enabled(s, g);
         let irq = if intid < 32 {
-            s.private[vcpu][intid as usize]
+            s.private.get(vcpu).and_then(|p| p.get(intid as usize))
         } else {
-            s.spis[intid as usize - 32]
+            s.spis.get(intid as usize - 32)
         };
+        let irq = *irq?;
         if !irq.enabled || !ctlr_ok(irq.group1) {
             return None;
         }
@@ -451,7 +468,7 @@ impl Vgic {
         let s = self.state.lock();
         let group_ok = |g| s.ctlr & if g { 2 } else { 1 } != 0;
         let irq = if intid < 32 {
-            &s.private.get(vcpu)?[intid as usize]
+            s.private.get(vcpu)?.get(intid as usize)?
         } else {
             s.spis.get(intid as usize - 32)?
         };

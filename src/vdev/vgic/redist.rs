@@ -61,7 +61,7 @@ impl MmioDevice for Redistributors {
             0x0004 => IIDR_VALUE,
             0x0008 => self.typer(frame) & 0xffff_ffff,
             0x000c => self.typer(frame) >> 32,
-            0x0014 if g.state.lock().asleep[frame] => 0b110,
+            0x0014 if g.state.lock().asleep.get(frame) == Some(&true) => 0b110,
             o if o >= SGI_BASE && (0x080..0xd00).contains(&(o - SGI_BASE)) => (0..4)
                 .map(|i| u64::from(g.read_irq_byte(o - SGI_BASE + i, frame, Bank::Private)) << (8 * i))
                 .sum(),
@@ -85,7 +85,11 @@ impl MmioDevice for Redistributors {
             return Err(BusError);
         }
         match off {
-            0x0014 => g.state.lock().asleep[frame] = value & 0b10 != 0,
+            0x0014 => {
+                if let Some(asleep) = g.state.lock().asleep.get_mut(frame) {
+                    *asleep = value & 0b10 != 0;
+                }
+            }
             o if o >= SGI_BASE && (0x080..0xd00).contains(&(o - SGI_BASE)) => {
                 for i in 0..4 {
                     g.write_irq_byte(o - SGI_BASE + i, (value >> (8 * i)) as u8, frame, Bank::Private);
