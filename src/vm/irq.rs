@@ -229,6 +229,17 @@ fn flush_queue_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize) {
             break;
         }
     }
+    // Usually nothing to change: one load and a branch.
+    if full || WATCH[cpu::index()].load(Ordering::Relaxed) != 0 {
+        after_flush(full);
+    }
+}
+
+/// The end of a flush that asks for underflow maintenance, stops asking, or
+/// asserts the virtual IRQ by software.
+#[cold]
+#[inline(never)]
+fn after_flush(full: bool) {
     let g = gic::get();
     if set_underflow(g, full) & SOFT_VIRQ != 0 {
         update_soft_virq(g);
