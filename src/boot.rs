@@ -112,6 +112,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     }
     crate::vm::irq::init_cpu(boot, maintenance_irq());
     decide_hw_deactivate(platform);
+    decide_virq(platform);
     let online = smp::start_secondaries(platform, boot);
     banner(platform, online, image, t0);
 
@@ -229,6 +230,26 @@ fn decide_hw_deactivate(p: &Platform) {
 }
 
 /// The guest package xtask appended after the image, if any.
+/// `tessera.virq=hcr`: this board's GICv3 does not signal the guests'
+/// virtual IRQ to the CPUs (QEMU before 10.1 leaves the `imx8mp-evk` model's
+/// wire unconnected; boards/imx8mp-evk/board.toml passes the option there),
+/// so the hypervisor asserts it through HCR_EL2.VI. Board data, not a probe:
+/// the wire can only be seen from EL1. Real boards need nothing.
+fn decide_virq(p: &Platform) {
+    use crate::drivers::gic::{self, PhysGic};
+    match p.boot_option("tessera.virq") {
+        None | Some("gic") => {}
+        Some("hcr") => match gic::get() {
+            PhysGic::V3(_) => {
+                info!("GICv3: guests' virtual IRQ asserted through HCR_EL2.VI (tessera.virq=hcr: the GIC's virtual IRQ output does not reach the CPUs on this board)");
+                crate::vm::irq::use_soft_virq();
+            }
+            PhysGic::V2(_) => warn!("tessera.virq=hcr is for a GICv3; ignored on this GICv2"),
+        },
+        Some(other) => warn!("tessera.virq={other:?} unknown (gic or hcr); ignored"),
+    }
+}
+
 fn package() -> Option<Package<'static>> {
     extern "C" {
         static __payload_start: u8;

@@ -71,21 +71,70 @@ impl ListRegs for LocalLrs {
     }
 }
 
-/// Whether this CPU asked for the underflow maintenance interrupt (the
-/// interrupt exit skips the flush when nothing is queued and it is off).
-static UNDERFLOW: [core::sync::atomic::AtomicBool; crate::arch::aarch64::MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; crate::arch::aarch64::MAX_CPUS];
+/// Per CPU, what the interrupt exit must look after even with nothing
+/// queued (it skips the flush when this is 0): the maintenance interrupts
+/// asked for, as ICH_HCR_EL2 bits (UIE, NPIE), and [`SOFT_VIRQ`].
+static WATCH: [core::sync::atomic::AtomicU8; crate::arch::aarch64::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU8::new(0) }; crate::arch::aarch64::MAX_CPUS];
+/// ICH_HCR_EL2.UIE (GICH_HCR.UIE): underflow maintenance, to refill.
+const UIE: u8 = 1 << 1;
+/// ICH_HCR_EL2.NPIE: maintenance once no list register is pending.
+const NPIE: u8 = 1 << 3;
+/// Not a register bit: the guest's virtual IRQ is asserted through
+/// HCR_EL2.VI, because this board's GIC does not signal it to the CPU (see
+/// [`use_soft_virq`]). Set on every CPU or on none.
+const SOFT_VIRQ: u8 = 1 << 7;
 
-fn set_underflow(g: &PhysGic, on: bool) {
-    if UNDERFLOW
-        .get(cpu::index())
-        .is_none_or(|u| u.swap(on, Ordering::Relaxed) == on)
-    {
-        return; // already so: no register write
+/// Asks for underflow maintenance (or stops); returns this CPU's [`WATCH`].
+#[inline(always)]
+fn set_underflow(g: &PhysGic, on: bool) -> u8 {
+    let Some(w) = WATCH.get(cpu::index()) else {
+        return 0;
+    };
+    let old = w.load(Ordering::Relaxed);
+    let new = if on { old | UIE } else { old & !UIE };
+    if new != old {
+        w.store(new, Ordering::Relaxed);
+        write_hcr(g, new);
     }
+    new
+}
+
+fn write_hcr(g: &PhysGic, watch: u8) {
     match g {
-        PhysGic::V3(_) => icc::set_ich_hcr(1 | (u64::from(on) << 1)),
-        PhysGic::V2(v2) => v2.set_hcr(on),
+        PhysGic::V3(_) => icc::set_ich_hcr(1 | u64::from(watch & (UIE | NPIE))),
+        PhysGic::V2(v2) => v2.set_hcr(watch & UIE != 0),
+    }
+}
+
+/// For a GICv3 whose virtual IRQ output is not wired to the CPUs (QEMU
+/// 10.0's `imx8mp-evk`; board data, `tessera.virq=hcr`): the list registers
+/// fill but no guest would ever take an interrupt. Then the hypervisor
+/// asserts the virtual IRQ itself with HCR_EL2.VI whenever it leaves a list
+/// register pending, and the No Pending maintenance interrupt tells it when
+/// the guest has taken them all: one more exit per interrupt, only there.
+/// Called at boot, before the secondary CPUs start.
+pub fn use_soft_virq() {
+    for w in &WATCH {
+        w.store(SOFT_VIRQ, Ordering::Relaxed);
+    }
+}
+
+/// With [`SOFT_VIRQ`]: HCR_EL2.VI and NPIE as the list registers of this
+/// CPU say (see [`crate::vdev::vgic::lr::soft_virq`]).
+#[cold]
+#[inline(never)]
+fn update_soft_virq(g: &'static PhysGic) {
+    let d = crate::vdev::vgic::lr::soft_virq(&mut LocalLrs(g));
+    crate::arch::aarch64::guest::set_virtual_irq(d.assert);
+    let Some(w) = WATCH.get(cpu::index()) else {
+        return;
+    };
+    let old = w.load(Ordering::Relaxed);
+    let new = if d.npie { old | NPIE } else { old & !NPIE };
+    if new != old {
+        w.store(new, Ordering::Relaxed);
+        write_hcr(g, new);
     }
 }
 
@@ -141,16 +190,18 @@ pub fn reset_vcpu_interface(vgic: &Vgic) {
         }
         PhysGic::V2(v2) => v2.reset_virtual(),
     }
-    set_underflow(g, false);
+    if set_underflow(g, false) & SOFT_VIRQ != 0 {
+        update_soft_virq(g); // nothing listed: VI and NPIE off
+    }
 }
 
 /// Moves what is queued for `vcpu` (running here) into the list registers.
 #[inline(always)]
 pub fn flush(vgic: &Vgic, vcpu: usize) {
     if vgic.has_queued(vcpu)
-        || UNDERFLOW
+        || WATCH
             .get(cpu::index())
-            .is_some_and(|u| u.load(Ordering::Relaxed))
+            .is_some_and(|w| w.load(Ordering::Relaxed) != 0)
     {
         flush_queue(vgic, vcpu);
     }
@@ -184,14 +235,33 @@ fn flush_queue(vgic: &Vgic, vcpu: usize) {
 
 #[inline(always)]
 fn flush_queue_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize) {
+    let mut full = false;
     while let Some(q) = vgic.pop(vcpu) {
         if place(&mut c, to_lr(&q)) == Placed::Full {
             vgic.unpop(vcpu, q);
-            set_underflow(gic::get(), true);
-            return;
+            full = true;
+            break;
         }
     }
-    set_underflow(gic::get(), false);
+    // Usually nothing to change: one load and a branch.
+    if full
+        || WATCH
+            .get(cpu::index())
+            .is_some_and(|w| w.load(Ordering::Relaxed) != 0)
+    {
+        after_flush(full);
+    }
+}
+
+/// The end of a flush that asks for underflow maintenance, stops asking, or
+/// asserts the virtual IRQ by software.
+#[cold]
+#[inline(never)]
+fn after_flush(full: bool) {
+    let g = gic::get();
+    if set_underflow(g, full) & SOFT_VIRQ != 0 {
+        update_soft_virq(g);
+    }
 }
 
 /// The physical side of a VM's vGIC: which CPU runs each vCPU.

@@ -80,6 +80,11 @@ pub struct BoardQemu {
     /// Further QEMU arguments this model needs (before a config's own).
     #[serde(default)]
     pub args: Vec<String>,
+    /// The hypervisor's command line (`-append`, before a run's own) on QEMU
+    /// versions older than the key, `"major.minor"`: how it works around a
+    /// fault of the older models (the real board and newer QEMU need none).
+    #[serde(default)]
+    pub append_before: BTreeMap<String, String>,
 }
 
 fn virt_model() -> String {
@@ -106,6 +111,7 @@ impl Default for BoardQemu {
             qemu_min: None,
             serials: console_only(),
             args: Vec::new(),
+            append_before: BTreeMap::new(),
         }
     }
 }
@@ -127,9 +133,27 @@ pub struct MachineSettings {
     /// The DTB QEMU is given (`-dtb`), once [`prepare_dtb`] has made it.
     pub dtb: Option<PathBuf>,
     pub qemu_min: Option<String>,
+    /// The board's `append_before`.
+    pub append_before: Vec<(String, String)>,
 }
 
 impl MachineSettings {
+    /// The hypervisor's command line on QEMU `version` (unknown: as on the
+    /// oldest): what the board needs there, then `own`.
+    pub fn append_for(&self, version: Option<(u32, u32)>, own: Option<&str>) -> Option<String> {
+        let words: Vec<&str> = self
+            .append_before
+            .iter()
+            .filter(|(before, _)| match (version, qemu::parse_version(before)) {
+                (Some(v), Some(b)) => v < b,
+                _ => true,
+            })
+            .map(|(_, args)| args.as_str())
+            .chain(own)
+            .collect();
+        (!words.is_empty()).then(|| words.join(" "))
+    }
+
     /// The QEMU machine booting `kernel` with these settings.
     pub fn to_machine(&self, kernel: PathBuf) -> qemu::Machine {
         qemu::Machine {
@@ -218,6 +242,7 @@ pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml) -> MachineSet
         serials: d.serials,
         dtb: None,
         qemu_min: d.qemu_min,
+        append_before: d.append_before.into_iter().collect(),
     }
 }
 
@@ -545,6 +570,35 @@ mod tests {
         assert!(versal.starts_with("-machine xlnx-versal-virt -m 2G"), "{versal}");
         for line in [&zcu, &imx, &versal] {
             assert!(!line.contains("-cpu") && !line.contains("gic-version"), "{line}");
+        }
+    }
+
+    #[test]
+    fn imx8mp_asks_for_software_virq_only_before_qemu_10_1() {
+        let board = load_board(&named_board_dir("imx8mp-evk")).unwrap();
+        let empty: config::ConfigToml = toml::from_str("").unwrap();
+        let m = machine_for(&board, &empty);
+        let opt = "tessera.virq=hcr";
+        assert_eq!(m.append_for(Some((10, 0)), None).as_deref(), Some(opt));
+        assert_eq!(
+            m.append_for(Some((10, 0)), Some("tessera.selftest=x")).as_deref(),
+            Some("tessera.virq=hcr tessera.selftest=x")
+        );
+        assert_eq!(
+            m.append_for(None, None).as_deref(),
+            Some(opt),
+            "unknown: as the oldest"
+        );
+        assert_eq!(m.append_for(Some((10, 1)), None), None);
+        assert_eq!(m.append_for(Some((11, 0)), Some("a")).as_deref(), Some("a"));
+        // Nobody else needs it.
+        for name in ["qemu-virt", "xlnx-zcu102", "xlnx-versal-virt"] {
+            let board = load_board(&named_board_dir(name)).unwrap();
+            assert_eq!(
+                machine_for(&board, &empty).append_for(Some((10, 0)), None),
+                None,
+                "{name}"
+            );
         }
     }
 }

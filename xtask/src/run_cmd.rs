@@ -88,7 +88,7 @@ pub fn run(opts: Options) -> Result<()> {
     if opts.dtb.is_some() {
         machine.dtb = opts.dtb.clone();
     }
-    machine.append = opts.append.clone();
+    machine.append = settings.append_for(qemu::installed_version(&qemu), opts.append.as_deref());
     machine.gdb = opts.gdb;
     machine.serial_dir = Some(built.target_dir.join("serial"));
     if !machine.serial_logs().is_empty() {

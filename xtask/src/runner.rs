@@ -219,17 +219,19 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
     if let Some(d) = scenario.dtb {
         machine.dtb = Some(paths::root().join(d));
     }
-    machine.append = scenario.append.map(str::to_owned);
+    machine.append = settings.append_for(qemu::installed_version(qemu), scenario.append);
     machine.extra.extend(scenario.extra.iter().map(|s| s.to_string()));
     // A UART a VM owns writes to <test-logs>/<scenario>.<name>.log.
+    // The previous run's file goes first: followed before QEMU truncates it, it
+    // would hide everything this run writes.
     let serial_dir = paths::test_logs_dir(&built.target_dir).join(format!("{}.serial", scenario.name));
+    machine.serial_dir = Some(serial_dir.clone());
     if !machine.serial_logs().is_empty() {
         std::fs::create_dir_all(&serial_dir)?;
         for (_, file) in machine.serial_logs() {
             let _ = std::fs::remove_file(file);
         }
     }
-    machine.serial_dir = Some(serial_dir);
     machine.validate()?;
     let mut cmd = machine.command(qemu, Console::Captured);
     cmd.current_dir(paths::root())

@@ -384,16 +384,9 @@ fn board_scenarios() -> Vec<Scenario> {
             ..Scenario::on("xlnx-versal-virt", "xlnx-versal-virt_boot_all_cpus_online")
         },
         linux_beside_uart_owner!("xlnx-zcu102", "xlnx-zcu102_linux_smp2_beside_uart_owner", "2"),
-        Scenario {
-            // QEMU 10.0's imx8mp-evk does not wire the GIC's virtual IRQ/FIQ outputs to the
-            // CPUs (QEMU commit "hw/arm/fsl-imx8mp: Wire VIRQ and VFIQ", in 10.1), so no
-            // guest under any hypervisor takes an interrupt there.
-            needs_qemu: Some((
-                "10.1",
-                "imx8mp-evk wires the GIC's virtual IRQ to the CPUs from 10.1",
-            )),
-            ..linux_beside_uart_owner!("imx8mp-evk", "imx8mp-evk_linux_smp2_beside_uart_owner", "2")
-        },
+        // Before QEMU 10.1 the model does not wire the GIC's virtual IRQ to the CPUs: the
+        // board folder has the hypervisor assert it (`tessera.virq=hcr`).
+        linux_beside_uart_owner!("imx8mp-evk", "imx8mp-evk_linux_smp2_beside_uart_owner", "2"),
         Scenario {
             // What needs no interrupt inside a guest: console input through the i.MX UART's
             // receive interrupt at EL2, the focus moving, a VM polling its console.

@@ -28,6 +28,20 @@ pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 22)
     | (1 << 31);
 
+/// HCR_EL2.VI: a virtual IRQ is pending for EL1 (Arm ARM D19.2.48), taken
+/// when the guest's PSTATE.I is clear, ORed with the GIC's virtual IRQ line.
+const HCR_VI: u64 = 1 << 7;
+
+/// Asserts (or withdraws) the guest's virtual IRQ through HCR_EL2.VI, for a
+/// GIC whose virtual IRQ output is not wired to this CPU. `load_vm` clears it.
+pub fn set_virtual_irq(pending: bool) {
+    let hcr = HCR_EL2.get();
+    let new = if pending { hcr | HCR_VI } else { hcr & !HCR_VI };
+    if new != hcr {
+        HCR_EL2.set(new);
+    }
+}
+
 /// SPSR for entering a guest: EL1h, D, A, I, F masked (Linux boot protocol).
 pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
 

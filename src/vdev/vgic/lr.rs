@@ -167,6 +167,58 @@ pub fn place(regs: &mut impl ListRegs, lr: Lr) -> Placed {
     Placed::New
 }
 
+/// What the hypervisor does about the guest's virtual IRQ when it asserts
+/// it by software (HCR_EL2.VI), for a GIC whose virtual IRQ output does not
+/// reach the CPU; see [`soft_virq`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SoftVirq {
+    /// HCR_EL2.VI.
+    pub assert: bool,
+    /// ICH_HCR_EL2.NPIE: an exit once the guest has taken every Pending one.
+    pub npie: bool,
+}
+
+/// Decides [`SoftVirq`] from the list registers, and makes sure the guest
+/// leaves through an exit once it has taken what VI signals:
+/// - VI while some list register is Pending, or Pending and active (its
+///   pending half is taken once the active one is finished);
+/// - NPIE while some list register is Pending: its maintenance interrupt
+///   (ICH_MISR_EL2.NP) comes when the guest acknowledged them all. Not for
+///   Pending and active alone: QEMU counts only Pending there, and NP would
+///   then stay asserted, an exit storm;
+/// - so a software Pending-and-active entry gets its EOI bit: the guest's
+///   last deactivation of it ends in an EOI maintenance interrupt.
+///
+/// The guest's acknowledge reads the list registers whatever the wire, so
+/// a pending one its priority mask hides reads as spurious (1023).
+pub fn soft_virq(regs: &mut impl ListRegs) -> SoftVirq {
+    let all = (1u64 << regs.count()) - 1;
+    let mut used = !regs.empty() & all;
+    let mut out = SoftVirq {
+        assert: false,
+        npie: false,
+    };
+    while used != 0 {
+        let i = used.trailing_zeros() as usize;
+        used &= used - 1;
+        let lr = regs.read(i);
+        match lr.state {
+            LrState::Pending => {
+                out.assert = true;
+                out.npie = true;
+            }
+            LrState::PendingActive => {
+                out.assert = true;
+                if lr.pintid.is_none() && !lr.eoi {
+                    regs.write(i, Lr { eoi: true, ..lr });
+                }
+            }
+            LrState::Active | LrState::Invalid => {}
+        }
+    }
+    out
+}
+
 /// Most list registers a CPU has (ICH_VTR_EL2.ListRegs is 4 bits).
 pub const MAX_LRS: usize = 16;
 /// "No interrupt" in an [`ActiveSet`].
@@ -385,6 +437,62 @@ mod tests {
         assert_eq!(place(&mut regs, sw(5)), Placed::New);
         assert_eq!(regs.0[1].vintid, 5);
         assert_eq!(regs.0[0].vintid, 33, "the EOI maintenance entry survives");
+    }
+
+    #[test]
+    fn soft_virq_follows_the_list_registers() {
+        const OFF: SoftVirq = SoftVirq {
+            assert: false,
+            npie: false,
+        };
+        const ON: SoftVirq = SoftVirq {
+            assert: true,
+            npie: true,
+        };
+        let active = |lr: Lr| Lr {
+            state: LrState::Active,
+            ..lr
+        };
+        let mut regs = Fake(vec![Lr::EMPTY; 4]);
+        assert_eq!(soft_virq(&mut regs), OFF, "nothing listed");
+        // The timer PPI with the HW bit.
+        let timer = Lr {
+            pintid: Some(27),
+            ..sw(27)
+        };
+        assert_eq!(place(&mut regs, timer), Placed::New);
+        assert_eq!(soft_virq(&mut regs), ON);
+        // The guest acknowledged it: active only, nothing left to signal.
+        regs.0[0] = active(regs.0[0]);
+        assert_eq!(soft_virq(&mut regs), OFF);
+        // An SGI, acknowledged, then sent again while active.
+        assert_eq!(place(&mut regs, sw(1)), Placed::New);
+        assert_eq!(soft_virq(&mut regs), ON);
+        regs.0[1] = active(regs.0[1]);
+        assert_eq!(soft_virq(&mut regs), OFF);
+        assert_eq!(place(&mut regs, sw(1)), Placed::Merged);
+        assert_eq!(regs.0[1].state, LrState::PendingActive);
+        // VI on, no NPIE (NP would stay asserted), and an EOI maintenance
+        // once the guest has finished both halves.
+        let pa = soft_virq(&mut regs);
+        assert_eq!(
+            pa,
+            SoftVirq {
+                assert: true,
+                npie: false
+            }
+        );
+        assert!(regs.0[1].eoi && regs.0[1].pintid.is_none());
+        assert_eq!(soft_virq(&mut regs), pa, "marked once, same answer");
+        // Its active half finished: Pending again, NPIE back.
+        regs.0[1].state = LrState::Pending;
+        assert_eq!(soft_virq(&mut regs), ON);
+        // Finished (invalid) and waiting for its EOI maintenance: nothing.
+        regs.0[1].state = LrState::Invalid;
+        assert_eq!(soft_virq(&mut regs), OFF);
+        // A pending interrupt in the last list register counts too.
+        regs.0[3] = sw(40);
+        assert_eq!(soft_virq(&mut regs), ON);
     }
 
     #[test]
