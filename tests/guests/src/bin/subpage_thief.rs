@@ -50,6 +50,22 @@ mod guest {
         bad_accesses(&mut c);
         c.finish();
         time_reads();
+        keep_attacking()
+    }
+
+    /// Goes on resetting the bystander's device every 100 ms, forever: its
+    /// VM may start after this one's checks ran (no order between VMs
+    /// without icount), and the scenario asks for a round between the
+    /// bystander setting its Status and checking it.
+    fn keep_attacking() -> ! {
+        for round in 0u64.. {
+            let what = match try_access(|| NEIGHBOUR.write32(REG_STATUS, 0)) {
+                Ok(()) => "FAIL: the write reached the device",
+                Err(_) => "aborted",
+            };
+            println!("subpage_thief: attack round {round}: neighbour Status write {what}");
+            tessera_guests::spin_until(100, || false);
+        }
         park()
     }
 
