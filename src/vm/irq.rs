@@ -363,13 +363,16 @@ static MAILBOX: [Mailbox; crate::arch::aarch64::MAX_CPUS] = [const {
 }; crate::arch::aarch64::MAX_CPUS];
 
 /// Asks CPU `pcpu` for its active interrupts, after making `change`.
-/// Without an answer within 10 ms (the CPU runs no vCPU, or is stuck with
-/// interrupts masked) nothing is active there.
+/// Without an answer within 100 ms (a CPU idle or waiting answers at once,
+/// so only one stuck with interrupts masked, or a host that does not run
+/// the emulated CPU, is that slow) nothing is active there. Only the asking
+/// VM waits: `pcpu` runs one of its own vCPUs. (10 ms was too short for
+/// QEMU on a loaded 2-core host.)
 fn ask(pcpu: usize, change: Option<(u32, bool)>) -> ActiveSet {
     let Some(m) = MAILBOX.get(pcpu) else {
         return ActiveSet::EMPTY;
     };
-    let deadline = cpu::counter() + cpu::counter_freq() / 100;
+    let deadline = cpu::counter() + cpu::counter_freq() / 10;
     if let Some((intid, set)) = change {
         let word = u64::from(intid) | if set { CHANGE_SET } else { CHANGE_CLEAR };
         while m

@@ -3,9 +3,9 @@
 //! the data layouts and decoders compile on the host so they can be tested.
 
 pub mod esr;
-pub mod extable;
 #[cfg(test)]
 mod esr_proptests;
+pub mod extable;
 pub mod frame;
 pub mod pmu;
 
