@@ -318,7 +318,7 @@ pub fn prepare_dtb(
     fs::create_dir_all(&out_dir)?;
     let file = out_dir.join(format!("{}-boot-{:016x}.dtb", board.name, fnv(&patched)));
     if fs::read(&file).ok().as_deref() != Some(&patched[..]) {
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = unique_tmp(&file);
         fs::write(&tmp, &patched)?;
         fs::rename(&tmp, &file)?;
     }
@@ -339,9 +339,11 @@ pub fn board_dtb(machine: &MachineSettings, board_name: &str, target_dir: &Path)
         // QEMU patches the DTB only when it loads a kernel: a branch-to-self Image will do.
         let spin = out_dir.join("spin.bin");
         if !spin.is_file() {
-            fs::write(&spin, image::spin_image())?;
+            let tmp = unique_tmp(&spin);
+            fs::write(&tmp, image::spin_image())?;
+            fs::rename(&tmp, &spin)?;
         }
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = unique_tmp(&file);
         let m = machine.to_machine(spin);
         let mut cmd = Command::new(&qemu);
         cmd.args(["-machine", &m.machine_arg(Some(&tmp))]);
@@ -371,6 +373,15 @@ pub fn board_dtb(machine: &MachineSettings, board_name: &str, target_dir: &Path)
         fs::rename(&tmp, &file)?;
     }
     crate::fdt_patch::without_nops(&fs::read(&file)?).with_context(|| format!("{}", file.display()))
+}
+
+/// A temporary name next to `path`, unique to this call: scenarios run on
+/// several threads of one process, so the PID alone is not (two threads
+/// dumping the same board DTB used one temporary file, and one found it gone).
+fn unique_tmp(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    path.with_extension(format!("tmp{}-{n}", std::process::id()))
 }
 
 /// What tells two images of one config apart: `gic3-smp4`, or `smp4` where the model's
