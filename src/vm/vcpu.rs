@@ -60,17 +60,26 @@ pub fn set_stack_top(cpu: usize, top: u64) {
 /// MAX_CPUS on every CPU the hypervisor runs (it starts no more), so the
 /// index cannot fail: an invariant of the hypervisor, not a guest's doing.
 #[inline(always)]
-#[allow(clippy::indexing_slicing)]
 fn this_cpu<T>(per_cpu: &[T; MAX_CPUS]) -> &T {
-    &per_cpu[cpu::index()]
+    cpu_slot(per_cpu, cpu::index())
+}
+
+/// Slot `cpu` (a physical CPU's index, so below MAX_CPUS as above) of a
+/// per-CPU array: for paths that look up several arrays and read the index
+/// once (it is a system register read the compiler cannot merge).
+#[inline(always)]
+#[allow(clippy::indexing_slicing)]
+fn cpu_slot<T>(per_cpu: &[T; MAX_CPUS], cpu: usize) -> &T {
+    &per_cpu[cpu]
 }
 
 /// The vCPU running on this physical CPU and its VM. Only valid while a
 /// guest is assigned, which is the case for every exit from a lower EL.
 #[inline(always)]
 pub fn current() -> (&'static Vm, &'static Vcpu) {
-    let vcpu = this_cpu(&CURRENT).load(Ordering::Relaxed);
-    let vm = this_cpu(&CURRENT_VM).load(Ordering::Relaxed);
+    let cpu = cpu::index();
+    let vcpu = cpu_slot(&CURRENT, cpu).load(Ordering::Relaxed);
+    let vm = cpu_slot(&CURRENT_VM, cpu).load(Ordering::Relaxed);
     // SAFETY: both were set in `install`, before INSTALLED, to elements of
     // VMS, which lives for ever and never moves; lower-EL exits only happen
     // on CPUs that run a vCPU, so neither is null here.
