@@ -56,3 +56,34 @@ pub fn mask() {
 pub fn stop() {
     set_ctl(0);
 }
+
+/// Set by [`on_sleep_irq`] when the timer [`sleep_until`] armed fired.
+static FIRED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn on_sleep_irq(intid: u32) {
+    if intid == crate::gic::VTIMER_INTID {
+        mask();
+        FIRED.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Sets up the GIC and the virtual timer interrupt for [`sleep_until`]; the
+/// guest's interrupt handler is then this module's.
+pub fn init_sleep() {
+    crate::gic::init_distributor();
+    crate::gic::init_cpu();
+    crate::gic::set_handler(on_sleep_irq);
+    crate::gic::enable(crate::gic::VTIMER_INTID);
+    crate::gic::irqs_on();
+}
+
+/// Waits in WFI until the counter reaches `at` (after [`init_sleep`]).
+pub fn sleep_until(at: u64) {
+    use core::sync::atomic::Ordering::Relaxed;
+    if crate::counter() >= at {
+        return;
+    }
+    FIRED.store(false, Relaxed);
+    arm_at(at);
+    crate::gic::wait_for_interrupts_until(|| FIRED.load(Relaxed));
+}

@@ -10,41 +10,13 @@
 
 #[cfg(target_os = "none")]
 mod guest {
-    use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
-    use tessera_guests::gic::{self, VTIMER_INTID};
-    use tessera_guests::{counter, ms_to_ticks, park, println, vtimer};
+    use tessera_guests::{counter, ms_to_ticks, park, println};
 
     /// Bursts (as many as `round_flood` has rounds).
     const ROUNDS: usize = 12;
     const START_MS: u64 = 500;
 
-    static FIRED: AtomicBool = AtomicBool::new(false);
-
-    fn on_irq(intid: u32) {
-        if intid == VTIMER_INTID {
-            vtimer::mask();
-            FIRED.store(true, Relaxed);
-        }
-    }
-
-    /// The virtual timer, for [`sleep_until`].
-    fn init_timer() {
-        gic::init_distributor();
-        gic::init_cpu();
-        gic::set_handler(on_irq);
-        gic::enable(VTIMER_INTID);
-        gic::irqs_on();
-    }
-
-    /// Waits in WFI until the counter reaches `at`.
-    fn sleep_until(at: u64) {
-        if counter() >= at {
-            return;
-        }
-        FIRED.store(false, Relaxed);
-        vtimer::arm_at(at);
-        gic::wait_for_interrupts_until(|| FIRED.load(Relaxed));
-    }
+    use tessera_guests::vtimer::{init_sleep as init_timer, sleep_until};
 
     /// Lines per burst (fewer than the hypervisor queues per VM).
     const LINES: usize = 8;
