@@ -49,6 +49,12 @@ pub trait MmioDevice: Send + Sync {
     /// Back to the state after power-on (VM reset). Shared state (the vGIC)
     /// is reset by its owner, not by each of its frames.
     fn reset(&self) {}
+    /// For a device that counts the guest's accesses it forwards (the
+    /// sub-page filter): (trapped, refused) since the last reset, which the
+    /// VM reset logs at the rate of its restart line.
+    fn trapped(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A shared device is still one device (the console multiplexer keeps a
@@ -68,5 +74,8 @@ impl<T: MmioDevice> MmioDevice for alloc::sync::Arc<T> {
     }
     fn reset(&self) {
         (**self).reset()
+    }
+    fn trapped(&self) -> Option<(u64, u64)> {
+        (**self).trapped()
     }
 }

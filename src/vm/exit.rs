@@ -330,40 +330,51 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     for v in &vm.vcpus {
         v.set_power(Power::Off);
     }
+    // Everything this reset logs is rate-limited with its restart line: a VM
+    // resetting in a loop must not keep the console busy for the others.
+    let held = RESET_LOG
+        .get(vm.index)
+        .and_then(|log| log.check(cpu::counter(), cpu::counter_freq()));
     vm.vgic.reset();
     for r in vm.mmio.regions() {
+        if let (Some(_), Some((n, refused))) = (held, r.device.trapped()) {
+            info!(
+                "VM {}: {} {:#x}..{:#x}: {n} accesses trapped ({refused} refused) since the VM started",
+                vm.name(),
+                r.device.name(),
+                r.base,
+                r.base.saturating_add(r.size)
+            );
+        }
         r.device.reset();
     }
     if let Err(e) = super::create::load_images(&vm.ram, &vm.images) {
         log::error!("VM {}: {e}", vm.name());
         stop_vm(vm, vcpu, "SYSTEM_RESET: cannot reload its images", 0);
     }
-    if let Some(log) = RESET_LOG.get(vm.index) {
-        let held = log.check(cpu::counter(), cpu::counter_freq());
-        match held {
-            Some(0) => info!(
-                "VM {} restarting (PSCI SYSTEM_RESET from vCPU {})",
-                vm.name(),
-                vcpu
-            ),
-            Some(held) => info!(
-                "VM {} restarting (PSCI SYSTEM_RESET from vCPU {}; {} more restarts not logged)",
-                vm.name(),
-                vcpu,
-                held
-            ),
-            None => {}
-        }
-        // With the restart line (as rate-limited): `cargo xtask soak` checks
-        // that resets leak nothing.
-        if held.is_some() {
-            info!(
-                "VM {} reset: {} free frames, heap {} bytes in use",
-                vm.name(),
-                crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
-                crate::mm::heap::usage().0
-            );
-        }
+    match held {
+        Some(0) => info!(
+            "VM {} restarting (PSCI SYSTEM_RESET from vCPU {})",
+            vm.name(),
+            vcpu
+        ),
+        Some(held) => info!(
+            "VM {} restarting (PSCI SYSTEM_RESET from vCPU {}; {} more restarts not logged)",
+            vm.name(),
+            vcpu,
+            held
+        ),
+        None => {}
+    }
+    // With the restart line (as rate-limited): `cargo xtask soak` checks
+    // that resets leak nothing.
+    if held.is_some() {
+        info!(
+            "VM {} reset: {} free frames, heap {} bytes in use",
+            vm.name(),
+            crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
+            crate::mm::heap::usage().0
+        );
     }
     // Only a reset nobody stopped meanwhile starts the VM again.
     if !vm.claim_state(VmState::Resetting, VmState::Running) {
