@@ -4,6 +4,7 @@
 //! (the sub-page filter); nothing else of the hypervisor's may abort.
 
 use super::extable::Entry;
+use aarch64_cpu::registers::{Readable, Writeable, FAR_EL2};
 
 /// What a load returns: `failed` is 1 if the device aborted it.
 #[repr(C)]
@@ -35,6 +36,7 @@ pub struct Aborted;
 /// `addr` is mapped as device memory in the EL2 map and aligned to `width`,
 /// and a read of it has no effect on memory Rust owns.
 pub unsafe fn read(addr: u64, width: u8) -> Result<u64, Aborted> {
+    let guest_far = FAR_EL2.get();
     // SAFETY: the caller's contract; the accessors touch only `addr`.
     let r = unsafe {
         match width {
@@ -47,7 +49,7 @@ pub unsafe fn read(addr: u64, width: u8) -> Result<u64, Aborted> {
     if r.failed == 0 {
         Ok(r.value)
     } else {
-        Err(Aborted)
+        aborted(guest_far)
     }
 }
 
@@ -57,6 +59,7 @@ pub unsafe fn read(addr: u64, width: u8) -> Result<u64, Aborted> {
 /// # Safety
 /// As for [`read`], for a write.
 pub unsafe fn write(addr: u64, width: u8, value: u64) -> Result<(), Aborted> {
+    let guest_far = FAR_EL2.get();
     // SAFETY: the caller's contract; the accessors touch only `addr`.
     let failed = unsafe {
         match width {
@@ -69,8 +72,18 @@ pub unsafe fn write(addr: u64, width: u8, value: u64) -> Result<(), Aborted> {
     if failed == 0 {
         Ok(())
     } else {
-        Err(Aborted)
+        aborted(guest_far)
     }
+}
+
+/// The device's abort was taken at EL2 and overwrote FAR_EL2 with the
+/// hypervisor's address of the register: put back the guest's faulting
+/// address, which the abort injected into the guest reports in FAR_EL1.
+/// (ESR_EL2 and HPFAR_EL2 were read before the access.)
+#[cold]
+fn aborted<T>(guest_far: u64) -> Result<T, Aborted> {
+    FAR_EL2.set(guest_far);
+    Err(Aborted)
 }
 
 /// The exception table `devio.S` builds.

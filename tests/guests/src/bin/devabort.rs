@@ -37,19 +37,19 @@ mod guest {
         println!("devabort: start at EL{}, MPIDR {:#x}", current_el(), mpidr());
         let mut c = Checker::new("devabort");
         signature(&mut c, "devabort_signature_before");
-        aborts(&mut c, "devabort_selector_read16_aborts", || {
+        aborts(&mut c, "devabort_selector_read16_aborts", SELECTOR, || {
             FW_CFG.read16(SELECTOR);
         });
-        aborts(&mut c, "devabort_selector_write32_aborts", || {
+        aborts(&mut c, "devabort_selector_write32_aborts", SELECTOR, || {
             FW_CFG.write32(SELECTOR, 0);
         });
-        aborts(&mut c, "devabort_hole_read32_aborts", || {
+        aborts(&mut c, "devabort_hole_read32_aborts", HOLE, || {
             FW_CFG.read32(HOLE);
         });
-        aborts(&mut c, "devabort_hole_read8_aborts", || {
+        aborts(&mut c, "devabort_hole_read8_aborts", HOLE + 3, || {
             FW_CFG.read8(HOLE + 3);
         });
-        aborts(&mut c, "devabort_hole_write32_aborts", || {
+        aborts(&mut c, "devabort_hole_write32_aborts", HOLE, || {
             FW_CFG.write32(HOLE, 0x1234_5678);
         });
         let mut ok = 0;
@@ -69,13 +69,16 @@ mod guest {
         park()
     }
 
-    fn aborts(c: &mut Checker, name: impl Display, access: impl FnOnce()) {
+    /// An access at `offset` of fw_cfg: a synchronous external abort that
+    /// reports the guest's own address in FAR_EL1.
+    fn aborts(c: &mut Checker, name: impl Display, offset: usize, access: impl FnOnce()) {
+        let want_far = (FW_CFG.base() + offset) as u64;
         match expect_fault(access) {
             Some(f) => c.check(
                 name,
-                f.ec() == EC_DABT_CURRENT && f.fsc() == 0x10,
+                f.ec() == EC_DABT_CURRENT && f.fsc() == 0x10 && f.far == want_far,
                 format_args!(
-                    "ESR={:#x} FAR={:#x}, want a synchronous external abort (EC 0x25, DFSC 0x10)",
+                    "ESR={:#x} FAR={:#x}, want a synchronous external abort (EC 0x25, DFSC 0x10) at {want_far:#x}",
                     f.esr, f.far
                 ),
             ),
