@@ -19,6 +19,7 @@ pub mod fdt_patch;
 pub mod host_tools;
 pub mod image;
 pub mod images;
+pub mod media;
 pub mod pack;
 pub mod paths;
 pub mod qemu;

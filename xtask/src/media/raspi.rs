@@ -1,0 +1,132 @@
+//! The Raspberry Pi 4's SD card: its boot ROM (the EEPROM bootloader) reads the first
+//! FAT partition, starts the GPU firmware `start4.elf` (with `fixup4.dat`, its memory
+//! split), which reads `config.txt`, loads the DTB and the kernel and starts the ARM
+//! cores through an armstub. Two ways to run Tessera, both from this card:
+//!
+//! - The firmware's own armstub (the default, what QEMU's `raspi4b` model stands in
+//!   for): every core at EL2, core 0 at the image, the others waiting on the spin table
+//!   the DTB describes (`enable-method = "spin-table"`, `cpu-release-addr`).
+//! - TF-A's BL31 as the armstub (`armstub=bl31.bin`, Debian's `arm-trusted-firmware`,
+//!   `rpi4/bl31.bin`): it stays resident at EL3, adds a PSCI node, switches the CPUs'
+//!   `enable-method` to PSCI and reserves its own memory in the DTB before it enters
+//!   the image at EL2.
+
+use super::{fat, IMAGE_NAME};
+use crate::board::BoardToml;
+use anyhow::{ensure, Context, Result};
+use serde::Deserialize;
+use std::fs;
+use std::path::Path;
+
+/// Debian's package (component non-free-firmware) with the GPU firmware.
+pub const FIRMWARE_PACKAGE: &str = "raspi-firmware";
+/// Where that package keeps it.
+pub const FIRMWARE_DIR: &str = "usr/lib/raspi-firmware";
+/// Debian's TF-A package.
+pub const TFA_PACKAGE: &str = "arm-trusted-firmware";
+/// Where that package keeps each platform's BL31.
+pub const TFA_DIR: &str = "usr/lib/arm-trusted-firmware";
+/// TF-A's name on the partition (what `armstub=` names).
+pub const ARMSTUB_NAME: &str = "bl31.bin";
+
+/// `[media]` with `kind = "raspi"`.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RaspiMedia {
+    /// Files of `raspi-firmware`'s `usr/lib/raspi-firmware/` the board boots with.
+    pub firmware: Vec<String>,
+    /// The UART lines of config.txt: the console the board's DTB names must be on the
+    /// GPIO header at a fixed baud rate.
+    #[serde(default)]
+    pub uart: Vec<String>,
+    /// TF-A's BL31 for this board under `usr/lib/arm-trusted-firmware/` (`rpi4/bl31.bin`):
+    /// put on the partition as bl31.bin, with config.txt's `armstub=` line commented out.
+    pub armstub: Option<String>,
+}
+
+/// config.txt: 64-bit, the GIC handed to the non-secure side, the image at the board's
+/// load address (2 MiB aligned, as the hypervisor needs; the firmware's arm64 default
+/// 0x80000 is not), the board DTB, the UART, and the TF-A line to uncomment.
+pub fn config_txt(board: &BoardToml, m: &RaspiMedia, dtb_file: &str) -> String {
+    let mut s = format!(
+        "# Tessera on the {}: written by `cargo xtask image --board {}`.\n\
+         # The firmware starts every core at EL2: core 0 at the image, the others on the\n\
+         # spin table of the device tree, which is how Tessera brings them up.\n\
+         [pi4]\n\
+         arm_64bit=1\n\
+         enable_gic=1\n\
+         kernel={IMAGE_NAME}\n\
+         kernel_address={:#x}\n\
+         device_tree={dtb_file}\n",
+        board.description.split(':').next().unwrap_or(&board.name),
+        board.name,
+        board.load_address
+    );
+    for line in &m.uart {
+        s.push_str(line);
+        s.push('\n');
+    }
+    if m.armstub.is_some() {
+        s.push_str(&format!(
+            "# TF-A (Debian's arm-trusted-firmware) instead of the firmware's armstub: PSCI for\n\
+             # the cores, added to the device tree with its own memory reserved. Uncomment:\n\
+             #armstub={ARMSTUB_NAME}\n"
+        ));
+    }
+    s.push_str("[all]\n");
+    s
+}
+
+/// The partition of a Raspberry Pi: the firmware from `firmware_root` (the unpacked
+/// raspi-firmware), config.txt, the board DTB, the image, and TF-A's BL31 from
+/// `tfa_root` (the unpacked arm-trusted-firmware) when the board names one.
+pub fn files(
+    board: &BoardToml,
+    m: &RaspiMedia,
+    tessera: Vec<u8>,
+    (dtb_name, dtb): (String, Vec<u8>),
+    firmware_root: &Path,
+    tfa_root: Option<&Path>,
+) -> Result<Vec<fat::File>> {
+    ensure!(
+        board.load_address % (2 << 20) == 0,
+        "{}: load_address {:#x} is not 2 MiB aligned (config.txt kernel_address)",
+        board.name,
+        board.load_address
+    );
+    ensure!(
+        !m.firmware.is_empty(),
+        "{}: [media] firmware lists no file",
+        board.name
+    );
+    let mut files = Vec::new();
+    for name in &m.firmware {
+        let path = firmware_root.join(FIRMWARE_DIR).join(name);
+        let bytes = fs::read(&path).with_context(|| {
+            format!(
+                "{}: [media] firmware: {name} is not in Debian's {FIRMWARE_PACKAGE} ({})",
+                board.name,
+                path.display()
+            )
+        })?;
+        files.push(fat::File::new(name, bytes));
+    }
+    files.push(fat::File::new(
+        "config.txt",
+        config_txt(board, m, &dtb_name).into_bytes(),
+    ));
+    files.push(fat::File::new(&dtb_name, dtb));
+    files.push(fat::File::new(IMAGE_NAME, tessera));
+    if let (Some(rel), Some(root)) = (&m.armstub, tfa_root) {
+        let path = root.join(TFA_DIR).join(rel);
+        let bytes = fs::read(&path).with_context(|| {
+            format!(
+                "{}: [media] armstub: {rel} is not in Debian's {TFA_PACKAGE} ({})",
+                board.name,
+                path.display()
+            )
+        })?;
+        files.push(fat::File::new(ARMSTUB_NAME, bytes));
+    }
+    Ok(files)
+}
