@@ -5,7 +5,7 @@
 
 use crate::images::Built;
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Lines no scenario may print unless it opts out through [`Scenario::allow`].
 pub const GLOBAL_MUST_NOT: &[&str] = &["panicked at", "EL2 exception"];
@@ -25,6 +25,14 @@ pub enum Image {
     File(&'static str),
     /// Built on the fly from the build outputs (e.g. the hypervisor packed with guests).
     Make(fn(&Built) -> Result<PathBuf>),
+}
+
+/// Firmware that finds the image on a boot medium itself (see [`Scenario::firmware`]).
+pub struct Firmware {
+    /// QEMU's `-bios`.
+    pub bios: PathBuf,
+    /// The QEMU arguments that attach the boot medium.
+    pub args: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -61,6 +69,9 @@ pub struct Scenario {
     /// (version, why): skipped, and said so, on an older QEMU whose model cannot run it.
     pub needs_qemu: Option<(&'static str, &'static str)>,
     pub timeout_secs: u64,
+    /// Boot firmware (`-bios`, no `-kernel`) with a boot medium made around the image
+    /// QEMU would otherwise have been given.
+    pub firmware: Option<fn(&Built, &Path) -> Result<Firmware>>,
 }
 
 impl Scenario {
@@ -84,6 +95,7 @@ impl Scenario {
             allow: &[],
             needs_qemu: None,
             timeout_secs: 60,
+            firmware: None,
         }
     }
 
@@ -311,6 +323,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(board_scenarios());
     all.extend([device_abort(3), device_abort(2)]);
     all.extend([console_burst(3), console_burst(2)]);
+    all.extend(crate::media::scenarios::all());
     all
 }
 

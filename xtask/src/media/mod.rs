@@ -14,7 +14,9 @@
 
 pub mod fat;
 pub mod mbr;
+pub mod qemu_boot;
 pub mod raspi;
+pub mod scenarios;
 pub mod uboot;
 pub mod uimage;
 

@@ -245,3 +245,22 @@ fn a_u_boot_disk_reads_back_through_mbr_and_fat() {
     assert_eq!(back, files);
     assert_eq!(disk_image(&files).unwrap(), disk, "reproducible");
 }
+
+#[test]
+fn a_firmware_boot_has_no_kernel_option() {
+    let m = crate::qemu::Machine {
+        bios: Some(PathBuf::from("/fw/u-boot.bin")),
+        append: Some("ignored".into()),
+        ..crate::qemu::Machine::new(PathBuf::from("tessera.bin"))
+    };
+    let args: Vec<String> = m
+        .command(Path::new("qemu"), crate::qemu::Console::Captured)
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        args.windows(2).any(|w| w == ["-bios", "/fw/u-boot.bin"]),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a == "-kernel" || a == "-append"), "{args:?}");
+}

@@ -1,0 +1,50 @@
+//! The boot of the `uboot_*` scenarios: Debian's U-Boot for QEMU `virt`
+//! (`u-boot-qemu`, `qemu_arm64/u-boot.bin`) as the machine's firmware, and the image on
+//! a virtio disk written as `cargo xtask image --board qemu-virt` writes it. Nothing
+//! is passed with `-kernel`: U-Boot's own boot flow has to find `boot.scr` and run it.
+
+use super::{disk_image, media_dir, media_of, read_disk, uboot, write_atomically, Media, SUITE};
+use crate::board::{load_board, named_board_dir};
+use crate::images::Built;
+use crate::scenarios::{Firmware, VIRT};
+use anyhow::{bail, ensure, Context, Result};
+use std::fs;
+use std::path::Path;
+
+pub const UBOOT_PACKAGE: &str = "u-boot-qemu";
+/// U-Boot for QEMU's arm64 `virt` in that package.
+pub const UBOOT_BIN: &str = "usr/lib/u-boot/qemu_arm64/u-boot.bin";
+
+/// U-Boot and a boot disk holding `image` for QEMU `virt`.
+pub fn virt_u_boot(built: &Built, image: &Path) -> Result<Firmware> {
+    let bios = crate::debian::unpacked(&built.target_dir, SUITE, UBOOT_PACKAGE)?.join(UBOOT_BIN);
+    ensure!(bios.is_file(), "{UBOOT_PACKAGE} has no {UBOOT_BIN}");
+    let dir = named_board_dir(VIRT);
+    let board = load_board(&dir)?;
+    let Media::UBoot(m) = media_of(&dir, &board)? else {
+        bail!("{VIRT}: [media] is not kind = \"u-boot\"");
+    };
+    let tessera = fs::read(image).with_context(|| format!("reading {}", image.display()))?;
+    let disk = disk_image(&uboot::files(&board, &m, tessera.clone(), None)?)?;
+    // What U-Boot will find: the image byte for byte, and a script it accepts.
+    let back = read_disk(&disk)?;
+    let find = |n: &str| back.iter().find(|f| f.name == n).map(|f| &f.bytes);
+    ensure!(
+        find(super::IMAGE_NAME) == Some(&tessera),
+        "the image on the disk differs"
+    );
+    super::uimage::parse_script(find("boot.scr").context("no boot.scr on the disk")?)?;
+
+    let stem = image.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let file = media_dir(&built.target_dir).join(format!("{VIRT}-u-boot-{stem}.img"));
+    write_atomically(&file, &disk)?;
+    Ok(Firmware {
+        bios,
+        args: vec![
+            "-drive".into(),
+            format!("if=none,id=bootmedium,format=raw,file={}", file.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=bootmedium".into(),
+        ],
+    })
+}
