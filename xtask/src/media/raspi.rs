@@ -57,7 +57,9 @@ pub fn config_txt(board: &BoardToml, m: &RaspiMedia, dtb_file: &str) -> String {
          enable_gic=1\n\
          kernel={IMAGE_NAME}\n\
          kernel_address={:#x}\n\
-         device_tree={dtb_file}\n",
+         device_tree={dtb_file}\n\
+         # The DTB is mainline Linux's (Debian's), as in Debian's own config.txt.\n\
+         upstream_kernel=1\n",
         board.description.split(':').next().unwrap_or(&board.name),
         board.name,
         board.load_address
@@ -116,6 +118,9 @@ pub fn files(
         config_txt(board, m, &dtb_name).into_bytes(),
     ));
     files.push(fat::File::new(&dtb_name, dtb));
+    // The firmware puts this line in /chosen/bootargs: the hypervisor's command line
+    // (`tessera.console=serial0`, say). Empty: the DTB's stdout-path console.
+    files.push(fat::File::new("cmdline.txt", b"\n".to_vec()));
     files.push(fat::File::new(IMAGE_NAME, tessera));
     if let (Some(rel), Some(root)) = (&m.armstub, tfa_root) {
         let path = root.join(TFA_DIR).join(rel);
@@ -129,4 +134,61 @@ pub fn files(
         files.push(fat::File::new(ARMSTUB_NAME, bytes));
     }
     Ok(files)
+}
+
+/// Checks a card's files as the firmware will use them: every firmware file, the DTB
+/// config.txt names (a device tree for a Pi 4), the image, and the config.txt lines
+/// the boot depends on. What the image scenario reads back from the card.
+pub fn check(board: &BoardToml, m: &RaspiMedia, files: &[fat::File]) -> Result<()> {
+    let get = |name: &str| files.iter().find(|f| f.name == name).map(|f| f.bytes.as_slice());
+    for name in &m.firmware {
+        ensure!(get(name).is_some_and(|b| !b.is_empty()), "the card has no {name}");
+    }
+    let config = get("config.txt").context("the card has no config.txt")?;
+    let config = std::str::from_utf8(config).context("config.txt is not text")?;
+    let lines: Vec<&str> = config.lines().map(str::trim).collect();
+    let value = |key: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    };
+    for (key, want) in [
+        ("arm_64bit", "1".to_owned()),
+        ("enable_gic", "1".to_owned()),
+        ("kernel", IMAGE_NAME.to_owned()),
+        ("kernel_address", format!("{:#x}", board.load_address)),
+    ] {
+        ensure!(
+            value(key) == Some(want.as_str()),
+            "config.txt: {key} is {:?}, not {want}",
+            value(key)
+        );
+    }
+    for line in &m.uart {
+        ensure!(
+            lines.contains(&line.as_str()),
+            "config.txt lacks the UART line {line:?}"
+        );
+    }
+    let dtb_name = value("device_tree").context("config.txt names no device_tree")?;
+    let dtb =
+        get(dtb_name).with_context(|| format!("config.txt names {dtb_name}, which is not on the card"))?;
+    let fdt = fdt::Fdt::new(dtb).map_err(|e| anyhow::anyhow!("{dtb_name} is not a device tree: {e:?}"))?;
+    ensure!(
+        fdt.root().compatible().all().any(|c| c == "brcm,bcm2711"),
+        "{dtb_name} is not a BCM2711 (Pi 4) device tree"
+    );
+    let image = get(IMAGE_NAME).context("the card has no image")?;
+    crate::image::check_image_header(image)?;
+    if m.armstub.is_some() {
+        ensure!(
+            get(ARMSTUB_NAME).is_some_and(|b| !b.is_empty()),
+            "the card has no {ARMSTUB_NAME}"
+        );
+        ensure!(
+            lines.contains(&format!("#armstub={ARMSTUB_NAME}").as_str()),
+            "config.txt lacks the commented armstub={ARMSTUB_NAME} line"
+        );
+    }
+    Ok(())
 }

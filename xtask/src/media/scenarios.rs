@@ -1,7 +1,18 @@
 //! The QEMU scenarios of the boot media: what a user of a U-Boot board does (flash the
-//! disk image, power on) run for real on QEMU `virt`.
+//! disk image, power on) run for real on QEMU `virt`, and the Raspberry Pi 4's SD card
+//! read back and checked, its image booted on QEMU's `raspi4b`.
 
+use super::{
+    disk_image, files_for, media_dir, media_of, raspi, read_disk, write_atomically, Media, IMAGE_NAME,
+};
+use crate::board::{build_config_image_on, load_board, named_board_dir};
+use crate::images::Built;
 use crate::scenarios::{Scenario, BOOT_COMPLETE};
+use anyhow::{bail, ensure, Context, Result};
+use std::fs;
+use std::path::PathBuf;
+
+const PI4: &str = "raspi4b";
 
 pub fn all() -> Vec<Scenario> {
     vec![Scenario {
@@ -30,4 +41,41 @@ pub fn all() -> Vec<Scenario> {
         timeout_secs: 60,
         ..Scenario::new("uboot_boot_scr_from_virtio_disk_starts_the_demo")
     }]
+}
+
+/// The raspi4b card scenario's image: `cargo xtask image --board raspi4b` for the
+/// board's bare-metal demo, written to disk, read back through the MBR and the FAT
+/// reader and checked ([`raspi::check`]); the image QEMU then boots is the one read off
+/// the card (QEMU's `raspi4b` plays the firmware, which it cannot run).
+pub fn pi4_card_image(built: &Built) -> Result<PathBuf> {
+    let dir = named_board_dir(PI4);
+    let board = load_board(&dir)?;
+    let Media::Raspi(m) = media_of(&dir, &board)? else {
+        bail!("{PI4}: [media] is not kind = \"raspi\"");
+    };
+    let config = dir.join("demo.toml");
+    let img = build_config_image_on(&config, Some(PI4), built, None)?;
+    let tessera = fs::read(&img.path)?;
+    let files = files_for(
+        &built.target_dir,
+        &board,
+        &Media::Raspi(m.clone()),
+        &img.machine,
+        tessera.clone(),
+    )?;
+    let card = media_dir(&built.target_dir).join(format!("{PI4}-demo.img"));
+    write_atomically(&card, &disk_image(&files)?)?;
+    let back = read_disk(&fs::read(&card)?).with_context(|| format!("reading {}", card.display()))?;
+    raspi::check(&board, &m, &back).with_context(|| format!("checking {}", card.display()))?;
+    let on_card = back
+        .iter()
+        .find(|f| f.name == IMAGE_NAME)
+        .context("no image on the card")?;
+    ensure!(
+        on_card.bytes == tessera,
+        "the image on the card differs from the one built"
+    );
+    let out = media_dir(&built.target_dir).join(format!("{PI4}-demo-from-card.bin"));
+    write_atomically(&out, &on_card.bytes)?;
+    Ok(out)
 }

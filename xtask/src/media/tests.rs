@@ -186,6 +186,7 @@ fn pi4_config_txt_has_the_lines_the_firmware_needs() {
             "kernel=tessera.bin",
             "kernel_address=0x200000",
             "device_tree=bcm2711-rpi-4-b.dtb",
+            "upstream_kernel=1",
             "enable_uart=1",
             "#armstub=bl31.bin",
             "[all]",
@@ -216,7 +217,52 @@ fn pi4_sd_card_holds_firmware_config_dtb_image_and_tf_a() {
     assert_eq!(get("tessera.bin"), Some(image));
     let config = String::from_utf8(get("config.txt").unwrap()).unwrap();
     assert!(config.contains("\nkernel=tessera.bin\n"), "{config}");
-    assert_eq!(back.len(), 6);
+    assert_eq!(get("cmdline.txt").as_deref(), Some(&b"\n"[..]));
+    assert_eq!(back.len(), 7);
+    let _ = fs::remove_dir_all(fw.parent().unwrap());
+}
+
+/// A device tree with only the root's compatible, as a Pi 4's has it.
+fn tiny_dtb(compatible: &[&str]) -> Vec<u8> {
+    let mut w = vm_fdt::FdtWriter::new().unwrap();
+    let root = w.begin_node("").unwrap();
+    w.property_string_list("compatible", compatible.iter().map(|s| s.to_string()).collect())
+        .unwrap();
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn the_card_check_accepts_what_files_writes_and_names_what_is_wrong() {
+    let (b, r) = pi4();
+    let (fw, tfa) = fake_packages("check");
+    let dtb = tiny_dtb(&["raspberrypi,4-model-b", "brcm,bcm2711"]);
+    let card = |dtb: &[u8]| {
+        let d = ("bcm2711-rpi-4-b.dtb".to_owned(), dtb.to_vec());
+        raspi::files(&b, &r, fake_image(4096), d, &fw, Some(&tfa)).unwrap()
+    };
+    let good = card(&dtb);
+    raspi::check(&b, &r, &good).unwrap();
+    let err = |files: &[fat::File]| format!("{:#}", raspi::check(&b, &r, files).unwrap_err());
+    let without =
+        |name: &str| -> Vec<fat::File> { good.iter().filter(|f| f.name != name).cloned().collect() };
+    assert!(err(&without("fixup4.dat")).contains("no fixup4.dat"));
+    assert!(err(&without("bcm2711-rpi-4-b.dtb")).contains("not on the card"));
+    assert!(err(&without("tessera.bin")).contains("no image"));
+    assert!(err(&card(&tiny_dtb(&["linux,dummy-virt"]))).contains("not a BCM2711"));
+    let edited = |from: &str, to: &str| -> Vec<fat::File> {
+        let mut files = good.clone();
+        let c = files.iter_mut().find(|f| f.name == "config.txt").unwrap();
+        c.bytes = String::from_utf8(c.bytes.clone())
+            .unwrap()
+            .replace(from, to)
+            .into_bytes();
+        files
+    };
+    assert!(err(&edited("kernel_address=0x200000", "kernel_address=0x80000")).contains("kernel_address"));
+    assert!(err(&edited("arm_64bit=1", "arm_64bit=0")).contains("arm_64bit"));
+    assert!(err(&edited("enable_uart=1\n", "")).contains("UART line"));
+    assert!(err(&edited("#armstub", "# armstub")).contains("armstub"));
     let _ = fs::remove_dir_all(fw.parent().unwrap());
 }
 
