@@ -15,32 +15,57 @@ use std::path::PathBuf;
 const PI4: &str = "raspi4b";
 
 pub fn all() -> Vec<Scenario> {
-    vec![Scenario {
-        // The default bare-metal demo, packed into the image on the disk; U-Boot's
-        // bootstd finds boot.scr on the virtio disk by itself.
+    vec![
+        Scenario {
+            // The default bare-metal demo, packed into the image on the disk; U-Boot's
+            // bootstd finds boot.scr on the virtio disk by itself.
+            firmware: Some(super::qemu_boot::virt_u_boot),
+            must: with_demo(&["tessera: the device tree of U-Boot, moved to 0x48000000"]),
+            ..uboot_demo("uboot_boot_scr_from_virtio_disk_starts_the_demo")
+        },
+        Scenario {
+            // The device tree from the partition, as the zcu102 and i.MX 8M Plus cards
+            // have it, loaded by boot.scr into the reserved region.
+            firmware: Some(super::qemu_boot::virt_u_boot_dtb_from_disk),
+            must: with_demo(&["tessera: loading /qemu-virt.dtb to 0x48000000"]),
+            ..uboot_demo("uboot_boot_scr_loads_the_dtb_from_the_disk")
+        },
+    ]
+}
+
+/// What the demo prints once U-Boot's boot.scr has started it.
+const DEMO_UP: [&str; 8] = [
+    "tessera: loading /tessera.bin from virtio 0:1",
+    "CPUs online: 4/4",
+    BOOT_COMPLETE,
+    "[ticker0] hello: start at EL1",
+    "[ticker1] hello: start at EL1",
+    "[ticker0] hello: tick 3",
+    "[ticker1] hello: tick 3",
+    "[hostile] hostile: still alive",
+];
+
+/// `lines` and [`DEMO_UP`].
+fn with_demo(lines: &[&'static str]) -> &'static [&'static str] {
+    [lines, &DEMO_UP[..]].concat().leak()
+}
+
+/// QEMU virt booting boards/qemu-virt/demo.toml through U-Boot.
+fn uboot_demo(name: &'static str) -> Scenario {
+    Scenario {
         config: Some("boards/qemu-virt/demo.toml"),
-        firmware: Some(super::qemu_boot::virt_u_boot),
-        must: &[
-            "tessera: loading /tessera.bin from virtio 0:1",
-            "CPUs online: 4/4",
-            BOOT_COMPLETE,
-            "[ticker0] hello: start at EL1",
-            "[ticker1] hello: start at EL1",
-            "[ticker0] hello: tick 3",
-            "[ticker1] hello: tick 3",
-            "[hostile] hostile: still alive",
-        ],
         sequence: &[
             "U-Boot 20",
             "tessera: loading",
+            "Starting kernel",
             "Tessera",
             BOOT_COMPLETE,
             "[ticker0] hello: tick 3",
         ],
-        must_not: &["booti returned", "FAIL", "Kernel panic"],
+        must_not: &["booti returned", "FAIL", "ERROR", "Bad Linux ARM64 Image magic"],
         timeout_secs: 60,
-        ..Scenario::new("uboot_boot_scr_from_virtio_disk_starts_the_demo")
-    }]
+        ..Scenario::new(name)
+    }
 }
 
 /// The raspi4b card scenario's image: `cargo xtask image --board raspi4b` for the

@@ -59,10 +59,12 @@ pub fn script(board: &BoardToml, m: &UBootMedia, dtb_file: Option<&str>) -> Resu
     match (m.dtb, dtb_file) {
         (DtbSource::UBoot, _) => s.push_str(&format!(
             "# U-Boot's own device tree, moved into the board's reserved region.\n\
+             echo \"tessera: the device tree of U-Boot, moved to {dtb:#x}\"\n\
              fdt move ${{fdtcontroladdr}} {dtb:#x} {DTB_ROOM:#x}\n"
         )),
         (DtbSource::Board, Some(name)) => s.push_str(&format!(
-            "load {from} {dtb:#x} ${{prefix}}{name}\n\
+            "echo \"tessera: loading ${{prefix}}{name} to {dtb:#x}\"\n\
+             load {from} {dtb:#x} ${{prefix}}{name}\n\
              fdt addr {dtb:#x}\n"
         )),
         (DtbSource::Board, None) => {
