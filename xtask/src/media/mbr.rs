@@ -4,8 +4,8 @@
 use anyhow::{bail, ensure, Result};
 
 pub const SECTOR: u64 = 512;
-/// The partition starts 1 MiB in: aligned to SD cards' erase blocks, as every
-/// partitioning tool does.
+/// Where the partition starts unless the board needs room before it: 1 MiB in,
+/// aligned to SD cards' erase blocks, as every partitioning tool does.
 pub const FIRST_LBA: u64 = 2048;
 /// Partition type "W95 FAT32 (LBA)".
 pub const FAT32_LBA: u8 = 0x0c;
@@ -30,22 +30,27 @@ impl Partition {
 }
 
 /// A whole disk: the MBR (signature `disk_id`), then `volume` as its only partition,
-/// bootable, of type `kind`, at [`FIRST_LBA`].
-pub fn disk(volume: &[u8], kind: u8, disk_id: u32) -> Result<Vec<u8>> {
+/// bootable, of type `kind`, starting at sector `first_lba` (at least [`FIRST_LBA`]:
+/// the gap stays zero, for a boot loader the boot ROM reads at a fixed offset).
+pub fn disk(volume: &[u8], kind: u8, disk_id: u32, first_lba: u64) -> Result<Vec<u8>> {
+    ensure!(
+        first_lba >= FIRST_LBA && first_lba % FIRST_LBA == 0,
+        "the partition starts at sector {first_lba}: it must be a whole MiB, 1 MiB or more, in"
+    );
     ensure!(
         !volume.is_empty() && volume.len() as u64 % SECTOR == 0,
         "a partition is a whole number of sectors, not {} bytes",
         volume.len()
     );
     let sectors = u32::try_from(volume.len() as u64 / SECTOR)?;
-    let mut out = vec![0u8; (FIRST_LBA * SECTOR) as usize];
+    let mut out = vec![0u8; usize::try_from(first_lba * SECTOR)?];
     out[440..444].copy_from_slice(&disk_id.to_le_bytes());
     let e = &mut out[446..462];
     e[0] = BOOTABLE;
     e[1..4].copy_from_slice(&CHS_UNUSED);
     e[4] = kind;
     e[5..8].copy_from_slice(&CHS_UNUSED);
-    e[8..12].copy_from_slice(&(FIRST_LBA as u32).to_le_bytes());
+    e[8..12].copy_from_slice(&u32::try_from(first_lba)?.to_le_bytes());
     e[12..16].copy_from_slice(&sectors.to_le_bytes());
     out[510] = 0x55;
     out[511] = 0xaa;
@@ -98,7 +103,7 @@ mod tests {
     #[test]
     fn one_bootable_partition_one_mib_in() {
         let volume = vec![0x5a; 4096];
-        let d = disk(&volume, FAT32_LBA, 0x1234_5678).unwrap();
+        let d = disk(&volume, FAT32_LBA, 0x1234_5678, FIRST_LBA).unwrap();
         assert_eq!(d.len(), (1 << 20) + 4096);
         assert_eq!(&d[440..444], &[0x78, 0x56, 0x34, 0x12], "disk signature");
         // The entry exactly as fdisk would show it: 80 fe ff ff 0c fe ff ff, LBA 2048, 8 sectors.
@@ -124,14 +129,27 @@ mod tests {
     }
 
     #[test]
+    fn room_for_a_boot_loader_before_the_partition() {
+        let d = disk(&[7; 512], FAT32_LBA, 0, 8 * FIRST_LBA).unwrap();
+        assert_eq!(d.len(), (8 << 20) + 512);
+        assert!(d[512..8 << 20].iter().all(|&b| b == 0));
+        assert_eq!(parse(&d).unwrap()[0].first_lba, 8 * 2048);
+    }
+
+    #[test]
     fn bad_tables_are_refused() {
-        assert!(disk(&[0; 100], FAT32_LBA, 0).is_err(), "not whole sectors");
-        assert!(disk(&[], FAT32_LBA, 0).is_err());
-        let mut d = disk(&[0; 512], FAT32_LBA, 0).unwrap();
+        assert!(
+            disk(&[0; 100], FAT32_LBA, 0, FIRST_LBA).is_err(),
+            "not whole sectors"
+        );
+        assert!(disk(&[], FAT32_LBA, 0, FIRST_LBA).is_err());
+        assert!(disk(&[0; 512], FAT32_LBA, 0, 64).is_err(), "inside the first MiB");
+        assert!(disk(&[0; 512], FAT32_LBA, 0, 3000).is_err(), "not a whole MiB");
+        let mut d = disk(&[0; 512], FAT32_LBA, 0, FIRST_LBA).unwrap();
         assert!(parse(&d[..100]).is_err());
         d.truncate(d.len() - 1);
         assert!(parse(&d).is_err(), "partition past the end");
-        let mut d = disk(&[0; 512], FAT32_LBA, 0).unwrap();
+        let mut d = disk(&[0; 512], FAT32_LBA, 0, FIRST_LBA).unwrap();
         d[511] = 0;
         assert!(parse(&d).is_err(), "no signature");
     }

@@ -93,7 +93,7 @@ pub fn image(opts: &Options) -> Result<PathBuf> {
     let img = board::build_config_image_on(&config, Some(&opts.board), &built, None)?;
     let tessera = fs::read(&img.path)?;
     let files = files_for(&built.target_dir, &board, &media, &img.machine, tessera)?;
-    let disk = disk_image(&files)?;
+    let disk = disk_image(&files, media.partition_start())?;
     let stem = config.file_stem().and_then(|s| s.to_str()).unwrap_or("config");
     let out = match &opts.output {
         Some(o) => o.clone(),
@@ -108,6 +108,11 @@ pub fn image(opts: &Options) -> Result<PathBuf> {
     for f in &files {
         println!("  {:<24} {:>10} bytes", f.name, f.bytes.len());
     }
+    println!(
+        "write it to the card or disk (all of it, not a partition): \
+         sudo dd if={} of=/dev/sdX bs=4M conv=fsync; see docs/flashing.md",
+        paths::display(&out)
+    );
     Ok(out)
 }
 
@@ -154,10 +159,25 @@ fn dtb_file_name(board: &BoardToml) -> Result<String> {
         .with_context(|| format!("{}: dtb {:?} has no file name", board.name, board.dtb))
 }
 
-/// An MBR disk with one bootable FAT32 partition holding `files`.
-pub fn disk_image(files: &[fat::File]) -> Result<Vec<u8>> {
+impl Media {
+    /// Where the boot partition starts on the disk, in bytes.
+    pub fn partition_start(&self) -> u64 {
+        match self {
+            Media::UBoot(u) => u.partition_start.map(|s| s.0),
+            Media::Raspi(_) => None,
+        }
+        .unwrap_or(mbr::FIRST_LBA * mbr::SECTOR)
+    }
+}
+
+/// An MBR disk with one bootable FAT32 partition holding `files`, starting
+/// `partition_start` bytes in.
+pub fn disk_image(files: &[fat::File], partition_start: u64) -> Result<Vec<u8>> {
+    if partition_start % (1 << 20) != 0 {
+        bail!("[media] partition_start {partition_start:#x} is not a whole MiB");
+    }
     let volume = fat::build(fat::size_for(files), LABEL, files)?;
-    mbr::disk(&volume, mbr::FAT32_LBA, DISK_ID)
+    mbr::disk(&volume, mbr::FAT32_LBA, DISK_ID, partition_start / mbr::SECTOR)
 }
 
 /// The files of the first partition of a disk made by [`disk_image`].
@@ -179,15 +199,31 @@ pub fn media_dir(target_dir: &Path) -> PathBuf {
 }
 
 /// Writes through a temporary file, so a reader (QEMU in a parallel scenario, a user's
-/// `dd`) never sees half an image.
+/// `dd`) never sees half an image. Blocks of zeros are left as holes: the file takes
+/// only what it holds on the host, and `bmaptool create` maps just those blocks.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    write_sparse(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Writes `bytes` to a new file `path`, seeking over 4 KiB blocks of zeros.
+fn write_sparse(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    const BLOCK: usize = 4096;
+    let mut f = fs::File::create(path)?;
+    for (i, block) in bytes.chunks(BLOCK).enumerate() {
+        if block.iter().any(|&b| b != 0) {
+            f.seek(SeekFrom::Start((i * BLOCK) as u64))?;
+            f.write_all(block)?;
+        }
+    }
+    f.set_len(bytes.len() as u64)?;
+    f.sync_all()
 }
 
 #[cfg(test)]

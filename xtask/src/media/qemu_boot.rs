@@ -63,7 +63,8 @@ fn boot_disk(
     let bios = crate::debian::unpacked(&built.target_dir, SUITE, UBOOT_PACKAGE)?.join(UBOOT_BIN);
     ensure!(bios.is_file(), "{UBOOT_PACKAGE} has no {UBOOT_BIN}");
     let tessera = fs::read(image).with_context(|| format!("reading {}", image.display()))?;
-    let disk = disk_image(&uboot::files(board, m, tessera.clone(), dtb)?)?;
+    let files = uboot::files(board, m, tessera.clone(), dtb)?;
+    let disk = disk_image(&files, Media::UBoot(m.clone()).partition_start())?;
     // What U-Boot will find: the image byte for byte, and a script it accepts.
     let back = read_disk(&disk)?;
     let find = |n: &str| back.iter().find(|f| f.name == n).map(|f| &f.bytes);

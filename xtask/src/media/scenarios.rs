@@ -81,15 +81,10 @@ pub fn pi4_card_image(built: &Built) -> Result<PathBuf> {
     let config = dir.join("demo.toml");
     let img = build_config_image_on(&config, Some(PI4), built, None)?;
     let tessera = fs::read(&img.path)?;
-    let files = files_for(
-        &built.target_dir,
-        &board,
-        &Media::Raspi(m.clone()),
-        &img.machine,
-        tessera.clone(),
-    )?;
+    let media = Media::Raspi(m.clone());
+    let files = files_for(&built.target_dir, &board, &media, &img.machine, tessera.clone())?;
     let card = media_dir(&built.target_dir).join(format!("{PI4}-demo.img"));
-    write_atomically(&card, &disk_image(&files)?)?;
+    write_atomically(&card, &disk_image(&files, media.partition_start())?)?;
     let back = read_disk(&fs::read(&card)?).with_context(|| format!("reading {}", card.display()))?;
     raspi::check(&board, &m, &back).with_context(|| format!("checking {}", card.display()))?;
     let on_card = back

@@ -19,6 +19,8 @@ fn uboot_media(name: &str) -> (BoardToml, uboot::UBootMedia) {
     }
 }
 
+const ONE_MIB: u64 = 1 << 20;
+
 fn fake_image(len: usize) -> Vec<u8> {
     let mut img = crate::image::spin_image();
     img.resize(len, 0x77);
@@ -85,6 +87,14 @@ fn zcu102_script_loads_debians_dtb_from_the_partition() {
     }
     assert!(!script.contains("fdtcontroladdr"));
     assert_eq!(files[3].bytes, dtb.1);
+}
+
+#[test]
+fn the_imx8mp_card_leaves_room_for_flash_bin() {
+    // The boot ROM reads flash.bin (SPL, DDR training, TF-A, U-Boot: about 2 MiB) at 32 KiB.
+    let (_, m) = board("imx8mp-evk");
+    assert_eq!(m.partition_start(), 8 << 20);
+    assert_eq!(board("xlnx-zcu102").1.partition_start(), ONE_MIB);
 }
 
 #[test]
@@ -208,7 +218,7 @@ fn pi4_sd_card_holds_firmware_config_dtb_image_and_tf_a() {
     let image = fake_image(3 << 20);
     let dtb = ("bcm2711-rpi-4-b.dtb".to_owned(), b"dtb".to_vec());
     let files = raspi::files(&b, &r, image.clone(), dtb, &fw, Some(&tfa)).unwrap();
-    let disk = disk_image(&files).unwrap();
+    let disk = disk_image(&files, ONE_MIB).unwrap();
     let back = read_disk(&disk).unwrap();
     let get = |n: &str| back.iter().find(|f| f.name == n).map(|f| f.bytes.clone());
     assert_eq!(get("start4.elf").as_deref(), Some(&b"start4"[..]));
@@ -284,13 +294,14 @@ fn a_u_boot_disk_reads_back_through_mbr_and_fat() {
     let (b, u) = uboot_media("qemu-virt");
     let image = fake_image(1 << 20);
     let files = uboot::files(&b, &u, image.clone(), None).unwrap();
-    let disk = disk_image(&files).unwrap();
+    let disk = disk_image(&files, ONE_MIB).unwrap();
     let parts = mbr::parse(&disk).unwrap();
     assert_eq!(parts.len(), 1);
     assert!(parts[0].bootable && parts[0].kind == mbr::FAT32_LBA && parts[0].first_lba == 2048);
     let back = read_disk(&disk).unwrap();
     assert_eq!(back, files);
-    assert_eq!(disk_image(&files).unwrap(), disk, "reproducible");
+    assert_eq!(disk_image(&files, ONE_MIB).unwrap(), disk, "reproducible");
+    assert!(disk_image(&files, ONE_MIB + 512).is_err());
 }
 
 #[test]
@@ -310,4 +321,16 @@ fn a_firmware_boot_has_no_kernel_option() {
         "{args:?}"
     );
     assert!(!args.iter().any(|a| a == "-kernel" || a == "-append"), "{args:?}");
+}
+
+#[test]
+fn images_are_written_with_holes_but_read_back_whole() {
+    let dir = std::env::temp_dir().join(format!("tessera-sparse-{}", std::process::id()));
+    let file = dir.join("disk.img");
+    let mut bytes = vec![0u8; 3 * 4096 + 100];
+    bytes[5000] = 1;
+    bytes[3 * 4096 + 99] = 2;
+    write_atomically(&file, &bytes).unwrap();
+    assert_eq!(fs::read(&file).unwrap(), bytes);
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -32,6 +32,11 @@ pub struct UBootMedia {
     pub dtb: DtbSource,
     /// Where the device tree goes: inside one of the board's `reserved` regions.
     pub dtb_address: u64,
+    /// Where on the card the partition starts (default 1 MiB): room before it for a
+    /// boot loader the SoC's boot ROM reads at a fixed offset (i.MX 8M: `flash.bin`
+    /// at 32 KiB).
+    #[serde(default)]
+    pub partition_start: Option<crate::config::Size>,
 }
 
 /// Room the device tree gets at `dtb_address` (`fdt move`'s length): QEMU's and the
