@@ -138,7 +138,7 @@ mod tests {
     fn size_grows_with_the_files_and_a_full_volume_is_an_error() {
         let files = [File::new("big", vec![1; 100 << 20])];
         let size = size_for(&files);
-        assert!(size > 125 << 20 && size % MIB == 0, "{size}");
+        assert!(size > 125 << 20 && size.is_multiple_of(MIB), "{size}");
         assert!(build(size, "BOOT", &files).is_ok());
         let err = build(MIN_SIZE, "BOOT", &files).unwrap_err();
         assert!(format!("{err:#}").contains("writing big"), "{err:#}");

@@ -34,11 +34,11 @@ impl Partition {
 /// the gap stays zero, for a boot loader the boot ROM reads at a fixed offset).
 pub fn disk(volume: &[u8], kind: u8, disk_id: u32, first_lba: u64) -> Result<Vec<u8>> {
     ensure!(
-        first_lba >= FIRST_LBA && first_lba % FIRST_LBA == 0,
+        first_lba >= FIRST_LBA && first_lba.is_multiple_of(FIRST_LBA),
         "the partition starts at sector {first_lba}: it must be a whole MiB, 1 MiB or more, in"
     );
     ensure!(
-        !volume.is_empty() && volume.len() as u64 % SECTOR == 0,
+        !volume.is_empty() && (volume.len() as u64).is_multiple_of(SECTOR),
         "a partition is a whole number of sectors, not {} bytes",
         volume.len()
     );

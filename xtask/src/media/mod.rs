@@ -173,7 +173,7 @@ impl Media {
 /// An MBR disk with one bootable FAT32 partition holding `files`, starting
 /// `partition_start` bytes in.
 pub fn disk_image(files: &[fat::File], partition_start: u64) -> Result<Vec<u8>> {
-    if partition_start % (1 << 20) != 0 {
+    if !partition_start.is_multiple_of(1 << 20) {
         bail!("[media] partition_start {partition_start:#x} is not a whole MiB");
     }
     let volume = fat::build(fat::size_for(files), LABEL, files)?;

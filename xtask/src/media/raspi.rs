@@ -91,7 +91,7 @@ pub fn files(
     tfa_root: Option<&Path>,
 ) -> Result<Vec<fat::File>> {
     ensure!(
-        board.load_address % (2 << 20) == 0,
+        board.load_address.is_multiple_of(2 << 20),
         "{}: load_address {:#x} is not 2 MiB aligned (config.txt kernel_address)",
         board.name,
         board.load_address

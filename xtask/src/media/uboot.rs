@@ -93,7 +93,7 @@ pub fn script(board: &BoardToml, m: &UBootMedia, dtb_file: Option<&str>) -> Resu
 pub fn check_layout(board: &BoardToml, m: &UBootMedia, image_len: u64) -> Result<()> {
     let name = &board.name;
     ensure!(
-        board.load_address % IMAGE_ALIGN == 0,
+        board.load_address.is_multiple_of(IMAGE_ALIGN),
         "{name}: load_address {:#x} is not 2 MiB aligned: booti would move the image",
         board.load_address
     );
