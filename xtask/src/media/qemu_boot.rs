@@ -16,11 +16,19 @@ pub const UBOOT_PACKAGE: &str = "u-boot-qemu";
 /// U-Boot for QEMU's arm64 `virt` in that package.
 pub const UBOOT_BIN: &str = "usr/lib/u-boot/qemu_arm64/u-boot.bin";
 
-/// U-Boot and a boot disk holding `image` for QEMU `virt`, as qemu-virt's board.toml
-/// says: boot.scr hands over U-Boot's own device tree.
+/// U-Boot (trixie's 2025.01: bootstd, `bootflow scan`) and a boot disk holding
+/// `image` for QEMU `virt`, as qemu-virt's board.toml says: boot.scr hands over U-Boot's
+/// own device tree.
 pub fn virt_u_boot(built: &Built, image: &Path) -> Result<Firmware> {
     let (board, m) = virt_media()?;
-    boot_disk(built, image, &board, &m, None, "u-boot")
+    boot_disk(built, SUITE, image, &board, &m, None, "u-boot")
+}
+
+/// The same with bookworm's U-Boot (2023.01), which still boots with the older
+/// `distro_bootcmd` scripts: the flow most boards' U-Boot in the field has.
+pub fn virt_u_boot_bookworm(built: &Built, image: &Path) -> Result<Firmware> {
+    let (board, m) = virt_media()?;
+    boot_disk(built, "bookworm", image, &board, &m, None, "u-boot-2023")
 }
 
 /// The same with the device tree on the disk, loaded by boot.scr (`dtb = "board"`, as
@@ -33,14 +41,8 @@ pub fn virt_u_boot_dtb_from_disk(built: &Built, image: &Path) -> Result<Firmware
     };
     let machine = board_machine(VIRT, &built.target_dir)?;
     let dtb = board_dtb(&machine, VIRT, &built.target_dir)?;
-    boot_disk(
-        built,
-        image,
-        &board,
-        &m,
-        Some(("qemu-virt.dtb".into(), dtb)),
-        "dtb-on-disk",
-    )
+    let dtb = Some(("qemu-virt.dtb".into(), dtb));
+    boot_disk(built, SUITE, image, &board, &m, dtb, "dtb-on-disk")
 }
 
 fn virt_media() -> Result<(BoardToml, UBootMedia)> {
@@ -54,13 +56,14 @@ fn virt_media() -> Result<(BoardToml, UBootMedia)> {
 
 fn boot_disk(
     built: &Built,
+    suite: &str,
     image: &Path,
     board: &BoardToml,
     m: &UBootMedia,
     dtb: Option<(String, Vec<u8>)>,
     tag: &str,
 ) -> Result<Firmware> {
-    let bios = crate::debian::unpacked(&built.target_dir, SUITE, UBOOT_PACKAGE)?.join(UBOOT_BIN);
+    let bios = crate::debian::unpacked(&built.target_dir, suite, UBOOT_PACKAGE)?.join(UBOOT_BIN);
     ensure!(bios.is_file(), "{UBOOT_PACKAGE} has no {UBOOT_BIN}");
     let tessera = fs::read(image).with_context(|| format!("reading {}", image.display()))?;
     let files = uboot::files(board, m, tessera.clone(), dtb)?;

@@ -24,6 +24,12 @@ pub fn all() -> Vec<Scenario> {
             ..uboot_demo("uboot_boot_scr_from_virtio_disk_starts_the_demo")
         },
         Scenario {
+            // Debian 12's U-Boot: distro_bootcmd instead of bootstd finds the script.
+            firmware: Some(super::qemu_boot::virt_u_boot_bookworm),
+            must: with_demo(&["U-Boot 2023.01", "Found U-Boot script /boot.scr"]),
+            ..uboot_demo("uboot_2023_distro_bootcmd_runs_boot_scr")
+        },
+        Scenario {
             // The device tree from the partition, as the zcu102 and i.MX 8M Plus cards
             // have it, loaded by boot.scr into the reserved region.
             firmware: Some(super::qemu_boot::virt_u_boot_dtb_from_disk),

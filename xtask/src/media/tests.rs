@@ -47,6 +47,7 @@ fn qemu_virt_script_loads_the_image_and_boots_u_boots_dtb_from_the_reserved_regi
             "echo \"tessera: loading ${prefix}tessera.bin from ${devtype} ${devnum}:${distro_bootpart}\"",
             "load ${devtype} ${devnum}:${distro_bootpart} 0x40200000 ${prefix}tessera.bin",
             "echo \"tessera: the device tree of U-Boot, moved to 0x48000000\"",
+            "fdt addr ${fdtcontroladdr}",
             "fdt move ${fdtcontroladdr} 0x48000000 0x100000",
             "setenv fdt_high 0xffffffffffffffff",
             "booti 0x40200000 - 0x48000000",

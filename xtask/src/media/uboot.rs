@@ -63,8 +63,10 @@ pub fn script(board: &BoardToml, m: &UBootMedia, dtb_file: Option<&str>) -> Resu
     );
     match (m.dtb, dtb_file) {
         (DtbSource::UBoot, _) => s.push_str(&format!(
-            "# U-Boot's own device tree, moved into the board's reserved region.\n\
+            "# U-Boot's own device tree, moved into the board's reserved region (U-Boot\n\
+             # 2023.01 moves only the working tree: `fdt addr` makes it that).\n\
              echo \"tessera: the device tree of U-Boot, moved to {dtb:#x}\"\n\
+             fdt addr ${{fdtcontroladdr}}\n\
              fdt move ${{fdtcontroladdr}} {dtb:#x} {DTB_ROOM:#x}\n"
         )),
         (DtbSource::Board, Some(name)) => s.push_str(&format!(
