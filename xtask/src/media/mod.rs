@@ -34,6 +34,10 @@ pub const SUITE: &str = "trixie";
 pub const IMAGE_NAME: &str = "tessera.bin";
 /// The FAT volume label.
 const LABEL: &str = "TESSERA";
+/// Room the device tree gets at a board's `[media] dtb_address` (`fdt move`'s length
+/// on U-Boot boards): QEMU's and the boards' DTBs are under 128 KiB, U-Boot's `booti`
+/// and the Raspberry Pi firmware add to it, and the hypervisor reads all of it.
+pub const DTB_ROOM: u64 = 1 << 20;
 /// The MBR disk signature ("ARST"): fixed, so one set of files gives one image.
 const DISK_ID: u32 = 0x5453_5241;
 
@@ -147,6 +151,33 @@ pub fn files_for(
             raspi::files(board, r, tessera, dtb, &firmware, tfa.as_deref())
         }
     }
+}
+
+/// Checks where the boot firmware is told to put the device tree: wholly inside one of
+/// the board's `reserved` regions (so no config can give a VM that memory), and clear of
+/// the image at the load address.
+pub fn check_dtb_place(board: &BoardToml, dtb: u64, image_len: u64) -> Result<()> {
+    let name = &board.name;
+    let dtb_end = dtb + DTB_ROOM;
+    let in_reserved = board
+        .reserved
+        .iter()
+        .any(|r| r.base <= dtb && dtb_end <= r.base.saturating_add(r.size.0));
+    if !in_reserved {
+        bail!(
+            "{name}: [media] dtb_address {dtb:#x}..{dtb_end:#x} is not inside one of the board's `reserved` \
+             regions: a VM could be given the memory under the device tree"
+        );
+    }
+    let image_end = board.load_address + image_len;
+    if board.load_address < dtb_end && dtb < image_end {
+        bail!(
+            "{name}: the image at {:#x}..{image_end:#x} overlaps the device tree at {dtb:#x}..{dtb_end:#x} \
+             ([media] dtb_address)",
+            board.load_address
+        );
+    }
+    Ok(())
 }
 
 /// The board DTB's name on the partition: its file name (`bcm2711-rpi-4-b.dtb`).

@@ -39,6 +39,9 @@ pub struct RaspiMedia {
     /// GPIO header at a fixed baud rate.
     #[serde(default)]
     pub uart: Vec<String>,
+    /// Where the firmware puts the device tree (`device_tree_address`): inside one of
+    /// the board's `reserved` regions, where QEMU's model puts it too.
+    pub dtb_address: Option<u64>,
     /// TF-A's BL31 for this board under `usr/lib/arm-trusted-firmware/` (`rpi4/bl31.bin`):
     /// put on the partition as bl31.bin, with config.txt's `armstub=` line commented out.
     pub armstub: Option<String>,
@@ -57,12 +60,20 @@ pub fn config_txt(board: &BoardToml, m: &RaspiMedia, dtb_file: &str) -> String {
          enable_gic=1\n\
          kernel={IMAGE_NAME}\n\
          kernel_address={:#x}\n\
-         device_tree={dtb_file}\n\
-         # The DTB is mainline Linux's (Debian's), as in Debian's own config.txt.\n\
-         upstream_kernel=1\n",
+         device_tree={dtb_file}\n",
         board.description.split(':').next().unwrap_or(&board.name),
         board.name,
         board.load_address
+    );
+    if let Some(at) = m.dtb_address {
+        s.push_str(&format!(
+            "# The device tree in the board's reserved region, where QEMU puts it too.\n\
+             device_tree_address={at:#x}\n"
+        ));
+    }
+    s.push_str(
+        "# The DTB is mainline Linux's (Debian's), as in Debian's own config.txt.\n\
+         upstream_kernel=1\n",
     );
     for line in &m.uart {
         s.push_str(line);
@@ -101,6 +112,9 @@ pub fn files(
         "{}: [media] firmware lists no file",
         board.name
     );
+    if let Some(at) = m.dtb_address {
+        super::check_dtb_place(board, at, tessera.len() as u64)?;
+    }
     let mut files = Vec::new();
     for name in &m.firmware {
         let path = firmware_root.join(FIRMWARE_DIR).join(name);
@@ -168,6 +182,14 @@ pub fn check(board: &BoardToml, m: &RaspiMedia, files: &[fat::File]) -> Result<(
         ensure!(
             lines.contains(&line.as_str()),
             "config.txt lacks the UART line {line:?}"
+        );
+    }
+    if let Some(at) = m.dtb_address {
+        let want = format!("{at:#x}");
+        ensure!(
+            value("device_tree_address") == Some(want.as_str()),
+            "config.txt: device_tree_address is {:?}, not {want}",
+            value("device_tree_address")
         );
     }
     let dtb_name = value("device_tree").context("config.txt names no device_tree")?;

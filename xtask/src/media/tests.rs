@@ -161,7 +161,12 @@ fn pi4() -> (BoardToml, raspi::RaspiMedia) {
         kind = "raspi"
         firmware = ["start4.elf", "fixup4.dat"]
         uart = ["enable_uart=1"]
+        dtb_address = 0x08000000
         armstub = "rpi4/bl31.bin"
+        [[reserved]]
+        name = "the boot DTB"
+        base = 0x08000000
+        size = "2M"
         "#,
     )
     .unwrap();
@@ -198,6 +203,7 @@ fn pi4_config_txt_has_the_lines_the_firmware_needs() {
             "kernel=tessera.bin",
             "kernel_address=0x200000",
             "device_tree=bcm2711-rpi-4-b.dtb",
+            "device_tree_address=0x8000000",
             "upstream_kernel=1",
             "enable_uart=1",
             "#armstub=bl31.bin",
@@ -273,8 +279,39 @@ fn the_card_check_accepts_what_files_writes_and_names_what_is_wrong() {
     };
     assert!(err(&edited("kernel_address=0x200000", "kernel_address=0x80000")).contains("kernel_address"));
     assert!(err(&edited("arm_64bit=1", "arm_64bit=0")).contains("arm_64bit"));
+    assert!(err(&edited("device_tree_address=", "#device_tree_address=")).contains("device_tree_address"));
     assert!(err(&edited("enable_uart=1\n", "")).contains("UART line"));
     assert!(err(&edited("#armstub", "# armstub")).contains("armstub"));
+    let _ = fs::remove_dir_all(fw.parent().unwrap());
+}
+
+#[test]
+fn the_pi_device_tree_goes_to_a_reserved_region_clear_of_the_image() {
+    let (b, mut r) = pi4();
+    let (fw, tfa) = fake_packages("dtbplace");
+    let dtb = || ("d.dtb".to_owned(), Vec::new());
+    // 0x200000 + 126 MiB reaches 0x8000000.
+    // The error, without printing a whole card if there is none.
+    let refusal = |r: Result<Vec<fat::File>>| match r {
+        Ok(_) => panic!("the card was written"),
+        Err(e) => format!("{e:#}"),
+    };
+    let e = refusal(raspi::files(
+        &b,
+        &r,
+        fake_image((126 << 20) + 1),
+        dtb(),
+        &fw,
+        Some(&tfa),
+    ));
+    assert!(e.contains("overlaps the device tree"), "{e}");
+    r.dtb_address = Some(0x0900_0000);
+    let e = refusal(raspi::files(&b, &r, fake_image(64), dtb(), &fw, Some(&tfa)));
+    assert!(e.contains("reserved"), "{e}");
+    r.dtb_address = None;
+    let files = raspi::files(&b, &r, fake_image(64), dtb(), &fw, Some(&tfa)).unwrap();
+    let config = &files.iter().find(|f| f.name == "config.txt").unwrap().bytes;
+    assert!(!String::from_utf8_lossy(config).contains("device_tree_address"));
     let _ = fs::remove_dir_all(fw.parent().unwrap());
 }
 

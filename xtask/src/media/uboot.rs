@@ -8,7 +8,7 @@
 //! `reserved` regions, so the hypervisor never gives a VM the memory under it (U-Boot
 //! would otherwise put it near the top of RAM, wherever its own allocator says).
 
-use super::{fat, uimage, IMAGE_NAME};
+use super::{fat, uimage, DTB_ROOM, IMAGE_NAME};
 use crate::board::BoardToml;
 use anyhow::{bail, ensure, Result};
 use serde::Deserialize;
@@ -39,10 +39,6 @@ pub struct UBootMedia {
     pub partition_start: Option<crate::config::Size>,
 }
 
-/// Room the device tree gets at `dtb_address` (`fdt move`'s length): QEMU's and the
-/// boards' DTBs are under 128 KiB, U-Boot's `booti` grows it by CONFIG_SYS_FDT_PAD
-/// (12 KiB) for /chosen and /memory, and the hypervisor reads all of it.
-pub const DTB_ROOM: u64 = 1 << 20;
 /// The device tree cannot move: U-Boot's `fdt_high` "never relocate".
 const NO_RELOCATION: &str = "0xffffffffffffffff";
 /// booti places an image whose header says "anywhere" at the 2 MiB boundary it is on.
@@ -99,25 +95,7 @@ pub fn check_layout(board: &BoardToml, m: &UBootMedia, image_len: u64) -> Result
         "{name}: load_address {:#x} is not 2 MiB aligned: booti would move the image",
         board.load_address
     );
-    let (dtb, dtb_end) = (m.dtb_address, m.dtb_address + DTB_ROOM);
-    let in_reserved = board
-        .reserved
-        .iter()
-        .any(|r| r.base <= dtb && dtb_end <= r.base.saturating_add(r.size.0));
-    ensure!(
-        in_reserved,
-        "{name}: [media] dtb_address {dtb:#x}..{dtb_end:#x} is not inside one of the board's `reserved` regions: \
-         a VM could be given the memory under the device tree"
-    );
-    let image_end = board.load_address + image_len;
-    if board.load_address < dtb_end && dtb < image_end {
-        bail!(
-            "{name}: the image at {:#x}..{image_end:#x} overlaps the device tree at {dtb:#x}..{dtb_end:#x} \
-             ([media] dtb_address)",
-            board.load_address
-        );
-    }
-    Ok(())
+    super::check_dtb_place(board, m.dtb_address, image_len)
 }
 
 /// The partition of a U-Boot board: `boot.scr`, the image, and the board DTB if the
