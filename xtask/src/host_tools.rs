@@ -52,3 +52,82 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// A digest of the tree at `path`: every entry's path, type, permission bits, and file
+/// contents or link target (not times). A scenario compares it before and after to show
+/// that xtask left part of the host (`/etc/apt`) as it was. A missing path has a digest too.
+pub fn tree_digest(path: &Path) -> Result<u64> {
+    use std::hash::Hasher;
+    use std::os::unix::fs::PermissionsExt;
+    // FNV-1a: stable, and any change to what is fed in changes it with overwhelming odds.
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut todo = vec![path.to_owned()];
+    while let Some(p) = todo.pop() {
+        let rel = p.strip_prefix(path).unwrap_or(&p).to_string_lossy().into_owned();
+        h.write(rel.as_bytes());
+        h.write(&[0]);
+        let meta = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                h.write(b"absent");
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        };
+        h.write(&meta.permissions().mode().to_le_bytes());
+        if meta.file_type().is_symlink() {
+            h.write(std::fs::read_link(&p)?.to_string_lossy().as_bytes());
+        } else if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<_>>()?;
+            entries.sort();
+            // Popped in order: reversed onto the stack.
+            todo.extend(entries.into_iter().rev());
+        } else if meta.is_file() {
+            h.write(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?);
+        }
+        h.write(&[0xff]);
+    }
+    Ok(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_digest_sees_every_change_but_times() {
+        let dir = std::env::temp_dir().join(format!("xtask-digest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a.d")).unwrap();
+        std::fs::write(dir.join("a.d/x"), b"one").unwrap();
+        let d0 = tree_digest(&dir).unwrap();
+        assert_eq!(tree_digest(&dir).unwrap(), d0);
+        // Rewriting the same bytes (a new mtime) is no change.
+        std::fs::write(dir.join("a.d/x"), b"one").unwrap();
+        assert_eq!(tree_digest(&dir).unwrap(), d0);
+        std::fs::write(dir.join("a.d/x"), b"two").unwrap();
+        let d1 = tree_digest(&dir).unwrap();
+        assert_ne!(d1, d0);
+        std::fs::write(dir.join("a.d/y"), b"").unwrap();
+        let d2 = tree_digest(&dir).unwrap();
+        assert_ne!(d2, d1);
+        std::os::unix::fs::symlink("x", dir.join("a.d/z")).unwrap();
+        assert_ne!(tree_digest(&dir).unwrap(), d2);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(tree_digest(&dir).unwrap(), d0, "a missing tree");
+    }
+}

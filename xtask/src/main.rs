@@ -52,6 +52,9 @@ commands:
   dtbs                     regenerate tests/dtbs/ (needs QEMU and dtc)
   assets [options]         fetch Debian's arm64 kernel and busybox, build the guest
                            initramfs (cached in target/guest-assets/); print the paths
+      --debian-kernel SUITE/PACKAGE
+                           which kernel (default bookworm/linux-image-arm64; the
+                           tests also boot trixie/linux-image-arm64)
       --kernel FILE        use this arm64 Image (raw or gzip) instead of Debian's
       --initrd FILE        use this initramfs instead of the built one
   debian SUITE PACKAGE     fetch and unpack a Debian arm64 package with xtask's own apt
@@ -153,6 +156,10 @@ fn dispatch() -> Result<bool> {
                 kernel: args.value("--kernel")?.map(absolute).transpose()?,
                 initrd: args.value("--initrd")?.map(absolute).transpose()?,
                 target_dir: None,
+                pin: args
+                    .value("--debian-kernel")?
+                    .map(|p| assets::KernelPin::parse(&p))
+                    .transpose()?,
             };
             args.finish()?;
             let a = assets::ensure_assets(&opts)?;

@@ -61,6 +61,9 @@ pub struct Scenario {
     /// (version, why): skipped, and said so, on an older QEMU whose model cannot run it.
     pub needs_qemu: Option<(&'static str, &'static str)>,
     pub timeout_secs: u64,
+    /// Host paths (trees) that must be the same after the scenario, image build and
+    /// Debian downloads included, as before it (e.g. `/etc/apt`).
+    pub host_unchanged: &'static [&'static str],
 }
 
 impl Scenario {
@@ -84,6 +87,7 @@ impl Scenario {
             allow: &[],
             needs_qemu: None,
             timeout_secs: 60,
+            host_unchanged: &[],
         }
     }
 
@@ -254,7 +258,11 @@ pub fn all() -> Vec<Scenario> {
     for gic in [3, 2] {
         all.extend(vcpu_state_scenarios(gic));
     }
-    all.extend([linux_pair(3), linux_pair(2)]);
+    all.extend([
+        linux_pair(3, Kernel::Debian12),
+        linux_pair(2, Kernel::Debian12),
+        linux_pair(3, Kernel::Debian13),
+    ]);
     all.extend([console_flood(3), console_flood(2)]);
     all.extend([
         Scenario {
@@ -626,18 +634,16 @@ fn vcpu_state_scenarios(gic: u32) -> Vec<Scenario> {
     all
 }
 
-/// Two Debian kernels side by side with a bare-metal timer VM, on GIC version `gic`.
-fn linux_pair(gic: u32) -> Scenario {
-    Scenario {
-        gic,
-        config: Some("tests/configs/linux_pair.toml"),
-        input: &[
-            ("[linux0] TT second boot", b"\x01\x01\x01"),
-            ("console input goes to VM linux1", b"poweroff -f\r"),
-        ],
-        must: &[
-            "[linux0] TESSERA-LINUX-UP linux0 cpus=2",
-            "[linux1] TESSERA-LINUX-UP linux1 cpus=1",
+/// What xtask must leave as it was on the host while it fetches Debian packages: apt's
+/// configuration and sources (and dpkg's architecture list, which `dpkg
+/// --add-architecture` used to change).
+const HOST_APT: &[&str] = &["/etc/apt", "/var/lib/dpkg/arch"];
+
+macro_rules! linux_pair_must {
+    ($series:literal) => {
+        [
+            concat!("[linux0] TESSERA-LINUX-UP linux0 cpus=2 linux=", $series, "."),
+            concat!("[linux1] TESSERA-LINUX-UP linux1 cpus=1 linux=", $series, "."),
             "[linux0] TT nproc=2",
             "[linux0] TT ok arch_timer interrupts",
             "[linux0] TT ok virtio interrupts",
@@ -651,7 +657,38 @@ fn linux_pair(gic: u32) -> Scenario {
             "[linux0] TT ok sleep 1 took",
             "[linux1] TT ok own disk readable",
             "[rt] timer: cpu 0 worst latency",
+        ]
+    };
+}
+const LINUX_PAIR_MUST_6_1: [&str; 15] = linux_pair_must!("6.1");
+const LINUX_PAIR_MUST_6_12: [&str; 15] = linux_pair_must!("6.12");
+
+/// The Debian kernels the Linux scenarios boot (assets.rs: DEFAULT_KERNEL, TRIXIE_KERNEL).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Debian 12's 6.1 LTS, the boards' default.
+    Debian12,
+    /// Debian 13's 6.12 LTS (modules come as .ko.xz).
+    Debian13,
+}
+
+/// Two Debian kernels side by side with a bare-metal timer VM, on GIC version `gic`;
+/// the Debian packages come with xtask's own apt configuration, and the host's `/etc/apt`
+/// is checked to be the same afterwards.
+fn linux_pair(gic: u32, kernel: Kernel) -> Scenario {
+    let (config, must): (_, &'static [&'static str]) = match kernel {
+        Kernel::Debian12 => ("tests/configs/linux_pair.toml", &LINUX_PAIR_MUST_6_1),
+        Kernel::Debian13 => ("tests/configs/linux_pair_6_12.toml", &LINUX_PAIR_MUST_6_12),
+    };
+    Scenario {
+        gic,
+        config: Some(config),
+        host_unchanged: HOST_APT,
+        input: &[
+            ("[linux0] TT second boot", b"\x01\x01\x01"),
+            ("console input goes to VM linux1", b"poweroff -f\r"),
         ],
+        must,
         sequence: &[
             "[linux0] TT rebooting",
             "VM linux0 restarting",
@@ -674,10 +711,11 @@ fn linux_pair(gic: u32) -> Scenario {
             "Kernel panic",
         ],
         timeout_secs: 240,
-        ..Scenario::new(if gic == 3 {
-            "linux_pair_side_by_side_gicv3"
-        } else {
-            "linux_pair_side_by_side_gicv2"
+        ..Scenario::new(match (gic, kernel) {
+            (3, Kernel::Debian12) => "linux_pair_side_by_side_gicv3_6_1",
+            (_, Kernel::Debian12) => "linux_pair_side_by_side_gicv2_6_1",
+            (3, Kernel::Debian13) => "linux_pair_side_by_side_gicv3_6_12",
+            (_, Kernel::Debian13) => "linux_pair_side_by_side_gicv2_6_12",
         })
     }
 }
