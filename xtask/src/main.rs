@@ -15,7 +15,8 @@ commands:
                            build the hypervisor and test guests; write target/tessera.bin
                            and target/guests/<name>.bin; with --config, check the VM
                            config and pack it with its images into target/images/
-  run [options]            build, then boot in QEMU (interactive; Ctrl-A X quits)
+  run [options]            build, then boot in QEMU (interactive; Ctrl-A three times
+                           switches VMs, Ctrl-] x quits)
       --board NAME         board folder boards/NAME/ (default: the config's, else
                            qemu-virt); its linux.toml unless --config; the QEMU
                            model, -dtb and serial ports come from its board.toml

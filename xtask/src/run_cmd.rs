@@ -116,6 +116,7 @@ pub fn run(opts: Options) -> Result<()> {
     let mut cmd = machine.command(&qemu, Console::Interactive);
     cmd.current_dir(paths::root());
     eprintln!("$ {cmd:?}");
+    eprintln!("xtask: {}", qemu::CONSOLE_HELP);
     let mut child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     match qemu::wait_with_deadline(&mut child, timeout)? {
         None => bail!(

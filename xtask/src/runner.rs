@@ -244,7 +244,12 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
         }
     }
     machine.validate()?;
-    let mut cmd = machine.command(qemu, Console::Captured);
+    let console = if scenario.through_qemu_mux {
+        Console::Interactive
+    } else {
+        Console::Captured
+    };
+    let mut cmd = machine.command(qemu, console);
     cmd.current_dir(paths::root())
         .stdin(if scenario.input.is_empty() {
             Stdio::null()

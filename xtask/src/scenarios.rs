@@ -61,6 +61,9 @@ pub struct Scenario {
     /// (version, why): skipped, and said so, on an older QEMU whose model cannot run it.
     pub needs_qemu: Option<(&'static str, &'static str)>,
     pub timeout_secs: u64,
+    /// Type `input` through QEMU's stdio multiplexer, started exactly as `cargo xtask run`
+    /// starts it (`Console::Interactive`), rather than into a plain serial pipe.
+    pub through_qemu_mux: bool,
     /// Host paths (trees) that must be the same after the scenario, image build and
     /// Debian downloads included, as before it (e.g. `/etc/apt`).
     pub host_unchanged: &'static [&'static str],
@@ -87,6 +90,7 @@ impl Scenario {
             allow: &[],
             needs_qemu: None,
             timeout_secs: 60,
+            through_qemu_mux: false,
             host_unchanged: &[],
         }
     }
@@ -242,6 +246,30 @@ pub fn all() -> Vec<Scenario> {
             ],
             must_not: &["[second] echo: one", "[first] echo: two", "FAIL"],
             ..Scenario::new("console_input_follows_focus")
+        },
+        Scenario {
+            // As a user types into `cargo xtask run`: through QEMU's stdio multiplexer,
+            // the focus keys and a command at once; the command arrives whole.
+            config: Some("tests/configs/console.toml"),
+            through_qemu_mux: true,
+            input: &[
+                ("[second] echo: ready", b"one\r"),
+                ("[first] echo: one", b"\x01\x01\x01two, whole\r"),
+            ],
+            sequence: &[
+                "console input goes to VM first",
+                "[first] echo: one",
+                "console input goes to VM second",
+                "[second] echo: two, whole",
+            ],
+            must_not: &[
+                "[second] echo: one",
+                "[first] echo: two",
+                "[first] echo: wo",
+                "echo: wo, whole",
+                "FAIL",
+            ],
+            ..Scenario::new("console_focus_key_typed_through_qemu_mux")
         },
         Scenario {
             config: Some("tests/configs/console_after_stop.toml"),
