@@ -291,6 +291,7 @@ pub fn all() -> Vec<Scenario> {
         linux_pair(2, Kernel::Debian12),
         linux_pair(3, Kernel::Debian13),
     ]);
+    all.push(linux_demo_typed_through_qemu_mux());
     all.extend([console_flood(3), console_flood(2)]);
     all.extend([
         Scenario {
@@ -745,6 +746,44 @@ fn linux_pair(gic: u32, kernel: Kernel) -> Scenario {
             (3, Kernel::Debian13) => "linux_pair_side_by_side_gicv3_6_12",
             (_, Kernel::Debian13) => "linux_pair_side_by_side_gicv2_6_12",
         })
+    }
+}
+
+/// The default Linux demo (`boards/qemu-virt/linux.toml`) in QEMU started exactly as
+/// `cargo xtask run` starts it, its stdin going through QEMU's multiplexer: Ctrl-A three
+/// times and a command typed at once reach the next VM whole (with QEMU's escape key left
+/// at Ctrl-A, its multiplexer ate one Ctrl-A and the `e` of `echo`); three more and Enter
+/// bring the `rt` VM's latency report, which it does not print unasked.
+fn linux_demo_typed_through_qemu_mux() -> Scenario {
+    Scenario {
+        config: Some("boards/qemu-virt/linux.toml"),
+        through_qemu_mux: true,
+        host_unchanged: HOST_APT,
+        input: &[
+            ("[linux1] TESSERA-LINUX-UP linux1", b"\x01\x01\x01echo typed-$((6*7))\r"),
+            ("[linux1] typed-42", b"\x01\x01\x01\r"),
+        ],
+        must: &[
+            "[linux0] TESSERA-LINUX-UP linux0 cpus=2 linux=6.1.",
+            "[rt] rtlatency: 1 ms timer running; press Enter here",
+        ],
+        sequence: &[
+            "console input goes to VM linux0",
+            "[linux1] TESSERA-LINUX-UP linux1",
+            "console input goes to VM linux1",
+            "[linux1] typed-42",
+            "console input goes to VM rt",
+            "[rt] rtlatency: worst 1 ms timer latency",
+        ],
+        must_not: &[
+            "FAIL",
+            "Kernel panic",
+            "cho: not found",
+            "[linux0] typed",
+            "[rt] rtlatency: worst 1 ms timer latency 0 us since the last report, 0 us since the start (0 ticks",
+        ],
+        timeout_secs: 240,
+        ..Scenario::new("linux_demo_focus_key_typed_through_qemu_mux")
     }
 }
 
