@@ -59,7 +59,7 @@ pub fn ensure_version(min: Option<&str>) -> Result<PathBuf> {
     };
     let bookworm = std::fs::read_to_string("/etc/debian_version").is_ok_and(|v| v.starts_with("12"));
     if !bookworm {
-        bail!("{what}; install it with: sudo apt-get install {DEBIAN_PACKAGE} (Debian 13 ships 10.x)");
+        bail!("{what}; {}", host_tools::qemu_fix(min));
     }
     if !host_tools::is_root() {
         bail!(
