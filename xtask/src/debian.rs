@@ -122,6 +122,38 @@ pub fn depends(target_dir: &Path, suite: &str, name: &str) -> Result<Vec<String>
     Ok(info(target_dir, suite, name)?.depends)
 }
 
+/// `roots` and everything they depend on in `suite`, recursively (the first of each set of
+/// alternatives), each once, without the packages in `skip` (and what only they pull in):
+/// what a tool needs copied next to it, e.g. `closure(t, "bookworm", &["socat"], &[])`.
+/// Names the lists do not have (virtual packages) are left out.
+pub fn closure(target_dir: &Path, suite: &str, roots: &[&str], skip: &[&str]) -> Result<Vec<Package>> {
+    let apt = Apt::new(target_dir, suite)?;
+    apt.refresh_if_needed()?;
+    closure_with(roots, skip, |name| apt.lookup(name))
+}
+
+/// [`closure`] over any package lookup.
+fn closure_with(
+    roots: &[&str],
+    skip: &[&str],
+    lookup: impl Fn(&str) -> Result<Option<Package>>,
+) -> Result<Vec<Package>> {
+    let mut seen: Vec<String> = skip.iter().map(|s| s.to_string()).collect();
+    let mut todo: Vec<String> = roots.iter().rev().map(|s| s.to_string()).collect();
+    let mut out = Vec::new();
+    while let Some(name) = todo.pop() {
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name.clone());
+        if let Some(pkg) = lookup(&name)? {
+            todo.extend(pkg.depends.iter().rev().cloned());
+            out.push(pkg);
+        }
+    }
+    Ok(out)
+}
+
 /// Checks what [`unpacked`] needs from the host, naming the command that fixes each gap.
 pub fn check_prerequisites() -> Result<()> {
     ensure!(

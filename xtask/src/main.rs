@@ -59,8 +59,8 @@ commands:
       --kernel FILE        use this arm64 Image (raw or gzip) instead of Debian's
       --initrd FILE        use this initramfs instead of the built one
   debian SUITE PACKAGE     fetch and unpack a Debian arm64 package with xtask's own apt
-                           configuration (target/debian/); print the unpacked tree's path
-                           and the package's dependencies
+                           configuration (target/debian/); print the unpacked tree's path,
+                           the package's dependencies and their closure
   help                     this text";
 
 fn main() -> ExitCode {
@@ -179,6 +179,9 @@ fn dispatch() -> Result<bool> {
             println!("{}", dir.display());
             println!("version {} ({})", info.version, info.architecture);
             println!("depends {}", info.depends.join(" "));
+            let all = xtask::debian::closure(&target, &suite, &[&name], &[])?;
+            let names: Vec<&str> = all.iter().skip(1).map(|p| p.name.as_str()).collect();
+            println!("closure {}", names.join(" "));
         }
         "help" | "--help" | "-h" => println!("{USAGE}"),
         "" => {
