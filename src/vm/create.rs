@@ -52,10 +52,14 @@ pub fn create_all(
 ) -> Vec<Vm> {
     let mut vms = Vec::new();
     let mut taken = [false; MAX_CPUS];
+    super::smmu::init(dtb, frames);
     for vc in &config.vms {
         let index = vms.len();
         match create(index, p, dtb, vc, pkg, frames, &mut taken) {
-            Ok(vm) => vms.push(vm),
+            Ok(vm) => {
+                super::smmu::assign(&vm, dtb);
+                vms.push(vm)
+            }
             Err(e) => error!("VM {}: not started: {e}", vc.name),
         }
     }
@@ -122,6 +126,11 @@ fn create(
             platform::device(dtb, path).ok_or_else(|| format!("device {path} is not in the board's DTB"))?;
         passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
         owned.extend(dev.spis.iter().map(|&i| (i, Owner::Hw)));
+        // A PCIe host bridge: its windows and INTx lines too (vm/pcie.rs).
+        if let Some(b) = super::pcie::bridge(dtb, path, None) {
+            passthrough.extend(b.windows);
+            owned.extend(b.spis.iter().map(|&i| (i, Owner::Hw)));
+        }
     }
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));
