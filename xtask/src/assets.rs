@@ -30,7 +30,7 @@ use std::process::{Command, Output, Stdio};
 /// Modules loaded by `/init`, in this order after their dependencies: what the VM's
 /// virtio-mmio block and network devices need with Debian's kernel (which builds them as
 /// modules rather than into the Image).
-pub const MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net"];
+pub const MODULES: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net"];
 
 /// The line `/init` prints once userspace is up: `TESSERA-LINUX-UP <hostname> cpus=<n>`.
 pub const MARKER: &str = "TESSERA-LINUX-UP";
@@ -95,7 +95,12 @@ done
 
 /// Scripts the test scenarios run inside Linux (`tessera.test=NAME`): they
 /// print `TT ...` lines the scenarios look for.
-pub const TEST_SCRIPTS: &[(&str, &str)] = &[("disk", DISK_TEST), ("info", INFO_TEST), ("work", WORK)];
+pub const TEST_SCRIPTS: &[(&str, &str)] = &[
+    ("disk", DISK_TEST),
+    ("info", INFO_TEST),
+    ("work", WORK),
+    ("pci", crate::smmu_linux::PCI_TEST),
+];
 
 /// `cargo xtask bench`'s workloads inside Linux: a CPU-bound one (sha256sum
 /// over a RAM file) and a memory-bound one (a large dd in tmpfs), timed with

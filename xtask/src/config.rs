@@ -171,6 +171,10 @@ pub struct DiskToml {
     /// (`virtio-mmio-bus.N`, at 0xa000000 + N * 0x200: 31 is
     /// `/virtio_mmio@a003e00`); default: the next free one from the top.
     pub bus: Option<u32>,
+    /// A virtio-blk-pci device behind QEMU's PCIe host bridge (and its
+    /// SMMU, with `iommu_platform=on`) instead of a virtio-mmio one.
+    #[serde(default)]
+    pub pci: bool,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
@@ -707,7 +711,7 @@ const VIRTIO_BUSES: u32 = 32;
 /// of range or already taken is an error (field, message).
 fn check_disks(disks: &[DiskToml]) -> Result<(), (String, String)> {
     let mut taken: Vec<(u32, usize)> = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
+    for (i, d) in disks.iter().enumerate().filter(|(_, d)| !d.pci) {
         let field = format!("qemu.disks[{i}].bus");
         let bus = match d.bus {
             Some(b) if b >= VIRTIO_BUSES => {

@@ -24,5 +24,7 @@ pub mod qemu;
 pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
+pub mod smmu_linux;
+pub mod smmu_scenarios;
 pub mod soak;
 pub mod test_cmd;
