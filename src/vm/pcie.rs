@@ -27,7 +27,7 @@ pub struct Bridge {
 fn be_cells(value: &[u8]) -> Vec<u32> {
     value
         .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .filter_map(|c| c.try_into().ok().map(u32::from_be_bytes))
         .collect()
 }
 
@@ -89,7 +89,10 @@ pub fn bridge(dtb: &Fdt, path: &str, smmu: Option<u32>) -> Option<Bridge> {
 pub fn windows(ranges: &[u32], parent_ac: usize, sc: usize) -> Vec<(u64, u64)> {
     ranges
         .chunks_exact(3 + parent_ac + sc)
-        .map(|e| (number(&e[3..3 + parent_ac]), number(&e[3 + parent_ac..])))
+        .filter_map(|e| {
+            let (cpu, size) = e.get(3..)?.split_at_checked(parent_ac)?;
+            Some((number(cpu), number(size)))
+        })
         .filter(|w| w.1 != 0)
         .collect()
 }
@@ -101,18 +104,17 @@ pub fn windows(ranges: &[u32], parent_ac: usize, sc: usize) -> Vec<(u64, u64)> {
 pub fn intx_spis(dtb: &Fdt, map: &[u32]) -> Vec<u32> {
     let mut out = BTreeSet::new();
     let mut rest = map;
-    while rest.len() > 5 {
-        let phandle = rest[4];
+    while let Some(&phandle) = rest.get(4) {
         let Some((ac, ic)) = parent_cells(dtb, phandle) else {
             break;
         };
         let Some(spec) = rest.get(5 + ac..5 + ac + ic) else {
             break;
         };
-        if ic == 3 && spec[0] == 0 {
-            out.insert(spec[1] + 32);
+        if let [0, spi, _] = *spec {
+            out.insert(spi + 32);
         }
-        rest = &rest[5 + ac + ic..];
+        rest = rest.get(5 + ac + ic..).unwrap_or_default();
     }
     out.into_iter().collect()
 }
@@ -135,12 +137,12 @@ pub fn guest_interrupt_map(dtb: &Fdt, map: &[u32], gic_phandle: u32) -> Option<V
     let mut rest = map;
     while !rest.is_empty() {
         let head = rest.get(..5)?;
-        let (ac, ic) = parent_cells(dtb, head[4])?;
+        let (ac, ic) = parent_cells(dtb, *head.get(4)?)?;
         if ic != 3 {
             return None;
         }
         let spec = rest.get(5 + ac..5 + ac + 3)?;
-        out.extend_from_slice(&head[..4]);
+        out.extend_from_slice(head.get(..4)?);
         out.extend_from_slice(&[gic_phandle, 0, 0]);
         out.extend_from_slice(spec);
         rest = rest.get(5 + ac + 3..)?;
@@ -155,7 +157,8 @@ pub fn guest_interrupt_map(dtb: &Fdt, map: &[u32], gic_phandle: u32) -> Option<V
 /// `iommu-base + (id - rid-base)`. IDs no entry maps, or that an entry maps
 /// to another IOMMU, carry no stream of `smmu`. Coalesced, ascending.
 pub fn stream_ranges(map: &[u32], mask: u32, rids: RangeInclusive<u32>, smmu: u32) -> Vec<Range<u32>> {
-    let entries: Vec<&[u32]> = map.chunks_exact(4).collect();
+    // (rid-base, phandle, iommu-base, length)
+    let entries: Vec<[u32; 4]> = map.chunks_exact(4).filter_map(|e| e.try_into().ok()).collect();
     let mut sids = BTreeSet::new();
     let mut masked = BTreeSet::new();
     for rid in rids {
@@ -164,9 +167,9 @@ pub fn stream_ranges(map: &[u32], mask: u32, rids: RangeInclusive<u32>, smmu: u3
     for id in masked {
         let hit = entries
             .iter()
-            .find(|e| id >= e[0] && u64::from(id) < u64::from(e[0]) + u64::from(e[3]));
-        if let Some(e) = hit.filter(|e| e[1] == smmu) {
-            sids.insert(e[2].wrapping_add(id - e[0]));
+            .find(|&&[base, _, _, len]| id >= base && u64::from(id) < u64::from(base) + u64::from(len));
+        if let Some(&[base, _, sid, _]) = hit.filter(|&&[_, phandle, _, _]| phandle == smmu) {
+            sids.insert(sid.wrapping_add(id - base));
         }
     }
     let mut out: Vec<Range<u32>> = Vec::new();

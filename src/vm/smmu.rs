@@ -35,7 +35,7 @@ static OWNERS: Mutex<Vec<Owner>> = Mutex::new(Vec::new());
 /// Event lines per VM (by index), and for streams nobody owns (the last).
 static EVENT_LOG: [RateLimit; MAX_CPUS + 1] = [const { RateLimit::new() }; MAX_CPUS + 1];
 /// Events handled per interrupt: a flood is bounded work on that CPU.
-const EVENTS_PER_IRQ: usize = 256;
+const EVENTS_PER_IRQ: usize = 1024;
 
 /// Whether the board has an SMMU Tessera drives.
 pub fn present() -> bool {
@@ -109,7 +109,7 @@ pub fn streams_of(dtb: &Fdt, paths: &[&str]) -> Vec<Range<u32>> {
             let cells: Vec<u32> = p
                 .value
                 .chunks_exact(4)
-                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .filter_map(|c| c.try_into().ok().map(u32::from_be_bytes))
                 .collect();
             for pair in cells.chunks_exact(2) {
                 if let [phandle, sid] = *pair {
@@ -200,38 +200,66 @@ fn each_owned(
     cpu::counter() - t0
 }
 
+/// Consecutive events of one stream, kind and direction within one page,
+/// logged as one line (a device's burst faults word by word).
+struct Burst {
+    e: event::Event,
+    count: usize,
+    last: u64,
+}
+
 /// Whether `intid` is the SMMU's; if so it has been served.
 pub fn on_irq(intid: u32) -> bool {
     let Some(f) = FOUND.get() else { return false };
     if Some(intid) != f.eventq_irq && Some(intid) != f.gerror_irq {
         return false;
     }
-    let mut events: Vec<event::Event> = Vec::new();
+    let mut bursts: Vec<Burst> = Vec::new();
     let (mut overflow, mut gerror) = (false, 0);
     if let Some(smmu) = SMMU.lock().as_mut() {
-        let (_, o) = smmu.drain_events(EVENTS_PER_IRQ, |e| events.push(e));
+        let (_, o) = smmu.drain_events(EVENTS_PER_IRQ, |e| match bursts.last_mut() {
+            Some(b)
+                if b.e.sid == e.sid
+                    && b.e.id == e.id
+                    && b.e.write == e.write
+                    && b.e.stage2 == e.stage2
+                    && b.e.addr >> 12 == e.addr >> 12 =>
+            {
+                b.count += 1;
+                b.last = b.last.max(e.addr);
+                b.e.addr = b.e.addr.min(e.addr);
+            }
+            _ => bursts.push(Burst {
+                e,
+                count: 1,
+                last: e.addr,
+            }),
+        });
         overflow = o;
         gerror = smmu.take_gerror();
     }
     let owners = OWNERS.lock();
     let now = cpu::counter();
     let period = cpu::counter_freq();
-    for e in &events {
+    for b in &bursts {
+        let e = &b.e;
         let owner = owners.iter().find(|o| o.sids.iter().any(|r| r.contains(&e.sid)));
         let slot = owner.map_or(MAX_CPUS, |o| o.vm.min(MAX_CPUS));
         let Some(held) = EVENT_LOG.get(slot).and_then(|l| l.check(now, period)) else {
             continue;
         };
         let more = if held > 0 {
-            alloc::format!(" ({held} more not logged)")
+            alloc::format!(" ({held} more lines not logged)")
         } else {
             String::new()
         };
         let what = if (0x10..=0x13).contains(&e.id) {
             alloc::format!(
-                " on a {} at {:#x}{}",
-                if e.write { "write" } else { "read" },
+                ": {} at {:#x}..={:#x} ({}){}",
+                if e.write { "write(s)" } else { "read(s)" },
                 e.addr,
+                b.last,
+                b.count,
                 if e.stage2 {
                     " (stage 2: not the VM's memory)"
                 } else {
@@ -239,11 +267,11 @@ pub fn on_irq(intid: u32) -> bool {
                 }
             )
         } else {
-            String::new()
+            alloc::format!(" ({} event(s))", b.count)
         };
         match owner {
             Some(o) => warn!(
-                "VM {}: SMMU: {} from stream {:#x}{what}: the transaction is aborted{more}",
+                "VM {}: SMMU: {} from stream {:#x}{what}: aborted{more}",
                 o.name,
                 event::name(e.id),
                 e.sid
@@ -255,12 +283,21 @@ pub fn on_irq(intid: u32) -> bool {
             ),
         }
     }
-    if overflow {
-        warn!("SMMU: event queue overflowed: events lost");
-    }
-    if gerror != 0 {
-        let names: Vec<&str> = event::gerror_names(gerror).collect();
-        warn!("SMMU: global error {:#x} ({})", gerror, names.join(" "));
+    if overflow || gerror != 0 {
+        if let Some(held) = EVENT_LOG.get(MAX_CPUS).and_then(|l| l.check(now, period)) {
+            let names: Vec<&str> = event::gerror_names(gerror).collect();
+            warn!(
+                "SMMU: {}global error {:#x} ({}): events were lost{}",
+                if overflow { "event queue overflow; " } else { "" },
+                gerror,
+                names.join(" "),
+                if held > 0 {
+                    alloc::format!(" ({held} more lines not logged)")
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     true
 }

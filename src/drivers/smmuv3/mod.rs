@@ -67,7 +67,7 @@ const PROD_OVFLG: u32 = 1 << 31;
 
 /// Largest queues and stream table Tessera allocates (entries, as log2).
 pub const MAX_CMDQ_LOG2: u32 = 8;
-pub const MAX_EVTQ_LOG2: u32 = 7;
+pub const MAX_EVTQ_LOG2: u32 = 10;
 /// A linear stream table for up to 16-bit stream IDs (4 MiB at 64 KiB STEs).
 pub const MAX_SID_BITS: u32 = 16;
 
