@@ -1039,6 +1039,9 @@ kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio_ring.ko kerne
 kernel/drivers/virtio/virtio.ko:
 kernel/drivers/virtio/virtio_ring.ko:
 kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
 kernel/net/core/failover.ko:
@@ -1047,7 +1050,7 @@ kernel/fs/other.ko:
         let order = resolve_modules(dep, "", MODULES).unwrap();
         let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-        assert_eq!(names.len(), 7, "{names:?}");
+        assert_eq!(names.len(), 10, "{names:?}");
         assert!(pos("virtio") < pos("virtio_mmio") && pos("virtio_ring") < pos("virtio_mmio"));
         assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
         assert_eq!(order[pos("failover")].1, "kernel/net/core/failover.ko");
