@@ -141,6 +141,9 @@ pub struct VmToml {
     /// Host device-tree paths of devices passed through.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// `"unrestricted"`: the VM's DMA-capable devices are not behind an SMMU
+    /// and may reach any physical address (config_dma.rs).
+    pub dma: Option<String>,
     /// Guest-physical base of the scratch MMIO test device (tests only).
     pub test_device: Option<u64>,
 }
@@ -214,6 +217,8 @@ pub struct Board {
     /// Every node with a non-empty MMIO `reg` (devices, buses, the GIC, the
     /// console), for the page-sharing report.
     pub nodes: Vec<Node>,
+    /// Which devices do DMA and whether an SMMU translates it.
+    pub dma: crate::config_dma::BoardDma,
 }
 
 #[path = "config_pages.rs"]
@@ -610,6 +615,8 @@ pub fn check(
                 }
             }
         }
+        crate::config_dma::check_vm(vm.dma.as_deref(), &vm.devices, &board.dma)
+            .map_err(|(field, message)| err(n, field, message))?;
         if vm.console == Console::Passthrough {
             if let Some(other) = passthrough_console {
                 return Err(err(
@@ -861,6 +868,7 @@ pub fn board_from_dtb(dtb: &[u8], reserved: Vec<(String, u64, u64)>) -> Result<B
     }
     let root = fdt.find_node("/").context("board DTB has no root")?;
     collect_devices(&root, "", &[Bus::of(&root)], &mut b.devices);
+    b.dma = crate::config_dma::scan(&fdt, b.devices.keys());
     collect_nodes(&root, "", &[Bus::of(&root)], &mut b.nodes);
     if let Some(stdout) = fdt
         .find_node("/chosen")

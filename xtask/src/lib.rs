@@ -8,6 +8,7 @@ pub mod board;
 #[cfg(test)]
 mod board_tests;
 pub mod config;
+pub mod config_dma;
 #[cfg(test)]
 mod config_proptests;
 #[cfg(test)]
