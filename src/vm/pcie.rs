@@ -234,6 +234,51 @@ mod tests {
         });
     }
 
+    /// The guest's copy of the bridge: its windows and interrupt-map (to
+    /// the virtual GIC), no MSI controller and no IOMMU.
+    #[test]
+    fn the_guest_dtb_bridge_has_intx_but_no_msi_and_no_iommu() {
+        use crate::vm::dtb::{generate, GuestDtbSpec, GuestGic, GuestRegion, GIC_PHANDLE};
+        with_dtb(|host| {
+            let spec = GuestDtbSpec {
+                name: "pci",
+                vcpus: 1,
+                memory: &[GuestRegion::new(0x4000_0000, 0x1000_0000)],
+                gic: GuestGic::V3 {
+                    dist: GuestRegion::new(0x0800_0000, 0x1_0000),
+                    redist: GuestRegion::new(0x080a_0000, 0x2_0000),
+                },
+                timer_ppis: [29, 30, 27, 26],
+                psci_method: "hvc",
+                console: None,
+                bootargs: "",
+                initrd: None,
+                passthrough: &["/pcie@10000000"],
+                host: Some(host),
+            };
+            let blob = generate(&spec).unwrap();
+            let g = Fdt::new(&blob).unwrap();
+            let node = g.find_node("/pcie@10000000").unwrap();
+            for gone in ["msi-map", "msi-parent", "iommu-map", "iommu-map-mask"] {
+                assert!(node.property(gone).is_none(), "{gone} in the guest's bridge");
+            }
+            let host_node = crate::platform::node_at(host, "/pcie@10000000").unwrap();
+            for same in ["ranges", "interrupt-map-mask", "bus-range", "reg"] {
+                assert_eq!(
+                    node.property(same).unwrap().value,
+                    host_node.property(same).unwrap().value,
+                    "{same}"
+                );
+            }
+            let map = prop_cells(&node, "interrupt-map").unwrap();
+            assert_eq!(map.len(), 16 * 10);
+            assert!(map.chunks_exact(10).all(|e| e[4] == GIC_PHANDLE));
+            // The phandle is the guest GIC's.
+            let gic = g.find_phandle(GIC_PHANDLE).unwrap();
+            assert!(gic.property("interrupt-controller").is_some());
+        });
+    }
+
     #[test]
     fn stream_ids_follow_mask_and_length() {
         const SMMU: u32 = 7;
