@@ -335,6 +335,7 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     let held = RESET_LOG
         .get(vm.index)
         .and_then(|log| log.check(cpu::counter(), cpu::counter_freq()));
+    let reset_start = cpu::counter();
     let smmu_ticks = super::smmu::quiesce(vm);
     vm.vgic.reset();
     for r in vm.mmio.regions() {
@@ -355,10 +356,12 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     }
     let smmu_ticks = smmu_ticks + super::smmu::restore(vm);
     if held.is_some() && smmu_ticks > 0 {
+        let us = |t: u64| t * 1_000_000 / cpu::counter_freq().max(1);
         info!(
-            "VM {}: SMMU streams aborted and re-established in {} us",
+            "VM {}: SMMU streams aborted and re-established in {} us of the reset's {} us",
             vm.name(),
-            smmu_ticks * 1_000_000 / cpu::counter_freq().max(1)
+            us(smmu_ticks),
+            us(cpu::counter() - reset_start)
         );
     }
     match held {

@@ -369,11 +369,14 @@ impl<M: Mmio> Smmu<M> {
     }
 
     /// Streams `sids` abort from now on (once this returns, no transaction
-    /// of theirs reaches memory); `vmid`'s TLB entries are dropped.
+    /// of theirs reaches memory); `vmid`'s TLB entries are dropped. Only
+    /// word 0 is written: an ABORT STE ignores the others.
     pub fn abort(&mut self, sids: Range<u32>, vmid: u16) -> Result<(), Error> {
         self.check_range(&sids)?;
+        let word0 = ste::abort()[0];
         for sid in sids.clone() {
-            self.write_ste(sid, &ste::abort())?;
+            let at = sid as usize * STE_WORDS;
+            *self.strtab.get_mut(at).ok_or(Error::NoSuchStream(sid))? = word0;
         }
         self.invalidate(sids, vmid)
     }
