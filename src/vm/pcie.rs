@@ -183,6 +183,8 @@ pub fn stream_ranges(map: &[u32], mask: u32, rids: RangeInclusive<u32>, smmu: u3
 }
 
 #[cfg(test)]
+// Expected stream lists are written as literals, one range included.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
