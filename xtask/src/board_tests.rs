@@ -12,7 +12,9 @@ fn zcu102_devices_are_the_enabled_ones_at_their_addresses() {
     let b = board_from_dtb(&dtb("zynqmp-zcu102-rev1.0.dtb"), vec![]).unwrap();
     assert_eq!(b.cpus, [0, 1, 2, 3]);
     assert_eq!(b.ram, [(0, 0x8000_0000), (0x8_0000_0000, 0x8000_0000)]);
-    assert_eq!(b.console.as_deref(), Some("serial0"));
+    // stdout-path is "serial0:115200n8": the alias stands for its node, so a
+    // config naming that node as a device is caught as the console.
+    assert_eq!(b.console.as_deref(), Some("/axi/serial@ff000000"));
     assert_eq!(b.devices["/axi/serial@ff010000"], [(0xff01_0000, 0x1000)]);
     assert_eq!(b.devices["/axi/serial@ff000000"], [(0xff00_0000, 0x1000)]);
     // status = "disabled" in Debian's DTB: not a device a VM can be given.
@@ -116,4 +118,44 @@ fn devices_follow_ranges_and_status() {
     assert!(!b.devices.keys().any(|k| k.starts_with("/bus@20000000")));
     assert_eq!(b.devices["/i2c@30000000"], [(0x3000_0000, 0x1000)]);
     assert!(!b.devices.contains_key("/i2c@30000000/eeprom@50"));
+}
+
+#[test]
+fn rpi4_devices_are_translated_and_its_console_alias_resolved() {
+    // QEMU raspi4b's tree: memory filled, stdout-path "serial1:115200n8".
+    let b = board_from_dtb(&dtb("qemu-raspi4b-live.dtb"), vec![]).unwrap();
+    assert_eq!(b.cpus, [0, 1, 2, 3]);
+    assert_eq!(b.ram, [(0, 0x3c00_0000)]);
+    assert_eq!(b.console.as_deref(), Some("/soc/serial@7e215040"));
+    assert_eq!(b.devices["/soc/serial@7e215040"], [(0xfe21_5040, 0x40)]);
+    assert_eq!(b.devices["/soc/serial@7e201000"], [(0xfe20_1000, 0x200)]);
+    assert_eq!(b.devices["/soc/local_intc@40000000"], [(0xff80_0000, 0x100)]);
+    assert_eq!(b.devices["/emmc2bus/mmc@7e340000"], [(0xfe34_0000, 0x100)]);
+    // Disabled in Debian's DTB: no device.
+    assert!(!b.devices.contains_key("/soc/serial@7e201400"));
+    // The board folder's `disable` keeps the HDMI blocks from every VM.
+    let hdmi = "/soc/hdmi@7ef00700".to_owned();
+    assert!(b.devices.contains_key(&hdmi));
+    let raw = dtb("qemu-raspi4b-live.dtb");
+    let off = crate::fdt_patch::edit_with_disable(&raw, &[], &[hdmi.clone()], &[]).unwrap();
+    let b = board_from_dtb(&off, vec![]).unwrap();
+    assert!(!b.devices.contains_key(&hdmi));
+}
+
+#[test]
+fn rpi4_board_folder_disables_every_hdmi_node() {
+    let board = crate::board::load_board(&crate::board::named_board_dir("raspi4b")).unwrap();
+    let fdt_bytes = dtb("bcm2711-rpi-4-b.dtb");
+    let fdt = fdt::Fdt::new(&fdt_bytes).unwrap();
+    let soc = fdt.find_node("/soc").unwrap();
+    let mut hdmi_block: Vec<String> = soc
+        .children()
+        .filter(|c| c.name.contains("@7ef"))
+        .map(|c| format!("/soc/{}", c.name))
+        .collect();
+    hdmi_block.sort();
+    let mut disabled = board.disable.clone();
+    disabled.sort();
+    assert_eq!(hdmi_block.len(), 6, "{hdmi_block:?}");
+    assert_eq!(disabled, hdmi_block);
 }

@@ -863,7 +863,11 @@ pub fn board_from_dtb(dtb: &[u8], reserved: Vec<(String, u64, u64)>) -> Result<B
         .and_then(|c| c.property("stdout-path"))
         .and_then(|p| p.as_str())
     {
-        b.console = Some(stdout.split(':').next().unwrap_or(stdout).to_owned());
+        // An alias (the Raspberry Pi's "serial1") names the node it stands for.
+        b.console = Some(
+            crate::board_console::resolve(dtb, stdout)
+                .unwrap_or_else(|_| stdout.split(':').next().unwrap_or(stdout).to_owned()),
+        );
     }
     if b.cpus.is_empty() || b.ram.is_empty() {
         bail!("board DTB lists no CPUs or no memory");

@@ -5,6 +5,7 @@ pub mod args;
 pub mod assets;
 pub mod bench;
 pub mod board;
+pub mod board_console;
 #[cfg(test)]
 mod board_tests;
 pub mod config;
