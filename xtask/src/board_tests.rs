@@ -137,7 +137,7 @@ fn rpi4_devices_are_translated_and_its_console_alias_resolved() {
     let hdmi = "/soc/hdmi@7ef00700".to_owned();
     assert!(b.devices.contains_key(&hdmi));
     let raw = dtb("qemu-raspi4b-live.dtb");
-    let off = crate::fdt_patch::edit_with_disable(&raw, &[], &[hdmi.clone()], &[]).unwrap();
+    let off = crate::fdt_patch::edit_with_disable(&raw, &[], std::slice::from_ref(&hdmi), &[]).unwrap();
     let b = board_from_dtb(&off, vec![]).unwrap();
     assert!(!b.devices.contains_key(&hdmi));
 }
