@@ -22,11 +22,9 @@ register_bitfields! [u32,
     ENABLES [
         MINI_UART OFFSET(0) NUMBITS(1) []
     ],
-    /// AUX_MU_IIR: bit 0 clear while an interrupt is pending (8250 style);
-    /// writing FIFO_CLEAR's bits empties the FIFOs.
+    /// AUX_MU_IIR: bit 0 clear while an interrupt is pending (8250 style).
     IIR [
-        NOT_PENDING OFFSET(0) NUMBITS(1) [],
-        FIFO_CLEAR OFFSET(1) NUMBITS(2) [Both = 0b11]
+        NOT_PENDING OFFSET(0) NUMBITS(1) []
     ],
     /// AUX_MU_LCR.
     LCR [
@@ -66,26 +64,13 @@ register_structs! {
 /// AUX_ENABLES, relative to the mini UART's registers.
 const AUX_ENABLES_OFFSET: usize = 0x40 - 0x04;
 
-/// The receive-interrupt enable of AUX_MU_IER. The datasheet swaps bits 0
-/// and 1 (its errata: bit 0 is receive, as in an 8250, and bits 3:2 must be
-/// set for the interrupt to reach the core); QEMU's model (hw/char/
-/// bcm2835_aux.c) follows the datasheet's text, bit 1 receive and bit 0
-/// transmit, where a transmit enable holds the interrupt up for good.
-/// Which one the UART at hand is, is found by trying ([`rx_layout`]).
-pub const IER_RX_SILICON: u32 = 0b1101;
-pub const IER_RX_DATASHEET: u32 = 0b0010;
-
-/// The IER value that enables only the receive interrupt, from what IIR
-/// said right after [`IER_RX_SILICON`] was written with the receive FIFO
-/// empty: an interrupt pending then can only be a transmit one, so that bit
-/// is the transmit enable on this UART and the datasheet's layout applies.
-pub fn rx_layout(iir_after_silicon_layout: u32) -> u32 {
-    if iir_after_silicon_layout & 1 == 0 {
-        IER_RX_DATASHEET
-    } else {
-        IER_RX_SILICON
-    }
-}
+/// AUX_MU_IER with only the receive interrupt enabled: bit 0, as in an
+/// 8250 (the datasheet swaps bits 0 and 1; its errata corrects that, and
+/// says bits 3:2 must be set too for the interrupt to reach the core).
+/// QEMU's model (hw/char/bcm2835_aux.c) takes bit 0 as receive as well and
+/// ignores bits 3:2. Bit 1, the transmit interrupt, stays clear: it would
+/// hold the line up whenever the transmitter has room.
+pub const IER_RX: u32 = 0b1101;
 
 /// A mini UART.
 pub struct BcmAux {
@@ -115,17 +100,6 @@ impl BcmAux {
         // SAFETY: `new`'s contract: the aux block around the UART is mapped.
         unsafe { &*self.enables }
     }
-
-    /// Empties the receive FIFO (at most its 8 bytes).
-    fn drain_rx(&self) {
-        let r = self.regs();
-        for _ in 0..16 {
-            if !r.lsr.is_set(LSR::DATA_READY) {
-                break;
-            }
-            let _ = r.io.get();
-        }
-    }
 }
 
 impl Serial for BcmAux {
@@ -139,17 +113,9 @@ impl Serial for BcmAux {
         r.cntl.write(CNTL::TX_EN::SET + CNTL::RX_EN::SET);
     }
 
-    /// Raises its interrupt while received data waits. Bytes already
-    /// waiting are dropped: the probe for the IER layout needs an empty
-    /// FIFO (boot time, before anyone typed for a VM).
+    /// Raises its interrupt while received data waits.
     fn enable_rx_irq(&self) {
-        let r = self.regs();
-        self.drain_rx();
-        r.ier.set(IER_RX_SILICON);
-        let ier = rx_layout(r.iir.get());
-        if ier != IER_RX_SILICON {
-            r.ier.set(ier);
-        }
+        self.regs().ier.set(IER_RX);
     }
 
     /// Sends one byte, waiting while the transmit FIFO is full.
@@ -169,19 +135,5 @@ impl Serial for BcmAux {
         } else {
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ier_layout_follows_what_iir_says() {
-        // Nothing pending with the FIFO empty: bit 0 enabled receive only.
-        assert_eq!(rx_layout(0xc1), IER_RX_SILICON);
-        // QEMU: bit 0 is its transmit enable and raises IIR's pending at once.
-        assert_eq!(rx_layout(0xc2), IER_RX_DATASHEET);
-        assert_eq!(IER_RX_DATASHEET & 1, 0, "never the transmit bit of that layout");
     }
 }
