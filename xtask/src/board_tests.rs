@@ -159,3 +159,97 @@ fn rpi4_board_folder_disables_every_hdmi_node() {
     assert_eq!(hdmi_block.len(), 6, "{hdmi_block:?}");
     assert_eq!(disabled, hdmi_block);
 }
+
+#[test]
+fn a_board_console_is_passed_as_tessera_console() {
+    let mut board = crate::board::load_board(&crate::board::named_board_dir("raspi4b")).unwrap();
+    let empty: crate::config::ConfigToml = toml::from_str("").unwrap();
+    // The folder keeps stdout-path's mini UART: nothing to pass.
+    let m = crate::board::machine_for(&board, &empty);
+    assert_eq!(m.append_for(Some((10, 0)), None), None);
+    board.console = Some("serial0".into());
+    let m = crate::board::machine_for(&board, &empty);
+    assert_eq!(
+        m.append_for(Some((10, 0)), Some("tessera.selftest=x")).as_deref(),
+        Some("tessera.console=serial0 tessera.selftest=x")
+    );
+    // What the config check then takes for the console.
+    let dtb = dtb("qemu-raspi4b-live.dtb");
+    assert_eq!(
+        crate::board_console::resolve(&dtb, "serial0").unwrap(),
+        "/soc/serial@7e201000"
+    );
+}
+
+/// The raspi4b board as the config check sees it: QEMU's live tree with the
+/// board folder's `disable` applied and its `reserved` regions.
+fn rpi4_board() -> crate::config::Board {
+    let dir = crate::board::named_board_dir("raspi4b");
+    let board = crate::board::load_board(&dir).unwrap();
+    let raw = dtb("qemu-raspi4b-live.dtb");
+    let dtb = crate::fdt_patch::edit_with_disable(&raw, &[], &board.disable, &[]).unwrap();
+    let reserved = board
+        .reserved
+        .iter()
+        .map(|r| (r.name.clone(), r.base, r.size.0))
+        .collect();
+    board_from_dtb(&dtb, reserved).unwrap()
+}
+
+/// Checks `toml` (one VM, bare-metal) against the raspi4b board.
+fn check_rpi4(toml: &str) -> anyhow::Result<crate::config::Resolved> {
+    let dir = std::env::temp_dir().join(format!("tessera-rpi4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = &N;
+    let file = dir.join(format!(
+        "cfg{}-{}.toml",
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        toml.len()
+    ));
+    std::fs::write(&file, format!("board = \"raspi4b\"\n{toml}")).unwrap();
+    let guest = file.with_extension("bin");
+    let mut img = vec![0u8; 64];
+    img[crate::image::IMAGE_MAGIC_OFFSET..][..4].copy_from_slice(crate::image::IMAGE_MAGIC);
+    std::fs::write(&guest, img).unwrap();
+    let parsed = crate::config::parse(&file)?;
+    let r = crate::config::load(&file, &parsed, &rpi4_board(), &|_| Some(guest.clone()));
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&guest);
+    r
+}
+
+#[test]
+fn rpi4_configs_keep_to_what_the_hypervisor_may_give() {
+    let vm = |extra: &str| {
+        format!("[[vm]]\nname = \"v\"\ncpus = [2]\nkernel = \"guest:hello\"\nmemory = [{{ size = \"16M\" }}]\n{extra}\n")
+    };
+    // uart0, translated: fine.
+    check_rpi4(&vm("devices = [\"/soc/serial@7e201000\"]")).unwrap();
+    // The mini UART is the console (stdout-path's alias resolved).
+    let e = format!(
+        "{:#}",
+        check_rpi4(&vm("devices = [\"/soc/serial@7e215040\"]")).unwrap_err()
+    );
+    assert!(e.contains("is the hypervisor's console"), "{e}");
+    // The HDMI block is disabled by the board folder.
+    let e = format!(
+        "{:#}",
+        check_rpi4(&vm("devices = [\"/soc/hdmi@7ef00700\"]")).unwrap_err()
+    );
+    assert!(
+        e.contains("the board has no device \"/soc/hdmi@7ef00700\""),
+        "{e}"
+    );
+    // Fixed memory on the spin table's page, or in the real firmware's VideoCore memory.
+    for (base, what) in [
+        ("0x0", "the firmware's spin table"),
+        ("0x3b000000", "the VideoCore's memory"),
+    ] {
+        let cfg = format!(
+            "[[vm]]\nname = \"v\"\ncpus = [2]\nkernel = \"guest:hello\"\nmemory = [{{ base = {base}, size = \"16M\", identity = true }}]\n"
+        );
+        let e = format!("{:#}", check_rpi4(&cfg).unwrap_err());
+        assert!(e.contains(what), "{base}: {e}");
+    }
+}
