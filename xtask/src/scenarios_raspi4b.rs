@@ -21,6 +21,21 @@ pub fn scenarios() -> Vec<Scenario> {
             ..Scenario::on(BOARD, "raspi4b_boot_all_cpus_online_through_spin_table")
         },
         Scenario {
+            // cpu@2's release address is one past RAM, cpu@3 has none: each is
+            // named and left parked in the firmware's loop, and boot carries on.
+            dtb: Some("tests/dtbs/bcm2711-rpi-4-b-bad-spin-table.dtb"),
+            must: &[
+                "WARN /cpus/cpu@2: cpu-release-addr 0x3c000000 is outside RAM; CPU left off",
+                "WARN /cpus/cpu@3: enable-method \"spin-table\" without cpu-release-addr; CPU left off",
+                "CPU 1 online (MPIDR 0x1, EL2)",
+                "CPUs online: 2/4 (boot CPU MPIDR 0x0; spin table)",
+                BOOT_COMPLETE,
+            ],
+            must_not: &["CPU 2 online", "CPU 3 online", "did not report in"],
+            timeout_secs: 30,
+            ..Scenario::on(BOARD, "raspi4b_bad_spin_tables_leave_their_cpus_off")
+        },
+        Scenario {
             // The boot argument moves the console to uart0, QEMU's first -serial.
             append: Some("tessera.console=serial0"),
             must: &[
