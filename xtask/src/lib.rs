@@ -14,6 +14,7 @@ mod config_proptests;
 #[cfg(test)]
 mod config_tests;
 pub mod cpio;
+pub mod debian;
 pub mod dt_ranges;
 pub mod dtbs;
 pub mod fdt_patch;
