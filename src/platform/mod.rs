@@ -180,6 +180,8 @@ struct Scan<'b, 'a> {
     aliases: Option<FdtNode<'b, 'a>>,
     cpus: Option<FdtNode<'b, 'a>>,
     reserved_memory: Option<FdtNode<'b, 'a>>,
+    /// Why `reg` entries of the nodes found were left out (no bus maps them).
+    untranslated: Vec<String>,
 }
 
 impl<'b, 'a> Scan<'b, 'a> {
@@ -213,10 +215,20 @@ impl<'b, 'a> Scan<'b, 'a> {
             let len = path.len();
             path.push('/');
             path.push_str(child.name);
-            let found = || Found {
-                node: child,
-                path: path.clone(),
-                regs: ranges::regs(child, ancestors).collect(),
+            let untranslated = &mut self.untranslated;
+            let mut found = || {
+                let mut regs = Vec::new();
+                for (i, r) in ranges::regs_checked(child, ancestors).enumerate() {
+                    match r {
+                        Ok(r) => regs.push(r),
+                        Err(why) => untranslated.push(untranslatable(path, i, ancestors, why)),
+                    }
+                }
+                Found {
+                    node: child,
+                    path: path.clone(),
+                    regs,
+                }
             };
             if prop_str(&child, "device_type") == Some("memory") {
                 self.memory.push(found());
@@ -262,7 +274,7 @@ const PSCI_COMPAT: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
 /// Reads the board description out of `dtb`.
 pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     let scan = Scan::of(dtb);
-    let mut warnings = Vec::new();
+    let mut warnings = scan.untranslated.clone();
     let model = dtb
         .find_node("/")
         .and_then(|n| n.property("model"))

@@ -660,7 +660,9 @@ fn synthetic_dtb(cpus: &[(&str, Option<&str>, Option<&[u8]>)]) -> Vec<u8> {
         .unwrap();
     w.end_node(half).unwrap();
     w.end_node(inner).unwrap();
+    // A UART discovery looks at, outside both windows.
     let outside = w.begin_node("dev@30000000").unwrap();
+    w.property_string("compatible", "arm,pl011").unwrap();
     w.property_array_u32("reg", &[0x3000_0000, 0x1000]).unwrap();
     w.end_node(outside).unwrap();
     w.end_node(soc).unwrap();
@@ -684,6 +686,11 @@ fn nested_buses_translate_through_every_level() {
     // An empty `ranges` adds nothing.
     let d = super::device(&dtb, "/soc/bus@10000000/bus@2000/dev@2000").unwrap();
     assert_eq!(d.regs, vec![PhysRange::new(0x8_1000_2000, 0x100)]);
+    // The UART no window maps is named, not silently dropped.
+    assert_eq!(
+        p.warnings,
+        vec!["/soc/dev@30000000: reg[0] address 0x30000000 is outside every `ranges` window of /soc"]
+    );
 }
 
 #[test]
