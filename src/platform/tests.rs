@@ -560,9 +560,11 @@ fn raspi4b_as_debian_ships_it_has_no_memory() {
     assert_eq!(hdmi.regs.len(), 9);
 }
 
-/// A tree for the CPU and bus tests: `cpus` as (name, enable-method,
-/// cpu-release-addr bytes); nested buses under /soc.
-fn synthetic_dtb(cpus: &[(&str, Option<&str>, Option<&[u8]>)]) -> Vec<u8> {
+/// A CPU node of [`synthetic_dtb`]: name, enable-method, cpu-release-addr bytes.
+type CpuNode<'a> = (&'a str, Option<&'a str>, Option<&'a [u8]>);
+
+/// A tree for the CPU and bus tests: `cpus`, and nested buses under /soc.
+fn synthetic_dtb(cpus: &[CpuNode]) -> Vec<u8> {
     let mut w = vm_fdt::FdtWriter::new().unwrap();
     let root = w.begin_node("").unwrap();
     w.property_u32("#address-cells", 2).unwrap();
