@@ -49,6 +49,21 @@ pub fn scenarios() -> Vec<Scenario> {
             ..Scenario::on(BOARD, "raspi4b_console_boot_argument_picks_uart0")
         },
         Scenario {
+            // With the console moved to uart0 the VM configured to own uart0 is
+            // refused it at boot, while its neighbours run.
+            config: Some("boards/raspi4b/demo.toml"),
+            append: Some("tessera.console=serial0"),
+            must: &[
+                "console: PL011 at 0xfe201000 (/soc/serial@7e201000, via tessera.console)",
+                "ERROR VM uart: not started: device range 0xfe201000+0x200 overlaps the hypervisor's console",
+                "[ticker] ",
+                BOOT_COMPLETE,
+            ],
+            must_not: &["[uart] uart: start"],
+            timeout_secs: 60,
+            ..Scenario::on(BOARD, "raspi4b_console_on_uart0_is_refused_to_its_vm")
+        },
+        Scenario {
             // A 2-vCPU Linux on Tessera's virtual PSCI (the board has none) next
             // to the VM owning uart0: Linux reaches its shell, typed input
             // follows the focus (Ctrl-A three times), and `reboot -f` restarts
