@@ -25,7 +25,7 @@ pub fn find(dtb: &Fdt) -> Option<Found> {
     let root = dtb.find_node("/")?;
     let mut path = String::new();
     let node = walk(root, &mut path)?;
-    let dev = crate::platform::device(dtb, &path)?;
+    let dev = crate::platform::device(dtb, &path).ok()?;
     let reg = dev.regs.first()?;
     let spi = |name: &str| {
         let names = node.property("interrupt-names")?;
