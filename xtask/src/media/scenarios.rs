@@ -7,7 +7,7 @@ use super::{
 };
 use crate::board::{build_config_image_on, load_board, named_board_dir};
 use crate::images::Built;
-use crate::scenarios::{Scenario, BOOT_COMPLETE};
+use crate::scenarios::{Image, Scenario, BOOT_COMPLETE};
 use anyhow::{bail, ensure, Context, Result};
 use std::fs;
 use std::path::PathBuf;
@@ -35,6 +35,20 @@ pub fn all() -> Vec<Scenario> {
             firmware: Some(super::qemu_boot::virt_u_boot_dtb_from_disk),
             must: with_demo(&["tessera: loading /qemu-virt.dtb to 0x48000000"]),
             ..uboot_demo("uboot_boot_scr_loads_the_dtb_from_the_disk")
+        },
+        Scenario {
+            // The card of `cargo xtask image --board raspi4b` read back and checked, and
+            // the image read off it booted (QEMU's model plays the firmware).
+            image: Image::Make(pi4_card_image),
+            must: &[
+                "CPUs online: 4/4 (boot CPU MPIDR 0x0; spin table)",
+                BOOT_COMPLETE,
+                "[ticker] hello: tick 3",
+                "[echo] echo: ready",
+                "uart0| uart: hello through the passed-through UART",
+            ],
+            timeout_secs: 60,
+            ..Scenario::on(PI4, "raspi4b_sd_card_holds_firmware_config_and_a_booting_image")
         },
     ]
 }
