@@ -51,31 +51,16 @@ pub enum Media {
     Raspi(raspi::RaspiMedia),
 }
 
-/// `[media]` of a board.toml, as its own table for the board folders that keep it in
-/// `media.toml` (`[media]` there too) until it is folded into board.toml.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MediaFile {
-    media: Media,
-}
-
-/// The board's `[media]`: from its board.toml, else from `media.toml` beside it.
+/// The board's `[media]`, or an error saying where to add it.
 pub fn media_of(dir: &Path, board: &BoardToml) -> Result<Media> {
-    if let Some(m) = &board.media {
-        return Ok(m.clone());
+    match &board.media {
+        Some(m) => Ok(m.clone()),
+        None => bail!(
+            "board {} has no boot medium: add a [media] section to {} (see docs/flashing.md)",
+            board.name,
+            paths::display(&dir.join("board.toml"))
+        ),
     }
-    let file = dir.join("media.toml");
-    if file.is_file() {
-        let text = fs::read_to_string(&file)?;
-        let parsed: MediaFile = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", paths::display(&file), e.message()))?;
-        return Ok(parsed.media);
-    }
-    bail!(
-        "board {} has no boot medium: add a [media] section to {} (see docs/flashing.md)",
-        board.name,
-        paths::display(&dir.join("board.toml"))
-    )
 }
 
 pub struct Options {

@@ -138,7 +138,11 @@ fn a_board_dtb_is_needed_when_the_script_loads_one() {
 
 #[test]
 fn media_sections_are_checked_like_the_rest_of_board_toml() {
-    let parse = |s: &str| toml::from_str::<MediaFile>(s).map(|f| f.media);
+    #[derive(serde::Deserialize)]
+    struct WithMedia {
+        media: Media,
+    }
+    let parse = |s: &str| toml::from_str::<WithMedia>(s).map(|f| f.media);
     assert!(parse("[media]\nkind = \"u-boot\"\ndtb = \"u-boot\"\ndtb_address = 0x48000000").is_ok());
     assert!(parse("[media]\nkind = \"floppy\"").is_err());
     assert!(parse("[media]\nkind = \"u-boot\"\ndtb = \"mine\"\ndtb_address = 0").is_err());
