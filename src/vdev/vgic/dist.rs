@@ -203,10 +203,13 @@ impl Vgic {
         }
     }
 
-    fn set_ctlr(&self, value: u32) {
+    pub(super) fn set_ctlr(&self, value: u32) {
         let kicks: alloc::vec::Vec<usize> = {
             let mut s = self.state.lock();
             s.ctlr = value & 3;
+            for v in 0..self.nvcpus {
+                self.mirror_sgis(&s, v);
+            }
             // Enabling a group releases what was latched pending.
             let mut kicks = alloc::vec::Vec::new();
             for v in 0..self.nvcpus {
