@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod frame;
 pub mod pagetable;
+pub mod scrub;
 
 #[cfg(target_os = "none")]
 pub mod heap;

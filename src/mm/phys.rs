@@ -34,6 +34,16 @@ pub unsafe fn copy_to(pa: u64, src: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, src.len()) };
 }
 
+/// Copies `src` to physical `pa` and cleans it to PoC, for a guest that
+/// starts with its MMU and caches off.
+///
+/// # Safety
+/// As for [`copy_to`].
+pub unsafe fn copy_to_poc(pa: u64, src: &[u8]) {
+    // SAFETY: the caller's contract; as in `copy_to`, no overlap.
+    unsafe { crate::arch::aarch64::mmu::copy_to_poc(pa, src.as_ptr() as u64, src.len() as u64) };
+}
+
 /// Translation-table pages from the frame allocator (stage-2 tables).
 pub struct FrameTables<'a>(pub &'a mut FrameAllocator);
 
