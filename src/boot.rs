@@ -148,6 +148,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
         crate::vm::irq::init_console_input(irq, boot);
         console::announce_focus();
     }
+    info!("{}", crate::mm::footprint::measure(image.size, online));
     info!("tessera: boot complete, {} VM(s) starting", vms.len());
     vcpu::install(vms);
     vcpu::cpu_loop()

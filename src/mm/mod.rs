@@ -2,6 +2,7 @@
 //! translation-table builder, and the hypervisor heap.
 
 pub mod addr;
+pub mod footprint;
 pub mod frame;
 pub mod pagetable;
 pub mod scrub;

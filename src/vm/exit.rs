@@ -431,10 +431,11 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     // that resets leak nothing.
     if held.is_some() {
         info!(
-            "VM {} reset: {} free frames, heap {} bytes in use",
+            "VM {} reset: {} free frames, heap {} bytes in use (at most {} so far)",
             vm.name(),
             crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
-            crate::mm::heap::usage().0
+            crate::mm::heap::usage().0,
+            crate::mm::heap::peak()
         );
     }
     // Only a reset nobody stopped meanwhile starts the VM again.

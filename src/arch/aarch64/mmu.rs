@@ -12,7 +12,8 @@ use aarch64_cpu::registers::{
 use core::arch::asm;
 use spin::Mutex;
 
-const POOL_PAGES: usize = 64;
+/// 48 pages (192 KiB): the `virt` map takes 6, a board with many devices a few more.
+const POOL_PAGES: usize = 48;
 
 #[repr(C, align(4096))]
 struct Pool([[u64; 512]; POOL_PAGES]);
@@ -52,6 +53,12 @@ impl TableMemory for El2TableMemory {
 struct El2Map {
     table: PageTable,
     mem: El2TableMemory,
+}
+
+/// EL2 translation-table pages: (handed out, in the pool).
+pub fn el2_table_pages() -> (usize, usize) {
+    let used = EL2_MAP.lock().as_ref().map_or(0, |m| m.mem.used);
+    (used, POOL_PAGES)
 }
 
 static EL2_MAP: Mutex<Option<El2Map>> = Mutex::new(None);
