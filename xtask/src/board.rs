@@ -25,6 +25,11 @@ pub struct BoardToml {
     /// kernel package, fetched and cached with the guest kernel), or a `.dtb`
     /// file in the board folder. The latter two are given to QEMU with `-dtb`.
     pub dtb: String,
+    /// The Debian kernel of this board's `debian:kernel` / `debian:initrd` and `debian:`
+    /// DTB, as `"<suite>/<package>"` (default `bookworm/linux-image-arm64`; see
+    /// xtask/src/assets.rs).
+    #[serde(default)]
+    pub debian_kernel: Option<String>,
     /// Nodes of that DTB the board folder enables (`status = "okay"`), as a
     /// boot loader would with `fdt set <node> status okay`: devices the DTB
     /// leaves disabled that this board's VMs are given.
@@ -307,7 +312,10 @@ pub fn prepare_dtb(
         return Ok(());
     }
     let source = match board.dtb.strip_prefix("debian:") {
-        Some(rel) => crate::assets::board_dtb(target_dir, rel)?,
+        Some(rel) => {
+            let pin = crate::assets::Resolver::new(target_dir, board.debian_kernel.as_deref())?;
+            crate::assets::board_dtb(target_dir, pin.board_pin(), rel)?
+        }
         None => dir.join(&board.dtb),
     };
     let bytes = fs::read(&source).with_context(|| format!("board DTB {}", source.display()))?;
@@ -468,28 +476,10 @@ pub fn build_config_image_on(
         .map(|r| (r.name.clone(), r.base, r.size.0))
         .collect();
     let b: Board = config::board_from_dtb(&dtb, reserved)?;
-    let assets = std::cell::OnceCell::new();
+    let debian = crate::assets::Resolver::new(&built.target_dir, board.debian_kernel.as_deref())?;
     let guest = |name: &str| match name {
-        "debian:kernel" | "debian:initrd" => {
-            let a = assets.get_or_init(|| {
-                // `cargo xtask run/build/test --kernel/--initrd` set these.
-                let own = |var: &str| std::env::var_os(var).map(PathBuf::from);
-                crate::assets::ensure_assets(&crate::assets::Options {
-                    target_dir: Some(built.target_dir.clone()),
-                    kernel: own("TESSERA_KERNEL"),
-                    initrd: own("TESSERA_INITRD"),
-                })
-                .map_err(|e| eprintln!("xtask: guest assets: {e:#}"))
-                .ok()
-            });
-            a.as_ref().map(|a| {
-                if name == "debian:kernel" {
-                    a.kernel.clone()
-                } else {
-                    a.initrd.clone()
-                }
-            })
-        }
+        // `cargo xtask run/build/test --kernel/--initrd` replace these (see assets.rs).
+        _ if name.starts_with("debian:") => debian.path(name),
         _ => built.guest(name).ok().map(|g| g.bin.clone()),
     };
     let resolved = config::load(config_path, &parsed, &b, &guest)?;
