@@ -201,7 +201,7 @@ impl<'a> Dt<'a> {
                 _ => {}
             }
         }
-        out.sort_by_key(|e| e.0);
+        out.sort_unstable_by_key(|e| e.0);
         out
     }
 
@@ -211,7 +211,7 @@ impl<'a> Dt<'a> {
             .nodes()
             .filter_map(|n| Some((n.u32("phandle").or_else(|| n.u32("linux,phandle"))?, n)))
             .collect();
-        out.sort_by_key(|e| e.0);
+        out.sort_unstable_by_key(|e| e.0);
         out
     }
 

@@ -12,7 +12,14 @@ pub fn uncovered(base: u64, size: u64, covered: &[(u64, u64)]) -> Vec<(u64, u64)
         .map(|&(s, l)| (s.max(base), s.saturating_add(l).min(end)))
         .filter(|&(s, e)| s < e)
         .collect();
-    cuts.sort_unstable();
+    // A few images: an insertion sort (no sort routine in the image).
+    for i in 1..cuts.len() {
+        let mut j = i;
+        while j > 0 && cuts.get(j - 1) > cuts.get(j) {
+            cuts.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     let mut out = Vec::new();
     let mut at = base;
     for (s, e) in cuts {
