@@ -52,10 +52,14 @@ pub fn create_all(
 ) -> Vec<Vm> {
     let mut vms = Vec::new();
     let mut taken = [false; MAX_CPUS];
+    super::smmu::init(dtb, frames);
     for vc in &config.vms {
         let index = vms.len();
         match create(index, p, dtb, vc, pkg, frames, &mut taken) {
-            Ok(vm) => vms.push(vm),
+            Ok(vm) => {
+                super::smmu::assign(&vm, dtb);
+                vms.push(vm)
+            }
             Err(e) => error!("VM {}: not started: {e}", vc.name),
         }
     }
@@ -118,10 +122,14 @@ fn create(
         device_paths.push(&p.console.path);
     }
     for path in &device_paths {
-        let dev =
-            platform::device(dtb, path).ok_or_else(|| format!("device {path} is not in the board's DTB"))?;
+        let dev = platform::device(dtb, path).map_err(|e| alloc::format!("{e}"))?;
         passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
         owned.extend(dev.spis.iter().map(|&i| (i, Owner::Hw)));
+        // A PCIe host bridge: its windows and INTx lines too (vm/pcie.rs).
+        if let Some(b) = super::pcie::bridge(dtb, path, None) {
+            passthrough.extend(b.windows);
+            owned.extend(b.spis.iter().map(|&i| (i, Owner::Hw)));
+        }
     }
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));

@@ -499,6 +499,8 @@ pub fn idle() -> ! {
                 crate::console::on_input();
             } else if intid == hyptimer::INTID {
                 crate::console::on_come_back_timer();
+            } else {
+                super::smmu::on_irq(intid);
             }
             g.eoi(raw);
             g.deactivate(raw);
@@ -530,6 +532,8 @@ pub fn wait_for_kick() {
         g.deactivate(raw);
         if Some(intid) == console_irq() {
             crate::console::on_input();
+        } else {
+            super::smmu::on_irq(intid);
         }
     }
     answer_questions(false);
@@ -699,6 +703,7 @@ fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
         // Still asserted when deactivated above; disarming it drops the
         // level, and with it the pending state, before the guest resumes.
         crate::console::on_come_back_timer();
+    } else if super::smmu::on_irq(intid) {
     } else if intid < 32 || !owned_elsewhere(vm, intid) {
         // Nobody's, or this VM's and disabled by it: mask it here so it
         // cannot storm.

@@ -20,6 +20,7 @@ mod dtb_proptests;
 pub mod inject;
 pub mod mmio;
 pub mod passthrough;
+pub mod pcie;
 pub mod psci;
 pub mod trap;
 
@@ -29,6 +30,8 @@ pub mod create;
 pub mod exit;
 #[cfg(target_os = "none")]
 pub mod irq;
+#[cfg(target_os = "none")]
+pub mod smmu;
 #[cfg(target_os = "none")]
 pub mod vcpu;
 

@@ -5,15 +5,18 @@ pub mod args;
 pub mod assets;
 pub mod bench;
 pub mod board;
+pub mod board_console;
 #[cfg(test)]
 mod board_tests;
 pub mod config;
+pub mod config_dma;
 #[cfg(test)]
 mod config_proptests;
 #[cfg(test)]
 mod config_tests;
 pub mod cpio;
 pub mod debian;
+pub mod dt_ranges;
 pub mod dtbs;
 pub mod fdt_patch;
 pub mod host_tools;
@@ -25,5 +28,7 @@ pub mod qemu;
 pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
+pub mod smmu_linux;
+pub mod smmu_scenarios;
 pub mod soak;
 pub mod test_cmd;

@@ -7,6 +7,9 @@ use crate::images::Built;
 use anyhow::Result;
 use std::path::PathBuf;
 
+#[path = "scenarios_raspi4b.rs"]
+mod raspi4b;
+
 /// Lines no scenario may print unless it opts out through [`Scenario::allow`].
 pub const GLOBAL_MUST_NOT: &[&str] = &["panicked at", "EL2 exception"];
 
@@ -346,8 +349,10 @@ pub fn all() -> Vec<Scenario> {
     ]);
     all.extend([subpage(3), subpage(2)]);
     all.extend(board_scenarios());
+    all.extend(raspi4b::scenarios());
     all.extend([device_abort(3), device_abort(2)]);
     all.extend([console_burst(3), console_burst(2)]);
+    all.extend(crate::smmu_scenarios::all());
     all
 }
 
