@@ -4,9 +4,11 @@
 
 use buddy_system_allocator::LockedHeap;
 
-/// 1 MiB: the Linux pair with its three VMs peaks at 54 KiB at boot, and
-/// nothing on a guest path allocates.
-pub const HEAP_SIZE: usize = 1 << 20;
+/// 4 MiB. The Linux configs peak at 17-54 KiB, but the SMMU/PCIe ones at
+/// 993 KiB (the footprint line says so), and a guest DTB may be up to
+/// 2 MiB, which the buddy allocator rounds up: a failed allocation would
+/// stop the hypervisor, so no less until the large ones come from frames.
+pub const HEAP_SIZE: usize = 4 << 20;
 
 #[repr(C, align(4096))]
 struct HeapSpace([u8; HEAP_SIZE]);
