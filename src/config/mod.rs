@@ -65,6 +65,10 @@ pub struct VmConfig {
     pub devices: Vec<String>,
     /// Guest-physical base of the scratch MMIO test device, if any (tests only).
     pub test_device: Option<u64>,
+    /// `dma = "unrestricted"`: the VM is trusted with DMA no SMMU
+    /// translates (so it may be given a device behind an SMMU Tessera
+    /// cannot drive).
+    pub dma_unrestricted: bool,
 }
 
 /// The whole configuration.
@@ -200,6 +204,7 @@ impl Config {
             test_device: cells(n, "test-device")
                 .filter(|c| c.len() == 2)
                 .map(|c| u64_of(c[0], c[1])),
+            dma_unrestricted: n.property("dma-unrestricted").is_some(),
             name,
             cpus,
             memory,

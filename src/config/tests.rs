@@ -35,6 +35,9 @@ fn blob(vms: &[Vm], compatible: &str) -> Vec<u8> {
         )
         .unwrap();
         w.property_array_u32("test-device", &[0, 0x0b00_0000]).unwrap();
+        if i == 0 {
+            w.property_null("dma-unrestricted").unwrap();
+        }
         if let Some(c) = vm.console {
             w.property_string("console", c).unwrap();
         }
@@ -115,7 +118,9 @@ fn reads_every_field() {
         vec!["/pl031@9010000".to_string(), "/virtio_mmio@a000000".to_string()]
     );
     assert_eq!(v.test_device, Some(0x0b00_0000));
+    assert!(v.dma_unrestricted);
     assert_eq!(c.vms[1].psci, PsciConduit::Hvc);
+    assert!(!c.vms[1].dma_unrestricted);
 }
 
 #[test]

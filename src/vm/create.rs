@@ -122,6 +122,13 @@ fn create(
         device_paths.push(&p.console.path);
     }
     for path in &device_paths {
+        if let Some(why) = super::guard::untranslated_dma(dtb, path, super::smmu::operational())
+            .filter(|_| !vc.dma_unrestricted)
+        {
+            return Err(format!(
+                "device {path}: {why}, so its DMA would not be confined; not passed through (dma = \"unrestricted\" accepts that)"
+            ));
+        }
         let dev = platform::device(dtb, path).map_err(|e| alloc::format!("{e}"))?;
         passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
         owned.extend(dev.spis.iter().map(|&i| (i, Owner::Hw)));

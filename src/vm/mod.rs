@@ -17,6 +17,7 @@
 pub mod dtb;
 #[cfg(test)]
 mod dtb_proptests;
+pub mod guard;
 pub mod inject;
 pub mod mmio;
 pub mod passthrough;

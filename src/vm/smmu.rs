@@ -11,7 +11,9 @@
 use super::{RateLimit, Vm};
 use crate::arch::aarch64::{cpu, mmu, MAX_CPUS};
 use crate::drivers::gic;
-use crate::drivers::smmuv3::{event, probe, ste::Stage2, Features, Hw, Smmu, Tables, FRAME_SIZE};
+use crate::drivers::smmuv3::{
+    abort_bypass, event, probe, ste::Stage2, Features, Hw, Smmu, Tables, FRAME_SIZE,
+};
 use crate::mm::{FrameAllocator, PhysAddr, PhysRange};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -54,6 +56,11 @@ pub fn init(dtb: &Fdt, frames: &mut FrameAllocator) {
     // SAFETY: mapped as device memory just above; the SMMU is driven only
     // through this module's lock.
     let hw = unsafe { Hw::new(found.base) };
+    // Before anything can fail: with bypass on (the reset state), devices
+    // behind it would reach physical memory untranslated.
+    if let Err(e) = abort_bypass(&hw) {
+        error!("SMMU {}: cannot set its global bypass to abort: {e}", found.path);
+    }
     let features = Features::read(&hw);
     let (st, cq, eq) = features.words();
     let mut alloc = |words: usize| -> Option<&'static mut [u64]> {
@@ -81,7 +88,10 @@ pub fn init(dtb: &Fdt, frames: &mut FrameAllocator) {
             *SMMU.lock() = Some(s);
         }
         Err(e) => {
-            error!("SMMU {}: {e}; DMA is not translated", found.path);
+            error!(
+                "SMMU {}: {e}; not used: devices behind it are given only to VMs with dma = \"unrestricted\"",
+                found.path
+            );
             return;
         }
     }
@@ -93,6 +103,11 @@ pub fn init(dtb: &Fdt, frames: &mut FrameAllocator) {
         g.set_enabled(irq, cpu::index(), true);
     }
     FOUND.call_once(|| found);
+}
+
+/// The phandle of the SMMU Tessera drives, if one is operational.
+pub fn operational() -> Option<u32> {
+    FOUND.get().and_then(|f| f.phandle)
 }
 
 /// The streams of the devices at `paths`: a PCIe bridge's `iommu-map`, a

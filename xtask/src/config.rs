@@ -265,6 +265,8 @@ pub struct ResolvedVm {
     pub psci: Psci,
     pub devices: Vec<String>,
     pub test_device: Option<u64>,
+    /// `dma = "unrestricted"` (checked): written as `dma-unrestricted`.
+    pub dma_unrestricted: bool,
 }
 
 /// A checked configuration.
@@ -674,6 +676,7 @@ pub fn check(
             psci: vm.psci,
             devices: vm.devices.clone(),
             test_device: vm.test_device,
+            dma_unrestricted: vm.dma.as_deref() == Some("unrestricted"),
         });
     }
     let ram: u64 = board.ram.iter().map(|r| r.1).sum();
@@ -810,6 +813,9 @@ pub fn blob(r: &Resolved) -> Result<Vec<u8>> {
         if let Some(t) = vm.test_device {
             w.property_array_u32("test-device", &[(t >> 32) as u32, t as u32])
                 .map_err(e)?;
+        }
+        if vm.dma_unrestricted {
+            w.property_null("dma-unrestricted").map_err(e)?;
         }
         w.end_node(n).map_err(e)?;
     }
@@ -1047,6 +1053,7 @@ mod tests {
             psci: Psci::Hvc,
             devices: vec![],
             test_device: None,
+            dma_unrestricted: false,
         }
     }
 
@@ -1077,6 +1084,7 @@ mod tests {
         a.psci = Psci::Smc;
         a.devices = vec!["/virtio_mmio@a000000".into(), "/virtio_mmio@a000200".into()];
         a.test_device = Some(0x1_0b00_0000);
+        a.dma_unrestricted = true;
         let mut b = vm("beta");
         b.dtb = Some(b"dtb".to_vec());
         b.console = Console::None;
@@ -1132,6 +1140,7 @@ mod tests {
             b"/virtio_mmio@a000000\0/virtio_mmio@a000200\0"
         );
         assert_eq!(cells(a.property("test-device")), [1, 0x0b00_0000]);
+        assert!(a.property("dma-unrestricted").is_some());
 
         let b = fdt.find_node("/vm@1").unwrap();
         assert_eq!(s(&b, "name"), Some("beta"));
@@ -1148,6 +1157,7 @@ mod tests {
         assert_eq!(s(&b, "psci"), Some("hvc"));
         assert!(b.property("devices").is_none());
         assert!(b.property("test-device").is_none());
+        assert!(b.property("dma-unrestricted").is_none());
         assert!(fdt.find_node("/vm@2").is_none());
 
         // The packed entries are the ones the blob names.

@@ -156,6 +156,7 @@ fn resolved_with(fixed: &[(u64, u64)]) -> Resolved {
             psci: config::Psci::Hvc,
             devices: vec![],
             test_device: None,
+            dma_unrestricted: false,
         }],
         console_prefix: true,
         qemu: Default::default(),

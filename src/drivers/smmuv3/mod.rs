@@ -86,6 +86,11 @@ pub trait Mmio {
 pub struct Features {
     pub stage2: bool,
     pub aarch64_tables: bool,
+    /// IDR0.COHACC: the SMMU's table walks and queue accesses are coherent
+    /// with the CPUs' caches (Tessera does no cache maintenance for them).
+    pub coherent: bool,
+    /// IDR0.HYP: EL2 stage-1 translation (and so the EL2 TLBI commands).
+    pub hyp: bool,
     pub sid_bits: u32,
     pub cmdq_log2: u32,
     pub evtq_log2: u32,
@@ -100,6 +105,8 @@ impl Features {
         Self {
             stage2: idr0 & 1 != 0,
             aarch64_tables: (idr0 >> 2) & 0b10 != 0,
+            coherent: idr0 & (1 << 4) != 0,
+            hyp: idr0 & (1 << 9) != 0,
             sid_bits: (idr1 & 0x3f).min(MAX_SID_BITS),
             cmdq_log2: ((idr1 >> 21) & 0x1f).min(MAX_CMDQ_LOG2),
             evtq_log2: ((idr1 >> 16) & 0x1f).min(MAX_EVTQ_LOG2),
@@ -130,6 +137,8 @@ pub struct Tables {
 pub enum Error {
     NoStage2,
     NoAArch64Tables,
+    /// IDR0.COHACC = 0: the SMMU would read stale tables and queues.
+    NotCoherent,
     /// A table or queue of the wrong size.
     BadTables,
     /// The SMMU did not acknowledge (the register) in time.
@@ -148,6 +157,10 @@ impl fmt::Display for Error {
         match self {
             Error::NoStage2 => write!(f, "no stage-2 translation (IDR0.S2P = 0)"),
             Error::NoAArch64Tables => write!(f, "no AArch64 translation tables (IDR0.TTF)"),
+            Error::NotCoherent => write!(
+                f,
+                "not coherent with the CPUs' caches (IDR0.COHACC = 0), which Tessera does not support"
+            ),
             Error::BadTables => write!(f, "stream table or queues of the wrong size"),
             Error::Timeout(what) => write!(f, "no answer from {what}"),
             Error::Command { opcode, err } => {
@@ -178,19 +191,22 @@ impl<M: Mmio> Smmu<M> {
     /// queues up, caches invalidated, interrupts (event queue, global
     /// errors) on, translation on.
     pub fn init(mmio: M, features: Features, tables: Tables) -> Result<Self, Error> {
+        // Whatever ran before us: traffic aborts while the SMMU is off, and
+        // stays so if it turns out to be one Tessera cannot drive.
+        abort_bypass(&mmio)?;
         if !features.stage2 {
             return Err(Error::NoStage2);
         }
         if !features.aarch64_tables {
             return Err(Error::NoAArch64Tables);
         }
+        if !features.coherent {
+            return Err(Error::NotCoherent);
+        }
         let (st, cq, eq) = features.words();
         if tables.strtab.len() != st || tables.cmdq.len() != cq || tables.evtq.len() != eq {
             return Err(Error::BadTables);
         }
-        // Whatever ran before us: traffic aborts while the SMMU is off.
-        mmio.write32(GBPA, GBPA_ABORT | GBPA_UPDATE);
-        wait(&mmio, GBPA, GBPA_UPDATE, 0, "GBPA.UPDATE")?;
         mmio.write32(CR0, 0);
         wait(&mmio, CR0ACK, !0, 0, "CR0ACK (disable)")?;
         mmio.write32(IRQ_CTRL, 0);
@@ -429,6 +445,16 @@ impl<M: Mmio> Smmu<M> {
         }
         active
     }
+}
+
+/// Sets the global bypass attribute to abort: with the SMMU off (as after
+/// reset, or until [`Smmu::init`] enables it), every transaction aborts
+/// instead of reaching physical memory untranslated. Waits for a pending
+/// GBPA update to finish first, then for this one.
+pub fn abort_bypass(m: &impl Mmio) -> Result<(), Error> {
+    wait(m, GBPA, GBPA_UPDATE, 0, "GBPA.UPDATE (before)")?;
+    m.write32(GBPA, GBPA_ABORT | GBPA_UPDATE);
+    wait(m, GBPA, GBPA_UPDATE, 0, "GBPA.UPDATE")
 }
 
 /// Polls `reg` until `(value & mask) == want`.

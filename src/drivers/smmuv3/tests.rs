@@ -19,6 +19,8 @@ struct Model {
 
 struct Fake(RefCell<Model>);
 
+/// S2P, AArch64 tables, coherent (QEMU's, without HYP).
+const IDR0_S2P_TTF64_COHACC: u32 = 1 | (0b10 << 2) | (1 << 4);
 const IDR1_SID16_CMDQ8_EVTQ7: u32 = 16 | (7 << 16) | (8 << 21);
 
 impl Fake {
@@ -26,7 +28,7 @@ impl Fake {
         let f = Fake(RefCell::new(Model::default()));
         {
             let mut m = f.0.borrow_mut();
-            m.regs.insert(IDR0, 1 | (0b10 << 2));
+            m.regs.insert(IDR0, u64::from(IDR0_S2P_TTF64_COHACC));
             m.regs.insert(IDR1, u64::from(IDR1_SID16_CMDQ8_EVTQ7));
             m.regs.insert(IDR5, 4);
         }
@@ -140,14 +142,15 @@ fn init_aborts_bypass_and_every_stream_then_enables() {
     assert_eq!(ops, [0x04, 0x30, 0x20, 0x46]);
 }
 
-#[test]
-fn a_device_without_stage2_is_refused() {
-    let fake = Fake::new();
-    fake.0.borrow_mut().regs.insert(IDR0, 0b10 << 2 | 0b10);
-    let f = Features::read(&&fake);
+fn init_with_idr0(idr0: u32) -> Result<Smmu<&'static Fake>, Error> {
+    let fake: &'static Fake = Box::leak(Box::new(Fake::new()));
+    fake.0.borrow_mut().regs.insert(IDR0, u64::from(idr0));
+    // Whatever ran before left bypass on (GBPA reset value: ABORT = 0).
+    fake.0.borrow_mut().regs.insert(GBPA, 0);
+    let f = Features::read(&fake);
     let (st, cq, eq) = f.words();
     let r = Smmu::init(
-        &fake,
+        fake,
         f,
         Tables {
             strtab: leak(st),
@@ -155,7 +158,28 @@ fn a_device_without_stage2_is_refused() {
             evtq: leak(eq),
         },
     );
+    // Refused or not, incoming traffic aborts: never bypass to raw PAs.
+    assert_eq!(
+        fake.0.borrow().regs[&GBPA] as u32 & GBPA_ABORT,
+        GBPA_ABORT,
+        "GBPA.ABORT set even when the SMMU is refused"
+    );
+    r
+}
+
+#[test]
+fn a_device_without_stage2_is_refused_with_bypass_aborting() {
+    let r = init_with_idr0(0b10 << 2 | 0b10 | (1 << 4));
     assert_eq!(r.err(), Some(Error::NoStage2));
+    let r = init_with_idr0(1 | (1 << 4));
+    assert_eq!(r.err(), Some(Error::NoAArch64Tables));
+}
+
+#[test]
+fn a_non_coherent_smmu_is_refused_with_bypass_aborting() {
+    let r = init_with_idr0(1 | (0b10 << 2));
+    assert_eq!(r.err(), Some(Error::NotCoherent));
+    assert!(init_with_idr0(IDR0_S2P_TTF64_COHACC).is_ok());
 }
 
 #[test]
