@@ -174,7 +174,12 @@ fn create(
     // Pages the VM's devices share with anything it was not given are not
     // mapped but trapped through a sub-page filter; decided here from the
     // live DTB, whatever xtask reported.
-    let hyp_owned = super::passthrough::forbidden(p, vc.console == ConsoleKind::Passthrough);
+    let mut hyp_owned = super::passthrough::forbidden(p, vc.console == ConsoleKind::Passthrough);
+    hyp_owned.extend(super::guard::hyp_frames(
+        dtb,
+        &p.console.path,
+        vc.console == ConsoleKind::Passthrough,
+    ));
     if let Some(((base, size), what)) = super::passthrough::clash(&passthrough, &hyp_owned) {
         return Err(format!(
             "device range {base:#x}+{size:#x} overlaps {what}: not passed through"

@@ -1,9 +1,82 @@
 //! What a VM may not be given, whatever the config says, decided from the
-//! board's DTB: devices whose DMA no SMMU Tessera drives would translate.
-//! Pure (no hardware), so it is tested on the host against real DTBs.
+//! board's DTB: devices whose DMA no SMMU Tessera drives would translate,
+//! and the frames of the hypervisor's own devices beyond the GIC and the
+//! console UART (`passthrough::forbidden`). Pure (no hardware), so it is
+//! tested on the host against real DTBs.
 
-use crate::platform;
+use crate::platform::{self, ranges};
 use alloc::vec::Vec;
+use fdt::node::FdtNode;
+
+/// IOMMUs: an SMMUv3 (Tessera's own, or one it refused, which must stay
+/// aborting), and the SMMUv1/v2 families Tessera does not drive (a VM
+/// programming one could turn a bus master loose).
+pub const IOMMU_COMPATIBLES: &[&str] = &[
+    "arm,smmu-v3",
+    "arm,mmu-500",
+    "arm,smmu-v2",
+    "arm,smmu-v1",
+    "arm,mmu-400",
+    "arm,mmu-401",
+];
+
+/// The BCM2835 auxiliary block (AUX_IRQ, AUX_ENABLES), which switches the
+/// mini UART's clock: a VM that clears AUX_ENABLES stops the console.
+pub const BCM_AUX: &str = "brcm,bcm2835-aux";
+/// The mini UART inside it.
+pub const BCM_AUX_UART: &str = "brcm,bcm2835-aux-uart";
+
+fn is(node: &FdtNode, compatibles: &[&str]) -> bool {
+    node.compatible()
+        .is_some_and(|c| c.all().any(|s| compatibles.contains(&s)))
+}
+
+/// The register frames of the hypervisor's devices no VM may be given
+/// (every IOMMU; the aux block when the console is the mini UART and the VM
+/// is not given the console), as CPU physical ranges, with what they are.
+pub fn hyp_frames(
+    dtb: &fdt::Fdt,
+    console_path: &str,
+    console_passthrough: bool,
+) -> Vec<(&'static str, u64, u64)> {
+    let aux_console =
+        !console_passthrough && platform::node_at(dtb, console_path).is_some_and(|n| is(&n, &[BCM_AUX_UART]));
+    let mut out = Vec::new();
+    if let Some(root) = dtb.find_node("/") {
+        let mut chain = [root; ranges::MAX_DEPTH];
+        collect(root, &mut chain, 0, aux_console, &mut out);
+    }
+    out
+}
+
+fn collect<'b, 'a>(
+    node: FdtNode<'b, 'a>,
+    chain: &mut [FdtNode<'b, 'a>; ranges::MAX_DEPTH],
+    depth: usize,
+    aux_console: bool,
+    out: &mut Vec<(&'static str, u64, u64)>,
+) {
+    let what = if is(&node, IOMMU_COMPATIBLES) {
+        Some("an IOMMU (the hypervisor's DMA isolation)")
+    } else if aux_console && is(&node, &[BCM_AUX]) {
+        Some("the aux block of the hypervisor's console")
+    } else {
+        None
+    };
+    if let Some(what) = what.filter(|_| depth > 0) {
+        let ancestors = chain.get(..depth).unwrap_or(&[]);
+        out.extend(
+            ranges::regs(node, ancestors)
+                .filter(|r| r.size != 0)
+                .map(|r| (what, r.base.0, r.size)),
+        );
+    }
+    let Some(slot) = chain.get_mut(depth) else { return };
+    *slot = node;
+    for c in node.children() {
+        collect(c, chain, depth + 1, aux_console, out);
+    }
+}
 
 /// The IOMMU phandles the node at `path` names: every `iommu-map` entry's
 /// (rid-base, phandle, iommu-base, length; `#iommu-cells` = 1, as for an
@@ -66,5 +139,34 @@ mod tests {
         assert_eq!(untranslated_dma(&fdt, "/pcie@10000000", Some(0x8007)), None);
         // No IOMMU in front of it: nothing to say (config_dma's business).
         assert_eq!(untranslated_dma(&fdt, "/pl031@9010000", None), None);
+    }
+
+    #[test]
+    fn the_smmu_frame_is_the_hypervisors() {
+        let bytes = dtb("qemu-virt-smmuv3.dtb");
+        let fdt = fdt::Fdt::new(&bytes).unwrap();
+        let f = hyp_frames(&fdt, "/pl011@9000000", false);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].1, f[0].2), (0x905_0000, 0x2_0000));
+        let smmu = platform::device(&fdt, "/smmuv3@9050000").unwrap().regs;
+        let regs: Vec<(u64, u64)> = smmu.iter().map(|r| (r.base.0, r.size)).collect();
+        assert!(crate::vm::passthrough::clash(&regs, &f).is_some());
+        assert!(hyp_frames(&fdt, "/pl011@9000000", true).len() == 1);
+    }
+
+    #[test]
+    fn the_mini_uarts_aux_block_is_the_hypervisors_when_it_is_the_console() {
+        let bytes = dtb("bcm2711-rpi-4-b.dtb");
+        let fdt = fdt::Fdt::new(&bytes).unwrap();
+        let f = hyp_frames(&fdt, "/soc/serial@7e215040", false);
+        assert!(
+            f.iter()
+                .any(|&(w, b, _)| w.contains("aux block") && b == 0xfe21_5000),
+            "{f:x?}"
+        );
+        // Given the console, the VM may have the aux block; with a PL011
+        // console, the aux block is nobody's business.
+        assert!(hyp_frames(&fdt, "/soc/serial@7e215040", true).is_empty());
+        assert!(hyp_frames(&fdt, "/soc/serial@7e201000", false).is_empty());
     }
 }

@@ -598,6 +598,8 @@ pub fn check(
                     ),
                 ));
             }
+            crate::config_hyp::check_device(d, board, vm.console == Console::Passthrough)
+                .map_err(|m| err(n, field.clone(), m))?;
             // Passed through at its physical addresses, which must be free in
             // the guest's address space.
             for &(db, ds) in &board.devices[d] {

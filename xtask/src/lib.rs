@@ -10,6 +10,7 @@ pub mod board_console;
 mod board_tests;
 pub mod config;
 pub mod config_dma;
+pub mod config_hyp;
 #[cfg(test)]
 mod config_proptests;
 #[cfg(test)]
