@@ -121,8 +121,8 @@ impl Serial for BcmAux {
     /// Sends one byte, waiting while the transmit FIFO is full.
     fn putc(&self, b: u8) {
         let r = self.regs();
-        while !r.lsr.is_set(LSR::TX_EMPTY) {
-            core::hint::spin_loop();
+        if !super::tx_ready(|| r.lsr.is_set(LSR::TX_EMPTY)) {
+            return;
         }
         r.io.set(u32::from(b));
     }

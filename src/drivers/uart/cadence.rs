@@ -104,8 +104,8 @@ impl Serial for Cadence {
 
     fn putc(&self, b: u8) {
         let r = self.regs();
-        while r.sr.is_set(SR::TXFULL) {
-            core::hint::spin_loop();
+        if !super::tx_ready(|| !r.sr.is_set(SR::TXFULL)) {
+            return;
         }
         r.fifo.set(u32::from(b));
     }

@@ -128,8 +128,8 @@ impl Serial for Imx {
 
     fn putc(&self, b: u8) {
         let r = self.regs();
-        while r.uts.is_set(UTS::TXFULL) {
-            core::hint::spin_loop();
+        if !super::tx_ready(|| !r.uts.is_set(UTS::TXFULL)) {
+            return;
         }
         r.utxd.set(u32::from(b));
     }

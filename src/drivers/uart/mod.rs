@@ -10,6 +10,7 @@ pub mod pl011;
 
 use bcm_aux::BcmAux;
 use cadence::Cadence;
+use core::sync::atomic::{AtomicBool, Ordering};
 use imx::Imx;
 use pl011::Pl011;
 
@@ -21,10 +22,67 @@ pub trait Serial {
     /// Raise the UART's interrupt while received bytes wait. [`Serial::getc`]
     /// returning `None` leaves it quiet until the next byte arrives.
     fn enable_rx_irq(&self);
-    /// Sends one byte, waiting while the transmitter is full.
+    /// Sends one byte, waiting while the transmitter is full, at most
+    /// [`TX_SPINS`] polls ([`TX`]): a wedged UART drops the byte instead
+    /// of hanging the hypervisor under the console lock.
     fn putc(&self, b: u8);
     /// A received byte, if one is waiting.
     fn getc(&self) -> Option<u8>;
+}
+
+/// Polls of a full transmitter before a byte is dropped: far beyond a
+/// byte time at any baud rate (~87 us at 115200).
+pub const TX_SPINS: u32 = 1 << 20;
+
+/// A bounded wait for room in a transmitter. After one timeout the UART is
+/// taken as wedged (a VM switched its clock off, say): later bytes get a
+/// single poll each until it takes one again, so printing through a dead
+/// UART costs almost nothing.
+pub struct TxWait {
+    /// True until a wait times out (true, not false, as the resting state:
+    /// the static lands in .data, valid even before .bss is cleared).
+    healthy: AtomicBool,
+}
+
+impl TxWait {
+    pub const fn new() -> Self {
+        Self {
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether `ready` became true (send the byte) or the wait gave up
+    /// (drop it); returns the polls it took too.
+    pub fn wait(&self, ready: impl Fn() -> bool) -> (bool, u32) {
+        let spins = if self.healthy.load(Ordering::Relaxed) {
+            TX_SPINS
+        } else {
+            1
+        };
+        for i in 0..spins {
+            if ready() {
+                self.healthy.store(true, Ordering::Relaxed);
+                return (true, i + 1);
+            }
+            core::hint::spin_loop();
+        }
+        self.healthy.store(false, Ordering::Relaxed);
+        (false, spins)
+    }
+}
+
+impl Default for TxWait {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The console's transmit wait (there is one console UART).
+pub static TX: TxWait = TxWait::new();
+
+/// [`TX`]'s wait: whether to send the byte.
+pub fn tx_ready(ready: impl Fn() -> bool) -> bool {
+    TX.wait(ready).0
 }
 
 /// A UART family, as named by device tree compatibles.
@@ -141,6 +199,28 @@ impl core::fmt::Write for Uart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wedged_transmitter_drops_bytes_and_costs_one_poll_each_after() {
+        use core::cell::Cell;
+        let t = TxWait::new();
+        let polls = Cell::new(0u32);
+        let never = || {
+            polls.set(polls.get() + 1);
+            false
+        };
+        assert_eq!(t.wait(never), (false, TX_SPINS), "bounded, not forever");
+        assert_eq!(polls.get(), TX_SPINS);
+        assert_eq!(t.wait(never), (false, 1), "wedged: one poll");
+        // It comes back: the next byte goes out and the full wait returns.
+        assert_eq!(t.wait(|| true), (true, 1));
+        let third = Cell::new(0);
+        let soon = || {
+            third.set(third.get() + 1);
+            third.get() == 3
+        };
+        assert_eq!(t.wait(soon), (true, 3));
+    }
 
     #[test]
     fn compatibles_name_their_family() {

@@ -86,8 +86,8 @@ impl Serial for Pl011 {
     /// Sends one byte, waiting while the transmit FIFO is full.
     fn putc(&self, b: u8) {
         let r = self.regs();
-        while r.fr.is_set(FR::TXFF) {
-            core::hint::spin_loop();
+        if !super::tx_ready(|| !r.fr.is_set(FR::TXFF)) {
+            return;
         }
         r.dr.set(u32::from(b));
     }
