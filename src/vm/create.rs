@@ -138,6 +138,17 @@ fn create(
             owned.extend(b.spis.iter().map(|&i| (i, Owner::Hw)));
         }
     }
+    // Interrupts the hypervisor takes itself stay its own.
+    let mut hyp_irqs = super::smmu::irqs();
+    if vc.console != ConsoleKind::Passthrough {
+        hyp_irqs.extend(p.console.irq.map(|i| (i, "the hypervisor's console interrupt")));
+    }
+    let spis: Vec<u32> = owned.iter().filter(|o| o.0 >= 32).map(|o| o.0).collect();
+    if let Some((intid, what)) = super::guard::irq_clash(&spis, &hyp_irqs) {
+        return Err(format!(
+            "a device's interrupt {intid} is {what}: not passed through"
+        ));
+    }
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));
     }

@@ -121,6 +121,14 @@ pub fn untranslated_dma(dtb: &fdt::Fdt, path: &str, smmu: Option<u32>) -> Option
     }
 }
 
+/// The first of `spis` (a VM's hardware interrupts) that is one of the
+/// hypervisor's own (`hyp`: INTID and what it is). Rerouted to the guest,
+/// the hypervisor would lose it (the SMMU's event queue, the console's
+/// input) and the guest would see interrupts of a device it does not own.
+pub fn irq_clash(spis: &[u32], hyp: &[(u32, &'static str)]) -> Option<(u32, &'static str)> {
+    spis.iter().find_map(|s| hyp.iter().find(|h| h.0 == *s).copied())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +147,22 @@ mod tests {
         assert_eq!(untranslated_dma(&fdt, "/pcie@10000000", Some(0x8007)), None);
         // No IOMMU in front of it: nothing to say (config_dma's business).
         assert_eq!(untranslated_dma(&fdt, "/pl031@9010000", None), None);
+    }
+
+    #[test]
+    fn a_device_sharing_the_smmus_or_the_consoles_spi_is_refused() {
+        let hyp = [
+            (106, "the SMMU's event queue"),
+            (109, "the SMMU's global errors"),
+            (33, "the console"),
+        ];
+        assert_eq!(
+            irq_clash(&[40, 109], &hyp),
+            Some((109, "the SMMU's global errors"))
+        );
+        assert_eq!(irq_clash(&[33], &hyp).map(|c| c.0), Some(33));
+        assert_eq!(irq_clash(&[40, 41], &hyp), None);
+        assert_eq!(irq_clash(&[], &hyp), None);
     }
 
     #[test]

@@ -110,6 +110,20 @@ pub fn operational() -> Option<u32> {
     FOUND.get().and_then(|f| f.phandle)
 }
 
+/// The SPIs the SMMU interrupts this hypervisor through, with what they are.
+pub fn irqs() -> Vec<(u32, &'static str)> {
+    let Some(f) = FOUND.get() else {
+        return Vec::new();
+    };
+    [
+        (f.eventq_irq, "the SMMU's event queue interrupt"),
+        (f.gerror_irq, "the SMMU's global error interrupt"),
+    ]
+    .into_iter()
+    .filter_map(|(i, w)| i.map(|i| (i, w)))
+    .collect()
+}
+
 /// The streams of the devices at `paths`: a PCIe bridge's `iommu-map`, a
 /// device's `iommus` (one cell: the stream ID).
 pub fn streams_of(dtb: &Fdt, paths: &[&str]) -> Vec<Range<u32>> {
