@@ -251,8 +251,11 @@ impl<M: Mmio> Smmu<M> {
         m.write32(EVENTQ_PROD, 0);
         m.write32(EVENTQ_CONS, 0);
         s.enable(CR0_CMDQEN)?;
-        for c in [cmd::cfgi_all(), cmd::tlbi_nsnh_all(), cmd::tlbi_el2_all()] {
-            s.submit(c)?;
+        s.submit(cmd::cfgi_all())?;
+        s.submit(cmd::tlbi_nsnh_all())?;
+        // EL2 TLB entries exist (and the command is legal) only with IDR0.HYP.
+        if features.hyp {
+            s.submit(cmd::tlbi_el2_all())?;
         }
         s.sync()?;
         s.enable(CR0_CMDQEN | CR0_EVENTQEN)?;
@@ -276,18 +279,20 @@ impl<M: Mmio> Smmu<M> {
         1 << self.features.sid_bits
     }
 
-    /// Queues a command; publishes the queue when it fills up.
+    /// Queues a command; with the queue full, publishes it and waits for
+    /// room first. On a timeout nothing is written: a slot the SMMU has not
+    /// consumed yet is never overwritten.
     pub fn submit(&mut self, c: Command) -> Result<(), Error> {
-        let slot = self.cmd.slot(self.cmd_prod) * 2;
-        if let Some(entry) = self.cmdq.get_mut(slot..slot + 2) {
-            entry.copy_from_slice(&c);
-        }
-        self.cmd_prod = self.cmd.next(self.cmd_prod);
         let cons = self.mmio.read32(CMDQ_CONS);
         if self.cmd.is_full(self.cmd_prod, cons) {
             self.publish();
             self.wait_for_room()?;
         }
+        let slot = self.cmd.slot(self.cmd_prod) * 2;
+        if let Some(entry) = self.cmdq.get_mut(slot..slot + 2) {
+            entry.copy_from_slice(&c);
+        }
+        self.cmd_prod = self.cmd.next(self.cmd_prod);
         Ok(())
     }
 

@@ -139,7 +139,41 @@ fn init_aborts_bypass_and_every_stream_then_enables() {
     assert_eq!(m.regs[&IRQ_CTRLACK] as u32, IRQ_GERROR | IRQ_EVENTQ);
     assert_eq!(m.regs[&STRTAB_BASE_CFG], 16, "linear, 16-bit stream IDs");
     let ops: Vec<u8> = m.seen.iter().map(cmd::opcode).collect();
+    assert_eq!(ops, [0x04, 0x30, 0x46], "no TLBI_EL2_ALL without IDR0.HYP");
+}
+
+#[test]
+fn el2_tlbs_are_invalidated_only_with_idr0_hyp() {
+    let fake = Fake::new();
+    fake.0
+        .borrow_mut()
+        .regs
+        .insert(IDR0, u64::from(IDR0_S2P_TTF64_COHACC | (1 << 9)));
+    let _s = driver(&fake, None);
+    let ops: Vec<u8> = fake.0.borrow().seen.iter().map(cmd::opcode).collect();
     assert_eq!(ops, [0x04, 0x30, 0x20, 0x46]);
+}
+
+#[test]
+fn a_full_queue_that_never_drains_times_out_without_overwriting() {
+    let fake = Fake::new();
+    let mut s = driver(&fake, Some(2));
+    let base = fake.0.borrow().regs[&CMDQ_BASE];
+    let q = (base & ADDR_MASK) as *const u64;
+    fake.0.borrow_mut().per_write = Some(0);
+    let cons = fake.0.borrow().regs[&CMDQ_CONS] as u32;
+    // Four entries, none consumed: four fit, the fifth cannot.
+    for sid in 0..4u32 {
+        assert_eq!(s.submit(cmd::cfgi_ste(sid)), Ok(()), "command {sid}");
+    }
+    assert_eq!(
+        s.submit(cmd::cfgi_ste(99)),
+        Err(Error::Timeout("the command queue"))
+    );
+    let slot = Ring { log2size: 2 }.slot(cons);
+    // SAFETY (test): the driver's command queue, alive for the test.
+    let oldest = unsafe { [*q.add(slot * 2), *q.add(slot * 2 + 1)] };
+    assert_eq!(oldest, cmd::cfgi_ste(0), "the unconsumed command is intact");
 }
 
 fn init_with_idr0(idr0: u32) -> Result<Smmu<&'static Fake>, Error> {
