@@ -4,6 +4,10 @@
 
 use crate::scenarios::Scenario;
 
+/// Older QEMUs model no SMMUv3 stage 2 (or ignore `arm-smmuv3.stage=2`):
+/// there the SMMU is refused and the scenario would prove nothing.
+const NEEDS_QEMU: Option<(&str, &str)> = Some(("10.0", "SMMUv3 stage-2 translation"));
+
 pub fn all() -> Vec<Scenario> {
     vec![hostile_dma(3), hostile_dma(2), linux(3), linux(2)]
 }
@@ -39,6 +43,7 @@ fn hostile_dma(gic: u32) -> Scenario {
             "which no VM owns",
         ],
         timeout_secs: 120,
+        needs_qemu: NEEDS_QEMU,
         ..Scenario::new(if gic == 3 {
             "smmu_hostile_dma_faults_and_the_victims_ram_is_unchanged_gicv3"
         } else {
@@ -83,10 +88,22 @@ fn linux(gic: u32) -> Scenario {
             "VM bystander stopped",
         ],
         timeout_secs: 300,
+        needs_qemu: NEEDS_QEMU,
         ..Scenario::new(if gic == 3 {
             "smmu_linux_pcie_disk_and_net_through_stage2_non_identity_gicv3"
         } else {
             "smmu_linux_pcie_disk_and_net_through_stage2_non_identity_gicv2"
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_smmu_scenario_is_skipped_on_a_qemu_without_stage2() {
+        for s in super::all() {
+            assert!(s.name.starts_with("smmu_"), "{}", s.name);
+            assert_eq!(s.needs_qemu.map(|n| n.0), Some("10.0"), "{}", s.name);
+        }
     }
 }
