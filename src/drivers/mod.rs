@@ -7,5 +7,6 @@ pub mod gic_prio;
 pub mod gicv2;
 #[cfg(target_os = "none")]
 pub mod gicv3;
+pub mod pci_ecam;
 pub mod smmuv3;
 pub mod uart;

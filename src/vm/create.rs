@@ -58,6 +58,7 @@ pub fn create_all(
         match create(index, p, dtb, vc, pkg, frames, &mut taken) {
             Ok(vm) => {
                 super::smmu::assign(&vm, dtb);
+                super::pcie_reset::register(&vm, dtb);
                 vms.push(vm)
             }
             Err(e) => error!("VM {}: not started: {e}", vc.name),

@@ -398,6 +398,13 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         .and_then(|log| log.check(cpu::counter(), cpu::counter_freq()));
     let reset_start = cpu::counter();
     let smmu_ticks = super::smmu::quiesce(vm);
+    let pci_stopped = super::pcie_reset::quiesce(vm);
+    if held.is_some() && pci_stopped > 0 {
+        info!(
+            "VM {}: {pci_stopped} PCI function(s) stopped (bus master, memory and I/O off) before its images are loaded again",
+            vm.name()
+        );
+    }
     vm.vgic.reset();
     for r in vm.mmio.regions() {
         if let (Some(_), Some((n, refused))) = (held, r.device.trapped()) {

@@ -32,6 +32,8 @@ pub mod exit;
 #[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
+pub mod pcie_reset;
+#[cfg(target_os = "none")]
 pub mod smmu;
 #[cfg(target_os = "none")]
 pub mod vcpu;

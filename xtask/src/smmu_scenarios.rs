@@ -67,6 +67,8 @@ fn linux(gic: u32) -> Scenario {
             "[linux0] TT ok disk sha256",
             "[linux0] TT ok net address 10.0.2.15/24 on eth0",
             "VM linux0: SMMU streams aborted and re-established in",
+            // virtio-blk-pci and virtio-net-pci, mastering when reset.
+            "VM linux0: 2 PCI function(s) stopped (bus master, memory and I/O off)",
             "[linux0] TT ok second boot disk sha256",
             "[bystander] hello: tick",
         ],
