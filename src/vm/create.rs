@@ -139,17 +139,6 @@ fn create(
             owned.extend(b.spis.iter().map(|&i| (i, Owner::Hw)));
         }
     }
-    // Interrupts the hypervisor takes itself stay its own.
-    let mut hyp_irqs = super::smmu::irqs();
-    if vc.console != ConsoleKind::Passthrough {
-        hyp_irqs.extend(p.console.irq.map(|i| (i, "the hypervisor's console interrupt")));
-    }
-    let spis: Vec<u32> = owned.iter().filter(|o| o.0 >= 32).map(|o| o.0).collect();
-    if let Some((intid, what)) = super::guard::irq_clash(&spis, &hyp_irqs) {
-        return Err(format!(
-            "a device's interrupt {intid} is {what}: not passed through"
-        ));
-    }
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));
     }
@@ -195,6 +184,21 @@ fn create(
     if let Some(((base, size), what)) = super::passthrough::clash(&passthrough, &hyp_owned) {
         return Err(format!(
             "device range {base:#x}+{size:#x} overlaps {what}: not passed through"
+        ));
+    }
+    // Interrupts the hypervisor takes itself stay its own.
+    let mut hyp_irqs = super::smmu::irqs();
+    if vc.console != ConsoleKind::Passthrough {
+        hyp_irqs.extend(p.console.irq.map(|i| (i, "the hypervisor's console interrupt")));
+    }
+    let spis: Vec<u32> = owned
+        .iter()
+        .filter(|o| o.0 >= 32 && o.1 == Owner::Hw)
+        .map(|o| o.0)
+        .collect();
+    if let Some((intid, what)) = super::guard::irq_clash(&spis, &hyp_irqs) {
+        return Err(format!(
+            "a device's interrupt {intid} is {what}: not passed through"
         ));
     }
     let runs = super::passthrough::plan(dtb, &device_paths, &passthrough);
