@@ -23,6 +23,7 @@ mod proptests;
 pub mod subpage;
 pub mod testdev;
 pub mod vgic;
+pub mod virtio;
 pub mod vuart;
 
 use core::fmt;
