@@ -3,6 +3,10 @@
 //! guest memory as hostile input, and the inter-VM network device. They
 //! touch guest RAM only through [`queue::GuestMemory`], never hardware.
 
+pub mod mmio;
+pub mod net;
 #[cfg(test)]
 mod proptests;
 pub mod queue;
+#[cfg(test)]
+mod tests;
