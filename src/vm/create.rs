@@ -2,7 +2,7 @@
 //! devices, images, vCPUs. A VM that cannot be built is reported and left
 //! out; the others still start.
 
-use super::dtb::{generate, GuestConsole, GuestDtbSpec, GuestGic, GuestRegion};
+use super::dtb::{generate_with_links, GuestConsole, GuestDtbSpec, GuestGic, GuestRegion};
 use super::irq;
 use super::mmio::MmioBus;
 use super::Images;
@@ -52,9 +52,14 @@ pub fn create_all(
 ) -> Vec<Vm> {
     let mut vms = Vec::new();
     let mut taken = [false; MAX_CPUS];
-    for vc in &config.vms {
+    super::links::init(&config.links);
+    for (cfg_index, vc) in config.vms.iter().enumerate() {
         let index = vms.len();
-        match create(index, p, dtb, vc, pkg, frames, &mut taken) {
+        let links = Links {
+            all: &config.links,
+            vm: cfg_index,
+        };
+        match create(index, p, dtb, vc, pkg, frames, &mut taken, links) {
             Ok(vm) => vms.push(vm),
             Err(e) => error!("VM {}: not started: {e}", vc.name),
         }
@@ -70,6 +75,7 @@ fn create(
     pkg: &Package<'static>,
     frames: &mut FrameAllocator,
     taken: &mut [bool; MAX_CPUS],
+    links: Links,
 ) -> Result<Vm, String> {
     for &c in &vc.cpus {
         if c >= p.cpus.len() || c >= MAX_CPUS {
@@ -126,6 +132,12 @@ fn create(
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));
     }
+    for intid in super::links::interrupts(links.all, links.vm) {
+        if owned.iter().any(|o| o.0 == intid) {
+            return Err(format!("link interrupt {intid} is already the VM's"));
+        }
+        owned.push((intid, Owner::Virtual));
+    }
     let version = match p.gic.version {
         GicVersion::V2 => Version::V2,
         GicVersion::V3 => Version::V3,
@@ -152,6 +164,7 @@ fn create(
         mmio.add(VUART_IPA, Box::new(uart.clone())).map_err(overlap)?;
         console_uart = Some(uart);
     }
+    super::links::attach(links.vm, &vc.name, links.all, &ram, &vgic, &mut mmio)?;
     if let Some(base) = vc.test_device {
         mmio.add(base, Box::new(TestDevice::new()))
             .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
@@ -301,7 +314,8 @@ fn create(
                 passthrough: paths,
                 host: Some(dtb),
             };
-            generate(&spec).map_err(|e| format!("guest DTB: {e}"))?
+            let link_nodes = super::links::guest_links(links.all, links.vm);
+            generate_with_links(&spec, &link_nodes).map_err(|e| format!("guest DTB: {e}"))?
         }
     };
     if dtb.len() as u64 > 2 << 20 {
@@ -375,6 +389,14 @@ fn create(
         state: AtomicU8::new(VmState::Running as u8),
         faults_logged: AtomicUsize::new(0),
     })
+}
+
+/// The VM's place among the configuration's links.
+#[derive(Clone, Copy)]
+struct Links<'a> {
+    all: &'a [crate::config::links::LinkConfig],
+    /// The VM's index in the configuration.
+    vm: usize,
 }
 
 /// The hardware behind one filtered window: the EL2 volatile accessor.

@@ -18,6 +18,7 @@ pub mod dtb;
 #[cfg(test)]
 mod dtb_proptests;
 pub mod inject;
+pub mod links;
 pub mod mmio;
 pub mod passthrough;
 pub mod psci;
