@@ -18,6 +18,7 @@ pub mod fdt_patch;
 pub mod host_tools;
 pub mod image;
 pub mod images;
+pub mod links;
 pub mod pack;
 pub mod paths;
 pub mod qemu;
