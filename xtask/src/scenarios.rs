@@ -255,6 +255,7 @@ pub fn all() -> Vec<Scenario> {
         all.extend(vcpu_state_scenarios(gic));
     }
     all.extend([linux_pair(3), linux_pair(2)]);
+    all.extend(crate::intervm_scenarios::all());
     all.extend([console_flood(3), console_flood(2)]);
     all.extend([
         Scenario {

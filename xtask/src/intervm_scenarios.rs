@@ -1,0 +1,47 @@
+//! The `intervm_*` scenarios: links between VMs (xtask/src/links.rs).
+
+use crate::scenarios::Scenario;
+
+pub fn all() -> Vec<Scenario> {
+    vec![net_linux_pair(3), net_linux_pair(2)]
+}
+
+/// Two Debian kernels on a net link: ping, 64 MiB over TCP with matching
+/// sha256, a `reboot -f` of the receiver, and the link again after it.
+fn net_linux_pair(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/intervm_net.toml"),
+        must: &[
+            "VM linux0: net link 0 at 0xa800000 (INTID 112), MAC 02:54:53:00:00:01",
+            "VM linux1: net link 0 at 0xa800000 (INTID 112), MAC 02:54:53:00:00:02",
+            "[linux0] tessera-init: link eth0 02:54:53:00:00:01 10.0.0.1/24",
+            "[linux1] tessera-init: link eth0 02:54:53:00:00:02 10.0.0.2/24",
+            "[linux0] TT ping 5 packets transmitted, 5 packets received",
+            "[rt] timer: cpu 0 worst latency",
+            "[linux1] TT net done",
+        ],
+        sequence: &[
+            "[linux0] TT ok ping peer round 1",
+            "[linux1] TT ok net sha256 match round 1 67108864 bytes",
+            "[linux1] TT rebooting",
+            "VM linux1 restarting",
+            "[linux0] TT ok ping peer round 2",
+            "[linux1] TT ok net sha256 match round 2 67108864 bytes",
+            "[linux0] TT alive ping",
+        ],
+        must_not: &[
+            "FAIL",
+            "needs reset",
+            "Kernel panic",
+            "VM linux0 stopped",
+            "VM linux1 stopped",
+        ],
+        timeout_secs: 900,
+        ..Scenario::new(if gic == 3 {
+            "intervm_net_linux_pair_gicv3"
+        } else {
+            "intervm_net_linux_pair_gicv2"
+        })
+    }
+}
