@@ -3,7 +3,27 @@
 use crate::scenarios::Scenario;
 
 pub fn all() -> Vec<Scenario> {
-    vec![net_linux_pair(3), net_linux_pair(2)]
+    vec![net_linux_pair(3), net_linux_pair(2), demo_ping()]
+}
+
+/// The default `cargo xtask run` demo has the link: typed into linux0's
+/// shell, a ping reaches linux1 at the address the initramfs gave it.
+fn demo_ping() -> Scenario {
+    Scenario {
+        config: Some("boards/qemu-virt/linux.toml"),
+        input: &[(
+            "[linux0] TESSERA-LINUX-UP linux0",
+            b"until ping -c 1 -W 1 10.0.0.2 >/dev/null; do sleep 1; done; ping -c 3 10.0.0.2 | sed 's/^/TT-demo /'\r",
+        )],
+        must: &[
+            "[linux0] tessera-init: link eth0 02:54:53:00:00:01 10.0.0.1/24",
+            "[linux1] tessera-init: link eth0 02:54:53:00:00:02 10.0.0.2/24",
+            "[linux0] TT-demo 3 packets transmitted, 3 packets received, 0% packet loss",
+        ],
+        must_not: &["needs reset", "Kernel panic", "VM linux0 stopped", "VM linux1 stopped"],
+        timeout_secs: 300,
+        ..Scenario::new("intervm_demo_linux_pair_pings")
+    }
 }
 
 /// Two Debian kernels on a net link: ping, 64 MiB over TCP with matching
