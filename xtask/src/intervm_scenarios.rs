@@ -3,7 +3,52 @@
 use crate::scenarios::Scenario;
 
 pub fn all() -> Vec<Scenario> {
-    vec![net_linux_pair(3), net_linux_pair(2), demo_ping()]
+    vec![
+        net_linux_pair(3),
+        net_linux_pair(2),
+        demo_ping(),
+        hostile_queue(3),
+        hostile_queue(2),
+    ]
+}
+
+/// A guest breaking its virtqueues on the Linux pair's link: only its own
+/// device goes into DEVICE_NEEDS_RESET (logged, rate-limited), the pair's
+/// transfers and the receiver's reboot work as without it.
+fn hostile_queue(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/intervm_hostile.toml"),
+        must: &[
+            "[hostile] RESULT vq_hostile: 14 passed, 0 failed",
+            "[hostile] vq_hostile: still alive 10",
+            "VM hostile virtio-net: queue 1: descriptor chain longer than the queue (a cycle); device needs reset (1 so far)",
+            "VM hostile virtio-net: queue 1: descriptor 0: buffer 0x9000000+0x40 not in the VM's RAM; device needs reset",
+            "[linux0] TT ping 5 packets transmitted, 5 packets received",
+        ],
+        sequence: &[
+            "[linux1] TT ok net sha256 match round 1 67108864 bytes",
+            "VM linux1 restarting",
+            "[linux0] TT ok ping peer round 2",
+            "[linux1] TT ok net sha256 match round 2 67108864 bytes",
+            "[linux0] TT alive ping",
+        ],
+        must_not: &[
+            "FAIL",
+            "VM linux0 virtio-net",
+            "VM linux1 virtio-net",
+            "Kernel panic",
+            "VM linux0 stopped",
+            "VM linux1 stopped",
+            "VM hostile stopped",
+        ],
+        timeout_secs: 900,
+        ..Scenario::new(if gic == 3 {
+            "intervm_hostile_queue_beside_linux_pair_gicv3"
+        } else {
+            "intervm_hostile_queue_beside_linux_pair_gicv2"
+        })
+    }
 }
 
 /// The default `cargo xtask run` demo has the link: typed into linux0's
