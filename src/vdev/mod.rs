@@ -20,6 +20,7 @@ pub mod outbuf;
 pub mod page_share;
 #[cfg(test)]
 mod proptests;
+pub mod shmem;
 pub mod subpage;
 pub mod testdev;
 pub mod vgic;

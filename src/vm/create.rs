@@ -52,7 +52,7 @@ pub fn create_all(
 ) -> Vec<Vm> {
     let mut vms = Vec::new();
     let mut taken = [false; MAX_CPUS];
-    super::links::init(&config.links);
+    super::links::init(&config.links, frames);
     for (cfg_index, vc) in config.vms.iter().enumerate() {
         let index = vms.len();
         let links = Links {
@@ -201,10 +201,12 @@ fn create(
         .map_err(overlap)?;
     }
 
+    let shared = super::links::shared_regions(links.all, links.vm)?;
     // Stage 2: IPA size from the highest address the VM uses, capped by the CPU.
     let top = ram
         .iter()
         .map(|r| r.ipa + r.size)
+        .chain(shared.iter().map(|s| s.0 + s.2))
         .chain(mmio.regions().iter().map(|r| r.base + r.size))
         .chain(passthrough.iter().map(|r| r.0 + r.1))
         .max()
@@ -221,6 +223,16 @@ fn create(
     for r in &ram {
         s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables)
             .map_err(|e| format!("stage 2: {e}"))?;
+    }
+    // Shared regions of its shmem links: normal memory, never executable.
+    for &(ipa, pa, size, write) in &shared {
+        let attrs = Attrs {
+            write,
+            exec: false,
+            ..Attrs::RAM
+        };
+        s2.map(ipa, pa, size, attrs, &mut tables)
+            .map_err(|e| format!("stage 2 for a shared region at {ipa:#x}: {e}"))?;
     }
     // Only the pages the VM owns outright are mapped (page_share).
     for run in runs.iter().filter(|r| !r.filtered) {

@@ -222,8 +222,8 @@ pub fn generate_with_links(
     if spec.console.is_some() {
         names.claim("aliases")?;
     }
-    for l in links {
-        names.claim(&l.node_name())?;
+    for name in links.iter().flat_map(|l| l.node_names()) {
+        names.claim(&name)?;
     }
     super::links::write_dtb(&mut w, links)?;
     write_passthrough(&mut w, spec, &mut names)?;

@@ -15,11 +15,25 @@ pub struct GuestLink {
     pub kind: LinkKind,
     pub base: u64,
     pub intid: u32,
+    /// shmem: the shared region (guest-physical base, size).
+    pub region: Option<(u64, u64)>,
 }
 
 impl GuestLink {
     pub fn node_name(&self) -> String {
-        format!("virtio_mmio@{:x}", self.base)
+        match self.kind {
+            LinkKind::Shmem => format!("doorbell@{:x}", self.base),
+            _ => format!("virtio_mmio@{:x}", self.base),
+        }
+    }
+
+    /// Its top-level DTB node names.
+    pub fn node_names(&self) -> Vec<String> {
+        let mut v = alloc::vec![self.node_name()];
+        if let Some((base, _)) = self.region {
+            v.push(format!("shmem@{base:x}"));
+        }
+        v
     }
 }
 
@@ -42,18 +56,34 @@ pub fn guest_links(links: &[LinkConfig], vm: usize) -> Vec<GuestLink> {
                 kind: l.kind,
                 base: p.ipa,
                 intid: p.intid,
+                region: (l.kind == LinkKind::Shmem).then_some((p.region_ipa, l.size)),
             })
         })
-        .filter(|g| g.kind != LinkKind::Shmem)
         .collect()
 }
 
 const GIC_SPI: u32 = 0;
+const IRQ_EDGE_RISING: u32 = 1;
 const IRQ_LEVEL_HIGH: u32 = 4;
 
 /// Writes the link devices' nodes (at the root) into a guest DTB.
 pub fn write_dtb(w: &mut vm_fdt::FdtWriter, links: &[GuestLink]) -> Result<(), vm_fdt::Error> {
     for l in links {
+        if let Some((base, size)) = l.region {
+            let n = w.begin_node(&l.node_name())?;
+            w.property_string("compatible", "tessera,doorbell")?;
+            w.property_array_u64("reg", &[l.base, 0x1000])?;
+            w.property_array_u32(
+                "interrupts",
+                &[GIC_SPI, l.intid.saturating_sub(32), IRQ_EDGE_RISING],
+            )?;
+            w.end_node(n)?;
+            let n = w.begin_node(&format!("shmem@{base:x}"))?;
+            w.property_string("compatible", "tessera,shmem")?;
+            w.property_array_u64("reg", &[base, size])?;
+            w.end_node(n)?;
+            continue;
+        }
         let n = w.begin_node(&l.node_name())?;
         w.property_string("compatible", "virtio,mmio")?;
         w.property_array_u64("reg", &[l.base, crate::vdev::virtio::mmio::WINDOW])?;
@@ -168,12 +198,14 @@ fn read_phys(_pa: u64, dst: &mut [u8]) {
 fn write_phys(_pa: u64, _src: &[u8]) {}
 
 #[cfg(target_os = "none")]
-pub use self::switches::{attach, init};
+pub use self::switches::{attach, init, shared_regions};
 
 #[cfg(target_os = "none")]
 mod switches {
     use super::VmRam;
     use crate::config::links::{LinkConfig, LinkKind};
+    use crate::mm::FrameAllocator;
+    use crate::vdev::shmem::DoorbellLink;
     use crate::vdev::vgic::Vgic;
     use crate::vdev::virtio::net::{NetDevice, NetPort, Switch};
     use crate::vm::mmio::MmioBus;
@@ -187,15 +219,58 @@ mod switches {
 
     /// The switch of each `net` link (None for other kinds), by link index.
     static SWITCHES: Once<Vec<Option<Arc<Switch>>>> = Once::new();
+    /// Each `shmem` link's doorbells and the physical base of its region.
+    static SHMEM: Once<Vec<Option<(Arc<DoorbellLink>, u64)>>> = Once::new();
 
-    /// Builds the links' switches (once, before any VM is built).
-    pub fn init(links: &[LinkConfig]) {
+    /// Builds the links' switches and allocates their shared regions (once,
+    /// before any VM is built). A region that does not fit is logged; its
+    /// VMs are then not started.
+    pub fn init(links: &[LinkConfig], frames: &mut FrameAllocator) {
         SWITCHES.call_once(|| {
             links
                 .iter()
                 .map(|l| (l.kind == LinkKind::Net).then(|| Switch::new(l.ports.len())))
                 .collect()
         });
+        SHMEM.call_once(|| {
+            links
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    if l.kind != LinkKind::Shmem {
+                        return None;
+                    }
+                    let pa = match frames.alloc(l.size, 0x1000) {
+                        Ok(pa) => pa.0,
+                        Err(e) => {
+                            log::error!("link {i}: shared region of {} KiB: {e}", l.size >> 10);
+                            return None;
+                        }
+                    };
+                    // SAFETY: just allocated to this link, identity mapped;
+                    // no VM maps it yet.
+                    unsafe { crate::mm::phys::zero_to_poc(pa, l.size) };
+                    Some((DoorbellLink::new(l.ports.len()), pa))
+                })
+                .collect()
+        });
+    }
+
+    /// The shared regions VM `vm` maps: (guest-physical, physical, size, writable).
+    pub fn shared_regions(links: &[LinkConfig], vm: usize) -> Result<Vec<(u64, u64, u64, bool)>, String> {
+        let shmem = SHMEM.get().map(Vec::as_slice).unwrap_or(&[]);
+        let mut out = Vec::new();
+        for (i, l) in links.iter().enumerate() {
+            let Some((_, p)) = l.port_of(vm) else { continue };
+            if l.kind != LinkKind::Shmem {
+                continue;
+            }
+            let Some(Some((_, pa))) = shmem.get(i) else {
+                return Err(format!("link {i}: its shared region could not be allocated"));
+            };
+            out.push((p.region_ipa, *pa, l.size, p.writable));
+        }
+        Ok(out)
     }
 
     /// Gives VM `vm` (config index, named `name`) its link devices on `mmio`.
@@ -238,8 +313,34 @@ mod switches {
                         port.mac[5]
                     );
                 }
-                LinkKind::Vsock | LinkKind::Shmem => {
-                    return Err(format!("link {i}: {:?} links are not supported yet", link.kind));
+                LinkKind::Shmem => {
+                    let shmem = SHMEM.get().map(Vec::as_slice).unwrap_or(&[]);
+                    let Some(Some((bells, _))) = shmem.get(i) else {
+                        return Err(format!("link {i}: its shared region could not be allocated"));
+                    };
+                    let target: Arc<dyn crate::vdev::shmem::Ringer> = vgic.clone();
+                    let bell = bells
+                        .doorbell(
+                            slot,
+                            target,
+                            port.intid,
+                            (port.region_ipa, link.size),
+                            port.writable,
+                        )
+                        .ok_or_else(|| format!("link {i}: more than 32 VMs"))?;
+                    mmio.add(port.ipa, Box::new(bell))
+                        .map_err(|a| format!("link {i}: doorbell overlaps at {a:#x}"))?;
+                    log::info!(
+                        "VM {name}: shmem link {i}: region {:#x}+{:#x} ({}), doorbell {slot} at {:#x} (INTID {})",
+                        port.region_ipa,
+                        link.size,
+                        if port.writable { "rw" } else { "ro" },
+                        port.ipa,
+                        port.intid
+                    );
+                }
+                LinkKind::Vsock => {
+                    return Err(format!("link {i}: vsock links are not supported yet"));
                 }
             }
         }
@@ -330,6 +431,7 @@ mod tests {
                 kind: LinkKind::Net,
                 base: 0x0a80_0000,
                 intid: 112,
+                region: None,
             }],
         )
         .unwrap();
