@@ -9,7 +9,35 @@ pub fn all() -> Vec<Scenario> {
         demo_ping(),
         hostile_queue(3),
         hostile_queue(2),
+        shmem(3),
+        shmem(2),
     ]
+}
+
+/// Two bare-metal VMs exchange messages through a shared region and
+/// doorbells; a third maps it read-only.
+fn shmem(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/intervm_shmem.toml"),
+        must: &[
+            "VM ping: shmem link 0: region 0x50000000+0x10000 (rw), doorbell 0 at 0xa800000 (INTID 112)",
+            "VM reader: shmem link 0: region 0x50000000+0x10000 (ro), doorbell 2 at 0xa800000 (INTID 112)",
+            "[ping] PASS shmem_messages_answered: 1000 rounds, 0 wrong replies",
+            "[ping] BENCH doorbell_rtt mean=",
+            "[ping] RESULT shmem_ping: 3 passed, 0 failed",
+            "[pong] RESULT shmem_ping: 1 passed, 0 failed",
+            "[reader] PASS shmem_store_to_read_only_region_aborts",
+            "[reader] RESULT shmem_ping: 3 passed, 0 failed",
+        ],
+        must_not: &["FAIL", "stopped"],
+        timeout_secs: 120,
+        ..Scenario::new(if gic == 3 {
+            "intervm_shmem_doorbell_gicv3"
+        } else {
+            "intervm_shmem_doorbell_gicv2"
+        })
+    }
 }
 
 /// A guest breaking its virtqueues on the Linux pair's link: only its own
