@@ -303,6 +303,15 @@ pub fn check(
                 writable,
             });
         }
+        if l.kind == Kind::Vsock {
+            // Checked above like the others, so a config is right once
+            // the device exists; until then no image is built with one.
+            return Err(err(
+                None,
+                f("kind"),
+                "vsock links are not built yet (use \"net\" or \"shmem\")".into(),
+            ));
+        }
         out.push(ResolvedLink {
             kind: l.kind,
             size,
@@ -442,9 +451,8 @@ mod tests {
     }
 
     #[test]
-    fn vsock_cids_default_from_3_and_are_checked() {
-        let l = check_one("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\", \"c\"]").unwrap();
-        assert_eq!(l[0].ports.iter().map(|p| p.cid).collect::<Vec<_>>(), [3, 4, 5]);
+    fn vsock_cids_are_checked_and_vsock_links_refused_for_now() {
+        assert!(error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\", \"c\"]").contains("link[0].kind: vsock links are not built yet"));
         assert!(
             error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\ncids = [2, 4]").contains("reserved")
         );
