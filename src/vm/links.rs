@@ -219,8 +219,10 @@ mod switches {
 
     /// The switch of each `net` link (None for other kinds), by link index.
     static SWITCHES: Once<Vec<Option<Arc<Switch>>>> = Once::new();
-    /// Each `shmem` link's doorbells and the physical base of its region.
-    static SHMEM: Once<Vec<Option<(Arc<DoorbellLink>, u64)>>> = Once::new();
+    /// A shmem link's doorbells and the physical base of its region.
+    type Shared = (Arc<DoorbellLink>, u64);
+    /// Each `shmem` link's (None for other kinds), by link index.
+    static SHMEM: Once<Vec<Option<Shared>>> = Once::new();
 
     /// Builds the links' switches and allocates their shared regions (once,
     /// before any VM is built). A region that does not fit is logged; its

@@ -452,7 +452,8 @@ mod tests {
 
     #[test]
     fn vsock_cids_are_checked_and_vsock_links_refused_for_now() {
-        assert!(error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\", \"c\"]").contains("link[0].kind: vsock links are not built yet"));
+        assert!(error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\", \"c\"]")
+            .contains("link[0].kind: vsock links are not built yet"));
         assert!(
             error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\ncids = [2, 4]").contains("reserved")
         );

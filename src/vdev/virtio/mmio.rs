@@ -247,13 +247,7 @@ impl<D: Device> VirtioMmio<D> {
                 1 => t.offered >> 32,
                 _ => 0,
             },
-            QUEUE_NUM_MAX => {
-                if (r.queue_sel as usize) < t.queues.len() {
-                    u64::from(MAX_SIZE)
-                } else {
-                    0
-                }
-            }
+            QUEUE_NUM_MAX if (r.queue_sel as usize) < t.queues.len() => u64::from(MAX_SIZE),
             QUEUE_READY => self.queue_reg(r.queue_sel, |q| u64::from(q.ready)),
             QUEUE_NUM => self.queue_reg(r.queue_sel, |q| u64::from(q.size)),
             INTERRUPT_STATUS => u64::from(t.int_status.load(Ordering::SeqCst)),
