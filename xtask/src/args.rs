@@ -56,6 +56,12 @@ impl Args {
             .transpose()
     }
 
+    /// Removes and returns the first argument that is not an option.
+    pub fn positional(&mut self) -> Option<String> {
+        let i = self.rest.iter().position(|a| !a.starts_with("--"))?;
+        Some(self.rest.remove(i))
+    }
+
     /// Errors on anything left over.
     pub fn finish(self) -> Result<()> {
         match self.rest.first() {

@@ -228,7 +228,7 @@ pub fn ensure_assets(opts: &Options) -> Result<Assets> {
     })
 }
 
-fn default_target_dir() -> PathBuf {
+pub fn default_target_dir() -> PathBuf {
     // Cargo reads a relative CARGO_TARGET_DIR from the current directory.
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => std::path::absolute(&dir).unwrap_or_else(|_| dir.into()),

@@ -13,6 +13,7 @@ mod config_proptests;
 #[cfg(test)]
 mod config_tests;
 pub mod cpio;
+pub mod debian;
 pub mod dtbs;
 pub mod fdt_patch;
 pub mod guest_links;

@@ -54,6 +54,9 @@ commands:
                            initramfs (cached in target/guest-assets/); print the paths
       --kernel FILE        use this arm64 Image (raw or gzip) instead of Debian's
       --initrd FILE        use this initramfs instead of the built one
+  debian SUITE PACKAGE     fetch and unpack a Debian arm64 package with xtask's own apt
+                           configuration (target/debian/); print the unpacked tree's path
+                           and the package's dependencies
   help                     this text";
 
 fn main() -> ExitCode {
@@ -156,6 +159,18 @@ fn dispatch() -> Result<bool> {
             println!("kernel  {}", a.kernel.display());
             println!("initrd  {}", a.initrd.display());
             println!("version {}", a.version);
+        }
+        "debian" => {
+            let (Some(suite), Some(name)) = (args.positional(), args.positional()) else {
+                anyhow::bail!("usage: cargo xtask debian SUITE PACKAGE");
+            };
+            args.finish()?;
+            let target = assets::default_target_dir();
+            let info = xtask::debian::info(&target, &suite, &name)?;
+            let dir = xtask::debian::unpacked(&target, &suite, &name)?;
+            println!("{}", dir.display());
+            println!("version {} ({})", info.version, info.architecture);
+            println!("depends {}", info.depends.join(" "));
         }
         "help" | "--help" | "-h" => println!("{USAGE}"),
         "" => {
