@@ -124,6 +124,11 @@ impl Transport {
         &*self.mem
     }
 
+    /// The VM this device belongs to.
+    pub fn vm(&self) -> &str {
+        &self.vm
+    }
+
     /// Queue `index` (its lock).
     pub fn queue(&self, index: usize) -> Option<&Mutex<QueueState>> {
         self.queues.get(index)

@@ -223,7 +223,7 @@ impl NetPort {
         } else {
             // No buffer, or too little room: the frame is lost, never
             // waited for; buffers taken go back empty.
-            c.dropped_no_buffer.fetch_add(1, Ordering::Relaxed);
+            self.dropped(t);
         }
         for &(head, len) in used.iter().take(n) {
             if let Err(e) = st.queue.push_used(mem, head, if fits { len } else { 0 }) {
@@ -235,6 +235,20 @@ impl NetPort {
         drop(guard);
         if !quiet {
             t.interrupt(INT_USED);
+        }
+    }
+
+    /// Counts a frame this VM had no room for; logs the first few and then
+    /// every 4096th (a receiver that stops taking frames must not flood the
+    /// console).
+    fn dropped(&self, t: &Transport) {
+        let n = self.counters.dropped_no_buffer.fetch_add(1, Ordering::Relaxed);
+        if n < 4 || (n + 1).is_multiple_of(4096) {
+            log::info!(
+                "VM {} virtio-net: no receive buffer posted: {} frame(s) dropped so far",
+                t.vm(),
+                n + 1
+            );
         }
     }
 

@@ -22,7 +22,7 @@
 use core::sync::atomic::{fence, Ordering};
 
 /// The largest queue this hypervisor offers (QueueNumMax).
-pub const MAX_SIZE: u16 = 256;
+pub const MAX_SIZE: u16 = 1024;
 
 const DESC_SIZE: u64 = 16;
 const F_NEXT: u16 = 1;
@@ -686,7 +686,7 @@ mod tests {
         for (size, desc, avail, used) in [
             (0, DESC, AVAIL, USED),
             (6, DESC, AVAIL, USED),
-            (512, DESC, AVAIL, USED),
+            (2048, DESC, AVAIL, USED),
             (8, DESC + 8, AVAIL, USED),
             (8, DESC, AVAIL + 1, USED),
             (8, DESC, AVAIL, USED + 2),

@@ -76,7 +76,7 @@ impl Driver {
         for q in 0..2u32 {
             let (d, a, u) = ring(q as usize);
             self.w(0x30, q);
-            assert_eq!(self.r(0x34), 256);
+            assert_eq!(self.r(0x34), u32::from(super::queue::MAX_SIZE));
             self.w(0x38, u32::from(SIZE));
             self.w(0x80, d as u32);
             self.w(0x84, (d >> 32) as u32);
