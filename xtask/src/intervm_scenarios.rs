@@ -113,6 +113,7 @@ fn net_linux_pair(gic: u32) -> Scenario {
             "[linux0] TT ping 5 packets transmitted, 5 packets received",
             "[rt] timer: cpu 0 worst latency",
             "[linux1] TT net done",
+            "[outsider] RESULT link_outsider: 2 passed, 0 failed",
         ],
         sequence: &[
             "[linux0] TT ok ping peer round 1",
@@ -129,6 +130,8 @@ fn net_linux_pair(gic: u32) -> Scenario {
             "Kernel panic",
             "VM linux0 stopped",
             "VM linux1 stopped",
+            "VM outsider: net link",
+            "VM rt: net link",
         ],
         timeout_secs: 900,
         ..Scenario::new(if gic == 3 {
