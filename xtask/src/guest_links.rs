@@ -35,11 +35,17 @@ done
 "#;
 
 /// Scripts the `intervm_*` scenarios run inside Linux.
-pub const SCRIPTS: &[(&str, &str)] = &[("net_send", NET_SEND), ("net_recv", NET_RECV)];
+pub const SCRIPTS: &[(&str, &str)] = &[
+    ("net_send", NET_SEND),
+    ("net_recv", NET_RECV),
+    ("net_bench", NET_BENCH),
+    ("net_sink", NET_SINK),
+];
 
 /// Shared by the scripts: wait (bounded) for the peer, time things.
 const NET_COMMON: &str = r#"
-now() { cut -d' ' -f1 /proc/uptime; }
+# Microseconds from adjtimex (busybox's date has no %N, /proc/uptime is 10 ms).
+now() { adjtimex 2>/dev/null | awk '/tv_sec/ { s = $2 } /tv_usec/ { u = $2 } END { if (s) printf "%d.%06d\n", s, u }' | grep . || cut -d' ' -f1 /proc/uptime; }
 # Waits until $1 answers a ping (at most $2 tries of one second).
 wait_peer() {
     n=0
@@ -100,6 +106,37 @@ fi
 rm -f /tmp/recv
 if [ "$2" = 1 ]; then echo "TT rebooting"; reboot -f; fi
 echo "TT net done"
+"#;
+
+/// `cargo xtask bench` (linux0): ping and TCP to the peer and over loopback,
+/// timed with the guest clock (instructions under icount).
+const NET_BENCH: &str = r#"
+PEER=10.0.0.2
+wait_peer $PEER 600 || echo "TT FAIL no ping reply"
+avg() { ping -c 20 "$1" | sed -n 's/.*min\/avg\/max = [0-9.]*\/\([0-9.]*\)\/.*/\1/p'; }
+echo "TT bench ping_lo_ms $(avg 127.0.0.1)"
+echo "TT bench ping_link_ms $(avg $PEER)"
+tcp() {
+    T0=$(now)
+    dd if=/dev/zero bs=64k count=512 2>/dev/null | nc "$1" "$2"
+    T1=$(now)
+    awk "BEGIN { printf \"%.3f\", 32 * 1.048576 / ($T1 - $T0) }"
+}
+nc -l -p 6001 > /dev/null &
+sleep 1
+echo "TT bench tcp_lo_mbs $(tcp 127.0.0.1 6001)"
+n=0
+until nc $PEER 6000 < /dev/null; do n=$((n+1)); [ $n -gt 60 ] && break; sleep 1; done
+P0=$(cat /sys/class/net/eth0/statistics/tx_packets)
+echo "TT bench tcp_link_mbs $(tcp $PEER 6000)"
+P1=$(cat /sys/class/net/eth0/statistics/tx_packets)
+echo "TT bench link mtu $(cat /sys/class/net/eth0/mtu), $((P1 - P0)) frames sent for 32 MiB"
+echo "TT bench done"
+"#;
+
+/// `cargo xtask bench` (linux1): sinks every connection to port 6000.
+const NET_SINK: &str = r#"
+while true; do nc -l -p 6000 > /dev/null; done
 "#;
 
 /// What goes into the initramfs besides `assets.rs`'s own files:

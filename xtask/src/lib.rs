@@ -4,6 +4,7 @@
 pub mod args;
 pub mod assets;
 pub mod bench;
+pub mod bench_links;
 pub mod board;
 #[cfg(test)]
 mod board_tests;
