@@ -101,6 +101,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
 
     let mut exclude = alloc::vec![image, dtb_range];
     exclude.extend_from_slice(&platform.reserved);
+    exclude.extend(platform.release_pages());
     *FRAMES.lock() = FrameAllocator::new(&platform.ram, &exclude);
 
     let boot = platform.cpu_index(cpu::mpidr()).unwrap_or(0);
@@ -276,10 +277,15 @@ extern "C" fn secondary_main(slot: usize) -> ! {
 fn banner(p: &Platform, online: usize, image: PhysRange, t0: u64) {
     let us = (cpu::counter() - t0) * 1_000_000 / cpu::counter_freq().max(1);
     info!("Tessera {VERSION} on \"{}\"", p.model);
+    let spin = p
+        .cpus
+        .iter()
+        .any(|c| matches!(c.enable, platform::EnableMethod::SpinTable { .. }));
     info!(
-        "  CPUs online: {online}/{} (boot CPU MPIDR {:#x})",
+        "  CPUs online: {online}/{} (boot CPU MPIDR {:#x}{})",
         p.cpus.len(),
-        cpu::mpidr()
+        cpu::mpidr(),
+        if spin { "; spin table" } else { "" }
     );
     let frames = FRAMES.lock();
     info!(

@@ -1,4 +1,5 @@
-//! Bringing up the other physical CPUs through PSCI CPU_ON.
+//! Bringing up the other physical CPUs: PSCI CPU_ON or a spin table, per
+//! CPU as the device tree's `enable-method` says.
 //!
 //! The boot CPU runs on stack slot 0 whatever its position in the DTB, so a
 //! CPU's stack slot is its logical index with the boot CPU's and 0 swapped.
@@ -21,8 +22,8 @@ pub fn slot_of(logical: usize, boot: usize) -> usize {
 #[cfg(target_os = "none")]
 mod target {
     use super::slot_of;
-    use crate::arch::aarch64::{cpu, firmware, mmu, MAX_CPUS};
-    use crate::platform::Platform;
+    use crate::arch::aarch64::{cpu, firmware, mmu, spin_table, MAX_CPUS};
+    use crate::platform::{EnableMethod, Platform};
     use core::sync::atomic::{AtomicUsize, Ordering};
     use log::{info, warn};
 
@@ -47,11 +48,8 @@ mod target {
         let (start, end) = unsafe { (&__image_start as *const u8 as u64, &__bss_end as *const u8 as u64) };
         mmu::clean_dcache(start, end);
 
-        let Some(conduit) = p.psci else {
-            warn!("no PSCI: running on the boot CPU only");
-            return 1;
-        };
         let entry = secondary_entry as *const () as u64;
+        let mut warned_psci = false;
         for (i, c) in p.cpus.iter().enumerate() {
             if i == boot {
                 continue;
@@ -64,9 +62,26 @@ mod target {
                 continue;
             }
             let before = ONLINE.load(Ordering::Acquire);
-            if let Err(e) = firmware::cpu_on(conduit, c.mpidr, entry, slot_of(i, boot) as u64) {
-                warn!("CPU {i} (MPIDR {:#x}) failed to start: PSCI error {e:?}", c.mpidr);
-                continue;
+            let slot = slot_of(i, boot);
+            match (c.enable, p.psci) {
+                (EnableMethod::Psci, Some(conduit)) => {
+                    if let Err(e) = firmware::cpu_on(conduit, c.mpidr, entry, slot as u64) {
+                        warn!("CPU {i} (MPIDR {:#x}) failed to start: PSCI error {e:?}", c.mpidr);
+                        continue;
+                    }
+                }
+                (EnableMethod::Psci, None) => {
+                    if !warned_psci {
+                        warn!("no PSCI: CPUs without a spin table stay off");
+                        warned_psci = true;
+                    }
+                    continue;
+                }
+                (EnableMethod::SpinTable { release_addr }, _) => {
+                    spin_table::release(slot, c.mpidr, release_addr);
+                }
+                // Discovery said why.
+                (EnableMethod::Off, _) => continue,
             }
             // Wait for it to report in (bounded: a CPU that never arrives is left).
             let deadline = cpu::counter() + cpu::counter_freq();

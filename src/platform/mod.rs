@@ -9,9 +9,11 @@ use crate::mm::PhysRange;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
+pub use enable::EnableMethod;
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
+pub mod enable;
 pub mod nops;
 pub mod ranges;
 #[cfg(test)]
@@ -70,7 +72,8 @@ pub struct Console {
     pub regs: PhysRange,
     /// Its interrupt (an SPI), if the DTB gives one.
     pub irq: Option<u32>,
-    /// How it was found: "stdout-path", "aliases/serialN" or "compatible".
+    /// How it was found: "tessera.console" (the boot argument),
+    /// "stdout-path", "aliases/serialN" or "compatible".
     pub found_by: &'static str,
 }
 
@@ -79,6 +82,8 @@ pub struct Console {
 pub struct Cpu {
     pub mpidr: u64,
     pub path: String,
+    /// How the hypervisor starts it.
+    pub enable: EnableMethod,
 }
 
 /// What the board is, as far as the hypervisor cares.
@@ -175,6 +180,8 @@ struct Scan<'b, 'a> {
     aliases: Option<FdtNode<'b, 'a>>,
     cpus: Option<FdtNode<'b, 'a>>,
     reserved_memory: Option<FdtNode<'b, 'a>>,
+    /// Why `reg` entries of the nodes found were left out (no bus maps them).
+    untranslated: Vec<String>,
 }
 
 impl<'b, 'a> Scan<'b, 'a> {
@@ -208,10 +215,20 @@ impl<'b, 'a> Scan<'b, 'a> {
             let len = path.len();
             path.push('/');
             path.push_str(child.name);
-            let found = || Found {
-                node: child,
-                path: path.clone(),
-                regs: ranges::regs(child, ancestors).collect(),
+            let untranslated = &mut self.untranslated;
+            let mut found = || {
+                let mut regs = Vec::new();
+                for (i, r) in ranges::regs_checked(child, ancestors).enumerate() {
+                    match r {
+                        Ok(r) => regs.push(r),
+                        Err(why) => untranslated.push(untranslatable(path, i, ancestors, why)),
+                    }
+                }
+                Found {
+                    node: child,
+                    path: path.clone(),
+                    regs,
+                }
             };
             if prop_str(&child, "device_type") == Some("memory") {
                 self.memory.push(found());
@@ -257,7 +274,7 @@ const PSCI_COMPAT: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
 /// Reads the board description out of `dtb`.
 pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     let scan = Scan::of(dtb);
-    let mut warnings = Vec::new();
+    let mut warnings = scan.untranslated.clone();
     let model = dtb
         .find_node("/")
         .and_then(|n| n.property("model"))
@@ -286,7 +303,7 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
         }
     }
 
-    let cpus = discover_cpus(scan.cpus)?;
+    let cpus = discover_cpus(scan.cpus, &ram, &mut warnings)?;
     let gic = discover_gic(&scan)?;
     let timer = discover_timer(&scan)?;
     let console = discover_console(dtb, &scan, &mut warnings)?;
@@ -298,8 +315,9 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
             "hvc" => Some(Conduit::Hvc),
             _ => None,
         });
-    if psci.is_none() {
-        warnings.push("no PSCI node with method smc/hvc: secondary CPUs stay off".to_string());
+    let needs_psci = cpus.len() > 1 && cpus.iter().any(|c| c.enable == EnableMethod::Psci);
+    if psci.is_none() && needs_psci {
+        warnings.push("no PSCI node with method smc/hvc: CPUs without a spin table stay off".to_string());
     }
     let bootargs = scan
         .chosen
@@ -334,7 +352,11 @@ fn cells<'a>(n: &FdtNode<'_, 'a>, name: &str) -> Option<impl Iterator<Item = u32
     )
 }
 
-fn discover_cpus(cpus_node: Option<FdtNode>) -> Result<Vec<Cpu>, DiscoverError> {
+fn discover_cpus(
+    cpus_node: Option<FdtNode>,
+    ram: &[PhysRange],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Cpu>, DiscoverError> {
     let cpus_node = cpus_node.ok_or(DiscoverError::Cpus)?;
     let addr_cells = cells(&cpus_node, "#address-cells")
         .and_then(|mut c| c.next())
@@ -355,10 +377,14 @@ fn discover_cpus(cpus_node: Option<FdtNode>) -> Result<Vec<Cpu>, DiscoverError> 
         if prop_str(&c, "status").is_some_and(|s| s != "okay" && s != "ok") {
             continue;
         }
-        cpus.push(Cpu {
-            mpidr,
-            path: alloc::format!("/cpus/{}", c.name),
-        });
+        let path = alloc::format!("/cpus/{}", c.name);
+        let raw = |name: &str| c.property(name).map(|p| p.value);
+        let enable =
+            enable::parse(&path, raw("enable-method"), raw("cpu-release-addr"), ram).unwrap_or_else(|why| {
+                warnings.push(why);
+                EnableMethod::Off
+            });
+        cpus.push(Cpu { mpidr, path, enable });
     }
     if cpus.is_empty() {
         return Err(DiscoverError::Cpus);
@@ -511,6 +537,16 @@ fn resolve_path<'a>(aliases: Option<FdtNode<'_, 'a>>, name: &'a str) -> Option<&
     }
 }
 
+/// The boot argument that picks the hypervisor's console over the device
+/// tree's `stdout-path`: a node path or an `/aliases` name.
+pub const CONSOLE_OPTION: &str = "tessera.console";
+
+/// The value of `key=value` among whitespace-separated `args`.
+fn option_in<'a>(args: &'a str, key: &str) -> Option<&'a str> {
+    args.split_whitespace()
+        .find_map(|w| w.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+}
+
 fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Result<Console, DiscoverError> {
     // The walk's paths spell every unit address; a path written without
     // one (allowed when unambiguous) is matched by following it instead.
@@ -521,6 +557,18 @@ fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Resul
             scan.uarts.iter().find(|(_, f)| f.node.name.as_ptr() == name)
         })
     };
+    let bootargs = scan.chosen.and_then(|c| prop_str(&c, "bootargs")).unwrap_or("");
+    if let Some(chosen) = option_in(bootargs, CONSOLE_OPTION) {
+        match resolve_path(scan.aliases, chosen)
+            .and_then(uart)
+            .and_then(|u| console_of(u, CONSOLE_OPTION))
+        {
+            Some(c) => return Ok(c),
+            None => warnings.push(alloc::format!(
+                "{CONSOLE_OPTION}={chosen}: not a UART Tessera drives with status okay; the device tree's console is used"
+            )),
+        }
+    }
     let stdout = scan.chosen.and_then(|c| prop_str(&c, "stdout-path"));
     match stdout {
         Some(s) => match resolve_path(scan.aliases, s)
@@ -593,14 +641,69 @@ pub fn node_at<'b, 'a>(dtb: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> 
     node_with_ancestors(dtb, path).map(|(n, _)| n)
 }
 
+/// Why [`device`] has no device to give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceError {
+    /// No node at that path.
+    NotFound(String),
+    /// A `reg` entry of the node has no CPU address: the message names the
+    /// node, the entry and the bus that does not map it.
+    Untranslatable(String),
+}
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceError::NotFound(path) => write!(f, "device {path} is not in the board's DTB"),
+            DeviceError::Untranslatable(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// The path of `ancestors[..=i]`'s last node.
+fn path_of(ancestors: &[FdtNode], i: usize) -> String {
+    let mut p = String::new();
+    for n in ancestors.iter().take(i + 1).skip(1) {
+        p.push('/');
+        p.push_str(n.name);
+    }
+    if p.is_empty() {
+        p.push('/');
+    }
+    p
+}
+
+/// Says why entry `index` of `path`'s `reg` has no CPU address.
+fn untranslatable(path: &str, index: usize, ancestors: &[FdtNode], why: ranges::Untranslatable) -> String {
+    match why {
+        ranges::Untranslatable::NoRanges { bus } => alloc::format!(
+            "{path}: reg[{index}] is not memory mapped: {} has no `ranges`",
+            path_of(ancestors, bus)
+        ),
+        ranges::Untranslatable::OutsideRanges { bus, addr } => alloc::format!(
+            "{path}: reg[{index}] address {addr:#x} is outside every `ranges` window of {}",
+            path_of(ancestors, bus)
+        ),
+        ranges::Untranslatable::Malformed => alloc::format!(
+            "{path}: reg does not fit the parent's #address-cells/#size-cells (or is wider than 64 bits)"
+        ),
+    }
+}
+
 /// The device at `path`: its `reg` ranges as CPU physical addresses
 /// (translated through the buses above it) and the SPIs of its
 /// `interrupts` (GIC three-cell specifiers; PPIs cannot be passed through).
 /// Its `status` is not looked at: a config may give a VM a device the
-/// board's own tree leaves disabled.
-pub fn device(dtb: &Fdt, path: &str) -> Option<Device> {
-    let (node, ancestors) = node_with_ancestors(dtb, path)?;
-    let regs = ranges::regs(node, &ancestors).collect();
+/// board's own tree leaves disabled. A `reg` entry that no bus above maps
+/// is an error naming the node: mapping the rest would hand a VM part of
+/// a device.
+pub fn device(dtb: &Fdt, path: &str) -> Result<Device, DeviceError> {
+    let (node, ancestors) =
+        node_with_ancestors(dtb, path).ok_or_else(|| DeviceError::NotFound(path.to_string()))?;
+    let mut regs = Vec::new();
+    for (i, r) in ranges::regs_checked(node, &ancestors).enumerate() {
+        regs.push(r.map_err(|why| DeviceError::Untranslatable(untranslatable(path, i, &ancestors, why)))?);
+    }
     let spis = cells(&node, "interrupts")
         .map(|c| {
             let c: Vec<u32> = c.collect();
@@ -610,12 +713,13 @@ pub fn device(dtb: &Fdt, path: &str) -> Option<Device> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(Device { regs, spis })
+    Ok(Device { regs, spis })
 }
 
 /// The console UART, without allocating: somewhere to say why boot stopped
-/// before the console is set up. The same order as [`discover`]: stdout-path,
-/// then the serialN aliases, then the first UART Tessera drives.
+/// before the console is set up. The same order as [`discover`]:
+/// `tessera.console=`, stdout-path, then the serialN aliases, then the
+/// first UART Tessera drives.
 pub fn early_console(dtb: &Fdt) -> Option<(UartKind, u64)> {
     let root = dtb.find_node("/")?;
     let at = |path: &str| {
@@ -628,8 +732,15 @@ pub fn early_console(dtb: &Fdt) -> Option<(UartKind, u64)> {
         })
         .flatten()
     };
-    let stdout = dtb.find_node("/chosen").and_then(|c| prop_str(&c, "stdout-path"));
+    let chosen = dtb.find_node("/chosen");
+    let stdout = chosen.and_then(|c| prop_str(&c, "stdout-path"));
     let aliases = dtb.find_node("/aliases");
+    let option = chosen
+        .and_then(|c| prop_str(&c, "bootargs"))
+        .and_then(|a| option_in(a, CONSOLE_OPTION));
+    if let Some(c) = option.and_then(|s| resolve_path(aliases, s)).and_then(at) {
+        return Some(c);
+    }
     if let Some(c) = stdout.and_then(|s| resolve_path(aliases, s)).and_then(at) {
         return Some(c);
     }
@@ -674,6 +785,21 @@ impl Platform {
     /// Index in [`Platform::cpus`] of the CPU with this MPIDR.
     pub fn cpu_index(&self, mpidr: u64) -> Option<usize> {
         self.cpus.iter().position(|c| c.mpidr == mpidr)
+    }
+
+    /// The pages holding the spin tables' release addresses: kept from
+    /// the frame allocator (parked CPUs keep reading them).
+    pub fn release_pages(&self) -> Vec<PhysRange> {
+        let mut pages: Vec<PhysRange> = self
+            .cpus
+            .iter()
+            .filter_map(|c| match c.enable {
+                EnableMethod::SpinTable { release_addr } => Some(enable::release_page(release_addr)),
+                _ => None,
+            })
+            .collect();
+        pages.dedup();
+        pages
     }
 
     /// Total RAM in bytes.

@@ -4,9 +4,11 @@
 //! devices under such buses (`/axi` on ZynqMP, `/soc@0/bus@...` on i.MX 8M,
 //! `/soc` with an offset window on the Raspberry Pi 4).
 //!
-//! Pure and allocation free: usable before the heap exists.
+//! Pure and allocation free: usable before the heap exists. xtask's config
+//! check includes this very file (`#[path]`), so the device regions it
+//! checks a config against are the ones the hypervisor maps.
 
-use crate::mm::PhysRange;
+use super::PhysRange;
 use fdt::node::FdtNode;
 
 /// The deepest node path followed (the deepest real board tree is ~6).
@@ -109,6 +111,66 @@ pub fn regs<'a>(
         let cpu = translate(r.base.0, buses(ancestors))?;
         Some(PhysRange::new(cpu, r.size))
     })
+}
+
+/// Why a `reg` entry has no CPU address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Untranslatable {
+    /// The bus at `ancestors[bus]` has no `ranges`: its children are not
+    /// memory mapped (an I2C or SPI controller, say).
+    NoRanges { bus: usize },
+    /// No window of the `ranges` of the bus at `ancestors[bus]` covers
+    /// `addr` (an address in that bus's child space).
+    OutsideRanges { bus: usize, addr: u64 },
+    /// An address or size wider than 64 bits, or a `reg` whose length is
+    /// not a whole number of entries.
+    Malformed,
+}
+
+/// `addr` in the space of `ancestors`' last node's children, as a CPU
+/// address, or which bus on the way does not map it.
+pub fn translate_checked(addr: u64, ancestors: &[FdtNode]) -> Result<u64, Untranslatable> {
+    let mut a = addr;
+    for i in (1..ancestors.len()).rev() {
+        let (addr_cells, size_cells) = cell_sizes(&ancestors[i]);
+        let bus = Bus {
+            addr_cells,
+            size_cells,
+            parent_addr_cells: cell_sizes(&ancestors[i - 1]).0,
+            ranges: ancestors[i].property("ranges").map(|p| p.value),
+        };
+        if bus.ranges.is_none() {
+            return Err(Untranslatable::NoRanges { bus: i });
+        }
+        a = bus
+            .parent_address(a)
+            .ok_or(Untranslatable::OutsideRanges { bus: i, addr: a })?;
+    }
+    Ok(a)
+}
+
+/// Every `reg` entry of a node (ancestors root first, its parent last) as
+/// a CPU physical range, or why that entry has none.
+pub fn regs_checked<'a>(
+    node: FdtNode<'_, 'a>,
+    ancestors: &'a [FdtNode<'_, 'a>],
+) -> impl Iterator<Item = Result<PhysRange, Untranslatable>> + 'a {
+    let (ac, sc) = ancestors.last().map(cell_sizes).unwrap_or((2, 1));
+    let reg = node.property("reg").map(|p| p.value).unwrap_or(&[]);
+    let entry = 4 * (ac + sc);
+    let ragged = entry == 0 || !reg.len().is_multiple_of(entry) || ac > 2 || sc > 2;
+    let entries = if entry == 0 {
+        [].chunks_exact(1)
+    } else {
+        reg.chunks_exact(entry)
+    };
+    let bad = ragged.then_some(Err(Untranslatable::Malformed));
+    bad.into_iter()
+        .chain(entries.filter(move |_| !ragged).map(move |e| {
+            let addr = read_cells(e, ac).ok_or(Untranslatable::Malformed)?;
+            let size = read_cells(e.get(4 * ac..).unwrap_or(&[]), sc).ok_or(Untranslatable::Malformed)?;
+            Ok(PhysRange::new(translate_checked(addr, ancestors)?, size))
+        }))
 }
 
 /// A raw `reg` value as (address, size) pairs of `ac` and `sc` cells, in

@@ -130,9 +130,9 @@ fn devices_by_exact_path() {
     let rtc = super::device(&dtb, "/pl031@9010000").unwrap();
     assert_eq!(rtc.regs, vec![PhysRange::new(0x0901_0000, 0x1000)]);
     assert_eq!(rtc.spis, vec![34]);
-    assert!(super::device(&dtb, "/pl031").is_none());
-    assert!(super::device(&dtb, "/virtio_mmio@a000000").is_some());
-    assert!(super::device(&dtb, "/nope@0").is_none());
+    assert!(super::device(&dtb, "/pl031").is_err());
+    assert!(super::device(&dtb, "/virtio_mmio@a000000").is_ok());
+    assert!(super::device(&dtb, "/nope@0").is_err());
 }
 
 // The boards' own device trees (tests/dtbs/README.md says where each comes from).
@@ -472,6 +472,428 @@ fn reg_is_translated_through_bus_ranges() {
     assert_eq!(p.gic.vcpu_if, Some(PhysRange::new(0xff84_6000, 0x2000)));
     let i2c = super::device(&dtb, "/soc/i2c@7e804000").unwrap();
     assert_eq!(i2c.regs, vec![PhysRange::new(0xfe80_4000, 0x1000)]);
-    let codec = super::device(&dtb, "/soc/i2c@7e804000/codec@1a").unwrap();
-    assert!(codec.regs.is_empty(), "{:?}", codec.regs);
+    let codec = super::device(&dtb, "/soc/i2c@7e804000/codec@1a").unwrap_err();
+    assert_eq!(
+        codec.to_string(),
+        "/soc/i2c@7e804000/codec@1a: reg[0] is not memory mapped: /soc/i2c@7e804000 has no `ranges`"
+    );
+    assert!(matches!(
+        super::device(&dtb, "/soc/nothing@0"),
+        Err(DeviceError::NotFound(_))
+    ));
+}
+
+fn dtb_bytes(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    super::nops::strip_nops(&mut bytes).expect("well-formed DTB");
+    bytes
+}
+
+#[test]
+fn raspi4b_as_qemu_passes_it() {
+    let p = load("qemu-raspi4b-live.dtb");
+    assert_eq!(p.model, "Raspberry Pi 4 Model B");
+    // QEMU fills the firmware's memory node with the first 960 MiB.
+    assert_eq!(p.ram, vec![PhysRange::new(0, 0x3c00_0000)]);
+    assert!(
+        p.reserved.contains(&PhysRange::new(0, 0x1000)),
+        "{:?}",
+        p.reserved
+    );
+    // Every CPU through the spin table at 0xd8 + 8 * n; no PSCI node, and
+    // none needed, so no warning about it.
+    assert_eq!(
+        p.cpus.iter().map(|c| (c.mpidr, c.enable)).collect::<Vec<_>>(),
+        [0xd8, 0xe0, 0xe8, 0xf0]
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| (i as u64, EnableMethod::SpinTable { release_addr: a }))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(p.psci, None);
+    assert_eq!(p.release_pages(), vec![PhysRange::new(0, 0x1000)]);
+    // Bus addresses 0x7e00_0000.. and 0x4000_0000.. through /soc's ranges.
+    let g = &p.gic;
+    assert_eq!(g.version, GicVersion::V2);
+    assert_eq!(g.path, "/soc/interrupt-controller@40041000");
+    assert_eq!(g.dist, PhysRange::new(0xff84_1000, 0x1000));
+    assert_eq!(g.cpu_if, Some(PhysRange::new(0xff84_2000, 0x2000)));
+    assert_eq!(g.hyp_if, Some(PhysRange::new(0xff84_4000, 0x2000)));
+    assert_eq!(g.vcpu_if, Some(PhysRange::new(0xff84_6000, 0x2000)));
+    assert_eq!(g.maintenance_irq, Some(25));
+    assert_eq!(p.timer.virt, 27);
+    assert_eq!(p.timer.hyp_phys, 26);
+    // stdout-path "serial1:115200n8": the mini UART, SPI 93.
+    let c = &p.console;
+    assert_eq!(c.kind, UartKind::BcmAux);
+    assert_eq!(c.path, "/soc/serial@7e215040");
+    assert_eq!(c.regs, PhysRange::new(0xfe21_5040, 0x40));
+    assert_eq!(c.irq, Some(32 + 93));
+    assert_eq!(c.found_by, "stdout-path");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let bytes = dtb_bytes("qemu-raspi4b-live.dtb");
+    let dtb = Fdt::new(&bytes).unwrap();
+    assert_eq!(early_console(&dtb), Some((UartKind::BcmAux, 0xfe21_5040)));
+    // uart0, the PL011 a VM owns in boards/raspi4b/linux.toml.
+    let uart0 = super::device(&dtb, "/soc/serial@7e201000").unwrap();
+    assert_eq!(uart0.regs, vec![PhysRange::new(0xfe20_1000, 0x200)]);
+    assert_eq!(uart0.spis, vec![32 + 121]);
+    // The second /soc window: the ARM local block at bus 0x4000_0000.
+    let local = super::device(&dtb, "/soc/local_intc@40000000").unwrap();
+    assert_eq!(local.regs, vec![PhysRange::new(0xff80_0000, 0x100)]);
+    // /emmc2bus maps its own bus (0x7e00_0000 -> 0xfe00_0000) with two-cell parents.
+    let emmc2 = super::device(&dtb, "/emmc2bus/mmc@7e340000").unwrap();
+    assert_eq!(emmc2.regs, vec![PhysRange::new(0xfe34_0000, 0x100)]);
+}
+
+#[test]
+fn raspi4b_as_debian_ships_it_has_no_memory() {
+    // The firmware (or QEMU) fills `memory@0`; Debian's file has `reg = <0 0 0>`.
+    assert_eq!(error("bcm2711-rpi-4-b.dtb"), DiscoverError::Memory);
+    let bytes = dtb_bytes("bcm2711-rpi-4-b.dtb");
+    let dtb = Fdt::new(&bytes).unwrap();
+    // Its HDMI blocks translate like every other /soc device: board data,
+    // not translation, keeps them from VMs (boards/raspi4b/board.toml).
+    let hdmi = super::device(&dtb, "/soc/hdmi@7ef00700").unwrap();
+    assert_eq!(hdmi.regs.first(), Some(&PhysRange::new(0xfef0_0700, 0x300)));
+    assert_eq!(hdmi.regs.len(), 9);
+}
+
+/// A CPU node of [`synthetic_dtb`]: name, enable-method, cpu-release-addr bytes.
+type CpuNode<'a> = (&'a str, Option<&'a str>, Option<&'a [u8]>);
+
+/// A tree for the CPU and bus tests: `cpus`, and nested buses under /soc.
+fn synthetic_dtb(cpus: &[CpuNode]) -> Vec<u8> {
+    let mut w = vm_fdt::FdtWriter::new().unwrap();
+    let root = w.begin_node("").unwrap();
+    w.property_u32("#address-cells", 2).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    let chosen = w.begin_node("chosen").unwrap();
+    w.property_string("stdout-path", "/soc/bus@10000000/serial@1000")
+        .unwrap();
+    w.end_node(chosen).unwrap();
+    let mem = w.begin_node("memory@0").unwrap();
+    w.property_string("device_type", "memory").unwrap();
+    w.property_array_u32("reg", &[0, 0, 0x4000_0000]).unwrap();
+    w.end_node(mem).unwrap();
+    let cpus_node = w.begin_node("cpus").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    for (i, (name, method, release)) in cpus.iter().enumerate() {
+        let cpu = w.begin_node(name).unwrap();
+        w.property_string("device_type", "cpu").unwrap();
+        w.property_u32("reg", i as u32).unwrap();
+        if let Some(m) = method {
+            w.property_string("enable-method", m).unwrap();
+        }
+        if let Some(r) = release {
+            w.property("cpu-release-addr", r).unwrap();
+        }
+        w.end_node(cpu).unwrap();
+    }
+    w.end_node(cpus_node).unwrap();
+    let timer = w.begin_node("timer").unwrap();
+    w.property_string("compatible", "arm,armv8-timer").unwrap();
+    w.property_array_u32(
+        "interrupts",
+        &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
+    )
+    .unwrap();
+    w.end_node(timer).unwrap();
+    let soc = w.begin_node("soc").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    // Two windows: bus 0x1000_0000 (16 MiB) -> CPU 0x8_1000_0000, bus
+    // 0x2000_0000 (1 MiB) -> CPU 0x9000_0000.
+    w.property_array_u32(
+        "ranges",
+        &[
+            0x1000_0000,
+            0x8,
+            0x1000_0000,
+            0x0100_0000,
+            0x2000_0000,
+            0,
+            0x9000_0000,
+            0x10_0000,
+        ],
+    )
+    .unwrap();
+    let gic = w.begin_node("interrupt-controller@20000000").unwrap();
+    w.property_string("compatible", "arm,gic-400").unwrap();
+    w.property_array_u32(
+        "reg",
+        &[
+            0x2000_0000,
+            0x1000,
+            0x2000_2000,
+            0x2000,
+            0x2000_4000,
+            0x2000,
+            0x2000_6000,
+            0x2000,
+        ],
+    )
+    .unwrap();
+    w.end_node(gic).unwrap();
+    // A bus inside: child 0x1000.. -> /soc 0x1000_0000.. (1 MiB).
+    let inner = w.begin_node("bus@10000000").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_array_u32("ranges", &[0, 0x1000_0000, 0x10_0000])
+        .unwrap();
+    let uart = w.begin_node("serial@1000").unwrap();
+    w.property_string("compatible", "arm,pl011").unwrap();
+    w.property_array_u32("reg", &[0x1000, 0x1000]).unwrap();
+    w.end_node(uart).unwrap();
+    // An empty `ranges` inside: identity.
+    let flat = w.begin_node("bus@2000").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property("ranges", &[]).unwrap();
+    let dev = w.begin_node("dev@2000").unwrap();
+    w.property_array_u32("reg", &[0x2000, 0x100]).unwrap();
+    w.end_node(dev).unwrap();
+    w.end_node(flat).unwrap();
+    // One entry inside the window, one past it.
+    let half = w.begin_node("dev@f0000").unwrap();
+    w.property_array_u32("reg", &[0xf_0000, 0x1000, 0x20_0000, 0x1000])
+        .unwrap();
+    w.end_node(half).unwrap();
+    w.end_node(inner).unwrap();
+    // A UART discovery looks at, outside both windows.
+    let outside = w.begin_node("dev@30000000").unwrap();
+    w.property_string("compatible", "arm,pl011").unwrap();
+    w.property_array_u32("reg", &[0x3000_0000, 0x1000]).unwrap();
+    w.end_node(outside).unwrap();
+    w.end_node(soc).unwrap();
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+const SPIN: Option<&str> = Some("spin-table");
+
+#[test]
+fn nested_buses_translate_through_every_level() {
+    let release = 0xe0u64.to_be_bytes();
+    let bytes = synthetic_dtb(&[("cpu@0", SPIN, Some(&release))]);
+    let dtb = Fdt::new(&bytes).unwrap();
+    let p = discover(&dtb).unwrap();
+    // serial@1000 -> bus 0x1000_1000 -> CPU 0x8_1000_1000 (first window).
+    assert_eq!(p.console.regs, PhysRange::new(0x8_1000_1000, 0x1000));
+    assert_eq!(early_console(&dtb), Some((UartKind::Pl011, 0x8_1000_1000)));
+    // The GIC through the second window.
+    assert_eq!(p.gic.dist, PhysRange::new(0x9000_0000, 0x1000));
+    // An empty `ranges` adds nothing.
+    let d = super::device(&dtb, "/soc/bus@10000000/bus@2000/dev@2000").unwrap();
+    assert_eq!(d.regs, vec![PhysRange::new(0x8_1000_2000, 0x100)]);
+    // The UART no window maps is named, not silently dropped.
+    assert_eq!(
+        p.warnings,
+        vec!["/soc/dev@30000000: reg[0] address 0x30000000 is outside every `ranges` window of /soc"]
+    );
+}
+
+#[test]
+fn a_reg_outside_every_range_is_an_error_naming_the_node() {
+    let bytes = synthetic_dtb(&[("cpu@0", None, None)]);
+    let dtb = Fdt::new(&bytes).unwrap();
+    let e = super::device(&dtb, "/soc/dev@30000000").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/soc/dev@30000000: reg[0] address 0x30000000 is outside every `ranges` window of /soc"
+    );
+    // The second entry leaves the inner bus's 1 MiB window: the whole
+    // device is refused, not half of it handed out.
+    let e = super::device(&dtb, "/soc/bus@10000000/dev@f0000").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/soc/bus@10000000/dev@f0000: reg[1] address 0x200000 is outside every `ranges` window of /soc/bus@10000000"
+    );
+}
+
+#[test]
+fn spin_table_errors_leave_that_cpu_off_and_boot_carries_on() {
+    let good = 0xe0u64.to_be_bytes();
+    let short = 0xe8u32.to_be_bytes();
+    let outside = 0x8000_0000u64.to_be_bytes();
+    let bytes = synthetic_dtb(&[
+        ("cpu@0", SPIN, Some(&0xd8u64.to_be_bytes())),
+        ("cpu@1", SPIN, Some(&good)),
+        ("cpu@2", SPIN, None),
+        ("cpu@3", SPIN, Some(&short)),
+        ("cpu@4", SPIN, Some(&outside)),
+        ("cpu@5", Some("brcm,bcm2836-smp"), None),
+    ]);
+    let dtb = Fdt::new(&bytes).unwrap();
+    let p = discover(&dtb).unwrap();
+    let methods: Vec<EnableMethod> = p.cpus.iter().map(|c| c.enable).collect();
+    assert_eq!(
+        methods,
+        vec![
+            EnableMethod::SpinTable { release_addr: 0xd8 },
+            EnableMethod::SpinTable { release_addr: 0xe0 },
+            EnableMethod::Off,
+            EnableMethod::Off,
+            EnableMethod::Off,
+            EnableMethod::Off,
+        ]
+    );
+    let w = &p.warnings;
+    for (cpu, why) in [
+        ("/cpus/cpu@2", "without cpu-release-addr"),
+        ("/cpus/cpu@3", "4 bytes"),
+        ("/cpus/cpu@4", "outside RAM"),
+        ("/cpus/cpu@5", "brcm,bcm2836-smp"),
+    ] {
+        assert!(
+            w.iter()
+                .any(|w| w.contains(cpu) && w.contains(why) && w.contains("left off")),
+            "{cpu}: {w:?}"
+        );
+    }
+    assert!(!w.iter().any(|w| w.contains("PSCI")), "{w:?}");
+    assert_eq!(p.release_pages(), vec![PhysRange::new(0, 0x1000)]);
+}
+
+#[test]
+fn psci_cpus_without_a_psci_node_are_warned_about() {
+    let bytes = synthetic_dtb(&[("cpu@0", None, None), ("cpu@1", None, None)]);
+    let dtb = Fdt::new(&bytes).unwrap();
+    let p = discover(&dtb).unwrap();
+    assert!(p.cpus.iter().all(|c| c.enable == EnableMethod::Psci));
+    assert!(
+        p.warnings.iter().any(|w| w.contains("no PSCI node")),
+        "{:?}",
+        p.warnings
+    );
+    assert!(p.release_pages().is_empty());
+}
+
+/// Raspberry Pi shaped consoles: serial0 the PL011, serial1 (stdout-path)
+/// the mini UART, and `bootargs` in /chosen.
+fn two_uart_dtb(bootargs: &str) -> Vec<u8> {
+    let mut w = vm_fdt::FdtWriter::new().unwrap();
+    let root = w.begin_node("").unwrap();
+    w.property_u32("#address-cells", 2).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    let chosen = w.begin_node("chosen").unwrap();
+    w.property_string("stdout-path", "serial1:115200n8").unwrap();
+    w.property_string("bootargs", bootargs).unwrap();
+    w.end_node(chosen).unwrap();
+    let aliases = w.begin_node("aliases").unwrap();
+    w.property_string("serial0", "/soc/serial@7e201000").unwrap();
+    w.property_string("serial1", "/soc/serial@7e215040").unwrap();
+    w.property_string("serial2", "/soc/serial@7e201400").unwrap();
+    w.end_node(aliases).unwrap();
+    let mem = w.begin_node("memory@0").unwrap();
+    w.property_string("device_type", "memory").unwrap();
+    w.property_array_u32("reg", &[0, 0, 0x3c00_0000]).unwrap();
+    w.end_node(mem).unwrap();
+    let cpus = w.begin_node("cpus").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 0).unwrap();
+    let cpu = w.begin_node("cpu@0").unwrap();
+    w.property_string("device_type", "cpu").unwrap();
+    w.property_u32("reg", 0).unwrap();
+    w.end_node(cpu).unwrap();
+    w.end_node(cpus).unwrap();
+    let timer = w.begin_node("timer").unwrap();
+    w.property_string("compatible", "arm,armv8-timer").unwrap();
+    w.property_array_u32(
+        "interrupts",
+        &[1, 13, 0xf08, 1, 14, 0xf08, 1, 11, 0xf08, 1, 10, 0xf08],
+    )
+    .unwrap();
+    w.end_node(timer).unwrap();
+    let soc = w.begin_node("soc").unwrap();
+    w.property_u32("#address-cells", 1).unwrap();
+    w.property_u32("#size-cells", 1).unwrap();
+    w.property_array_u32(
+        "ranges",
+        &[
+            0x7e00_0000,
+            0,
+            0xfe00_0000,
+            0x0180_0000,
+            0x4000_0000,
+            0,
+            0xff80_0000,
+            0x80_0000,
+        ],
+    )
+    .unwrap();
+    for (name, compat, reg, status) in [
+        ("serial@7e201000", "arm,pl011", 0x7e20_1000, "okay"),
+        ("serial@7e215040", "brcm,bcm2835-aux-uart", 0x7e21_5040, "okay"),
+        ("serial@7e201400", "arm,pl011", 0x7e20_1400, "disabled"),
+    ] {
+        let u = w.begin_node(name).unwrap();
+        w.property_string("compatible", compat).unwrap();
+        w.property_array_u32("reg", &[reg, 0x40]).unwrap();
+        w.property_string("status", status).unwrap();
+        w.end_node(u).unwrap();
+    }
+    let gic = w.begin_node("interrupt-controller@40041000").unwrap();
+    w.property_string("compatible", "arm,gic-400").unwrap();
+    w.property_array_u32(
+        "reg",
+        &[
+            0x4004_1000,
+            0x1000,
+            0x4004_2000,
+            0x2000,
+            0x4004_4000,
+            0x2000,
+            0x4004_6000,
+            0x2000,
+        ],
+    )
+    .unwrap();
+    w.end_node(gic).unwrap();
+    w.end_node(soc).unwrap();
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn the_console_boot_argument_overrides_stdout_path() {
+    let check = |bootargs: &str, kind, base, found_by: &str| {
+        let bytes = two_uart_dtb(bootargs);
+        let dtb = Fdt::new(&bytes).unwrap();
+        let p = discover(&dtb).unwrap();
+        assert_eq!(
+            (p.console.kind, p.console.regs.base.0, p.console.found_by),
+            (kind, base, found_by),
+            "{bootargs:?}"
+        );
+        assert_eq!(early_console(&dtb), Some((kind, base)), "{bootargs:?}");
+        p.warnings
+    };
+    // Without it: stdout-path's mini UART.
+    let w = check("quiet", UartKind::BcmAux, 0xfe21_5040, "stdout-path");
+    assert!(w.is_empty(), "{w:?}");
+    // An alias or a path.
+    check(
+        "a tessera.console=serial0 b",
+        UartKind::Pl011,
+        0xfe20_1000,
+        "tessera.console",
+    );
+    check(
+        "tessera.console=/soc/serial@7e201000",
+        UartKind::Pl011,
+        0xfe20_1000,
+        "tessera.console",
+    );
+    // A disabled UART, or none at all: said, and the device tree's is kept.
+    for bad in ["tessera.console=serial2", "tessera.console=/soc/nothing@0"] {
+        let w = check(bad, UartKind::BcmAux, 0xfe21_5040, "stdout-path");
+        assert!(
+            w.iter()
+                .any(|w| w.contains(bad) && w.contains("the device tree's console is used")),
+            "{bad}: {w:?}"
+        );
+    }
 }

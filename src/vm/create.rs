@@ -126,8 +126,7 @@ fn create(
         device_paths.push(&p.console.path);
     }
     for path in &device_paths {
-        let dev =
-            platform::device(dtb, path).ok_or_else(|| format!("device {path} is not in the board's DTB"))?;
+        let dev = platform::device(dtb, path).map_err(|e| alloc::format!("{e}"))?;
         passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
         owned.extend(dev.spis.iter().map(|&i| (i, Owner::Hw)));
     }

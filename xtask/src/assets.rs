@@ -1,22 +1,26 @@
 //! Linux guest assets: Debian's arm64 kernel and a busybox initramfs built by xtask.
 //!
-//! `cargo xtask assets` (and `run`/`test`, on demand) fetches two Debian packages for arm64
-//! without installing them: `linux-image-<abi>-arm64-unsigned` and `busybox-static`. It uses
-//! `apt-get download` and `dpkg-deb -x` into a scratch directory, so the host only gains the
-//! arm64 architecture in dpkg's list (and the package lists that come with it). From them it
-//! writes, under `<target>/guest-assets/<kernel-package-version>/`:
+//! A config's `kernel = "debian:kernel"` / `initrd = "debian:initrd"` stand for the kernel
+//! its board pins (`debian_kernel = "<suite>/<package>"` in board.toml, default
+//! [`DEFAULT_KERNEL`]) and an initramfs built around it; `debian:<suite>/kernel` and
+//! `debian:<suite>/initrd` take that suite's `linux-image-arm64` instead (the tests boot
+//! [`TRIXIE_KERNEL`] too). The packages come through [`crate::debian`], with xtask's own apt
+//! configuration under `<target>/debian/`: the host's apt sources play no part. From the
+//! kernel package and `busybox-static` of the same suite xtask writes, under
+//! `<target>/guest-assets/<suite>/<kernel-package>_<version>/`:
 //!
 //! - `Image`: the raw arm64 kernel (Debian ships it uncompressed; a gzip one is unpacked);
-//! - `initrd.cpio.gz`: a gzip newc archive with busybox, an `/init` script, and the kernel
-//!   modules the VM's virtio-mmio devices need (plus their dependencies), decompressed;
+//! - `initrd.cpio.gz`: a gzip newc archive with busybox, an `/init` script, the kernel
+//!   modules in [`MODULES`] (plus their dependencies), decompressed (Debian 13 ships
+//!   `.ko.xz`, which busybox `insmod` cannot load), and the files of [`GUEST_PACKAGES`];
 //! - `assets.stamp`: written last; the directory counts as complete only when it exists.
 //!
-//! Everything is skipped when the stamp is present, so only a new kernel version costs a
-//! download. Boards whose DTB comes from the same kernel package (`dtb = "debian:..."` in
-//! their board.toml) get [`BOARD_DTBS`] from it too, kept in `<version>/dtbs/` with a stamp
-//! of their own (so a cache made before them keeps its Image and initramfs). `--kernel FILE` / `--initrd FILE` use one's own instead (either or both).
+//! Everything is skipped when the stamp matches, so only a new package version costs a
+//! download. Boards whose DTB comes from Debian (`dtb = "debian:<vendor>/<file>.dtb"`) take
+//! it from the unpacked kernel package their pin names ([`board_dtb`]). `--kernel FILE` /
+//! `--initrd FILE` use one's own instead (either or both).
 
-use crate::cpio;
+use crate::{cpio, debian};
 use anyhow::{bail, ensure, Context, Result};
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -25,25 +29,38 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 /// Modules loaded by `/init`, in this order after their dependencies: what the VM's
 /// virtio-mmio block and network devices need with Debian's kernel (which builds them as
 /// modules rather than into the Image).
 pub const MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net"];
 
-/// The line `/init` prints once userspace is up: `TESSERA-LINUX-UP <hostname> cpus=<n>`.
+/// The line `/init` prints once userspace is up:
+/// `TESSERA-LINUX-UP <hostname> cpus=<n> linux=<kernel release>`.
 pub const MARKER: &str = "TESSERA-LINUX-UP";
 
-/// The board DTBs kept from the kernel package (`usr/lib/linux-image-<release>/<path>`).
+/// Debian packages (of the kernel's suite) whose files go into the initramfs as the
+/// package has them (documentation left out; `lib/`, `bin/`, `sbin/` under `usr/`, as in a
+/// merged-/usr system): guest tools, and the libraries they link (name each; see
+/// [`debian::depends`]).
+pub const GUEST_PACKAGES: &[&str] = &[];
+
+/// The board DTBs the boards in `boards/` take from Debian's kernel package
+/// (`usr/lib/linux-image-<release>/<path>`); the board tests check each is listed.
 pub const BOARD_DTBS: &[&str] = &[
     "xilinx/zynqmp-zcu102-rev1.0.dtb",
     "freescale/imx8mp-evk.dtb",
     "broadcom/bcm2711-rpi-4-b.dtb",
 ];
-const DTBS_DIR: &str = "dtbs";
 
-/// Debian's metapackage that depends on the current arm64 kernel.
+/// The default kernel: Debian 12's metapackage, which always depends on the suite's current
+/// 6.1 LTS build (`linux-image-6.1.0-<abi>-arm64`), so the pin stays valid when a point
+/// release bumps the ABI (and with it the package name).
+pub const DEFAULT_KERNEL: &str = "bookworm/linux-image-arm64";
+/// The second kernel the tests boot: Debian 13's 6.12 LTS, through the same metapackage.
+pub const TRIXIE_KERNEL: &str = "trixie/linux-image-arm64";
+const DEFAULT_SUITE: &str = "bookworm";
+/// Debian's metapackage that depends on a suite's current arm64 kernel.
 const KERNEL_META: &str = "linux-image-arm64";
 const BUSYBOX_PKG: &str = "busybox-static";
 const STAMP: &str = "assets.stamp";
@@ -79,7 +96,7 @@ for arg in $(cat /proc/cmdline); do
     esac
 done
 
-echo "TESSERA-LINUX-UP $(hostname) cpus=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
+echo "TESSERA-LINUX-UP $(hostname) cpus=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo) linux=$(uname -r)"
 
 # Test scenarios name a script on the kernel command line (tessera.test=NAME).
 for arg in $(cat /proc/cmdline); do
@@ -182,6 +199,8 @@ pub struct Options {
     pub initrd: Option<PathBuf>,
     /// The Cargo target directory; default `$CARGO_TARGET_DIR` or `<repo>/target`.
     pub target_dir: Option<PathBuf>,
+    /// The Debian kernel; default [`DEFAULT_KERNEL`].
+    pub pin: Option<KernelPin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,7 +209,7 @@ pub struct Assets {
     pub kernel: PathBuf,
     /// gzip-compressed cpio newc initramfs.
     pub initrd: PathBuf,
-    /// Debian kernel package version, or `custom` when both files were given.
+    /// Debian kernel package and version, or `custom` when both files were given.
     pub version: String,
 }
 
@@ -220,12 +239,105 @@ pub fn ensure_assets(opts: &Options) -> Result<Assets> {
             version: "custom".to_owned(),
         });
     }
-    let debian = debian_assets(&base)?;
+    let pin = opts.pin.clone().unwrap_or_else(KernelPin::default_pin);
+    let debian = debian_assets(&target, &pin)?;
     Ok(Assets {
         kernel: user_kernel.unwrap_or(debian.kernel),
         initrd: opts.initrd.clone().unwrap_or(debian.initrd),
         version: debian.version,
     })
+}
+
+/// What a config's `debian:` guest images stand for, on one board: resolves
+/// `debian:kernel`, `debian:initrd` (the board's pin) and `debian:<suite>/kernel`,
+/// `debian:<suite>/initrd`, building each kernel's assets once.
+pub struct Resolver {
+    target_dir: PathBuf,
+    board_pin: KernelPin,
+    /// `cargo xtask ... --kernel/--initrd` (TESSERA_KERNEL / TESSERA_INITRD).
+    own_kernel: Option<PathBuf>,
+    own_initrd: Option<PathBuf>,
+    built: std::cell::RefCell<BTreeMap<KernelPin, Option<Assets>>>,
+}
+
+impl Resolver {
+    /// `board_pin`: the board.toml's `debian_kernel`, if it has one.
+    pub fn new(target_dir: &Path, board_pin: Option<&str>) -> Result<Self> {
+        let own = |var: &str| std::env::var_os(var).map(PathBuf::from);
+        Ok(Self {
+            target_dir: target_dir.to_owned(),
+            board_pin: board_pin
+                .map(KernelPin::parse)
+                .transpose()?
+                .unwrap_or_else(KernelPin::default_pin),
+            own_kernel: own("TESSERA_KERNEL"),
+            own_initrd: own("TESSERA_INITRD"),
+            built: Default::default(),
+        })
+    }
+
+    /// The board's pin.
+    pub fn board_pin(&self) -> &KernelPin {
+        &self.board_pin
+    }
+
+    /// The file `spec` (`debian:...`) stands for; `None` (after saying why on stderr) when
+    /// it names nothing or the packages could not be had.
+    pub fn path(&self, spec: &str) -> Option<PathBuf> {
+        let (pin, initrd) = match parse_spec(spec, &self.board_pin) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("xtask: guest assets: {e:#}");
+                return None;
+            }
+        };
+        let mut built = self.built.borrow_mut();
+        let assets = built.entry(pin.clone()).or_insert_with(|| {
+            ensure_assets(&Options {
+                kernel: self.own_kernel.clone(),
+                initrd: self.own_initrd.clone(),
+                target_dir: Some(self.target_dir.clone()),
+                pin: Some(pin),
+            })
+            .map_err(|e| eprintln!("xtask: guest assets: {e:#}"))
+            .ok()
+        });
+        assets.as_ref().map(|a| {
+            if initrd {
+                a.initrd.clone()
+            } else {
+                a.kernel.clone()
+            }
+        })
+    }
+}
+
+/// `debian:kernel` / `debian:initrd` (the board's pin) or `debian:<suite>/kernel` /
+/// `debian:<suite>/initrd` (that suite's metapackage): the pin, and whether the initrd is meant.
+pub fn parse_spec(spec: &str, board_pin: &KernelPin) -> Result<(KernelPin, bool)> {
+    let rest = spec
+        .strip_prefix("debian:")
+        .with_context(|| format!("`{spec}` is not a debian: guest image"))?;
+    let (suite, what) = match rest.split_once('/') {
+        Some((suite, what)) => (Some(suite), what),
+        None => (None, rest),
+    };
+    let initrd = match what {
+        "kernel" => false,
+        "initrd" => true,
+        _ => bail!(
+            "`{spec}`: Debian guest images are debian:kernel, debian:initrd, \
+             debian:<suite>/kernel and debian:<suite>/initrd"
+        ),
+    };
+    let pin = match suite {
+        None => board_pin.clone(),
+        Some(suite) => KernelPin {
+            suite: suite.to_owned(),
+            package: KERNEL_META.to_owned(),
+        },
+    };
+    Ok((pin, initrd))
 }
 
 pub fn default_target_dir() -> PathBuf {
@@ -283,34 +395,113 @@ fn gunzip(data: &[u8]) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------
 // Debian packages
 
-/// The two packages to fetch, resolved against apt's lists.
+/// A Debian kernel as a board or config pins it: `<suite>/<package>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelPin {
+    pub suite: String,
+    /// A kernel package (`linux-image-<abi>-arm64`) or a metapackage depending on one.
+    pub package: String,
+}
+
+impl KernelPin {
+    /// `"bookworm/linux-image-arm64"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let Some((suite, package)) = s.split_once('/') else {
+            bail!("{s:?}: a Debian kernel is given as \"<suite>/<package>\", e.g. {DEFAULT_KERNEL:?}");
+        };
+        ensure!(
+            !suite.is_empty() && !package.is_empty() && !package.contains('/'),
+            "{s:?}: a Debian kernel is given as \"<suite>/<package>\", e.g. {DEFAULT_KERNEL:?}"
+        );
+        Ok(Self {
+            suite: suite.to_owned(),
+            package: package.to_owned(),
+        })
+    }
+
+    /// [`DEFAULT_KERNEL`].
+    pub fn default_pin() -> Self {
+        Self {
+            suite: DEFAULT_SUITE.to_owned(),
+            package: KERNEL_META.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.suite, self.package)
+    }
+}
+
+/// The packages behind one [`KernelPin`], as the suite's lists have them today.
 struct Packages {
+    pin: KernelPin,
     /// e.g. `linux-image-6.1.0-37-arm64-unsigned`.
-    kernel: String,
-    kernel_version: String,
-    busybox_version: String,
+    kernel: debian::Package,
+    busybox: debian::Package,
+    extras: Vec<debian::Package>,
 }
 
 impl Packages {
     fn stamp(&self) -> String {
-        format!(
-            "{}:arm64 {}\n{BUSYBOX_PKG}:arm64 {}\nmodules {}\ninit {:016x}\n",
-            self.kernel,
-            self.kernel_version,
-            self.busybox_version,
+        let mut s = format!(
+            "pin {}\n{} {}\n{BUSYBOX_PKG} {}\nmodules {}\ninit {:016x}\n",
+            self.pin,
+            self.kernel.name,
+            self.kernel.version,
+            self.busybox.version,
             MODULES.join(" "),
             init_hash()
-        )
+        );
+        for p in &self.extras {
+            s.push_str(&format!("package {} {}\n", p.name, p.version));
+        }
+        s
     }
 }
 
-fn debian_assets(base: &Path) -> Result<Assets> {
-    remove_stale_work_dirs(base);
-    let pkgs = match resolve_packages() {
+/// The kernel package a pin names: a metapackage is followed through its `linux-image-*`
+/// dependency (at most a few levels), and the `-unsigned` twin of a signed kernel is taken
+/// when the suite has it (the same Image and modules, without the EFI signature).
+fn kernel_package(target: &Path, pin: &KernelPin) -> Result<debian::Package> {
+    let mut pkg = debian::info(target, &pin.suite, &pin.package)?;
+    for _ in 0..4 {
+        match pkg.depends.iter().find(|d| d.starts_with("linux-image-")) {
+            Some(next) => pkg = debian::info(target, &pin.suite, &next.clone())?,
+            None => break,
+        }
+    }
+    if !pkg.name.ends_with("-unsigned") {
+        if let Some(unsigned) = debian::listed(target, &pin.suite, &format!("{}-unsigned", pkg.name))? {
+            return Ok(unsigned);
+        }
+    }
+    Ok(pkg)
+}
+
+fn resolve_packages(target: &Path, pin: &KernelPin) -> Result<Packages> {
+    let kernel = kernel_package(target, pin)?;
+    let busybox = debian::info(target, &pin.suite, BUSYBOX_PKG)?;
+    let extras = GUEST_PACKAGES
+        .iter()
+        .map(|name| debian::info(target, &pin.suite, name))
+        .collect::<Result<_>>()?;
+    Ok(Packages {
+        pin: pin.clone(),
+        kernel,
+        busybox,
+        extras,
+    })
+}
+
+fn debian_assets(target: &Path, pin: &KernelPin) -> Result<Assets> {
+    let base = target.join("guest-assets").join(&pin.suite);
+    let pkgs = match resolve_packages(target, pin) {
         Ok(p) => p,
         Err(e) => {
-            // Without apt (or offline), a complete cache is still good enough.
-            if let Some(cached) = newest_cached(base) {
+            // Without apt (or its lists), a complete cache is still good enough.
+            if let Some(cached) = newest_cached(&base) {
                 eprintln!(
                     "xtask: warning: {e:#}\nxtask: using cached guest assets {}",
                     cached.version
@@ -320,11 +511,15 @@ fn debian_assets(base: &Path) -> Result<Assets> {
             return Err(e);
         }
     };
-    let dir = base.join(sanitize(&pkgs.kernel_version));
+    let dir = base.join(format!(
+        "{}_{}",
+        pkgs.kernel.name,
+        debian::sanitize(&pkgs.kernel.version)
+    ));
     let assets = Assets {
         kernel: dir.join(KERNEL_FILE),
         initrd: dir.join(INITRD_FILE),
-        version: pkgs.kernel_version.clone(),
+        version: format!("{} {}", pkgs.kernel.name, pkgs.kernel.version),
     };
     let stamp = pkgs.stamp();
     if fs::read_to_string(dir.join(STAMP)).ok().as_deref() == Some(stamp.as_str())
@@ -333,133 +528,52 @@ fn debian_assets(base: &Path) -> Result<Assets> {
     {
         return Ok(assets);
     }
-
     eprintln!(
-        "xtask: building guest assets from {}:arm64 {} and {BUSYBOX_PKG}:arm64 {}",
-        pkgs.kernel, pkgs.kernel_version, pkgs.busybox_version
+        "xtask: building guest assets from Debian {} {} {} and {BUSYBOX_PKG} {}",
+        pin.suite, pkgs.kernel.name, pkgs.kernel.version, pkgs.busybox.version
     );
-    // A scratch directory of our own, so two xtasks at once do not trip over each other.
-    let work = base.join(format!(".work-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
     let _ = fs::remove_file(dir.join(STAMP));
-    let result = build_from_debs(&pkgs, &work, &dir, &assets);
-    let _ = fs::remove_dir_all(&work);
-    result?;
+    build_from_packages(target, &pkgs, &dir, &assets)?;
     write_atomic(&dir.join(STAMP), stamp.as_bytes())?;
     Ok(assets)
 }
 
-/// The board DTB `rel` (one of [`BOARD_DTBS`], e.g. `xilinx/zynqmp-zcu102-rev1.0.dtb`) from
-/// the current Debian kernel package, downloading the package if the cache lacks it.
-pub fn board_dtb(target_dir: &Path, rel: &str) -> Result<PathBuf> {
+/// The board DTB `rel` (e.g. `xilinx/zynqmp-zcu102-rev1.0.dtb`) from the kernel package
+/// `pin` names (the board's), downloading the package if need be.
+pub fn board_dtb(target_dir: &Path, pin: &KernelPin, rel: &str) -> Result<PathBuf> {
     ensure!(
-        BOARD_DTBS.contains(&rel),
-        "debian:{rel}: xtask keeps only {} from the kernel package",
-        BOARD_DTBS.join(", ")
+        !rel.split('/').any(|c| c.is_empty() || c == "." || c == ".."),
+        "debian:{rel}: not a DTB path inside the kernel package"
     );
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let base = target_dir.join("guest-assets");
-    let pkgs = match resolve_packages() {
-        Ok(p) => p,
-        Err(e) => {
-            // Offline: any version's copy will do.
-            let cached = fs::read_dir(&base).ok().and_then(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| e.path().join(DTBS_DIR).join(rel))
-                    .find(|p| p.is_file())
-            });
-            return cached.ok_or(e);
-        }
-    };
-    let dtbs = base.join(sanitize(&pkgs.kernel_version)).join(DTBS_DIR);
-    let stamp = dtbs_stamp(&pkgs);
-    let file = dtbs.join(rel);
-    if fs::read_to_string(dtbs.join(STAMP)).ok().as_deref() == Some(stamp.as_str()) && file.is_file() {
-        return Ok(file);
-    }
-    eprintln!(
-        "xtask: fetching the board DTBs from {}:arm64 {}",
-        pkgs.kernel, pkgs.kernel_version
+    let kernel = kernel_package(target_dir, pin)?;
+    let root = debian::unpacked(target_dir, &pin.suite, &kernel.name)?;
+    let (release, _) = find_vmlinuz(&root)?;
+    let file = root
+        .join("usr/lib")
+        .join(format!("linux-image-{release}"))
+        .join(rel);
+    ensure!(
+        file.is_file(),
+        "Debian {} {} {} has no DTB {rel}",
+        pin.suite,
+        kernel.name,
+        kernel.version
     );
-    let work = base.join(format!(".work-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    let result = (|| {
-        let debs = work.join("debs");
-        let root = work.join("root");
-        fs::create_dir_all(&debs)?;
-        fs::create_dir_all(&root)?;
-        download(&[format!("{}:arm64={}", pkgs.kernel, pkgs.kernel_version)], &debs)?;
-        for deb in fs::read_dir(&debs)? {
-            let deb = deb?.path();
-            if deb.extension().is_some_and(|e| e == "deb") {
-                let mut cmd = Command::new("dpkg-deb");
-                cmd.arg("-x").arg(&deb).arg(&root);
-                output(&mut cmd, "run `dpkg-deb` (from the dpkg package)")?;
-            }
-        }
-        let (release, _) = find_vmlinuz(&root)?;
-        keep_board_dtbs(&root, &release, &dtbs)
-    })();
-    let _ = fs::remove_dir_all(&work);
-    result?;
-    write_atomic(&dtbs.join(STAMP), stamp.as_bytes())?;
-    ensure!(file.is_file(), "{} has no {rel}", pkgs.kernel);
     Ok(file)
 }
 
-fn dtbs_stamp(pkgs: &Packages) -> String {
-    format!(
-        "{}:arm64 {}\n{}\n",
-        pkgs.kernel,
-        pkgs.kernel_version,
-        BOARD_DTBS.join("\n")
-    )
-}
-
-/// Copies [`BOARD_DTBS`] out of an unpacked kernel package into `dtbs`.
-fn keep_board_dtbs(root: &Path, release: &str, dtbs: &Path) -> Result<()> {
-    let from = root.join("usr/lib").join(format!("linux-image-{release}"));
-    for rel in BOARD_DTBS {
-        let src = from.join(rel);
-        let data = fs::read(&src).with_context(|| format!("no {} in the kernel package", src.display()))?;
-        let dst = dtbs.join(rel);
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        write_atomic(&dst, &data)?;
-    }
-    Ok(())
-}
-
-fn build_from_debs(pkgs: &Packages, work: &Path, dir: &Path, assets: &Assets) -> Result<()> {
-    let debs = work.join("debs");
-    let root = work.join("root");
-    fs::create_dir_all(&debs)?;
-    fs::create_dir_all(&root)?;
-    download(
-        &[
-            format!("{}:arm64={}", pkgs.kernel, pkgs.kernel_version),
-            format!("{BUSYBOX_PKG}:arm64={}", pkgs.busybox_version),
-        ],
-        &debs,
-    )?;
-    for deb in fs::read_dir(&debs)? {
-        let deb = deb?.path();
-        if deb.extension().is_some_and(|e| e == "deb") {
-            let mut cmd = Command::new("dpkg-deb");
-            cmd.arg("-x").arg(&deb).arg(&root);
-            output(&mut cmd, "run `dpkg-deb` (from the dpkg package)")?;
-        }
-    }
+fn build_from_packages(target: &Path, pkgs: &Packages, dir: &Path, assets: &Assets) -> Result<()> {
+    let suite = &pkgs.pin.suite;
+    let root = debian::unpacked(target, suite, &pkgs.kernel.name)?;
+    let busybox_root = debian::unpacked(target, suite, BUSYBOX_PKG)?;
+    let extra_roots = pkgs
+        .extras
+        .iter()
+        .map(|p| debian::unpacked(target, suite, &p.name))
+        .collect::<Result<Vec<_>>>()?;
 
     // The kernel: boot/vmlinuz-<release>.
     let (release, vmlinuz) = find_vmlinuz(&root)?;
-    // The board DTBs of the same package, while it is unpacked.
-    let dtbs = dir.join(DTBS_DIR);
-    keep_board_dtbs(&root, &release, &dtbs)?;
-    write_atomic(&dtbs.join(STAMP), dtbs_stamp(pkgs).as_bytes())?;
     let data = fs::read(&vmlinuz)?;
     let image = raw_image(data).with_context(|| format!("{}", vmlinuz.display()))?;
 
@@ -468,12 +582,12 @@ fn build_from_debs(pkgs: &Packages, work: &Path, dir: &Path, assets: &Assets) ->
         .iter()
         .map(|d| root.join(d).join(&release))
         .find(|d| d.is_dir())
-        .with_context(|| format!("no lib/modules/{release}/ in {}", pkgs.kernel))?;
+        .with_context(|| format!("no lib/modules/{release}/ in {}", pkgs.kernel.name))?;
     let modules = load_order(&moddir, MODULES)?;
 
     let busybox_path = ["bin/busybox", "usr/bin/busybox"]
         .iter()
-        .map(|p| root.join(p))
+        .map(|p| busybox_root.join(p))
         .find(|p| p.is_file())
         .context("no bin/busybox in busybox-static")?;
     let busybox = fs::read(&busybox_path)?;
@@ -482,7 +596,7 @@ fn build_from_debs(pkgs: &Packages, work: &Path, dir: &Path, assets: &Assets) ->
     for (name, rel) in &modules {
         loaded.push((name.clone(), read_module(&moddir.join(rel))?));
     }
-    let initrd = initramfs(&busybox, &loaded)?;
+    let initrd = initramfs(&busybox, &loaded, &extra_roots)?;
 
     fs::create_dir_all(dir)?;
     write_atomic(&assets.kernel, &image)?;
@@ -497,174 +611,6 @@ fn build_from_debs(pkgs: &Packages, work: &Path, dir: &Path, assets: &Assets) ->
             .collect::<Vec<_>>()
             .join(" ")
     );
-    Ok(())
-}
-
-/// Makes sure apt can see arm64 packages, then picks the kernel and busybox packages.
-fn resolve_packages() -> Result<Packages> {
-    for tool in ["dpkg", "apt-get", "apt-cache", "dpkg-deb"] {
-        if crate::host_tools::find(tool).is_none() {
-            bail!(
-                "`{tool}` not found: fetching Debian's arm64 kernel needs a Debian or Ubuntu \
-                 host with apt; elsewhere pass --kernel FILE and --initrd FILE"
-            );
-        }
-    }
-    let foreign = output(
-        Command::new("dpkg").arg("--print-foreign-architectures"),
-        "list dpkg's architectures",
-    )?;
-    let mut updated = false;
-    if !foreign.split_whitespace().any(|a| a == "arm64") {
-        if !is_root() {
-            bail!(
-                "dpkg does not know the arm64 architecture; enable it with\n    \
-                 sudo dpkg --add-architecture arm64 && sudo apt-get update\n\
-                 (this only lets apt download arm64 packages; nothing is installed), \
-                 or pass --kernel FILE and --initrd FILE"
-            );
-        }
-        eprintln!("xtask: running `dpkg --add-architecture arm64` (nothing arm64 gets installed)");
-        output(
-            Command::new("dpkg").args(["--add-architecture", "arm64"]),
-            "add the arm64 architecture",
-        )?;
-        apt_update()?;
-        updated = true;
-    }
-    // Both packages' candidates in one `apt-cache` call (each call costs most of a second).
-    let first = [format!("{KERNEL_META}:arm64"), format!("{BUSYBOX_PKG}:arm64")];
-    let mut info = apt_show(&first)?;
-    let complete =
-        |i: &BTreeMap<String, Paragraph>| i.contains_key(KERNEL_META) && i.contains_key(BUSYBOX_PKG);
-    if !updated && !complete(&info) {
-        apt_update()?;
-        info = apt_show(&first)?;
-    }
-    let (Some(meta), Some(busybox)) = (info.get(KERNEL_META), info.get(BUSYBOX_PKG)) else {
-        bail!(
-            "apt has no {} even after `apt-get update`: check that /etc/apt/sources.list(.d) \
-             has a Debian archive for arm64 (an `Architectures:` line may exclude it); or pass \
-             --kernel FILE and --initrd FILE",
-            first.join(" or ")
-        );
-    };
-
-    // linux-image-arm64 depends on the signed linux-image-<abi>-arm64; we want the unsigned
-    // twin (same Image, no EFI signature; the signed one is only a fallback).
-    let signed = kernel_dependency(&meta.depends).with_context(|| {
-        format!(
-            "no linux-image-* in the Depends of {KERNEL_META}:arm64: {:?}",
-            meta.depends
-        )
-    })?;
-    let unsigned = format!("{signed}-unsigned");
-    let kernels = apt_show(&[format!("{unsigned}:arm64"), format!("{signed}:arm64")])?;
-    let (kernel, kernel_version) = match (kernels.get(&unsigned), kernels.get(&signed)) {
-        (Some(p), _) => (unsigned, p.version.clone()),
-        (None, Some(p)) => {
-            eprintln!("xtask: warning: {unsigned}:arm64 not available, using {signed}");
-            (signed, p.version.clone())
-        }
-        (None, None) => bail!("apt has neither {unsigned}:arm64 nor {signed}:arm64"),
-    };
-    Ok(Packages {
-        kernel,
-        kernel_version,
-        busybox_version: busybox.version.clone(),
-    })
-}
-
-/// The fields we use of one package's `apt-cache show` paragraph.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Paragraph {
-    version: String,
-    depends: String,
-}
-
-/// `apt-cache show --no-all-versions PKG...`: the candidate of each package apt knows, by
-/// package name (without `:arch`). Unknown packages are simply missing.
-fn apt_show(pkgs: &[String]) -> Result<BTreeMap<String, Paragraph>> {
-    let out = Command::new("apt-cache")
-        .args(["show", "--no-all-versions"])
-        .args(pkgs)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot start `apt-cache show`")?;
-    // apt-cache exits 100 when it finds none of them; that is just an empty answer.
-    Ok(parse_show(&String::from_utf8_lossy(&out.stdout)))
-}
-
-fn parse_show(show: &str) -> BTreeMap<String, Paragraph> {
-    let mut found = BTreeMap::new();
-    for para in show.split("\n\n") {
-        let mut name = None;
-        let mut p = Paragraph::default();
-        for line in para.lines() {
-            if let Some((key, value)) = line.split_once(':') {
-                match key {
-                    "Package" => name = Some(value.trim().to_owned()),
-                    "Version" => p.version = value.trim().to_owned(),
-                    "Depends" => p.depends = value.trim().to_owned(),
-                    _ => {}
-                }
-            }
-        }
-        if let Some(name) = name.filter(|_| !p.version.is_empty()) {
-            found.entry(name).or_insert(p);
-        }
-    }
-    found
-}
-
-fn apt_update() -> Result<()> {
-    if !is_root() {
-        bail!(
-            "apt's package lists have no arm64 kernel; run\n    sudo apt-get update\n\
-             or pass --kernel FILE and --initrd FILE"
-        );
-    }
-    eprintln!("xtask: running `apt-get update` (once, for the arm64 package lists)");
-    let status = Command::new("apt-get")
-        .args(["-q", "update"])
-        .stdin(Stdio::null())
-        .status()
-        .context("cannot start `apt-get update`")?;
-    ensure!(
-        status.success(),
-        "`apt-get update` failed ({status}): check the network and /etc/apt/sources.list(.d); \
-         on a non-Debian or offline host pass --kernel FILE and --initrd FILE"
-    );
-    Ok(())
-}
-
-/// The first `linux-image-*` package in a `Depends:` field.
-fn kernel_dependency(depends: &str) -> Option<String> {
-    depends
-        .split([',', '|'])
-        .map(|d| d.split_whitespace().next().unwrap_or(""))
-        .map(|d| d.split(':').next().unwrap_or(""))
-        .find(|d| d.starts_with("linux-image-"))
-        .map(str::to_owned)
-}
-
-/// `apt-get download` into `dir`. As root apt drops to the `_apt` user, which cannot write
-/// into `target/`; tell it to stay root (it only downloads and verifies, installs nothing).
-fn download(pkgs: &[String], dir: &Path) -> Result<()> {
-    let mut cmd = Command::new("apt-get");
-    cmd.arg("-q");
-    if is_root() {
-        cmd.args(["-o", "APT::Sandbox::User=root"]);
-    }
-    cmd.arg("download")
-        .args(pkgs)
-        .current_dir(dir)
-        .stdin(Stdio::null());
-    eprintln!("xtask: apt-get download {}", pkgs.join(" "));
-    output(&mut cmd, "download the packages").with_context(|| {
-        "`apt-get download` failed: check the network, or run `apt-get update` if the lists \
-         are stale; or pass --kernel FILE and --initrd FILE"
-    })?;
     Ok(())
 }
 
@@ -835,28 +781,28 @@ fn module_name(path: &str) -> String {
     stem.replace('-', "_")
 }
 
-/// A module file as busybox `insmod` can load it: plain ELF. Debian 12 ships plain `.ko`;
-/// compressed ones would need a decoder here.
+/// A module file as busybox `insmod` can load it: plain ELF. Debian 12 ships plain `.ko`,
+/// Debian 13 `.ko.xz`, Ubuntu `.ko.zst`; those are decompressed here.
 fn read_module(path: &Path) -> Result<Vec<u8>> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    if name.ends_with(".ko.gz") {
-        return gunzip(&data).with_context(|| name.to_string());
-    }
+    let plain = debian::decompress(&data).with_context(|| name.to_string())?;
     ensure!(
-        name.ends_with(".ko") && data.starts_with(b"\x7fELF"),
-        "{name}: only plain (or gzip) kernel modules are supported, and busybox insmod \
-         cannot load compressed ones; this kernel package needs a decoder added in xtask"
+        plain.starts_with(b"\x7fELF"),
+        "{name}: not a kernel module (no ELF header after decompression)"
     );
-    Ok(data)
+    Ok(plain)
 }
 
 // ---------------------------------------------------------------------------------------
 // The initramfs
 
-/// The gzip cpio initramfs: busybox, `/init`, `/dev/console`, and `modules` (name, plain ELF)
-/// under `/lib/modules/` with `load-order` listing them in order.
-pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+/// The gzip cpio initramfs: busybox, `/init`, `/dev/console`, `modules` (name, plain ELF)
+/// under `/lib/modules/` with `load-order` listing them in order, and the files of the
+/// unpacked Debian packages `trees` (see [`GUEST_PACKAGES`]). `/lib` is a link to
+/// `usr/lib`, as in a merged-/usr Debian, so a program's `/lib/ld-linux-aarch64.so.1` and
+/// a library's absolute links resolve whichever way its package ships them.
+pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)], trees: &[PathBuf]) -> Result<Vec<u8>> {
     let mut w = cpio::Writer::new(Vec::new());
     for d in [
         "bin",
@@ -869,10 +815,11 @@ pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8
         "tmp",
         "root",
         "etc",
-        "lib/modules",
+        "usr/lib/modules",
     ] {
         w.dir(d, 0o755)?;
     }
+    w.symlink("lib", "usr/lib")?;
     w.char_dev("dev/console", 0o600, 5, 1)?;
     w.char_dev("dev/null", 0o666, 1, 3)?;
     w.file("bin/busybox", 0o755, busybox)?;
@@ -889,15 +836,86 @@ pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8
     }
     let mut order = String::new();
     for (name, data) in modules {
-        w.file(&format!("lib/modules/{name}.ko"), 0o644, data)?;
+        w.file(&format!("usr/lib/modules/{name}.ko"), 0o644, data)?;
         order.push_str(name);
         order.push('\n');
     }
-    w.file("lib/modules/load-order", 0o644, order.as_bytes())?;
+    w.file("usr/lib/modules/load-order", 0o644, order.as_bytes())?;
+    let mut taken = BTreeSet::new();
+    for tree in trees {
+        add_tree(&mut w, tree, &mut taken)?;
+    }
     let cpio = w.finish()?;
     let mut gz = GzEncoder::new(Vec::new(), Compression::best());
     gz.write_all(&cpio)?;
     Ok(gz.finish()?)
+}
+
+/// Where a package's file goes in the initramfs: `lib/`, `bin/`, `sbin/` under `usr/`
+/// (a merged-/usr layout, whichever way the package has them), documentation nowhere.
+pub fn initramfs_path(rel: &str) -> Option<String> {
+    const LEFT_OUT: &[&str] = &[
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/lintian",
+        "usr/share/locale",
+        "usr/share/bug",
+    ];
+    let rel = rel.trim_start_matches("./").trim_start_matches('/');
+    if rel.is_empty()
+        || LEFT_OUT
+            .iter()
+            .any(|d| rel == *d || rel.starts_with(&format!("{d}/")))
+    {
+        return None;
+    }
+    for top in ["lib", "bin", "sbin"] {
+        if rel == top {
+            return Some(format!("usr/{top}"));
+        }
+        if let Some(rest) = rel.strip_prefix(&format!("{top}/")) {
+            return Some(format!("usr/{top}/{rest}"));
+        }
+    }
+    Some(rel.to_owned())
+}
+
+/// Adds the files, links and directories of the unpacked package `tree` to `w`; the first
+/// package to bring a path wins (`taken`: the paths added so far).
+fn add_tree(w: &mut cpio::Writer<Vec<u8>>, tree: &Path, taken: &mut BTreeSet<String>) -> Result<()> {
+    let mut todo = vec![tree.to_owned()];
+    while let Some(dir) = todo.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let rel = path.strip_prefix(tree)?.to_string_lossy().into_owned();
+            let Some(to) = initramfs_path(&rel) else {
+                continue;
+            };
+            let meta = fs::symlink_metadata(&path)?;
+            if meta.is_dir() {
+                w.dir(&to, 0o755)?;
+                todo.push(path);
+                continue;
+            }
+            if !taken.insert(to.clone()) {
+                continue;
+            }
+            if meta.file_type().is_symlink() {
+                let target = fs::read_link(&path)?;
+                w.symlink(&to, &target.to_string_lossy())?;
+            } else if meta.is_file() {
+                use std::os::unix::fs::PermissionsExt;
+                let data = fs::read(&path)?;
+                w.file(&to, meta.permissions().mode() & 0o7777, &data)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -925,35 +943,6 @@ fn newest_cached(base: &Path) -> Option<Assets> {
     best.map(|(_, a)| a)
 }
 
-/// Removes the scratch directories of xtasks that are gone (interrupted mid-build).
-fn remove_stale_work_dirs(base: &Path) {
-    let Ok(entries) = fs::read_dir(base) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix(".work-") {
-            if !Path::new("/proc").join(pid).exists() {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-}
-
-/// A version as a directory name (`1:2.3` -> `1_2.3`).
-fn sanitize(version: &str) -> String {
-    version
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._+-~".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Writes `path` through a temporary file and a rename, so a reader never sees half a file.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -968,62 +957,32 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cmd`, returning its stdout; on failure the error names the command, what it was
-/// for, and its stderr.
-fn output(cmd: &mut Command, what: &str) -> Result<String> {
-    let shown = format!("{cmd:?}").replace('"', "");
-    let out: Output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{shown}` (to {what})"))?;
-    if !out.status.success() {
-        bail!(
-            "`{shown}` failed ({}), trying to {what}:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_apt_show() {
-        let show = "Package: linux-image-arm64\nSource: linux-signed-arm64 (6.1.140+1)\n\
-                    Version: 6.1.140-1\nDepends: linux-image-6.1.0-37-arm64 (= 6.1.140-1)\n\
-                    Description: x\n more\n\nPackage: busybox-static\n\
-                    Version: 1:1.35.0-4+b3\nDescription: y\n";
-        let found = parse_show(show);
-        assert_eq!(found.len(), 2);
-        let meta = &found["linux-image-arm64"];
-        assert_eq!(meta.version, "6.1.140-1");
+    fn kernel_pins_and_specs() {
+        let board = KernelPin::parse("bookworm/linux-image-arm64").unwrap();
+        assert_eq!(board, KernelPin::default_pin());
+        assert_eq!(KernelPin::parse(DEFAULT_KERNEL).unwrap(), board);
+        assert_eq!(KernelPin::parse(TRIXIE_KERNEL).unwrap().suite, "trixie");
+        assert_eq!(board.to_string(), DEFAULT_KERNEL);
+        for bad in ["bookworm", "/x", "x/", "a/b/c", ""] {
+            assert!(KernelPin::parse(bad).is_err(), "{bad:?}");
+        }
+        let own = KernelPin::parse("bookworm-backports/linux-image-6.12.9-arm64").unwrap();
+        assert_eq!(parse_spec("debian:kernel", &own).unwrap(), (own.clone(), false));
+        assert_eq!(parse_spec("debian:initrd", &own).unwrap(), (own.clone(), true));
+        let trixie = KernelPin::parse(TRIXIE_KERNEL).unwrap();
         assert_eq!(
-            kernel_dependency(&meta.depends).as_deref(),
-            Some("linux-image-6.1.0-37-arm64")
+            parse_spec("debian:trixie/kernel", &own).unwrap(),
+            (trixie.clone(), false)
         );
-        assert_eq!(found["busybox-static"].version, "1:1.35.0-4+b3");
-        assert!(parse_show("").is_empty());
-    }
-
-    #[test]
-    fn finds_the_kernel_dependency() {
-        let d = "foo (>= 1), linux-image-6.1.0-9-arm64:arm64 | bar";
-        assert_eq!(kernel_dependency(d).as_deref(), Some("linux-image-6.1.0-9-arm64"));
-        assert_eq!(kernel_dependency("foo"), None);
+        assert_eq!(parse_spec("debian:trixie/initrd", &own).unwrap(), (trixie, true));
+        for bad in ["debian:Image", "debian:trixie/dtb", "guest:kernel", "debian:"] {
+            assert!(parse_spec(bad, &own).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -1075,7 +1034,7 @@ kernel/fs/other.ko:
     #[test]
     fn initramfs_contents() {
         let modules = vec![("failover".to_owned(), b"\x7fELF1".to_vec())];
-        let gz = initramfs(b"BUSYBOX", &modules).unwrap();
+        let gz = initramfs(b"BUSYBOX", &modules, &[]).unwrap();
         let cpio = gunzip(&gz).unwrap();
         let entries = cpio::parse(&cpio).unwrap();
         let get = |n: &str| {
@@ -1089,16 +1048,87 @@ kernel/fs/other.ko:
         assert!(init.starts_with(b"#!/bin/busybox sh\n"));
         assert!(String::from_utf8_lossy(init).contains(MARKER));
         assert_eq!(get("bin/busybox").unwrap().1, b"BUSYBOX");
-        assert_eq!(get("lib/modules/failover.ko").unwrap().1, b"\x7fELF1");
-        assert_eq!(get("lib/modules/load-order").unwrap().1, b"failover\n");
-        for d in ["dev", "proc", "sys", "tmp", "root", "etc", "lib/modules"] {
+        assert_eq!(get("usr/lib/modules/failover.ko").unwrap().1, b"\x7fELF1");
+        assert_eq!(get("usr/lib/modules/load-order").unwrap().1, b"failover\n");
+        // /init reads /lib/modules/: lib is a link to usr/lib.
+        assert_eq!(get("lib").unwrap(), (0o120777, &b"usr/lib".to_vec()));
+        for d in ["dev", "proc", "sys", "tmp", "root", "etc", "usr/lib/modules"] {
             assert_eq!(get(d).unwrap().0, 0o040755, "{d}");
         }
     }
 
     #[test]
-    fn sanitizes_versions() {
-        assert_eq!(sanitize("1:1.35.0-4+b3"), "1_1.35.0-4+b3");
-        assert_eq!(sanitize("6.1.140-1"), "6.1.140-1");
+    fn package_files_land_in_a_merged_usr_layout() {
+        assert_eq!(
+            initramfs_path("./usr/bin/socat").as_deref(),
+            Some("usr/bin/socat")
+        );
+        assert_eq!(
+            initramfs_path("lib/aarch64-linux-gnu/libc.so.6").as_deref(),
+            Some("usr/lib/aarch64-linux-gnu/libc.so.6")
+        );
+        assert_eq!(initramfs_path("bin/true").as_deref(), Some("usr/bin/true"));
+        assert_eq!(initramfs_path("sbin").as_deref(), Some("usr/sbin"));
+        assert_eq!(initramfs_path("library/x").as_deref(), Some("library/x"));
+        assert_eq!(initramfs_path("usr/share/doc/socat/copyright"), None);
+        assert_eq!(initramfs_path("usr/share/man"), None);
+        assert_eq!(
+            initramfs_path("usr/share/docs").as_deref(),
+            Some("usr/share/docs")
+        );
+        assert_eq!(initramfs_path("./"), None);
+    }
+
+    #[test]
+    fn package_trees_go_into_the_initramfs() {
+        let tree = std::env::temp_dir().join(format!("xtask-assets-tree-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tree);
+        for d in ["lib/aarch64-linux-gnu", "usr/bin", "usr/share/doc/tool"] {
+            fs::create_dir_all(tree.join(d)).unwrap();
+        }
+        fs::write(tree.join("lib/aarch64-linux-gnu/libt.so.1.2"), b"LIB").unwrap();
+        std::os::unix::fs::symlink("libt.so.1.2", tree.join("lib/aarch64-linux-gnu/libt.so.1")).unwrap();
+        fs::write(tree.join("usr/bin/tool"), b"TOOL").unwrap();
+        fs::write(tree.join("usr/share/doc/tool/copyright"), b"C").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(tree.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let gz = initramfs(b"BUSYBOX", &[], &[tree.clone(), tree.clone()]).unwrap();
+        fs::remove_dir_all(&tree).unwrap();
+        let entries = cpio::parse(&gunzip(&gz).unwrap()).unwrap();
+        let get = |n: &str| {
+            entries
+                .iter()
+                .find(|(h, _)| h.name == n)
+                .map(|(h, d)| (h.mode, d.clone()))
+        };
+        assert_eq!(get("usr/bin/tool"), Some((0o100755, b"TOOL".to_vec())));
+        assert_eq!(
+            get("usr/lib/aarch64-linux-gnu/libt.so.1.2"),
+            Some((0o100644, b"LIB".to_vec()))
+        );
+        assert_eq!(
+            get("usr/lib/aarch64-linux-gnu/libt.so.1"),
+            Some((0o120777, b"libt.so.1.2".to_vec()))
+        );
+        assert_eq!(get("lib"), Some((0o120777, b"usr/lib".to_vec())));
+        assert!(get("usr/share/doc/tool/copyright").is_none());
+    }
+
+    #[test]
+    fn compressed_modules_are_loaded_plain() {
+        let dir = std::env::temp_dir().join(format!("xtask-assets-ko-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let elf = b"\x7fELF\x02\x01 module".to_vec();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&elf).unwrap();
+        fs::write(dir.join("a.ko.xz"), xz.finish().unwrap()).unwrap();
+        fs::write(dir.join("b.ko"), &elf).unwrap();
+        fs::write(dir.join("c.ko"), b"not elf").unwrap();
+        assert_eq!(read_module(&dir.join("a.ko.xz")).unwrap(), elf);
+        assert_eq!(read_module(&dir.join("b.ko")).unwrap(), elf);
+        assert!(read_module(&dir.join("c.ko")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,11 +25,26 @@ pub struct BoardToml {
     /// kernel package, fetched and cached with the guest kernel), or a `.dtb`
     /// file in the board folder. The latter two are given to QEMU with `-dtb`.
     pub dtb: String,
+    /// The Debian kernel of this board's `debian:kernel` / `debian:initrd` and `debian:`
+    /// DTB, as `"<suite>/<package>"` (default `bookworm/linux-image-arm64`; see
+    /// xtask/src/assets.rs).
+    #[serde(default)]
+    pub debian_kernel: Option<String>,
     /// Nodes of that DTB the board folder enables (`status = "okay"`), as a
     /// boot loader would with `fdt set <node> status okay`: devices the DTB
     /// leaves disabled that this board's VMs are given.
     #[serde(default)]
     pub enable: Vec<String>,
+    /// Nodes of that DTB the board folder disables (`status = "disabled"`),
+    /// as `fdt set <node> status disabled` would: devices the board's QEMU
+    /// model lacks (a kernel probing them dies) and that no VM may be given.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// The hypervisor's console, where the DTB's `stdout-path` is not the
+    /// UART the user wires: a node path or an alias, passed as
+    /// `tessera.console=` on the hypervisor's command line.
+    #[serde(default)]
+    pub console: Option<String>,
     /// Properties removed from nodes of that DTB (node path -> names), as
     /// `fdt rm <node> <property>` would: a device's link to a host resource no
     /// VM gets (an i.MX UART's `dmas`: the SDMA engine stays with nobody, and
@@ -135,20 +150,27 @@ pub struct MachineSettings {
     pub qemu_min: Option<String>,
     /// The board's `append_before`.
     pub append_before: Vec<(String, String)>,
+    /// The board's `console`.
+    pub console: Option<String>,
 }
 
 impl MachineSettings {
     /// The hypervisor's command line on QEMU `version` (unknown: as on the
     /// oldest): what the board needs there, then `own`.
     pub fn append_for(&self, version: Option<(u32, u32)>, own: Option<&str>) -> Option<String> {
-        let words: Vec<&str> = self
-            .append_before
-            .iter()
-            .filter(|(before, _)| match (version, qemu::parse_version(before)) {
-                (Some(v), Some(b)) => v < b,
-                _ => true,
-            })
-            .map(|(_, args)| args.as_str())
+        let console = self.console.as_ref().map(|c| format!("tessera.console={c}"));
+        let words: Vec<&str> = console
+            .as_deref()
+            .into_iter()
+            .chain(
+                self.append_before
+                    .iter()
+                    .filter(|(before, _)| match (version, qemu::parse_version(before)) {
+                        (Some(v), Some(b)) => v < b,
+                        _ => true,
+                    })
+                    .map(|(_, args)| args.as_str()),
+            )
             .chain(own)
             .collect();
         (!words.is_empty()).then(|| words.join(" "))
@@ -243,6 +265,7 @@ pub fn machine_for(board: &BoardToml, parsed: &config::ConfigToml) -> MachineSet
         dtb: None,
         qemu_min: d.qemu_min,
         append_before: d.append_before.into_iter().collect(),
+        console: board.console.clone(),
     }
 }
 
@@ -298,21 +321,24 @@ pub fn prepare_dtb(
     target_dir: &Path,
 ) -> Result<()> {
     if board.dtb == "qemu" {
-        if !board.enable.is_empty() {
+        if !board.enable.is_empty() || !board.disable.is_empty() {
             bail!(
-                "{}: `enable` needs a board DTB file, not dtb = \"qemu\"",
+                "{}: `enable` and `disable` need a board DTB file, not dtb = \"qemu\"",
                 board.name
             );
         }
         return Ok(());
     }
     let source = match board.dtb.strip_prefix("debian:") {
-        Some(rel) => crate::assets::board_dtb(target_dir, rel)?,
+        Some(rel) => {
+            let pin = crate::assets::Resolver::new(target_dir, board.debian_kernel.as_deref())?;
+            crate::assets::board_dtb(target_dir, pin.board_pin(), rel)?
+        }
         None => dir.join(&board.dtb),
     };
     let bytes = fs::read(&source).with_context(|| format!("board DTB {}", source.display()))?;
     let remove: Vec<(String, Vec<String>)> = board.remove.clone().into_iter().collect();
-    let patched = crate::fdt_patch::edit(&bytes, &board.enable, &remove)
+    let patched = crate::fdt_patch::edit_with_disable(&bytes, &board.enable, &board.disable, &remove)
         .with_context(|| format!("editing {} as board.toml says", source.display()))?;
     let out_dir = target_dir.join("board-dtbs");
     fs::create_dir_all(&out_dir)?;
@@ -467,29 +493,17 @@ pub fn build_config_image_on(
         .iter()
         .map(|r| (r.name.clone(), r.base, r.size.0))
         .collect();
-    let b: Board = config::board_from_dtb(&dtb, reserved)?;
-    let assets = std::cell::OnceCell::new();
+    let mut b: Board = config::board_from_dtb(&dtb, reserved)?;
+    if let Some(c) = &board.console {
+        b.console = Some(
+            crate::board_console::resolve(&dtb, c)
+                .with_context(|| format!("{}: console = {c:?}", paths::display(&dir.join("board.toml"))))?,
+        );
+    }
+    let debian = crate::assets::Resolver::new(&built.target_dir, board.debian_kernel.as_deref())?;
     let guest = |name: &str| match name {
-        "debian:kernel" | "debian:initrd" => {
-            let a = assets.get_or_init(|| {
-                // `cargo xtask run/build/test --kernel/--initrd` set these.
-                let own = |var: &str| std::env::var_os(var).map(PathBuf::from);
-                crate::assets::ensure_assets(&crate::assets::Options {
-                    target_dir: Some(built.target_dir.clone()),
-                    kernel: own("TESSERA_KERNEL"),
-                    initrd: own("TESSERA_INITRD"),
-                })
-                .map_err(|e| eprintln!("xtask: guest assets: {e:#}"))
-                .ok()
-            });
-            a.as_ref().map(|a| {
-                if name == "debian:kernel" {
-                    a.kernel.clone()
-                } else {
-                    a.initrd.clone()
-                }
-            })
-        }
+        // `cargo xtask run/build/test --kernel/--initrd` replace these (see assets.rs).
+        _ if name.starts_with("debian:") => debian.path(name),
         _ => built.guest(name).ok().map(|g| g.bin.clone()),
     };
     let resolved = config::load(config_path, &parsed, &b, &guest)?;

@@ -6,6 +6,7 @@
 //! Every error names the file, the VM and the field. No image is written
 //! when a config is wrong.
 
+use crate::dt_ranges::ranges;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -863,14 +864,18 @@ pub fn board_from_dtb(dtb: &[u8], reserved: Vec<(String, u64, u64)>) -> Result<B
         }
     }
     let root = fdt.find_node("/").context("board DTB has no root")?;
-    collect_devices(&root, "", &[Bus::of(&root)], &mut b.devices);
-    collect_nodes(&root, "", &[Bus::of(&root)], &mut b.nodes);
+    collect_devices(root, "", &mut Vec::new(), &mut b.devices);
+    collect_nodes(root, "", &mut Vec::new(), &mut b.nodes);
     if let Some(stdout) = fdt
         .find_node("/chosen")
         .and_then(|c| c.property("stdout-path"))
         .and_then(|p| p.as_str())
     {
-        b.console = Some(stdout.split(':').next().unwrap_or(stdout).to_owned());
+        // An alias (the Raspberry Pi's "serial1") names the node it stands for.
+        b.console = Some(
+            crate::board_console::resolve(dtb, stdout)
+                .unwrap_or_else(|_| stdout.split(':').next().unwrap_or(stdout).to_owned()),
+        );
     }
     if b.cpus.is_empty() || b.ram.is_empty() {
         bail!("board DTB lists no CPUs or no memory");
@@ -885,95 +890,17 @@ fn available(n: &fdt::node::FdtNode) -> bool {
         .is_none_or(|s| matches!(s, "okay" | "ok"))
 }
 
-/// A node as the bus of its children: their address cells and how its `ranges` turn
-/// their addresses into its parent's (`None`: no `ranges`, not memory-mapped).
-#[derive(Clone)]
-struct Bus {
-    address_cells: usize,
-    size_cells: usize,
-    /// (child address, parent address, size); empty `ranges`: identity.
-    ranges: Option<Vec<(u64, u64, u64)>>,
-}
-
-/// `n` cells of `b` from `*at` as one number (up to two cells), advancing `*at`.
-fn cells(b: &[u8], at: &mut usize, n: usize) -> Option<u64> {
-    let mut v = 0u64;
-    for _ in 0..n {
-        let c = b.get(*at..*at + 4)?;
-        v = (v << 32) | u64::from(u32::from_be_bytes(c.try_into().ok()?));
-        *at += 4;
-    }
-    Some(v)
-}
-
-impl Bus {
-    fn cells_of(n: &fdt::node::FdtNode, name: &str, default: usize) -> usize {
-        n.property(name).and_then(|p| p.as_usize()).unwrap_or(default)
-    }
-
-    /// The root: 2 address and 1 size cell by default (DT spec 2.3.5), no translation.
-    fn of(n: &fdt::node::FdtNode) -> Self {
-        Bus {
-            address_cells: Self::cells_of(n, "#address-cells", 2),
-            size_cells: Self::cells_of(n, "#size-cells", 1),
-            ranges: Some(Vec::new()),
-        }
-    }
-
-    /// `n` under a bus with `parent_address_cells`.
-    fn child(n: &fdt::node::FdtNode, parent_address_cells: usize) -> Self {
-        let address_cells = Self::cells_of(n, "#address-cells", 2);
-        let size_cells = Self::cells_of(n, "#size-cells", 1);
-        let ranges = n.property("ranges").map(|p| {
-            let mut out = Vec::new();
-            let mut at = 0;
-            while at < p.value.len() {
-                let entry = (|| {
-                    let child = cells(p.value, &mut at, address_cells)?;
-                    let parent = cells(p.value, &mut at, parent_address_cells)?;
-                    let size = cells(p.value, &mut at, size_cells)?;
-                    Some((child, parent, size))
-                })();
-                match entry {
-                    Some(e) => out.push(e),
-                    None => break,
-                }
-            }
-            out
-        });
-        Bus {
-            address_cells,
-            size_cells,
-            ranges,
-        }
-    }
-}
-
-/// `addr` on the innermost bus of `chain`, as a CPU physical address; `None` when some bus
-/// on the way has no `ranges` or no entry covering it.
-fn translate(chain: &[Bus], mut addr: u64) -> Option<u64> {
-    for bus in chain.iter().skip(1).rev() {
-        let ranges = bus.ranges.as_ref()?;
-        if ranges.is_empty() {
-            continue;
-        }
-        let &(child, parent, _) = ranges
-            .iter()
-            .find(|&&(child, _, size)| addr >= child && addr - child < size)?;
-        addr = parent + (addr - child);
-    }
-    Some(addr)
-}
-
-/// Every available device with a `reg` (CPU addresses, through the buses' `ranges`), by
-/// path. A node whose status is not okay is skipped with everything below it.
-fn collect_devices(
-    node: &fdt::node::FdtNode,
+/// Every available device with a `reg` (CPU addresses, through the buses' `ranges`, by
+/// the hypervisor's own translation), by path. A node whose status is not okay is
+/// skipped with everything below it; so is a device with a `reg` entry no bus maps
+/// (the hypervisor refuses to pass such a device through).
+fn collect_devices<'b, 'a>(
+    node: fdt::node::FdtNode<'b, 'a>,
     prefix: &str,
-    chain: &[Bus],
+    ancestors: &mut Vec<fdt::node::FdtNode<'b, 'a>>,
     out: &mut BTreeMap<String, Vec<(u64, u64)>>,
 ) {
-    let Some(bus) = chain.last() else { return };
+    ancestors.push(node);
     for c in node.children() {
         if !available(&c) {
             continue;
@@ -984,58 +911,37 @@ fn collect_devices(
         if c.name.contains('@')
             && c.property("compatible").is_some()
             && !matches!(kind, Some("cpu" | "memory"))
+            && c.property("reg").is_some()
         {
-            if let Some(reg) = c.property("reg") {
-                let mut regs = Vec::new();
-                let mut at = 0;
-                while at < reg.value.len() {
-                    let (Some(a), Some(size)) = (
-                        cells(reg.value, &mut at, bus.address_cells),
-                        cells(reg.value, &mut at, bus.size_cells),
-                    ) else {
-                        break;
-                    };
-                    match translate(chain, a) {
-                        Some(phys) => regs.push((phys, size)),
-                        None => {
-                            regs.clear();
-                            break;
-                        }
-                    }
-                }
-                if !regs.is_empty() {
-                    out.insert(path.clone(), regs);
-                }
+            let regs: Option<Vec<(u64, u64)>> = ranges::regs_checked(c, ancestors)
+                .map(|r| r.ok().map(|r| (r.base.0, r.size)))
+                .collect();
+            if let Some(regs) = regs.filter(|r| !r.is_empty()) {
+                out.insert(path.clone(), regs);
             }
         }
-        let mut inner = chain.to_vec();
-        inner.push(Bus::child(&c, bus.address_cells));
-        collect_devices(&c, &path, &inner, out);
+        collect_devices(c, &path, ancestors, out);
     }
+    ancestors.pop();
 }
 
 /// Every node below `node` with a non-empty `reg` (as the hypervisor sees
 /// the DTB when it decides which pages to map).
-fn collect_nodes(node: &fdt::node::FdtNode, prefix: &str, chain: &[Bus], out: &mut Vec<Node>) {
-    let Some(bus) = chain.last() else { return };
+fn collect_nodes<'b, 'a>(
+    node: fdt::node::FdtNode<'b, 'a>,
+    prefix: &str,
+    ancestors: &mut Vec<fdt::node::FdtNode<'b, 'a>>,
+    out: &mut Vec<Node>,
+) {
+    ancestors.push(node);
     for c in node.children() {
         let path = format!("{prefix}/{}", c.name);
         // Disabled nodes count too: their registers may still be in the page.
-        let mut regs = Vec::new();
-        if let Some(reg) = c.property("reg") {
-            let mut at = 0;
-            while at < reg.value.len() {
-                let (Some(a), Some(size)) = (
-                    cells(reg.value, &mut at, bus.address_cells),
-                    cells(reg.value, &mut at, bus.size_cells),
-                ) else {
-                    break;
-                };
-                if let (Some(phys), true) = (translate(chain, a), size != 0) {
-                    regs.push((phys, size));
-                }
-            }
-        }
+        let regs: Vec<(u64, u64)> = ranges::regs_checked(c, ancestors)
+            .filter_map(Result::ok)
+            .filter(|r| r.size != 0)
+            .map(|r| (r.base.0, r.size))
+            .collect();
         if !regs.is_empty() {
             let compatible = c
                 .compatible()
@@ -1047,10 +953,9 @@ fn collect_nodes(node: &fdt::node::FdtNode, prefix: &str, chain: &[Bus], out: &m
                 compatible,
             });
         }
-        let mut inner = chain.to_vec();
-        inner.push(Bus::child(&c, bus.address_cells));
-        collect_nodes(&c, &path, &inner, out);
+        collect_nodes(c, &path, ancestors, out);
     }
+    ancestors.pop();
 }
 
 #[cfg(test)]

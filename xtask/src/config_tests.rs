@@ -19,8 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// plus a few small guests is well under this.
 const IMAGE_LEN: u64 = 2 << 20;
 
-/// What `xtask` downloads or builds for `debian:<asset>` kernels and initrds.
-const DEBIAN_ASSETS: &[&str] = &["debian:kernel", "debian:initrd"];
+/// What `xtask` downloads or builds for `debian:<asset>` kernels and initrds
+/// (`debian:kernel`, `debian:<suite>/initrd`...).
+fn is_debian_asset(spec: &str) -> bool {
+    crate::assets::parse_spec(spec, &crate::assets::KernelPin::default_pin()).is_ok()
+}
 
 fn board_toml() -> board::BoardToml {
     board::load_board(&paths::root().join("boards/qemu-virt")).unwrap()
@@ -68,7 +71,7 @@ fn fake_guest_image() -> PathBuf {
 fn check_file(path: &Path, board: &Board, guest: &Path, guests: &[String]) -> Result<Resolved> {
     let parsed = config::parse(path)?;
     // `guest:<name>` is looked up as `<name>`; the Debian assets by their full spec.
-    let known = |name: &str| guests.iter().any(|g| g == name) || DEBIAN_ASSETS.contains(&name);
+    let known = |name: &str| guests.iter().any(|g| g == name) || is_debian_asset(name);
     let lookup = |name: &str| known(name).then(|| guest.to_path_buf());
     let resolved = config::load(path, &parsed, board, &lookup)?;
     check_image_overlap(path, &resolved, board_toml().load_address, IMAGE_LEN)?;

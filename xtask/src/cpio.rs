@@ -1,25 +1,20 @@
-//! A small writer for the cpio "newc" format (`070701`), the format Linux unpacks an
-//! initramfs from. Written here rather than by the host's `cpio` so building a guest
-//! initramfs needs nothing outside Cargo, and so the archive is reproducible: every entry is
-//! owned by root with mtime 0.
-//!
-//! Each entry is a 110-byte ASCII header (the magic and 13 eight-digit hex fields), the NUL-
-//! terminated name padded to a multiple of 4 bytes (counting the header), then the data padded
-//! to a multiple of 4. The archive ends with an entry named `TRAILER!!!`.
+//! The guest initramfs as a cpio "newc" archive (`070701`), the format Linux unpacks an
+//! initramfs from, written here rather than by the host's `cpio` so building it needs
+//! nothing outside Cargo, and so it is reproducible: every entry is owned by root with
+//! mtime 0. The `cpio` crate encodes and decodes the entries (110-byte ASCII headers, names
+//! and data padded to 4 bytes, the `TRAILER!!!` entry); this module adds what an initramfs
+//! needs on top: parent directories before their contents (the kernel's unpacker does not
+//! create them), unique inode numbers, no duplicate or escaping paths.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 
 /// File type bits of `st_mode`.
 pub const S_IFDIR: u32 = 0o040000;
 pub const S_IFREG: u32 = 0o100000;
 pub const S_IFLNK: u32 = 0o120000;
 pub const S_IFCHR: u32 = 0o020000;
-
-const MAGIC: &[u8; 6] = b"070701";
-const HEADER_LEN: usize = 110;
-const TRAILER: &str = "TRAILER!!!";
 
 /// The fields of one newc header that this writer sets (the rest are zero).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +33,6 @@ pub struct Header {
 /// kernel's unpacker does not create them.
 pub struct Writer<W: Write> {
     out: W,
-    offset: u64,
     next_ino: u32,
     dirs: BTreeSet<String>,
     names: BTreeSet<String>,
@@ -48,7 +42,6 @@ impl<W: Write> Writer<W> {
     pub fn new(out: W) -> Self {
         Self {
             out,
-            offset: 0,
             next_ino: 1,
             dirs: BTreeSet::new(),
             names: BTreeSet::new(),
@@ -91,16 +84,7 @@ impl<W: Write> Writer<W> {
 
     /// Writes the trailer and returns the sink.
     pub fn finish(mut self) -> Result<W> {
-        let header = Header {
-            ino: 0,
-            mode: 0,
-            nlink: 1,
-            filesize: 0,
-            rdevmajor: 0,
-            rdevminor: 0,
-            name: TRAILER.to_owned(),
-        };
-        self.write_entry(&header, &[])?;
+        ::cpio::newc::trailer(&mut self.out)?;
         self.out.flush()?;
         Ok(self.out)
     }
@@ -128,28 +112,17 @@ impl<W: Write> Writer<W> {
         let Ok(filesize) = u32::try_from(data.len()) else {
             bail!("cpio: {path:?} is too large for newc ({} bytes)", data.len());
         };
-        let header = Header {
-            ino: self.next_ino,
-            mode,
-            nlink,
-            filesize,
-            rdevmajor: rdev.0,
-            rdevminor: rdev.1,
-            name: path.to_owned(),
-        };
+        let ino = self.next_ino;
         self.next_ino += 1;
-        self.write_entry(&header, data)
-    }
-
-    fn write_entry(&mut self, h: &Header, data: &[u8]) -> Result<()> {
-        let mut buf = encode_header(h);
-        buf.extend_from_slice(h.name.as_bytes());
-        buf.push(0);
-        pad4(&mut buf, self.offset);
-        buf.extend_from_slice(data);
-        pad4(&mut buf, self.offset);
-        self.out.write_all(&buf)?;
-        self.offset += buf.len() as u64;
+        let mut w = ::cpio::newc::Builder::new(path)
+            .ino(ino)
+            .mode(mode)
+            .nlink(nlink)
+            .rdev_major(rdev.0)
+            .rdev_minor(rdev.1)
+            .write(&mut self.out, filesize);
+        w.write_all(data)?;
+        w.finish()?;
         Ok(())
     }
 }
@@ -163,81 +136,33 @@ fn normalize(path: &str) -> Result<String> {
     Ok(p.to_owned())
 }
 
-/// Pads `buf` (which starts at archive offset `base`) with NULs to a multiple of 4.
-fn pad4(buf: &mut Vec<u8>, base: u64) {
-    while !(base + buf.len() as u64).is_multiple_of(4) {
-        buf.push(0);
-    }
-}
-
-/// The 110-byte header: magic, then ino, mode, uid, gid, nlink, mtime, filesize, devmajor,
-/// devminor, rdevmajor, rdevminor, namesize (with the NUL), check, each as 8 hex digits.
-fn encode_header(h: &Header) -> Vec<u8> {
-    let namesize = h.name.len() as u32 + 1;
-    let fields = [
-        h.ino,
-        h.mode,
-        0,
-        0,
-        h.nlink,
-        0,
-        h.filesize,
-        0,
-        0,
-        h.rdevmajor,
-        h.rdevminor,
-        namesize,
-        0,
-    ];
-    let mut out = Vec::with_capacity(HEADER_LEN);
-    out.extend_from_slice(MAGIC);
-    for f in fields {
-        out.extend_from_slice(format!("{f:08X}").as_bytes());
-    }
-    debug_assert_eq!(out.len(), HEADER_LEN);
-    out
-}
-
-/// Reads a newc archive back into (header, data) pairs, up to and without the trailer. Used by
-/// the tests and to check a freshly written initramfs.
+/// Reads a newc archive back into (header, data) pairs, up to and without the trailer,
+/// with the `cpio` crate's reader. Used by the tests.
 pub fn parse(mut buf: &[u8]) -> Result<Vec<(Header, Vec<u8>)>> {
-    let start_len = buf.len();
     let mut entries = Vec::new();
     loop {
-        let offset = start_len - buf.len();
-        if !offset.is_multiple_of(4) {
-            bail!("cpio: entry at offset {offset} is not 4-byte aligned");
-        }
-        if buf.len() < HEADER_LEN || &buf[..6] != MAGIC {
-            bail!("cpio: no newc header at offset {offset}");
-        }
-        let field = |i: usize| -> Result<u32> {
-            let s = std::str::from_utf8(&buf[6 + 8 * i..14 + 8 * i])?;
-            Ok(u32::from_str_radix(s, 16)?)
-        };
-        let (ino, mode, nlink, filesize) = (field(0)?, field(1)?, field(4)?, field(6)?);
-        let (rdevmajor, rdevminor, namesize) = (field(9)?, field(10)?, field(11)? as usize);
-        let name_end = HEADER_LEN + namesize;
-        let data_start = name_end.next_multiple_of(4);
-        let data_end = data_start + filesize as usize;
-        if buf.len() < data_end || namesize == 0 || buf[name_end - 1] != 0 {
-            bail!("cpio: truncated or malformed entry at offset {offset}");
-        }
-        let name = String::from_utf8(buf[HEADER_LEN..name_end - 1].to_vec())?;
-        if name == TRAILER {
+        let offset = entries.len();
+        let mut r = ::cpio::newc::Reader::new(buf).with_context(|| format!("cpio: entry {offset}"))?;
+        let e = r.entry();
+        if e.is_trailer() {
             return Ok(entries);
         }
         let header = Header {
-            ino,
-            mode,
-            nlink,
-            filesize,
-            rdevmajor,
-            rdevminor,
-            name,
+            ino: e.ino(),
+            mode: e.mode(),
+            nlink: e.nlink(),
+            filesize: e.file_size(),
+            rdevmajor: e.rdev_major(),
+            rdevminor: e.rdev_minor(),
+            name: e.name().to_owned(),
         };
-        entries.push((header, buf[data_start..data_end].to_vec()));
-        buf = &buf[data_end.next_multiple_of(4).min(buf.len())..];
+        let mut data = Vec::new();
+        r.read_to_end(&mut data)?;
+        if data.len() != header.filesize as usize {
+            bail!("cpio: {:?} is truncated", header.name);
+        }
+        buf = r.finish()?;
+        entries.push((header, data));
     }
 }
 
@@ -247,21 +172,19 @@ mod tests {
 
     #[test]
     fn header_layout() {
-        let h = Header {
-            ino: 0x12,
-            mode: S_IFREG | 0o755,
-            nlink: 1,
-            filesize: 5,
-            rdevmajor: 0,
-            rdevminor: 0,
-            name: "init".into(),
-        };
-        let bytes = encode_header(&h);
-        assert_eq!(bytes.len(), 110);
-        let s = std::str::from_utf8(&bytes).unwrap();
-        assert!(s.starts_with("07070100000012000081ED"));
-        // namesize ("init" + NUL) is the 12th field.
+        let mut w = Writer::new(Vec::new());
+        w.file("init", 0o755, b"12345").unwrap();
+        let out = w.finish().unwrap();
+        let s = std::str::from_utf8(&out[..110]).unwrap();
+        let field = |i: usize| u32::from_str_radix(&s[6 + 8 * i..14 + 8 * i], 16).unwrap();
+        assert_eq!(&s[..6], "070701");
+        // ino, mode, uid, gid, nlink, mtime, filesize.
+        let fields: Vec<u32> = (0..7).map(field).collect();
+        assert_eq!(fields, [1, 0o100755, 0, 0, 1, 0, 5]);
+        // namesize ("init" + NUL) is the 12th field; then the name, padded to 4.
         assert_eq!(&s[6 + 8 * 11..6 + 8 * 12], "00000005");
+        assert_eq!(&out[110..116], b"init\0\0");
+        assert_eq!(&out[116..121], b"12345");
     }
 
     #[test]

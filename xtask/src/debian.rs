@@ -107,11 +107,51 @@ pub fn info(target_dir: &Path, suite: &str, name: &str) -> Result<Package> {
     Ok(Apt::new(target_dir, suite)?.find(name)?.0)
 }
 
+/// Like [`info`], but `None` when the lists (fetched if missing or stale) do not have the
+/// package, without fetching them again for it: for optional packages.
+pub fn listed(target_dir: &Path, suite: &str, name: &str) -> Result<Option<Package>> {
+    let apt = Apt::new(target_dir, suite)?;
+    apt.refresh_if_needed()?;
+    apt.lookup(name)
+}
+
 /// The packages `name` depends on in `suite` (`Pre-Depends` and `Depends`, the first of
 /// each set of alternatives, without versions or `:arch`), for callers that gather a tool and
 /// its libraries. Not recursive: call it again on each result as needed.
 pub fn depends(target_dir: &Path, suite: &str, name: &str) -> Result<Vec<String>> {
     Ok(info(target_dir, suite, name)?.depends)
+}
+
+/// `roots` and everything they depend on in `suite`, recursively (the first of each set of
+/// alternatives), each once, without the packages in `skip` (and what only they pull in):
+/// what a tool needs copied next to it, e.g. `closure(t, "bookworm", &["socat"], &[])`.
+/// Names the lists do not have (virtual packages) are left out.
+pub fn closure(target_dir: &Path, suite: &str, roots: &[&str], skip: &[&str]) -> Result<Vec<Package>> {
+    let apt = Apt::new(target_dir, suite)?;
+    apt.refresh_if_needed()?;
+    closure_with(roots, skip, |name| apt.lookup(name))
+}
+
+/// [`closure`] over any package lookup.
+fn closure_with(
+    roots: &[&str],
+    skip: &[&str],
+    lookup: impl Fn(&str) -> Result<Option<Package>>,
+) -> Result<Vec<Package>> {
+    let mut seen: Vec<String> = skip.iter().map(|s| s.to_string()).collect();
+    let mut todo: Vec<String> = roots.iter().rev().map(|s| s.to_string()).collect();
+    let mut out = Vec::new();
+    while let Some(name) = todo.pop() {
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name.clone());
+        if let Some(pkg) = lookup(&name)? {
+            todo.extend(pkg.depends.iter().rev().cloned());
+            out.push(pkg);
+        }
+    }
+    Ok(out)
 }
 
 /// Checks what [`unpacked`] needs from the host, naming the command that fixes each gap.
@@ -233,6 +273,24 @@ impl Apt {
     /// The package from the lists, fetching them first when missing or stale or when they
     /// lack it. Also returns whether the lists were fetched in this call.
     fn find(&self, name: &str) -> Result<(Package, bool)> {
+        let mut updated = self.refresh_if_needed()?;
+        if let Some(pkg) = self.lookup(name)? {
+            return Ok((pkg, updated));
+        }
+        if !updated {
+            let _lock = self.lock()?;
+            self.update()?;
+            updated = true;
+            if let Some(pkg) = self.lookup(name)? {
+                return Ok((pkg, updated));
+            }
+        }
+        bail!(self.not_found(name))
+    }
+
+    /// Fetches the lists when missing, or when stale and the network allows; returns
+    /// whether it fetched them.
+    fn refresh_if_needed(&self) -> Result<bool> {
         let mut updated = false;
         if self.lists_state() != ListsState::Fresh {
             let _lock = self.lock()?;
@@ -243,26 +301,24 @@ impl Apt {
                     self.update()?;
                     updated = true;
                 }
-                ListsState::Stale => match self.update() {
-                    Ok(()) => updated = true,
-                    Err(e) => eprintln!(
-                        "xtask: warning: {e:#}\nxtask: using the {} package lists as they are",
-                        self.suite
-                    ),
-                },
+                ListsState::Stale => {
+                    // One try per process: offline, every later call uses the lists as they are.
+                    static TRIED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+                    let mut tried = TRIED.lock().unwrap_or_else(|e| e.into_inner());
+                    if !tried.contains(&self.root) {
+                        tried.push(self.root.clone());
+                        match self.update() {
+                            Ok(()) => updated = true,
+                            Err(e) => eprintln!(
+                                "xtask: warning: {e:#}\nxtask: using the {} package lists as they are",
+                                self.suite
+                            ),
+                        }
+                    }
+                }
             }
         }
-        if let Some(pkg) = self.lookup(name)? {
-            return Ok((pkg, updated));
-        }
-        if !updated {
-            let _lock = self.lock()?;
-            self.update()?;
-            if let Some(pkg) = self.lookup(name)? {
-                return Ok((pkg, true));
-            }
-        }
-        bail!(self.not_found(name))
+        Ok(updated)
     }
 
     fn not_found(&self, name: &str) -> String {

@@ -311,3 +311,42 @@ fn lists_state_and_lookup_of_a_private_tree() {
     assert!(conf.contains(&format!("Dir::State \"{}/state\"", apt.root.display())));
     fs::remove_dir_all(&target).unwrap();
 }
+
+#[test]
+fn dependency_closure() {
+    let lists = "\
+Package: socat
+Version: 1
+Depends: libc6 (>= 2.34), libssl3 (>= 3.0.0), libwrap0 | tcpd, debconf-2.0
+
+Package: libssl3
+Version: 1
+Depends: libc6
+
+Package: libwrap0
+Version: 1
+Depends: libc6, libnsl2
+
+Package: libnsl2
+Version: 1
+
+Package: libc6
+Version: 1
+Depends: libgcc-s1
+
+Package: libgcc-s1
+Version: 1
+Depends: libc6
+";
+    let lookup = |name: &str| Ok(find_in_packages(lists, name).pop());
+    let names = |pkgs: Vec<Package>| pkgs.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    // Each once, cycles (libc6 <-> libgcc-s1) ended, the virtual debconf-2.0 left out.
+    let all = names(closure_with(&["socat"], &[], lookup).unwrap());
+    assert_eq!(
+        all,
+        ["socat", "libc6", "libgcc-s1", "libssl3", "libwrap0", "libnsl2"]
+    );
+    // Skipped packages, and what only they pull in, stay out.
+    let some = names(closure_with(&["socat"], &["libwrap0"], lookup).unwrap());
+    assert_eq!(some, ["socat", "libc6", "libgcc-s1", "libssl3"]);
+}

@@ -36,19 +36,40 @@ pub fn enable_nodes(dtb: &[u8], paths: &[String]) -> Result<Vec<u8>> {
 /// property names), as `fdt rm <node> <property>` would (e.g. a UART's `dmas`, when the
 /// DMA engine stays with nobody).
 pub fn edit(dtb: &[u8], enable: &[String], remove: &[(String, Vec<String>)]) -> Result<Vec<u8>> {
-    if enable.is_empty() && remove.is_empty() {
+    edit_with_disable(dtb, enable, &[], remove)
+}
+
+/// [`edit`], and gives each node of `disable` `status = "disabled"` (added
+/// where it has no `status`), as `fdt set <node> status disabled` would: a
+/// device of the board's DTB that the board's model lacks and that no VM
+/// may be given (the Raspberry Pi 4's HDMI blocks on QEMU's `raspi4b`).
+pub fn edit_with_disable(
+    dtb: &[u8],
+    enable: &[String],
+    disable: &[String],
+    remove: &[(String, Vec<String>)],
+) -> Result<Vec<u8>> {
+    if enable.is_empty() && disable.is_empty() && remove.is_empty() {
         return Ok(dtb.to_vec());
     }
-    rewrite(dtb, enable, remove)
+    if let Some(both) = enable.iter().find(|p| disable.contains(p)) {
+        bail!("{both} is both enabled and disabled");
+    }
+    rewrite(dtb, enable, disable, remove)
 }
 
 /// Returns `dtb` without its NOP tokens, which QEMU leaves where it deleted nodes (its
 /// own `/memory`, say) and which the `fdt` crate cannot walk over.
 pub fn without_nops(dtb: &[u8]) -> Result<Vec<u8>> {
-    rewrite(dtb, &[], &[])
+    rewrite(dtb, &[], &[], &[])
 }
 
-fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Result<Vec<u8>> {
+fn rewrite(
+    dtb: &[u8],
+    paths: &[String],
+    disable: &[String],
+    remove: &[(String, Vec<String>)],
+) -> Result<Vec<u8>> {
     ensure!(be32(dtb, 0)? == MAGIC, "not a flattened device tree");
     let off_struct = be32(dtb, 8)? as usize;
     let off_strings = be32(dtb, 12)? as usize;
@@ -65,6 +86,22 @@ fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Re
             .position(|&c| c == 0)
             .context("unterminated property name")?])
     };
+
+    // Where "status" is in the strings block, appended if nowhere.
+    let mut strings = strings.to_vec();
+    let status_off = if disable.is_empty() {
+        0
+    } else {
+        match strings.windows(7).position(|w| w == b"status\0") {
+            Some(at) => at,
+            None => {
+                strings.extend_from_slice(b"status\0");
+                strings.len() - 7
+            }
+        }
+    };
+    let strings = &strings[..];
+    let mut found_off = vec![false; disable.len()];
 
     let mut out_struct = Vec::with_capacity(size_struct + 16);
     let mut path: Vec<String> = Vec::new();
@@ -93,6 +130,16 @@ fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Re
                 if let Some(i) = remove.iter().position(|(q, _)| *q == full) {
                     found_rm[i] = true;
                 }
+                if let Some(i) = disable.iter().position(|q| *q == full) {
+                    found_off[i] = true;
+                    // Its own `status`, if any, is dropped below.
+                    let value = b"disabled\0";
+                    out_struct.extend_from_slice(&PROP.to_be_bytes());
+                    out_struct.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                    out_struct.extend_from_slice(&(status_off as u32).to_be_bytes());
+                    out_struct.extend_from_slice(value);
+                    out_struct.resize(align4(out_struct.len()), 0);
+                }
                 p = next;
             }
             END_NODE => {
@@ -111,8 +158,9 @@ fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Re
                 let removed = remove
                     .iter()
                     .any(|(q, names)| *q == here && names.iter().any(|n| n.as_bytes() == name));
-                if removed {
-                    // Dropped.
+                let disabled = name == b"status" && disable.contains(&here);
+                if removed || disabled {
+                    // Dropped (a disabled node's own status was replaced above).
                 } else if in_target && name == b"status" {
                     let value = b"okay\0";
                     out_struct.extend_from_slice(&PROP.to_be_bytes());
@@ -138,6 +186,9 @@ fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Re
     }
     if let Some(i) = found_rm.iter().position(|f| !f) {
         bail!("the board DTB has no node {}", remove[i].0);
+    }
+    if let Some(i) = found_off.iter().position(|f| !f) {
+        bail!("the board DTB has no node {}", disable[i]);
     }
 
     // Header, reservation map (up to its terminating zero entry), structure, strings.
@@ -166,7 +217,7 @@ fn rewrite(dtb: &[u8], paths: &[String], remove: &[(String, Vec<String>)]) -> Re
     set(8, new_struct);
     set(12, new_strings);
     set(16, new_rsvmap);
-    set(32, size_strings);
+    set(32, strings.len());
     set(36, out_struct.len());
     Ok(out)
 }
@@ -216,6 +267,45 @@ mod tests {
         let uart3 = after.find_node(uart3).unwrap();
         assert!(uart3.property("dmas").is_some());
         assert_eq!(enable_nodes(&dtb, &[]).unwrap(), dtb);
+    }
+
+    #[test]
+    fn disables_nodes_with_and_without_a_status() {
+        let dtb = std::fs::read(crate::paths::root().join("tests/dtbs/bcm2711-rpi-4-b.dtb")).unwrap();
+        let clock = "/soc/clock@7ef00000".to_owned();
+        let hdmi = "/soc/hdmi@7ef00700".to_owned();
+        let before = fdt::Fdt::new(&dtb).unwrap();
+        assert_eq!(status(&before, &clock), None, "Debian's DTB gives it no status");
+        assert_eq!(status(&before, &hdmi), Some("okay"));
+        let patched = edit_with_disable(&dtb, &[], &[clock.clone(), hdmi.clone()], &[]).unwrap();
+        let after = fdt::Fdt::new(&patched).unwrap();
+        assert_eq!(status(&after, &clock), Some("disabled"));
+        assert_eq!(status(&after, &hdmi), Some("disabled"));
+        for path in [&clock, &hdmi] {
+            let node = after.find_node(path).unwrap();
+            let statuses = node.properties().filter(|p| p.name == "status").count();
+            assert_eq!(statuses, 1, "{path}: one status property");
+            assert!(node.property("reg").is_some() && node.property("compatible").is_some());
+        }
+        assert_eq!(before.all_nodes().count(), after.all_nodes().count());
+        assert_eq!(status(&after, "/soc/serial@7e215040"), Some("okay"));
+        assert!(edit_with_disable(&dtb, &[], &["/soc/nothing@0".to_owned()], &[]).is_err());
+        let uart0 = "/soc/serial@7e201000".to_owned();
+        assert_eq!(status(&after, &uart0), Some("okay"));
+        let both = std::slice::from_ref(&uart0);
+        assert!(edit_with_disable(&dtb, both, both, &[]).is_err());
+        // A tree whose strings lack "status" gets it appended.
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        let dev = w.begin_node("dev@0").unwrap();
+        w.property_u32("reg", 0).unwrap();
+        w.end_node(dev).unwrap();
+        w.end_node(root).unwrap();
+        let tiny = w.finish().unwrap();
+        let patched = edit_with_disable(&tiny, &[], &["/dev@0".to_owned()], &[]).unwrap();
+        let after = fdt::Fdt::new(&patched).unwrap();
+        assert_eq!(status(&after, "/dev@0"), Some("disabled"));
+        assert!(after.find_node("/dev@0").unwrap().property("reg").is_some());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod assets;
 pub mod bench;
 pub mod bench_links;
 pub mod board;
+pub mod board_console;
 #[cfg(test)]
 mod board_tests;
 pub mod config;
@@ -15,6 +16,7 @@ mod config_proptests;
 mod config_tests;
 pub mod cpio;
 pub mod debian;
+pub mod dt_ranges;
 pub mod dtbs;
 pub mod fdt_patch;
 pub mod guest_links;

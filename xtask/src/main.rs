@@ -15,7 +15,8 @@ commands:
                            build the hypervisor and test guests; write target/tessera.bin
                            and target/guests/<name>.bin; with --config, check the VM
                            config and pack it with its images into target/images/
-  run [options]            build, then boot in QEMU (interactive; Ctrl-A X quits)
+  run [options]            build, then boot in QEMU (interactive; Ctrl-A three times
+                           switches VMs, Ctrl-] x quits)
       --board NAME         board folder boards/NAME/ (default: the config's, else
                            qemu-virt); its linux.toml unless --config; the QEMU
                            model, -dtb and serial ports come from its board.toml
@@ -52,11 +53,14 @@ commands:
   dtbs                     regenerate tests/dtbs/ (needs QEMU and dtc)
   assets [options]         fetch Debian's arm64 kernel and busybox, build the guest
                            initramfs (cached in target/guest-assets/); print the paths
+      --debian-kernel SUITE/PACKAGE
+                           which kernel (default bookworm/linux-image-arm64; the
+                           tests also boot trixie/linux-image-arm64)
       --kernel FILE        use this arm64 Image (raw or gzip) instead of Debian's
       --initrd FILE        use this initramfs instead of the built one
   debian SUITE PACKAGE     fetch and unpack a Debian arm64 package with xtask's own apt
-                           configuration (target/debian/); print the unpacked tree's path
-                           and the package's dependencies
+                           configuration (target/debian/); print the unpacked tree's path,
+                           the package's dependencies and their closure
   help                     this text";
 
 fn main() -> ExitCode {
@@ -153,6 +157,10 @@ fn dispatch() -> Result<bool> {
                 kernel: args.value("--kernel")?.map(absolute).transpose()?,
                 initrd: args.value("--initrd")?.map(absolute).transpose()?,
                 target_dir: None,
+                pin: args
+                    .value("--debian-kernel")?
+                    .map(|p| assets::KernelPin::parse(&p))
+                    .transpose()?,
             };
             args.finish()?;
             let a = assets::ensure_assets(&opts)?;
@@ -171,6 +179,9 @@ fn dispatch() -> Result<bool> {
             println!("{}", dir.display());
             println!("version {} ({})", info.version, info.architecture);
             println!("depends {}", info.depends.join(" "));
+            let all = xtask::debian::closure(&target, &suite, &[&name], &[])?;
+            let names: Vec<&str> = all.iter().skip(1).map(|p| p.name.as_str()).collect();
+            println!("closure {}", names.join(" "));
         }
         "help" | "--help" | "-h" => println!("{USAGE}"),
         "" => {

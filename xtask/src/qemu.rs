@@ -13,6 +13,15 @@ use std::time::{Duration, Instant};
 pub const PROGRAM: &str = "qemu-system-aarch64";
 /// Debian ships `qemu-system-aarch64` in this package.
 pub const DEBIAN_PACKAGE: &str = "qemu-system-arm";
+/// The escape key of QEMU's stdio multiplexer (`-echr`), on every QEMU xtask starts:
+/// Ctrl-] (0x1d, as telnet and `virsh console` use), not QEMU's default Ctrl-A, which is
+/// Tessera's console focus key (Ctrl-A three times, as Xen) and would otherwise be eaten.
+pub const ESCAPE_KEY: u8 = 0x1d;
+/// How [`ESCAPE_KEY`] is written for people.
+pub const ESCAPE_NAME: &str = "Ctrl-]";
+/// What `cargo xtask run` says before it starts QEMU.
+pub const CONSOLE_HELP: &str = "console: Ctrl-A three times moves the keyboard to the next VM; \
+Ctrl-] x quits QEMU (Ctrl-] h lists QEMU's keys, Ctrl-] c its monitor)";
 /// QEMU `virt` with GICv2 has a single distributor with 8 CPU interfaces.
 pub const GICV2_MAX_CPUS: u32 = 8;
 
@@ -50,7 +59,7 @@ pub fn ensure_version(min: Option<&str>) -> Result<PathBuf> {
     };
     let bookworm = std::fs::read_to_string("/etc/debian_version").is_ok_and(|v| v.starts_with("12"));
     if !bookworm {
-        bail!("{what}; install it with: sudo apt-get install {DEBIAN_PACKAGE} (Debian 13 ships 10.x)");
+        bail!("{what}; {}", host_tools::qemu_fix(min));
     }
     if !host_tools::is_root() {
         bail!(
@@ -117,7 +126,8 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
 /// How the console is wired up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Console {
-    /// `-nographic`: UART and monitor multiplexed on the terminal (Ctrl-A X quits).
+    /// `-nographic`: UART and monitor multiplexed on the terminal (Ctrl-] x quits): what
+    /// `cargo xtask run` starts, and scenarios that type through that multiplexer.
     Interactive,
     /// UART only on stdio, no monitor: for piping output into a test runner.
     Captured,
@@ -234,6 +244,7 @@ impl Machine {
             cmd.args(["-smp", &self.smp.to_string()]);
         }
         cmd.args(["-m", &self.mem]).arg("-nographic");
+        cmd.args(["-echr", &ESCAPE_KEY.to_string()]);
         if console == Console::Captured {
             cmd.args(["-monitor", "none"]);
         }
@@ -241,7 +252,7 @@ impl Machine {
         for serial in &self.serials {
             let to = match serial {
                 Serial::Console if console == Console::Captured => "stdio".to_owned(),
-                // The monitor shares the terminal: Ctrl-A X quits, Ctrl-A Ctrl-A types Ctrl-A.
+                // The monitor shares the terminal: Ctrl-] x quits, Ctrl-] Ctrl-] types Ctrl-].
                 Serial::Console => "mon:stdio".to_owned(),
                 Serial::Null => "null".to_owned(),
                 Serial::Log(name) => format!("file:{}", serial_log(&dir, name).display()),
@@ -381,6 +392,14 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("-cpu") && !line.contains("gic-version"), "{line}");
+        // Both consoles move QEMU's escape key off Ctrl-A (Tessera's focus key).
+        for console in [Console::Captured, Console::Interactive] {
+            let cmd = m.command(Path::new("qemu"), console);
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            let at = args.iter().position(|a| a == "-echr").expect("-echr");
+            assert_eq!(args[at + 1], "29");
+            assert_ne!(ESCAPE_KEY, 0x01);
+        }
         assert_eq!(
             m.serial_logs(),
             [("uart1".to_owned(), PathBuf::from("/logs/uart1.log"))]

@@ -58,6 +58,19 @@ pub fn run(opts: Options) -> Result<()> {
             bail!("image {} does not exist", image.display());
         }
     }
+    // What the host must have, before the (slow) build: QEMU for this board and, when the
+    // config takes anything from Debian, what xtask fetches it with.
+    let min = board.qemu.as_ref().and_then(|q| q.qemu_min.as_deref());
+    qemu::ensure_version(min)?;
+    if !opts.no_config && opts.image.is_none() {
+        let config = match &opts.config {
+            Some(c) => c.clone(),
+            None => crate::board::named_board_dir(&board_name).join(DEFAULT_CONFIG),
+        };
+        if crate::host_tools::needs_debian(Some(&config), &board_name) {
+            crate::host_tools::ensure_debian_fetch()?;
+        }
+    }
     let built = images::build(opts.debug)?;
     let set = |m: &mut crate::board::MachineSettings| {
         if let Some(g) = opts.gic {
@@ -116,6 +129,7 @@ pub fn run(opts: Options) -> Result<()> {
     let mut cmd = machine.command(&qemu, Console::Interactive);
     cmd.current_dir(paths::root());
     eprintln!("$ {cmd:?}");
+    eprintln!("xtask: {}", qemu::CONSOLE_HELP);
     let mut child = cmd.spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     match qemu::wait_with_deadline(&mut child, timeout)? {
         None => bail!(

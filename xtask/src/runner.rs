@@ -102,10 +102,21 @@ pub fn run(scenario: &Scenario, qemu: &Path, built: &Built) -> Outcome {
         }
     }
     let log = paths::test_logs_dir(&built.target_dir).join(format!("{}.log", scenario.name));
-    let (failure, details) = match watch(scenario, qemu, built, &log) {
+    let digests = || -> Vec<Result<u64, String>> {
+        let digest = |p: &&str| crate::host_tools::tree_digest(Path::new(p)).map_err(|e| format!("{e:#}"));
+        scenario.host_unchanged.iter().map(digest).collect()
+    };
+    let before = digests();
+    let (mut failure, details) = match watch(scenario, qemu, built, &log) {
         Ok(verdict) => verdict.into_failure(&log),
         Err(e) => (Some(format!("{e:#}")), Vec::new()),
     };
+    for ((path, b), a) in scenario.host_unchanged.iter().zip(before).zip(digests()) {
+        if a != b {
+            let why = format!("the host's {path} changed during the scenario");
+            failure = Some(failure.map_or(why.clone(), |f| format!("{why}; {f}")));
+        }
+    }
     Outcome {
         name: scenario.name.to_owned(),
         duration: start.elapsed(),
@@ -233,7 +244,12 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
         }
     }
     machine.validate()?;
-    let mut cmd = machine.command(qemu, Console::Captured);
+    let console = if scenario.through_qemu_mux {
+        Console::Interactive
+    } else {
+        Console::Captured
+    };
+    let mut cmd = machine.command(qemu, console);
     cmd.current_dir(paths::root())
         .stdin(if scenario.input.is_empty() {
             Stdio::null()

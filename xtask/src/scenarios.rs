@@ -7,6 +7,9 @@ use crate::images::Built;
 use anyhow::Result;
 use std::path::PathBuf;
 
+#[path = "scenarios_raspi4b.rs"]
+mod raspi4b;
+
 /// Lines no scenario may print unless it opts out through [`Scenario::allow`].
 pub const GLOBAL_MUST_NOT: &[&str] = &["panicked at", "EL2 exception"];
 
@@ -61,6 +64,12 @@ pub struct Scenario {
     /// (version, why): skipped, and said so, on an older QEMU whose model cannot run it.
     pub needs_qemu: Option<(&'static str, &'static str)>,
     pub timeout_secs: u64,
+    /// Type `input` through QEMU's stdio multiplexer, started exactly as `cargo xtask run`
+    /// starts it (`Console::Interactive`), rather than into a plain serial pipe.
+    pub through_qemu_mux: bool,
+    /// Host paths (trees) that must be the same after the scenario, image build and
+    /// Debian downloads included, as before it (e.g. `/etc/apt`).
+    pub host_unchanged: &'static [&'static str],
 }
 
 impl Scenario {
@@ -84,6 +93,8 @@ impl Scenario {
             allow: &[],
             needs_qemu: None,
             timeout_secs: 60,
+            through_qemu_mux: false,
+            host_unchanged: &[],
         }
     }
 
@@ -240,6 +251,30 @@ pub fn all() -> Vec<Scenario> {
             ..Scenario::new("console_input_follows_focus")
         },
         Scenario {
+            // As a user types into `cargo xtask run`: through QEMU's stdio multiplexer,
+            // the focus keys and a command at once; the command arrives whole.
+            config: Some("tests/configs/console.toml"),
+            through_qemu_mux: true,
+            input: &[
+                ("[second] echo: ready", b"one\r"),
+                ("[first] echo: one", b"\x01\x01\x01two, whole\r"),
+            ],
+            sequence: &[
+                "console input goes to VM first",
+                "[first] echo: one",
+                "console input goes to VM second",
+                "[second] echo: two, whole",
+            ],
+            must_not: &[
+                "[second] echo: one",
+                "[first] echo: two",
+                "[first] echo: wo",
+                "echo: wo, whole",
+                "FAIL",
+            ],
+            ..Scenario::new("console_focus_key_typed_through_qemu_mux")
+        },
+        Scenario {
             config: Some("tests/configs/console_after_stop.toml"),
             input: &[("VM psci stopped: PSCI SYSTEM_OFF", b"after\r")],
             sequence: &["VM psci stopped: PSCI SYSTEM_OFF", "[echoer] echo: after"],
@@ -254,7 +289,12 @@ pub fn all() -> Vec<Scenario> {
     for gic in [3, 2] {
         all.extend(vcpu_state_scenarios(gic));
     }
-    all.extend([linux_pair(3), linux_pair(2)]);
+    all.extend([
+        linux_pair(3, Kernel::Debian12),
+        linux_pair(2, Kernel::Debian12),
+        linux_pair(3, Kernel::Debian13),
+    ]);
+    all.push(linux_demo_typed_through_qemu_mux());
     all.extend(crate::intervm_scenarios::all());
     all.extend([console_flood(3), console_flood(2)]);
     all.extend([
@@ -310,6 +350,7 @@ pub fn all() -> Vec<Scenario> {
     ]);
     all.extend([subpage(3), subpage(2)]);
     all.extend(board_scenarios());
+    all.extend(raspi4b::scenarios());
     all.extend([device_abort(3), device_abort(2)]);
     all.extend([console_burst(3), console_burst(2)]);
     all
@@ -627,18 +668,16 @@ fn vcpu_state_scenarios(gic: u32) -> Vec<Scenario> {
     all
 }
 
-/// Two Debian kernels side by side with a bare-metal timer VM, on GIC version `gic`.
-fn linux_pair(gic: u32) -> Scenario {
-    Scenario {
-        gic,
-        config: Some("tests/configs/linux_pair.toml"),
-        input: &[
-            ("[linux0] TT second boot", b"\x01\x01\x01"),
-            ("console input goes to VM linux1", b"poweroff -f\r"),
-        ],
-        must: &[
-            "[linux0] TESSERA-LINUX-UP linux0 cpus=2",
-            "[linux1] TESSERA-LINUX-UP linux1 cpus=1",
+/// What xtask must leave as it was on the host while it fetches Debian packages: apt's
+/// configuration and sources (and dpkg's architecture list, which `dpkg
+/// --add-architecture` used to change).
+const HOST_APT: &[&str] = &["/etc/apt", "/var/lib/dpkg/arch"];
+
+macro_rules! linux_pair_must {
+    ($series:literal) => {
+        [
+            concat!("[linux0] TESSERA-LINUX-UP linux0 cpus=2 linux=", $series, "."),
+            concat!("[linux1] TESSERA-LINUX-UP linux1 cpus=1 linux=", $series, "."),
             "[linux0] TT nproc=2",
             "[linux0] TT ok arch_timer interrupts",
             "[linux0] TT ok virtio interrupts",
@@ -652,7 +691,38 @@ fn linux_pair(gic: u32) -> Scenario {
             "[linux0] TT ok sleep 1 took",
             "[linux1] TT ok own disk readable",
             "[rt] timer: cpu 0 worst latency",
+        ]
+    };
+}
+const LINUX_PAIR_MUST_6_1: [&str; 15] = linux_pair_must!("6.1");
+const LINUX_PAIR_MUST_6_12: [&str; 15] = linux_pair_must!("6.12");
+
+/// The Debian kernels the Linux scenarios boot (assets.rs: DEFAULT_KERNEL, TRIXIE_KERNEL).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Debian 12's 6.1 LTS, the boards' default.
+    Debian12,
+    /// Debian 13's 6.12 LTS (modules come as .ko.xz).
+    Debian13,
+}
+
+/// Two Debian kernels side by side with a bare-metal timer VM, on GIC version `gic`;
+/// the Debian packages come with xtask's own apt configuration, and the host's `/etc/apt`
+/// is checked to be the same afterwards.
+fn linux_pair(gic: u32, kernel: Kernel) -> Scenario {
+    let (config, must): (_, &'static [&'static str]) = match kernel {
+        Kernel::Debian12 => ("tests/configs/linux_pair.toml", &LINUX_PAIR_MUST_6_1),
+        Kernel::Debian13 => ("tests/configs/linux_pair_6_12.toml", &LINUX_PAIR_MUST_6_12),
+    };
+    Scenario {
+        gic,
+        config: Some(config),
+        host_unchanged: HOST_APT,
+        input: &[
+            ("[linux0] TT second boot", b"\x01\x01\x01"),
+            ("console input goes to VM linux1", b"poweroff -f\r"),
         ],
+        must,
         sequence: &[
             "[linux0] TT rebooting",
             "VM linux0 restarting",
@@ -675,11 +745,50 @@ fn linux_pair(gic: u32) -> Scenario {
             "Kernel panic",
         ],
         timeout_secs: 240,
-        ..Scenario::new(if gic == 3 {
-            "linux_pair_side_by_side_gicv3"
-        } else {
-            "linux_pair_side_by_side_gicv2"
+        ..Scenario::new(match (gic, kernel) {
+            (3, Kernel::Debian12) => "linux_pair_side_by_side_gicv3_6_1",
+            (_, Kernel::Debian12) => "linux_pair_side_by_side_gicv2_6_1",
+            (3, Kernel::Debian13) => "linux_pair_side_by_side_gicv3_6_12",
+            (_, Kernel::Debian13) => "linux_pair_side_by_side_gicv2_6_12",
         })
+    }
+}
+
+/// The default Linux demo (`boards/qemu-virt/linux.toml`) in QEMU started exactly as
+/// `cargo xtask run` starts it, its stdin going through QEMU's multiplexer: Ctrl-A three
+/// times and a command typed at once reach the next VM whole (with QEMU's escape key left
+/// at Ctrl-A, its multiplexer ate one Ctrl-A and the `e` of `echo`); three more and Enter
+/// bring the `rt` VM's latency report, which it does not print unasked.
+fn linux_demo_typed_through_qemu_mux() -> Scenario {
+    Scenario {
+        config: Some("boards/qemu-virt/linux.toml"),
+        through_qemu_mux: true,
+        host_unchanged: HOST_APT,
+        input: &[
+            ("[linux1] TESSERA-LINUX-UP linux1", b"\x01\x01\x01echo typed-$((6*7))\r"),
+            ("[linux1] typed-42", b"\x01\x01\x01\r"),
+        ],
+        must: &[
+            "[linux0] TESSERA-LINUX-UP linux0 cpus=2 linux=6.1.",
+            "[rt] rtlatency: 1 ms timer running; press Enter here",
+        ],
+        sequence: &[
+            "console input goes to VM linux0",
+            "[linux1] TESSERA-LINUX-UP linux1",
+            "console input goes to VM linux1",
+            "[linux1] typed-42",
+            "console input goes to VM rt",
+            "[rt] rtlatency: worst 1 ms timer latency",
+        ],
+        must_not: &[
+            "FAIL",
+            "Kernel panic",
+            "cho: not found",
+            "[linux0] typed",
+            "[rt] rtlatency: worst 1 ms timer latency 0 us since the last report, 0 us since the start (0 ticks",
+        ],
+        timeout_secs: 240,
+        ..Scenario::new("linux_demo_focus_key_typed_through_qemu_mux")
     }
 }
 

@@ -2,7 +2,7 @@
 //! ends with `N passed, N failed` and fails if anything did.
 
 use crate::runner::{self, Outcome};
-use crate::{images, paths, qemu, scenarios};
+use crate::{host_tools, images, paths, qemu, scenarios};
 use anyhow::{bail, Result};
 use std::process::Command;
 use std::time::Instant;
@@ -65,7 +65,23 @@ pub fn test(opts: &Options) -> Result<bool> {
         outcomes.push(outcome);
     }
     if !scenarios.is_empty() {
+        // What the scenarios need from the host, before anything is built.
+        let debian = scenarios
+            .iter()
+            .any(|s| host_tools::needs_debian(s.config.map(|c| paths::root().join(c)).as_deref(), s.board));
+        if debian {
+            host_tools::ensure_debian_fetch()?;
+        }
         let qemu = qemu::ensure_installed()?;
+        if let Some(v) = qemu::installed_version(&qemu).filter(|v| *v < (10, 0)) {
+            eprintln!(
+                "xtask: warning: QEMU {}.{} is older than the 10.0 some board models need; \
+                 to run their scenarios: {}",
+                v.0,
+                v.1,
+                host_tools::qemu_fix("10.0")
+            );
+        }
         let built = images::build(false)?;
         println!(
             "running {} QEMU scenario(s), {} at a time",

@@ -73,6 +73,26 @@ secondary_entry:
     bl      secondary_main          // never returns
     b       park_early
 
+// Spin-table entry: the firmware's parking loop jumps here at EL2 with the
+// MMU off and x0 = 0. Our stack slot is the index of our MPIDR (affinity
+// fields) in SPIN_MPIDRS, which the boot CPU cleaned to PoC before the
+// release (spin_table.rs); a CPU that is not listed parks.
+.global spin_table_entry
+spin_table_entry:
+    mrs     x1, mpidr_el1
+    ldr     x2, =0xff00ffffff
+    and     x1, x1, x2
+    adrp    x2, SPIN_MPIDRS
+    add     x2, x2, :lo12:SPIN_MPIDRS
+    mov     x0, #0
+6:  cmp     x0, #{max_cpus}
+    b.hs    park_early
+    ldr     x3, [x2, x0, lsl #3]
+    cmp     x3, x1
+    b.eq    secondary_entry
+    add     x0, x0, #1
+    b       6b
+
 // x0 = CPU index: SP_EL2 = top of that CPU's stack, TPIDR_EL2 = index.
 set_cpu_stack:
     mov     x2, #{stack_size}

@@ -25,6 +25,8 @@ pub mod guest;
 pub mod hyptimer;
 #[cfg(target_os = "none")]
 pub mod mmu;
+#[cfg(target_os = "none")]
+pub mod spin_table;
 
 /// Bytes of EL2 stack per physical CPU.
 pub const STACK_SIZE: usize = 32 * 1024;

@@ -3,10 +3,12 @@
 //! complaint path and the panic path all hold. Which family a device tree
 //! node is comes from its `compatible` ([`Kind::of_compatible`]).
 
+pub mod bcm_aux;
 pub mod cadence;
 pub mod imx;
 pub mod pl011;
 
+use bcm_aux::BcmAux;
 use cadence::Cadence;
 use imx::Imx;
 use pl011::Pl011;
@@ -31,6 +33,7 @@ pub enum Kind {
     Pl011,
     Cadence,
     Imx,
+    BcmAux,
 }
 
 /// Compatibles of each family, most specific first.
@@ -42,6 +45,7 @@ const COMPATIBLES: &[(&str, Kind)] = &[
     ("fsl,imx8mp-uart", Kind::Imx),
     ("fsl,imx6q-uart", Kind::Imx),
     ("fsl,imx21-uart", Kind::Imx),
+    ("brcm,bcm2835-aux-uart", Kind::BcmAux),
 ];
 
 impl Kind {
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Pl011 => "PL011",
             Kind::Cadence => "Cadence UART",
             Kind::Imx => "i.MX UART",
+            Kind::BcmAux => "BCM2835 mini UART",
         }
     }
 }
@@ -68,6 +73,7 @@ pub enum Uart {
     Pl011(Pl011),
     Cadence(Cadence),
     Imx(Imx),
+    BcmAux(BcmAux),
 }
 
 // SAFETY: a `Uart` is a pointer to MMIO that the holder owns; the console
@@ -87,6 +93,7 @@ impl Uart {
                 Kind::Pl011 => Uart::Pl011(Pl011::new(base)),
                 Kind::Cadence => Uart::Cadence(Cadence::new(base)),
                 Kind::Imx => Uart::Imx(Imx::new(base)),
+                Kind::BcmAux => Uart::BcmAux(BcmAux::new(base)),
             }
         }
     }
@@ -96,6 +103,7 @@ impl Uart {
             Uart::Pl011(u) => u,
             Uart::Cadence(u) => u,
             Uart::Imx(u) => u,
+            Uart::BcmAux(u) => u,
         }
     }
 
@@ -141,6 +149,12 @@ mod tests {
         assert_eq!(Kind::of_compatible("xlnx,xuartps"), Some(Kind::Cadence));
         assert_eq!(Kind::of_compatible("fsl,imx8mp-uart"), Some(Kind::Imx));
         assert_eq!(Kind::of_compatible("fsl,imx21-uart"), Some(Kind::Imx));
+        assert_eq!(Kind::of_compatible("brcm,bcm2835-aux-uart"), Some(Kind::BcmAux));
+        assert_eq!(
+            Kind::of_compatible("brcm,bcm2835-aux"),
+            None,
+            "the aux block itself"
+        );
         assert_eq!(Kind::of_compatible("xlnx,zynqmp-uart"), None);
         assert_eq!(Kind::of_compatible("ns16550a"), None);
     }

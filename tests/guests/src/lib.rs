@@ -44,6 +44,8 @@ mod mmio;
 #[cfg(target_os = "none")]
 pub mod mmu;
 #[cfg(target_os = "none")]
+pub mod owned_pl011;
+#[cfg(target_os = "none")]
 pub mod owned_uart;
 #[cfg(target_os = "none")]
 pub mod psci;
