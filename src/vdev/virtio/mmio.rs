@@ -116,6 +116,10 @@ pub struct Transport {
     /// Queue errors seen (for the rate-limited log line).
     errors: AtomicU64,
     offered: u64,
+    /// The features agreed when FEATURES_OK was accepted: read by other
+    /// VMs' exits without the register lock (which a driver may hold while
+    /// it waits for a queue lock).
+    agreed: AtomicU64,
 }
 
 impl Transport {
@@ -178,6 +182,7 @@ impl Transport {
 
     fn reset(&self) {
         *self.regs.lock() = REGS_RESET;
+        self.agreed.store(0, Ordering::Release);
         for q in &self.queues {
             q.lock().queue.reset();
         }
@@ -222,14 +227,16 @@ impl<D: Device> VirtioMmio<D> {
                 irq,
                 errors: AtomicU64::new(0),
                 offered,
+                agreed: AtomicU64::new(0),
             },
             device,
         }
     }
 
-    /// Features both sides agreed on (valid once FEATURES_OK is set).
+    /// Features both sides agreed on (0 until FEATURES_OK is accepted).
+    /// Takes no lock.
     pub fn negotiated(&self) -> u64 {
-        self.transport.regs.lock().driver_features & self.transport.offered
+        self.transport.agreed.load(Ordering::Acquire)
     }
 
     fn queue_reg(&self, sel: u32, f: impl FnOnce(&mut Queue) -> u64) -> u64 {
@@ -348,6 +355,8 @@ impl<D: Device> VirtioMmio<D> {
             let f = t.regs.lock().driver_features;
             if f & !t.offered != 0 || f & F_VERSION_1 == 0 {
                 new &= !STATUS_FEATURES_OK;
+            } else {
+                t.agreed.store(f, Ordering::Release);
             }
         }
         if new & STATUS_DRIVER_OK != 0 && new & STATUS_FEATURES_OK == 0 {
