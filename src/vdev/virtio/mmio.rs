@@ -104,6 +104,10 @@ const REGS_RESET: Regs = Regs {
     queue_sel: 0,
 };
 
+/// The register lock, held (tests).
+#[cfg(test)]
+pub struct HeldRegisters<'a>(#[allow(dead_code)] spin::MutexGuard<'a, Regs>);
+
 /// The device-independent half: registers, queues, interrupt, guest RAM.
 pub struct Transport {
     vm: String,
@@ -126,6 +130,12 @@ impl Transport {
     /// The VM's own RAM the queues and buffers must lie in.
     pub fn mem(&self) -> &dyn GuestMemory {
         &*self.mem
+    }
+
+    /// Holds the register lock, as a driver mid-access does (tests).
+    #[cfg(test)]
+    pub fn hold_registers(&self) -> HeldRegisters<'_> {
+        HeldRegisters(self.regs.lock())
     }
 
     /// The VM this device belongs to.

@@ -356,3 +356,25 @@ fn frames_that_are_too_short_or_too_long_are_dropped() {
     assert!(b.used(0).is_empty());
     assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0);
 }
+
+#[test]
+fn delivery_does_not_wait_for_the_receivers_register_lock() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    b.post_rx(0, 1526);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let held = b.dev.clone();
+    // B's driver is mid-access (holding its register lock) while A sends.
+    let guard = held.transport.hold_registers();
+    let sender = std::thread::spawn(move || {
+        a.send(0, &frame(2, 1, b"while b is busy"));
+        done_tx.send(()).unwrap();
+        a
+    });
+    let finished = done_rx.recv_timeout(std::time::Duration::from_secs(2)).is_ok();
+    drop(guard);
+    assert!(finished, "the sender waited for the receiver's register lock");
+    sender.join().unwrap();
+    assert_eq!(b.used(0).len(), 1);
+}
