@@ -109,6 +109,14 @@ impl PhysGic {
         }
     }
 
+    /// Makes SPI `intid` edge-triggered (an SMMU's wired interrupts pulse).
+    pub fn set_edge(&self, intid: u32) {
+        match self {
+            PhysGic::V2(g) => g.set_edge(intid),
+            PhysGic::V3(g) => g.set_edge(intid),
+        }
+    }
+
     /// Sets the priority of `intid` (SGIs/PPIs: those of `cpu`, which on
     /// GICv2 must be the calling CPU).
     pub fn set_priority(&self, intid: u32, cpu: usize, prio: u8) {

@@ -218,6 +218,14 @@ impl Gicv2 {
         self.c().dir.set(iar)
     }
 
+    /// Makes SPI `intid` edge-triggered (GICD_ICFGR: Int_config[1] = 1).
+    pub fn set_edge(&self, intid: u32) {
+        if (32..self.lines()).contains(&intid) {
+            let r = &self.d().icfgr[(intid / 16) as usize];
+            r.set(r.get() | (0b10 << (2 * (intid % 16))));
+        }
+    }
+
     pub fn set_enabled(&self, intid: u32, on: bool) {
         let bit = 1 << (intid % 32);
         let n = (intid / 32) as usize;

@@ -198,6 +198,14 @@ impl Gicv3 {
 
     /// Sets the priority of `intid` (SGIs/PPIs: those of `cpu`). Only at
     /// initialisation, before anything else writes these registers.
+    /// Makes SPI `intid` edge-triggered (GICD_ICFGR: Int_config[1] = 1).
+    pub fn set_edge(&self, intid: u32) {
+        if (32..self.lines()).contains(&intid) {
+            let r = &self.d().icfgr[(intid / 16) as usize];
+            r.set(r.get() | (0b10 << (2 * (intid % 16))));
+        }
+    }
+
     pub fn set_priority(&self, intid: u32, cpu: usize, prio: u8) {
         if intid < 32 {
             if let Some(rd) = self.r(cpu) {

@@ -7,4 +7,5 @@ pub mod gic_prio;
 pub mod gicv2;
 #[cfg(target_os = "none")]
 pub mod gicv3;
+pub mod smmuv3;
 pub mod uart;

@@ -52,6 +52,7 @@ pub fn create_all(
 ) -> Vec<Vm> {
     let mut vms = Vec::new();
     let mut taken = [false; MAX_CPUS];
+    super::smmu::init(dtb, frames);
     super::links::init(&config.links, frames);
     for (cfg_index, vc) in config.vms.iter().enumerate() {
         let index = vms.len();
@@ -60,7 +61,10 @@ pub fn create_all(
             vm: cfg_index,
         };
         match create(index, p, dtb, vc, pkg, frames, &mut taken, links) {
-            Ok(vm) => vms.push(vm),
+            Ok(vm) => {
+                super::smmu::assign(&vm, dtb);
+                vms.push(vm)
+            }
             Err(e) => error!("VM {}: not started: {e}", vc.name),
         }
     }
@@ -129,6 +133,11 @@ fn create(
         let dev = platform::device(dtb, path).map_err(|e| alloc::format!("{e}"))?;
         passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
         owned.extend(dev.spis.iter().map(|&i| (i, Owner::Hw)));
+        // A PCIe host bridge: its windows and INTx lines too (vm/pcie.rs).
+        if let Some(b) = super::pcie::bridge(dtb, path, None) {
+            passthrough.extend(b.windows);
+            owned.extend(b.spis.iter().map(|&i| (i, Owner::Hw)));
+        }
     }
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));

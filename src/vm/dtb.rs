@@ -500,17 +500,16 @@ enum Handling {
 
 fn handling(property: &str) -> Handling {
     match property {
-        "reg" | "interrupts" | "clocks" | "interrupt-parent" | "phandle" | "linux,phandle" => {
-            Handling::Special
-        }
+        "reg" | "interrupts" | "clocks" | "interrupt-parent" | "phandle" | "linux,phandle"
+        | "interrupt-map" => Handling::Special,
         "assigned-clocks" | "assigned-clock-parents" | "assigned-clock-rates" => Handling::Drop,
         "power-domains" | "power-domain-names" | "iommus" | "iommu-map" | "msi-parent" | "msi-map" => {
             Handling::Drop
         }
         p if p.starts_with("pinctrl-") || p.ends_with("-supply") => Handling::Drop,
+        // A PCIe bridge's, rewritten for the virtual GIC (vm/pcie.rs).
+        "interrupt-map-mask" => Handling::Copy,
         "interrupts-extended"
-        | "interrupt-map"
-        | "interrupt-map-mask"
         | "dmas"
         | "resets"
         | "phys"
@@ -555,6 +554,15 @@ fn copy_node<'b, 'a>(
                 w.property("interrupts", prop.value)?;
                 // Explicit, so the copy does not depend on where it sits.
                 w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+            }
+            (Handling::Special, "interrupt-map") => {
+                let map = cells(prop.value)
+                    .and_then(|c| super::pcie::guest_interrupt_map(host, &c, GIC_PHANDLE))
+                    .ok_or_else(|| DtbError::UnsupportedProperty {
+                        path: path.to_string(),
+                        property: "interrupt-map".to_string(),
+                    })?;
+                w.property_array_u32("interrupt-map", &map)?
             }
             (Handling::Special, "clocks") => {
                 w.property_array_u32("clocks", &guest_clocks(host, prop.value, path)?)?

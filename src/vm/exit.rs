@@ -335,6 +335,8 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     let held = RESET_LOG
         .get(vm.index)
         .and_then(|log| log.check(cpu::counter(), cpu::counter_freq()));
+    let reset_start = cpu::counter();
+    let smmu_ticks = super::smmu::quiesce(vm);
     vm.vgic.reset();
     for r in vm.mmio.regions() {
         if let (Some(_), Some((n, refused))) = (held, r.device.trapped()) {
@@ -351,6 +353,16 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     if let Err(e) = super::create::load_images(&vm.ram, &vm.images) {
         log::error!("VM {}: {e}", vm.name());
         stop_vm(vm, vcpu, "SYSTEM_RESET: cannot reload its images", 0);
+    }
+    let smmu_ticks = smmu_ticks + super::smmu::restore(vm);
+    if held.is_some() && smmu_ticks > 0 {
+        let us = |t: u64| t * 1_000_000 / cpu::counter_freq().max(1);
+        info!(
+            "VM {}: SMMU streams aborted and re-established in {} us of the reset's {} us",
+            vm.name(),
+            us(smmu_ticks),
+            us(cpu::counter() - reset_start)
+        );
     }
     match held {
         Some(0) => info!(

@@ -462,6 +462,8 @@ pub fn idle() -> ! {
                 crate::console::on_input();
             } else if intid == hyptimer::INTID {
                 crate::console::on_come_back_timer();
+            } else {
+                super::smmu::on_irq(intid);
             }
             g.eoi(raw);
             g.deactivate(raw);
@@ -493,6 +495,8 @@ pub fn wait_for_kick() {
         g.deactivate(raw);
         if Some(intid) == console_irq() {
             crate::console::on_input();
+        } else {
+            super::smmu::on_irq(intid);
         }
     }
     answer_questions(false);
@@ -644,6 +648,7 @@ fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
         // Still asserted when deactivated above; disarming it drops the
         // level, and with it the pending state, before the guest resumes.
         crate::console::on_come_back_timer();
+    } else if super::smmu::on_irq(intid) {
     } else if intid < 32 || !owned_elsewhere(vm, intid) {
         // Nobody's, or this VM's and disabled by it: mask it here so it
         // cannot storm.

@@ -21,6 +21,7 @@ pub mod inject;
 pub mod links;
 pub mod mmio;
 pub mod passthrough;
+pub mod pcie;
 pub mod psci;
 pub mod trap;
 
@@ -30,6 +31,8 @@ pub mod create;
 pub mod exit;
 #[cfg(target_os = "none")]
 pub mod irq;
+#[cfg(target_os = "none")]
+pub mod smmu;
 #[cfg(target_os = "none")]
 pub mod vcpu;
 

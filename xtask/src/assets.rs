@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 /// Modules loaded by `/init`, in this order after their dependencies: what the VM's
 /// virtio-mmio block and network devices need with Debian's kernel (which builds them as
 /// modules rather than into the Image).
-pub const MODULES: &[&str] = &["virtio_mmio", "virtio_blk", "virtio_net"];
+pub const MODULES: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net"];
 
 /// The line `/init` prints once userspace is up:
 /// `TESSERA-LINUX-UP <hostname> cpus=<n> linux=<kernel release>`.
@@ -114,7 +114,12 @@ done
 
 /// Scripts the test scenarios run inside Linux (`tessera.test=NAME`): they
 /// print `TT ...` lines the scenarios look for.
-pub const TEST_SCRIPTS: &[(&str, &str)] = &[("disk", DISK_TEST), ("info", INFO_TEST), ("work", WORK)];
+pub const TEST_SCRIPTS: &[(&str, &str)] = &[
+    ("disk", DISK_TEST),
+    ("info", INFO_TEST),
+    ("work", WORK),
+    ("pci", crate::smmu_linux::PCI_TEST),
+];
 
 /// `cargo xtask bench`'s workloads inside Linux: a CPU-bound one (sha256sum
 /// over a RAM file) and a memory-bound one (a large dd in tmpfs), timed with
@@ -999,6 +1004,9 @@ kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio_ring.ko kerne
 kernel/drivers/virtio/virtio.ko:
 kernel/drivers/virtio/virtio_ring.ko:
 kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
 kernel/net/core/failover.ko:
@@ -1007,7 +1015,7 @@ kernel/fs/other.ko:
         let order = resolve_modules(dep, "", MODULES).unwrap();
         let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-        assert_eq!(names.len(), 7, "{names:?}");
+        assert_eq!(names.len(), 10, "{names:?}");
         assert!(pos("virtio") < pos("virtio_mmio") && pos("virtio_ring") < pos("virtio_mmio"));
         assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
         assert_eq!(order[pos("failover")].1, "kernel/net/core/failover.ko");

@@ -296,6 +296,9 @@ pub fn add_disks(parsed: &config::ConfigToml, dir: &Path, machine: &mut MachineS
         args.push(format!("if=none,id=disk{i},format=raw,file={}", file.display()));
         args.push("-device".to_owned());
         args.push(match disk.bus {
+            _ if disk.pci => {
+                format!("virtio-blk-pci,drive=disk{i},disable-legacy=on,iommu_platform=on")
+            }
             Some(n) => format!("virtio-blk-device,drive=disk{i},bus=virtio-mmio-bus.{n}"),
             None => format!("virtio-blk-device,drive=disk{i}"),
         });

@@ -142,6 +142,9 @@ pub struct VmToml {
     /// Host device-tree paths of devices passed through.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// `"unrestricted"`: the VM's DMA-capable devices are not behind an SMMU
+    /// and may reach any physical address (config_dma.rs).
+    pub dma: Option<String>,
     /// Guest-physical base of the scratch MMIO test device (tests only).
     pub test_device: Option<u64>,
 }
@@ -172,6 +175,10 @@ pub struct DiskToml {
     /// (`virtio-mmio-bus.N`, at 0xa000000 + N * 0x200: 31 is
     /// `/virtio_mmio@a003e00`); default: the next free one from the top.
     pub bus: Option<u32>,
+    /// A virtio-blk-pci device behind QEMU's PCIe host bridge (and its
+    /// SMMU, with `iommu_platform=on`) instead of a virtio-mmio one.
+    #[serde(default)]
+    pub pci: bool,
 }
 
 #[derive(Deserialize, Clone, Debug, Default)]
@@ -214,6 +221,8 @@ pub struct Board {
     /// Every node with a non-empty MMIO `reg` (devices, buses, the GIC, the
     /// console), for the page-sharing report.
     pub nodes: Vec<Node>,
+    /// Which devices do DMA and whether an SMMU translates it.
+    pub dma: crate::config_dma::BoardDma,
 }
 
 #[path = "config_pages.rs"]
@@ -611,6 +620,8 @@ pub fn check(
                 }
             }
         }
+        crate::config_dma::check_vm(vm.dma.as_deref(), &vm.devices, &board.dma)
+            .map_err(|(field, message)| err(n, field, message))?;
         if vm.console == Console::Passthrough {
             if let Some(other) = passthrough_console {
                 return Err(err(
@@ -714,7 +725,7 @@ const VIRTIO_BUSES: u32 = 32;
 /// of range or already taken is an error (field, message).
 fn check_disks(disks: &[DiskToml]) -> Result<(), (String, String)> {
     let mut taken: Vec<(u32, usize)> = Vec::new();
-    for (i, d) in disks.iter().enumerate() {
+    for (i, d) in disks.iter().enumerate().filter(|(_, d)| !d.pci) {
         let field = format!("qemu.disks[{i}].bus");
         let bus = match d.bus {
             Some(b) if b >= VIRTIO_BUSES => {
@@ -865,6 +876,7 @@ pub fn board_from_dtb(dtb: &[u8], reserved: Vec<(String, u64, u64)>) -> Result<B
     }
     let root = fdt.find_node("/").context("board DTB has no root")?;
     collect_devices(root, "", &mut Vec::new(), &mut b.devices);
+    b.dma = crate::config_dma::scan(&fdt, b.devices.keys());
     collect_nodes(root, "", &mut Vec::new(), &mut b.nodes);
     if let Some(stdout) = fdt
         .find_node("/chosen")

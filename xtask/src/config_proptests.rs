@@ -27,6 +27,8 @@ fn proptest_config(cases: u32) -> Config {
 /// Everything the checks need, loaded once.
 struct Fixture {
     board: Board,
+    /// QEMU virt with `iommu=smmuv3`, for the configs that ask for it.
+    smmu_board: config::Board,
     load_address: u64,
     guest: PathBuf,
     dir: PathBuf,
@@ -46,6 +48,7 @@ fn fixture() -> &'static Fixture {
             .map(|r| (r.name.clone(), r.base, r.size.0))
             .collect();
         let board = config::board_from_dtb(&dtb, reserved).unwrap();
+        let smmu_board = crate::config_dma::smmu_board(board.reserved.clone());
         let dir = std::env::temp_dir().join(format!("tessera-config-proptests-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         // A minimal arm64 Image standing in for every guest and asset.
@@ -69,6 +72,7 @@ fn fixture() -> &'static Fixture {
         assert!(configs.len() >= 5, "{} good configs", configs.len());
         Fixture {
             board,
+            smmu_board,
             load_address: board_toml.load_address,
             guest,
             dir,
@@ -91,7 +95,9 @@ fn check_bytes(name: &str, bytes: &[u8]) -> Result<(), String> {
     let result = (|| -> anyhow::Result<()> {
         let parsed = config::parse(&path)?;
         let lookup = |_: &str| Some(f.guest.clone());
-        let resolved = config::load(&path, &parsed, &f.board, &lookup)?;
+        let smmu = parsed.qemu.extra.iter().any(|a| a.contains("iommu=smmuv3"));
+        let board = if smmu { &f.smmu_board } else { &f.board };
+        let resolved = config::load(&path, &parsed, board, &lookup)?;
         check_image_overlap(&path, &resolved, f.load_address, 2 << 20)?;
         config::blob(&resolved)?;
         Ok(())

@@ -206,6 +206,13 @@ fn good_configs_pass() {
     );
     assert!(files.len() >= 5, "{files:?}");
     for f in &files {
+        // The SMMU configs run on `virt` with `iommu=smmuv3`.
+        let smmu = fs::read_to_string(f).unwrap().contains("iommu=smmuv3");
+        let board = if smmu {
+            crate::config_dma::smmu_board(board.reserved.clone())
+        } else {
+            board.clone()
+        };
         let r = check_file(f, &board, &guest, &guests).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
         assert!(!r.vms.is_empty());
         // And the blob the hypervisor gets is well formed.

@@ -10,6 +10,7 @@ pub mod board_console;
 #[cfg(test)]
 mod board_tests;
 pub mod config;
+pub mod config_dma;
 #[cfg(test)]
 mod config_proptests;
 #[cfg(test)]
@@ -31,5 +32,7 @@ pub mod qemu;
 pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
+pub mod smmu_linux;
+pub mod smmu_scenarios;
 pub mod soak;
 pub mod test_cmd;

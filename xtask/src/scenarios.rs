@@ -353,6 +353,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(raspi4b::scenarios());
     all.extend([device_abort(3), device_abort(2)]);
     all.extend([console_burst(3), console_burst(2)]);
+    all.extend(crate::smmu_scenarios::all());
     all
 }
 
