@@ -63,8 +63,10 @@ fn hostile_queue(gic: u32) -> Scenario {
         ],
         must_not: &[
             "FAIL",
-            "VM linux0 virtio-net",
-            "VM linux1 virtio-net",
+            // Their devices never need a reset (a frame dropped while a
+            // receive ring is still empty is logged too, and is fine).
+            "VM linux0 virtio-net: queue",
+            "VM linux1 virtio-net: queue",
             "Kernel panic",
             "VM linux0 stopped",
             "VM linux1 stopped",
