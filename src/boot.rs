@@ -64,6 +64,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     if platform::nops::strip_nops(bytes).is_err() {
         cpu::park();
     }
+    let bytes: &'static [u8] = bytes;
     let Ok(fdt) = Fdt::new(bytes) else {
         cpu::park();
     };
@@ -82,6 +83,8 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
         );
     }
     crate::mm::heap::init();
+    // The board DTB's phandles, indexed in one walk (crate::dt).
+    crate::dt::set_board(bytes);
 
     let platform = match platform::discover(&fdt) {
         Ok(p) => PLATFORM.call_once(|| p),
@@ -149,6 +152,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
         crate::vm::irq::init_console_input(irq, boot);
         console::announce_focus();
     }
+    info!("{}", crate::mm::footprint::measure(image.size, online));
     info!("tessera: boot complete, {} VM(s) starting", vms.len());
     vcpu::install(vms);
     vcpu::cpu_loop()

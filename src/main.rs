@@ -16,6 +16,7 @@ extern crate alloc;
 mod arch;
 mod config;
 mod drivers;
+mod dt;
 mod mm;
 mod package;
 mod platform;

@@ -93,7 +93,9 @@ pub struct Gicv2 {
     cpu: *const GiccRegs,
     hyp: *const GichRegs,
     /// Each CPU's interface mask (from its banked ITARGETSR0).
-    masks: spin::Mutex<alloc::vec::Vec<u8>>,
+    /// Each CPU's GICD_ITARGETSR bit, learnt in `init_cpu`; atomics, so
+    /// an SGI to another CPU (a guest's IPI) takes no lock.
+    masks: alloc::vec::Vec<core::sync::atomic::AtomicU8>,
 }
 
 // SAFETY: MMIO shared by design; GICC and GICH are banked per CPU, so each
@@ -110,7 +112,7 @@ impl Gicv2 {
             dist: dist as *const GicdRegs,
             cpu: cpu as *const GiccRegs,
             hyp: hyp as *const GichRegs,
-            masks: spin::Mutex::new(alloc::vec![0; ncpus]),
+            masks: (0..ncpus).map(|_| core::sync::atomic::AtomicU8::new(0)).collect(),
         }
     }
 
@@ -189,8 +191,8 @@ impl Gicv2 {
     pub fn init_cpu(&self, cpu: usize) {
         let d = self.d();
         let mask = (d.itargetsr[0].get() & 0xff) as u8;
-        if let Some(m) = self.masks.lock().get_mut(cpu) {
-            *m = mask;
+        if let Some(m) = self.masks.get(cpu) {
+            m.store(mask, core::sync::atomic::Ordering::Release);
         }
         d.igroupr[0].set(!0);
         d.icenabler[0].set(!0);
@@ -273,7 +275,7 @@ impl Gicv2 {
         if !(32..self.lines()).contains(&intid) {
             return;
         }
-        let Some(mask) = self.masks.lock().get(cpu).copied() else {
+        let Some(mask) = self.mask(cpu) else {
             return;
         };
         // GICD_ITARGETSR is byte-accessible: one byte store per interrupt, so
@@ -285,8 +287,15 @@ impl Gicv2 {
         unsafe { byte.write_volatile(mask) };
     }
 
+    fn mask(&self, cpu: usize) -> Option<u8> {
+        self.masks
+            .get(cpu)
+            .map(|m| m.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    #[inline]
     pub fn send_sgi(&self, intid: u32, cpu: usize) {
-        if let Some(mask) = self.masks.lock().get(cpu).copied() {
+        if let Some(mask) = self.mask(cpu) {
             self.d().sgir.set((u32::from(mask) << 16) | (intid & 0xf));
         }
     }

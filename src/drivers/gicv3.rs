@@ -73,6 +73,8 @@ pub struct Gicv3 {
     /// Each CPU's redistributor (index = logical CPU).
     redists: alloc::vec::Vec<*const GicrRd>,
     mpidrs: alloc::vec::Vec<u64>,
+    /// Per CPU, the ICC_SGI1R_EL1 value that targets it (INTID 0).
+    sgi_targets: alloc::vec::Vec<u64>,
 }
 
 // SAFETY: the register blocks are MMIO shared by design; every register
@@ -110,6 +112,7 @@ impl Gicv3 {
             dist: dist as *const GicdRegs,
             redists,
             mpidrs: mpidrs.to_vec(),
+            sgi_targets: mpidrs.iter().map(|&m| sgi_target(m)).collect(),
         }
     }
 
@@ -250,14 +253,21 @@ impl Gicv3 {
     }
 
     /// The ICC_SGI1R_EL1 value that sends SGI `intid` to `cpu`.
+    #[inline]
     pub fn sgi_value(&self, intid: u32, cpu: usize) -> u64 {
-        let m = self.mpidrs[cpu];
-        let aff0 = m & 0xff;
-        ((m >> 32) & 0xff) << 48
-            | ((m >> 16) & 0xff) << 32
-            | u64::from(intid & 0xf) << 24
-            | ((m >> 8) & 0xff) << 16
-            | (1 << (aff0 % 16))
-            | (aff0 / 16) << 44
+        // An unknown CPU gets an empty target list: the SGI goes nowhere.
+        self.sgi_targets
+            .get(cpu)
+            .map_or(0, |t| t | u64::from(intid & 0xf) << 24)
     }
+}
+
+/// The ICC_SGI1R_EL1 value that targets the CPU with MPIDR `m` (INTID 0).
+fn sgi_target(m: u64) -> u64 {
+    let aff0 = m & 0xff;
+    ((m >> 32) & 0xff) << 48
+        | ((m >> 16) & 0xff) << 32
+        | ((m >> 8) & 0xff) << 16
+        | (1 << (aff0 % 16))
+        | (aff0 / 16) << 44
 }

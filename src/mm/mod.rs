@@ -2,8 +2,10 @@
 //! translation-table builder, and the hypervisor heap.
 
 pub mod addr;
+pub mod footprint;
 pub mod frame;
 pub mod pagetable;
+pub mod scrub;
 
 #[cfg(target_os = "none")]
 pub mod heap;

@@ -44,13 +44,32 @@ pub unsafe fn copy_from(pa: u64, dst: &mut [u8]) {
     unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, dst.as_mut_ptr(), dst.len()) };
 }
 
+/// Copies `src` to physical `pa` and cleans it to PoC, for a guest that
+/// starts with its MMU and caches off.
+///
+/// # Safety
+/// As for [`copy_to`].
+pub unsafe fn copy_to_poc(pa: u64, src: &[u8]) {
+    // SAFETY: the caller's contract; as in `copy_to`, no overlap.
+    unsafe { crate::arch::aarch64::mmu::copy_to_poc(pa, src.as_ptr() as u64, src.len() as u64) };
+}
+
 /// Translation-table pages from the frame allocator (stage-2 tables).
 pub struct FrameTables<'a>(pub &'a mut FrameAllocator);
+
+/// Bytes of stage-2 table pages handed out so far (the footprint report).
+static TABLE_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Bytes of translation tables taken from the frame allocator.
+pub fn table_bytes() -> u64 {
+    TABLE_BYTES.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 impl TableMemory for FrameTables<'_> {
     fn alloc_tables(&mut self, pages: usize) -> Result<u64, MapError> {
         let size = pages as u64 * 4096;
         let pa = self.0.alloc(size, size).map_err(|_| MapError::NoMemory)?.0;
+        TABLE_BYTES.fetch_add(size, core::sync::atomic::Ordering::Relaxed);
         // SAFETY: freshly allocated RAM, owned by these tables from now on.
         unsafe { zero(pa, size) };
         Ok(pa)

@@ -452,32 +452,39 @@ fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Windo
 }
 
 /// Scrubs the VM's RAM and copies its pristine images in: at creation and
-/// on every reset, so nothing of a previous run survives.
+/// on every reset, so nothing of a previous run survives. What the images
+/// overwrite is not scrubbed first; everything else is.
 pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
-    for r in ram {
-        // SAFETY: the VM's own RAM, identity mapped; no vCPU of it runs.
-        // Cleaned to PoC too: a guest starts with its MMU off (non-cacheable
-        // accesses), so it must read the zeros from memory, and a dirty line
-        // evicted later must not overwrite what it wrote since.
-        unsafe { phys::zero_to_poc(r.pa, r.size) };
+    let mut parts: Vec<(u64, &[u8])> = alloc::vec![(im.kernel_ipa, im.kernel)];
+    if let Some((b, at)) = im.initrd {
+        parts.push((at, b));
     }
-    let put = |ipa: u64, bytes: &[u8]| -> Result<(), String> {
+    parts.push((im.dtb_ipa, &im.dtb));
+    // Each part inside one RAM region, as physical (pa, bytes).
+    let mut placed = Vec::with_capacity(parts.len());
+    for &(ipa, bytes) in &parts {
         let r = ram
             .iter()
             .find(|r| ipa >= r.ipa && ipa + bytes.len() as u64 <= r.ipa + r.size)
             .ok_or_else(|| format!("{ipa:#x} (+{:#x}) is not inside the VM's RAM", bytes.len()))?;
-        let pa = r.pa + (ipa - r.ipa);
-        // SAFETY: inside one of the VM's RAM regions (just checked).
-        unsafe { phys::copy_to(pa, bytes) };
-        // vCPUs start with their MMU and caches off: push the bytes to PoC.
-        mmu::clean_dcache(pa, pa + bytes.len() as u64);
-        Ok(())
-    };
-    put(im.kernel_ipa, im.kernel)?;
-    if let Some((b, at)) = im.initrd {
-        put(at, b)?;
+        placed.push((r.pa + (ipa - r.ipa), bytes));
     }
-    put(im.dtb_ipa, &im.dtb)
+    let covered: Vec<(u64, u64)> = placed.iter().map(|&(pa, b)| (pa, b.len() as u64)).collect();
+    for r in ram {
+        for (pa, len) in crate::mm::scrub::uncovered(r.pa, r.size, &covered) {
+            // SAFETY: the VM's own RAM, identity mapped; no vCPU of it runs.
+            // Cleaned to PoC too: a guest starts with its MMU off (non-cacheable
+            // accesses), so it must read the zeros from memory, and a dirty line
+            // evicted later must not overwrite what it wrote since.
+            unsafe { phys::zero_to_poc(pa, len) };
+        }
+    }
+    for (pa, bytes) in placed {
+        // SAFETY: inside one of the VM's RAM regions (checked above); vCPUs
+        // start with their MMU and caches off, so the bytes go to PoC.
+        unsafe { phys::copy_to_poc(pa, bytes) };
+    }
+    Ok(())
 }
 
 /// image_size from an arm64 Image header (the kernel's extent with BSS).

@@ -680,26 +680,21 @@ fn translate_one(bus: &FdtNode, bus_parent: &FdtNode, address: u64, size: u64) -
 /// own `interrupt-parent`, else the nearest ancestor's, stopping at the first
 /// node with `#interrupt-cells`. A phandle target without `#interrupt-cells`
 /// (an interrupt parent that is itself a nexus) is not followed.
-fn interrupt_parent<'b, 'a>(host: &'b Fdt<'a>, chain: &[FdtNode<'b, 'a>]) -> Option<FdtNode<'b, 'a>> {
+fn interrupt_parent(host: &Fdt, chain: &[FdtNode]) -> Option<crate::dt::Target> {
     for (depth, node) in chain.iter().enumerate().rev() {
         if let Some(phandle) = u32_property(node, "interrupt-parent") {
-            return host
-                .find_phandle(phandle)
-                .filter(|p| p.property("#interrupt-cells").is_some());
+            return crate::dt::phandle_target(host, phandle).filter(|p| p.interrupt_cells.is_some());
         }
         let parent = chain.get(depth.checked_sub(1)?)?;
         if parent.property("#interrupt-cells").is_some() {
-            return Some(*parent);
+            return Some(crate::dt::Target::of(parent));
         }
     }
     None
 }
 
-fn is_gic(node: &FdtNode) -> bool {
-    let compatible = node
-        .compatible()
-        .is_some_and(|c| c.all().any(|s| HOST_GIC_COMPATIBLES.contains(&s)));
-    compatible && u32_property(node, "#interrupt-cells") == Some(3)
+fn is_gic(node: &crate::dt::Target) -> bool {
+    node.is_compatible(HOST_GIC_COMPATIBLES) && node.interrupt_cells == Some(3)
 }
 
 /// Accepts `interrupts` only as 3-cell GIC SPIs: those keep their physical
@@ -730,8 +725,8 @@ fn guest_clocks(host: &Fdt, value: &[u8], path: &str) -> Result<Vec<u32>, DtbErr
     let mut rest = all.as_slice();
     let mut out = Vec::new();
     while let Some((&phandle, tail)) = rest.split_first() {
-        let provider = host.find_phandle(phandle).ok_or_else(bad)?;
-        let args = u32_property(&provider, "#clock-cells").unwrap_or(0) as usize;
+        let provider = crate::dt::phandle_target(host, phandle).ok_or_else(bad)?;
+        let args = provider.clock_cells.unwrap_or(0) as usize;
         rest = tail.get(args..).ok_or_else(bad)?;
         out.push(CLOCK_PHANDLE);
     }

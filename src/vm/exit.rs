@@ -13,15 +13,39 @@ use crate::arch::aarch64::pmu::{self, PmuReg};
 use crate::arch::aarch64::{cpu, guest, MAX_CPUS};
 use log::{info, warn};
 
-/// Synchronous exception from the guest. The hypercall is tested first and
-/// handled without touching the rest of the dispatch: it is the hot path.
-///
-/// `vectors.S` sends hypercalls to [`hvc_exit`] with only the caller-saved
-/// registers in `frame` (x19-x29 are live in the CPU, untouched by Rust);
-/// every other exit comes here with the whole frame saved.
+/// What [`hvc_fast`] returns to `vectors.S` (in x0 and x1).
+#[repr(C)]
+pub struct FastAnswer {
+    /// The guest's new x0.
+    x0: u64,
+    /// 0: not answered, the hypercall needs the whole frame ([`hvc_exit`]).
+    answered: u64,
+}
+
+/// A hypercall from a VM whose conduit is HVC, decided from x0 and the
+/// syndrome alone: `vectors.S` calls this with only the caller-saved
+/// registers saved and ELR_EL2/SPSR_EL2 still in the CPU, so it must not
+/// take an exception or touch anything but its arguments. The answers that
+/// need nothing of the VM (a non-zero immediate, the version queries,
+/// services nobody implements) are given here; the rest go to [`hvc_exit`].
+#[no_mangle]
+extern "C" fn hvc_fast(x0: u64, esr: u64) -> FastAnswer {
+    // ELR already points past the HVC. A non-zero immediate is no SMCCC call.
+    if esr & 0xffff != 0 {
+        return FastAnswer {
+            x0: NOT_SUPPORTED,
+            answered: 1,
+        };
+    }
+    match psci::fast(x0 as u32) {
+        Some(v) => FastAnswer { x0: v, answered: 1 },
+        None => FastAnswer { x0, answered: 0 },
+    }
+}
+
+/// A hypercall [`hvc_fast`] did not answer, with the whole frame saved.
 #[no_mangle]
 extern "C" fn hvc_exit(frame: &mut TrapFrame, esr: u64) {
-    // ELR already points past the HVC. A non-zero immediate is no SMCCC call.
     if esr & 0xffff != 0 {
         frame.x[0] = NOT_SUPPORTED;
     } else if let Some(v) = psci::fast(frame.x[0] as u32) {
@@ -31,6 +55,41 @@ extern "C" fn hvc_exit(frame: &mut TrapFrame, esr: u64) {
     }
 }
 
+/// The frequent synchronous exits whose register is not one of x19-x29: an
+/// emulated device access and an SGI. `vectors.S` calls this with the
+/// caller-saved registers and the return state in `frame` (x19-x29 are live
+/// in the CPU and untouched by Rust); `false` sends the exit, not begun, on
+/// to [`lower_sync`] with the whole frame.
+#[no_mangle]
+extern "C" fn lower_sync_short(frame: &mut TrapFrame, esr: u64) -> bool {
+    let ec = esr >> 26;
+    if ec == EC_DABT_LOW {
+        // SRT is only meaningful with ISV set; without it no register is read.
+        if esr & ISV != 0 && callee_saved((esr >> 16) & 0x1f) {
+            return false;
+        }
+        data_abort(frame, Esr(esr));
+        true
+    } else if ec == EC_SYSREG && esr & SYSREG_KEY_MASK == SGI1R_WRITE {
+        let rt = (esr >> 5) & 0x1f;
+        if callee_saved(rt) {
+            return false;
+        }
+        super::irq::guest_sgi(frame.reg(rt as usize));
+        frame.elr += 4;
+        true
+    } else {
+        false
+    }
+}
+
+/// x19-x29: not in the short frame.
+#[inline(always)]
+const fn callee_saved(reg: u64) -> bool {
+    reg >= 19 && reg <= 29
+}
+
+/// Every synchronous exit from the guest, with the whole frame saved.
 #[no_mangle]
 extern "C" fn lower_sync(frame: &mut TrapFrame) {
     let esr = guest::esr();
@@ -50,6 +109,8 @@ extern "C" fn lower_sync(frame: &mut TrapFrame) {
 /// SMCCC NOT_SUPPORTED (-1) in x0.
 const NOT_SUPPORTED: u64 = u64::MAX;
 const EC_DABT_LOW: u64 = 0x24;
+/// ESR_EL2.ISV of a data abort: the syndrome names the register.
+const ISV: u64 = 1 << 24;
 const EC_SYSREG: u64 = 0x18;
 /// The ISS bits naming a system register and the direction (Rt cleared).
 const SYSREG_KEY_MASK: u64 = 0x3f_fc1f;
@@ -382,10 +443,11 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
     // that resets leak nothing.
     if held.is_some() {
         info!(
-            "VM {} reset: {} free frames, heap {} bytes in use",
+            "VM {} reset: {} free frames, heap {} bytes in use (at most {} so far)",
             vm.name(),
             crate::boot::FRAMES.lock().free_bytes() / crate::mm::addr::PAGE_SIZE,
-            crate::mm::heap::usage().0
+            crate::mm::heap::usage().0,
+            crate::mm::heap::peak()
         );
     }
     // Only a reset nobody stopped meanwhile starts the VM again.

@@ -196,15 +196,51 @@ pub fn reset_vcpu_interface(vgic: &Vgic) {
 }
 
 /// Moves what is queued for `vcpu` (running here) into the list registers.
-#[inline(always)]
 pub fn flush(vgic: &Vgic, vcpu: usize) {
-    if vgic.has_queued(vcpu)
-        || WATCH
-            .get(cpu::index())
-            .is_some_and(|w| w.load(Ordering::Relaxed) != 0)
-    {
-        flush_queue(vgic, vcpu);
+    match gic::get() {
+        PhysGic::V3(_) => flush_on(V3If, vgic, vcpu),
+        PhysGic::V2(g) => flush_on(V2If(g), vgic, vcpu),
     }
+}
+
+/// [`flush`] on a known CPU interface: the SGI mailbox straight into list
+/// registers, then (rarely) the locked queue and the maintenance requests.
+#[inline(always)]
+fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize) {
+    let mut full = false;
+    if let Some(b) = vgic.sgi_box(vcpu) {
+        if b.any() {
+            full = drain_sgis(&mut c, b);
+        }
+    }
+    if full || vgic.queue_nonempty(vcpu) || watched() {
+        flush_queue(vgic, vcpu, full);
+    }
+}
+
+/// Everything in `b` into list registers; what does not fit is posted
+/// again and `true` returned (the caller asks for underflow maintenance).
+#[inline(always)]
+fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
+    let mut bits = b.take_all();
+    while bits != 0 {
+        let t = b.entry(bits.trailing_zeros());
+        let lr = Lr {
+            vintid: t.sgi,
+            pintid: None,
+            priority: t.priority,
+            state: crate::vdev::vgic::lr::LrState::Pending,
+            group1: t.group1,
+            eoi: false,
+            source: t.lane,
+        };
+        if place(c, lr) == Placed::Full {
+            b.repost(bits);
+            return true;
+        }
+        bits &= bits - 1;
+    }
+    false
 }
 
 /// Whether `vcpu` (running on this CPU) has a virtual interrupt waiting to
@@ -225,22 +261,23 @@ pub fn has_pending_virtual(vgic: &Vgic, vcpu: usize) -> bool {
     })
 }
 
+/// The locked queue into list registers (unless `full`: no room left), and
+/// the maintenance requests that go with it.
 #[inline(never)]
-fn flush_queue(vgic: &Vgic, vcpu: usize) {
+fn flush_queue(vgic: &Vgic, vcpu: usize, full: bool) {
     match gic::get() {
-        PhysGic::V3(_) => flush_queue_on(V3If, vgic, vcpu),
-        PhysGic::V2(g) => flush_queue_on(V2If(g), vgic, vcpu),
+        PhysGic::V3(_) => flush_queue_on(V3If, vgic, vcpu, full),
+        PhysGic::V2(g) => flush_queue_on(V2If(g), vgic, vcpu, full),
     }
 }
 
 #[inline(always)]
-fn flush_queue_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize) {
-    let mut full = false;
-    while let Some(q) = vgic.pop(vcpu) {
+fn flush_queue_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize, mut full: bool) {
+    while !full {
+        let Some(q) = vgic.pop(vcpu) else { break };
         if place(&mut c, to_lr(&q)) == Placed::Full {
             vgic.unpop(vcpu, q);
             full = true;
-            break;
         }
     }
     // Usually nothing to change: one load and a branch.
@@ -606,11 +643,19 @@ fn handle_irq_on<C: CpuIf>(mut c: C) {
     // One interrupt per exit: another one pending is taken as soon as the
     // guest resumes, and the common case saves a second acknowledge.
     let (intid, raw) = c.ack();
-    if intid >= 1020 {
+    if intid == KICK_SGI {
+        // Another CPU posted to this vCPU (an IPI), asks about its list
+        // registers, or wants it to look at its power state: the IPI path.
+        c.eoi(raw);
+        c.deactivate(raw);
+        answer_questions(true);
+        if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
+            abandon_guest();
+        }
+    } else if intid >= 1020 {
         return; // spurious
-    }
-    // The guest's own hardware interrupts first: they are the hot path.
-    if let Some(q) = vm.vgic.hw_fired(intid, vcpu.index) {
+    } else if let Some(q) = vm.vgic.hw_fired(intid, vcpu.index) {
+        // The guest's own hardware interrupts: the other hot path.
         // Priority drop only: the interrupt stays active until the guest
         // deactivates it through the HW bit.
         c.eoi(raw);
@@ -622,14 +667,29 @@ fn handle_irq_on<C: CpuIf>(mut c: C) {
                 set_underflow(gic::get(), true);
             }
         }
+        // The SGI mailbox is not looked at here: whoever posts to it kicks
+        // this CPU, and that exit drains it.
+        if vm.vgic.queue_nonempty(vcpu.index) || watched() {
+            flush_queue(&vm.vgic, vcpu.index, false);
+        }
+        return;
     } else {
         other_irq(gic::get(), intid, raw);
     }
-    flush(&vm.vgic, vcpu.index);
+    flush_on(c, &vm.vgic, vcpu.index);
 }
 
-/// Everything but a guest's hardware interrupt: the hypervisor's own SGI,
-/// timer and maintenance, the console, and interrupts nobody may have.
+/// Whether this CPU asked for maintenance or asserts the virtual IRQ by
+/// software ([`WATCH`]).
+#[inline(always)]
+fn watched() -> bool {
+    WATCH
+        .get(cpu::index())
+        .is_some_and(|w| w.load(Ordering::Relaxed) != 0)
+}
+
+/// Everything but a guest's hardware interrupt and the kick: the
+/// hypervisor's timer and maintenance, the console, and interrupts nobody may have.
 #[inline(never)]
 fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
     let (vm, vcpu) = current();
@@ -637,11 +697,6 @@ fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
     g.deactivate(raw);
     if Some(intid) == console_irq() {
         crate::console::on_input();
-    } else if intid == KICK_SGI {
-        answer_questions(true);
-        if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
-            abandon_guest();
-        }
     } else if intid == MAINTENANCE.load(Ordering::Relaxed) {
         maintenance_eoi(g, &vm.vgic, vcpu.index);
     } else if intid == hyptimer::INTID {

@@ -187,6 +187,29 @@ pub(crate) struct Capture {
 
 /// Runs `cmd` with its console piped into `log`, until a line contains `until` or
 /// `timeout` passes; QEMU is then stopped by its PID.
+/// The hypervisor's RAM as its boot line reports it (`tessera: hypervisor
+/// RAM (KiB): total=.. in_use=.. ...`, src/mm/footprint.rs), in KiB per
+/// field, plus `own`: the total without the guest images kept for resets.
+pub fn footprint(lines: &[String]) -> Option<BTreeMap<String, u64>> {
+    let rest = lines
+        .iter()
+        .find_map(|l| l.split_once(FOOTPRINT_LINE).map(|(_, r)| r))?;
+    let mut out: BTreeMap<String, u64> = rest
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect();
+    let own = out.get("total")?.checked_sub(*out.get("images").unwrap_or(&0))?;
+    out.insert("own".to_owned(), own);
+    Some(out)
+}
+
+/// How src/mm/footprint.rs starts its line.
+pub const FOOTPRINT_LINE: &str = "tessera: hypervisor RAM (KiB):";
+/// The hypervisor's own RAM for the Linux demo (issue 15), KiB, without the
+/// guest images it keeps for resets.
+pub const FOOTPRINT_TARGET_KIB: u64 = 2048;
+
 pub(crate) fn capture(mut cmd: Command, log: &Path, until: &str, timeout: Duration) -> Result<Capture> {
     cmd.current_dir(paths::root())
         .stdin(Stdio::null())
@@ -288,6 +311,8 @@ pub(crate) fn tessera_command(qemu: &Path, img: &board::ConfigImage) -> Result<C
 /// One setup's runs: the parsed rows of the first and whether all runs agreed.
 struct SetupResult {
     rows: BTreeMap<String, Sample>,
+    /// The hypervisor's footprint line of the first run (KiB per field).
+    footprint: Option<BTreeMap<String, u64>>,
     /// `None` if every run printed the same `BENCH` lines, else what differed.
     difference: Option<String>,
     runs: usize,
@@ -302,6 +327,7 @@ fn run_setup(
     let mut first: Option<Vec<String>> = None;
     let mut difference = None;
     let mut rows = BTreeMap::new();
+    let mut fp = None;
     for run in 1..=runs {
         let log = logs.join(format!("{name}-run{run}.log"));
         let start = Instant::now();
@@ -321,6 +347,7 @@ fn run_setup(
         match &first {
             None => {
                 rows = parse(&c.lines);
+                fp = footprint(&c.lines);
                 first = Some(lines);
             }
             Some(f) if *f != lines => {
@@ -337,6 +364,7 @@ fn run_setup(
     }
     Ok(SetupResult {
         rows,
+        footprint: fp,
         difference,
         runs,
     })
@@ -400,6 +428,25 @@ pub fn rows_for(gic: u32, native: &BTreeMap<String, Sample>, tessera: &BTreeMap<
             }
         })
         .collect()
+}
+
+fn fmt_footprint(f: &BTreeMap<String, u64>) -> String {
+    [
+        "total",
+        "own",
+        "in_use",
+        "image",
+        "stacks",
+        "heap",
+        "heap_peak",
+        "el2_tables",
+        "stage2_tables",
+        "images",
+    ]
+    .iter()
+    .filter_map(|k| f.get(*k).map(|v| format!("{k} {v}")))
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -484,6 +531,8 @@ pub struct LinuxBoot {
     pub tessera_s: Option<f64>,
     /// Hypervisor uptime at `tessera: boot complete`, included in `tessera_s`.
     pub hypervisor_s: Option<f64>,
+    /// The hypervisor's footprint line (KiB per field).
+    pub footprint: Option<BTreeMap<String, u64>>,
     /// Workload times inside Linux (guest clock, seconds): (name, native, Tessera).
     pub work: Vec<(String, Option<f64>, Option<f64>)>,
     pub skipped: Option<String>,
@@ -572,6 +621,7 @@ fn linux_boot(qemu: &Path, built: &Built, logs: &Path) -> Result<LinuxBoot> {
         native_s: find(&n, LINUX_INIT_LINE),
         tessera_s: hyp.zip(linux_t).map(|(h, l)| h + l),
         hypervisor_s: hyp,
+        footprint: footprint(&t.lines),
         skipped: (!t.complete || !n.complete).then(|| "Linux did not reach its marker line".to_owned()),
     })
 }
@@ -624,6 +674,7 @@ pub fn bench(opts: &Options) -> Result<bool> {
     let mut all_rows = Vec::new();
     let mut identical = true;
     let mut setups = Vec::new();
+    let mut footprints = Vec::new();
     for &gic in &gics {
         println!("GICv{gic}:");
         let set = |m: &mut MachineSettings| m.gic = gic;
@@ -648,6 +699,10 @@ pub fn bench(opts: &Options) -> Result<bool> {
                 "difference": r.difference,
             }));
         }
+        if let Some(f) = &tessera.footprint {
+            println!("  hypervisor RAM (KiB, bench config): {}", fmt_footprint(f));
+        }
+        footprints.push(json!({ "config": CONFIG, "gic": gic, "kib": tessera.footprint }));
         let rows = rows_for(gic, &native.rows, &tessera.rows);
         println!();
         println!("GICv{gic} (instructions = CNTVCT ticks x 16; mean over n samples; min/max per sample):");
@@ -686,6 +741,14 @@ pub fn bench(opts: &Options) -> Result<bool> {
             ),
             (Some(why), ..) => println!("  skipped: {why}"),
             _ => println!("  no `{LINUX_INIT_LINE}` timestamp found (logs in {})", paths::display(&logs)),
+        }
+        if let Some(f) = &l.footprint {
+            println!(
+                "  hypervisor RAM (KiB, {LINUX_CONFIG}): {}; own (without the kept images) {} KiB, target <= {FOOTPRINT_TARGET_KIB}: {}",
+                fmt_footprint(f),
+                f.get("own").copied().unwrap_or(0),
+                verdict(f.get("own").map(|o| *o <= FOOTPRINT_TARGET_KIB))
+            );
         }
         for (name, n, t) in &l.work {
             match (n, t) {
@@ -753,6 +816,13 @@ pub fn bench(opts: &Options) -> Result<bool> {
                        "met": image <= IMAGE_TARGET },
             "loc": { "lines": loc, "files": files,
                      "method": "non-blank, non-comment lines of src/**/*.rs, without tests.rs files and without anything from a file's first #[cfg(test)] on" },
+            "footprint": {
+                "unit": "KiB", "bench": footprints,
+                "linux": linux.as_ref().map(|l| json!({ "config": LINUX_CONFIG, "kib": l.footprint,
+                    "target_own_kib": FOOTPRINT_TARGET_KIB,
+                    "met": l.footprint.as_ref().and_then(|f| f.get("own")).map(|o| *o <= FOOTPRINT_TARGET_KIB) })),
+                "method": "the hypervisor's boot line (src/mm/footprint.rs): image = code and data, stacks and heap and the EL2 table pool as reserved, heap_peak = the most of the heap ever handed out, stage2_tables from free RAM, images = the guest package kept for VM resets; own = total - images",
+            },
             "linux_boot": linux.as_ref().map(|l| json!({
                 "native_s": l.native_s, "tessera_s": l.tessera_s, "hypervisor_s": l.hypervisor_s,
                 "workloads": l.work.iter().map(|(w, n, t)| json!({"name": w, "native_s": n, "tessera_s": t})).collect::<Vec<_>>(),
@@ -846,6 +916,19 @@ mod tests {
             );
         }
         assert_eq!(ROW_PREFIXES.len(), ROWS.len() + 1);
+    }
+
+    #[test]
+    fn reads_the_footprint_line() {
+        let f = footprint(&lines(&[
+            "[bench] BENCH done",
+            "[    0.019479] tessera: hypervisor RAM (KiB): total=38420 in_use=33721 image=292 images=33252 (stacks: 4 CPUs online of 16 x 32 KiB)",
+        ]))
+        .unwrap();
+        assert_eq!(f["total"], 38420);
+        assert_eq!(f["image"], 292);
+        assert_eq!(f["own"], 38420 - 33252);
+        assert!(footprint(&lines(&["tessera: boot complete"])).is_none());
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct BoardToml {
     pub reserved: Vec<Reserved>,
     #[serde(default)]
     pub qemu: Option<BoardQemu>,
+    /// The boot medium `cargo xtask image` writes (see docs/flashing.md).
+    #[serde(default)]
+    pub media: Option<crate::media::Media>,
     #[serde(default)]
     pub notes: String,
 }

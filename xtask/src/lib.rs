@@ -26,6 +26,7 @@ pub mod image;
 pub mod images;
 pub mod intervm_scenarios;
 pub mod links;
+pub mod media;
 pub mod pack;
 pub mod paths;
 pub mod qemu;

@@ -1,7 +1,7 @@
 //! `cargo xtask`: build, run and test Tessera from the host. This file only parses the
 //! command line; each command lives in its own module of the `xtask` library.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use xtask::args::Args;
@@ -50,6 +50,13 @@ commands:
                            console and the hypervisor's free memory every cycle
       --minutes N          how long (default 10)
       --gic 2|3            GIC version (default 3)
+  image --board NAME [options]
+                           build the config's image and the board's boot medium: an
+                           SD card / disk image (MBR, one FAT32 partition) with the
+                           image and boot.scr (U-Boot boards) or the Raspberry Pi
+                           firmware and config.txt; see docs/flashing.md
+      --config FILE        VM config (default boards/<board>/linux.toml)
+      -o FILE              where to write it (default target/media/<board>-<config>.img)
   dtbs                     regenerate tests/dtbs/ (needs QEMU and dtc)
   assets [options]         fetch Debian's arm64 kernel and busybox, build the guest
                            initramfs (cached in target/guest-assets/); print the paths
@@ -147,6 +154,15 @@ fn dispatch() -> Result<bool> {
             };
             args.finish()?;
             return xtask::soak::soak(&opts);
+        }
+        "image" => {
+            let opts = xtask::media::Options {
+                board: args.value("--board")?.context("image needs --board NAME")?,
+                config: args.value("--config")?.map(absolute).transpose()?,
+                output: args.value("-o")?.map(absolute).transpose()?,
+            };
+            args.finish()?;
+            xtask::media::image(&opts)?;
         }
         "dtbs" => {
             args.finish()?;

@@ -174,6 +174,9 @@ pub struct Machine {
     pub smp: u32,
     pub mem: String,
     pub kernel: PathBuf,
+    /// Firmware to start instead (`-bios`): it finds the image itself (U-Boot on a
+    /// boot disk in `extra`), so `kernel` and `append` are not passed.
+    pub bios: Option<PathBuf>,
     pub dtb: Option<PathBuf>,
     pub append: Option<String>,
     pub gdb: bool,
@@ -193,6 +196,7 @@ impl Machine {
             smp: 4,
             mem: "1G".to_owned(),
             kernel,
+            bios: None,
             dtb: None,
             append: None,
             gdb: false,
@@ -226,7 +230,16 @@ impl Machine {
 
     /// The image and the DTB exist.
     pub fn check_files(&self) -> Result<()> {
-        for (what, path) in [("image", Some(&self.kernel)), ("dtb", self.dtb.as_ref())] {
+        let image = if self.bios.is_some() {
+            None
+        } else {
+            Some(&self.kernel)
+        };
+        for (what, path) in [
+            ("image", image),
+            ("firmware", self.bios.as_ref()),
+            ("dtb", self.dtb.as_ref()),
+        ] {
             if let Some(p) = path.filter(|p| !p.is_file()) {
                 bail!("{what} {} does not exist", p.display());
             }
@@ -259,11 +272,18 @@ impl Machine {
             };
             cmd.args(["-serial", &to]);
         }
-        cmd.arg("-kernel").arg(&self.kernel);
+        match &self.bios {
+            Some(bios) => {
+                cmd.arg("-bios").arg(bios);
+            }
+            None => {
+                cmd.arg("-kernel").arg(&self.kernel);
+            }
+        }
         if let Some(dtb) = &self.dtb {
             cmd.arg("-dtb").arg(dtb);
         }
-        if let Some(append) = &self.append {
+        if let Some(append) = self.append.as_ref().filter(|_| self.bios.is_none()) {
             cmd.args(["-append", append]);
         }
         if self.gdb {

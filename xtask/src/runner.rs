@@ -227,6 +227,11 @@ fn watch(scenario: &Scenario, qemu: &Path, built: &Built, log_path: &Path) -> Re
     };
     let qemu = qemu.as_path();
     let mut machine = settings.to_machine(kernel);
+    if let Some(make) = scenario.firmware {
+        let fw = make(built, &machine.kernel).context("building the boot medium")?;
+        machine.bios = Some(fw.bios);
+        machine.extra.extend(fw.args);
+    }
     if let Some(d) = scenario.dtb {
         machine.dtb = Some(paths::root().join(d));
     }

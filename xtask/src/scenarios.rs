@@ -5,7 +5,7 @@
 
 use crate::images::Built;
 use anyhow::Result;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[path = "scenarios_raspi4b.rs"]
 mod raspi4b;
@@ -28,6 +28,14 @@ pub enum Image {
     File(&'static str),
     /// Built on the fly from the build outputs (e.g. the hypervisor packed with guests).
     Make(fn(&Built) -> Result<PathBuf>),
+}
+
+/// Firmware that finds the image on a boot medium itself (see [`Scenario::firmware`]).
+pub struct Firmware {
+    /// QEMU's `-bios`.
+    pub bios: PathBuf,
+    /// The QEMU arguments that attach the boot medium.
+    pub args: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -64,6 +72,9 @@ pub struct Scenario {
     /// (version, why): skipped, and said so, on an older QEMU whose model cannot run it.
     pub needs_qemu: Option<(&'static str, &'static str)>,
     pub timeout_secs: u64,
+    /// Boot firmware (`-bios`, no `-kernel`) with a boot medium made around the image
+    /// QEMU would otherwise have been given.
+    pub firmware: Option<fn(&Built, &Path) -> Result<Firmware>>,
     /// Type `input` through QEMU's stdio multiplexer, started exactly as `cargo xtask run`
     /// starts it (`Console::Interactive`), rather than into a plain serial pipe.
     pub through_qemu_mux: bool,
@@ -93,6 +104,7 @@ impl Scenario {
             allow: &[],
             needs_qemu: None,
             timeout_secs: 60,
+            firmware: None,
             through_qemu_mux: false,
             host_unchanged: &[],
         }
@@ -353,6 +365,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(raspi4b::scenarios());
     all.extend([device_abort(3), device_abort(2)]);
     all.extend([console_burst(3), console_burst(2)]);
+    all.extend(crate::media::scenarios::all());
     all.extend(crate::smmu_scenarios::all());
     all
 }

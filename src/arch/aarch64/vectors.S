@@ -7,7 +7,7 @@
 
 // Only the registers the AAPCS lets Rust code clobber (x0-x18, x30) and the
 // return state: enough for exits that never look at x19-x29, which Rust
-// preserves for us. The hypercall and interrupt exits use this.
+// preserves for us. The interrupt exits use this.
 .macro SAVE_CALLER
     sub     sp, sp, #FRAME_SIZE
     stp     x0, x1, [sp, #16 * 0]
@@ -24,6 +24,42 @@
     mrs     x1, spsr_el2
     stp     x30, x0, [sp, #16 * 15]
     str     x1, [sp, #16 * 16]
+.endm
+
+// A lower-EL synchronous exception: x0-x3 saved, x1 = ESR_EL2, then on to
+// `next`, which saves what its exits need.
+.macro LOWER_SYNC next
+.balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    mrs     x1, esr_el2
+    b       \next
+.endm
+
+// The caller-saved registers after LOWER_SYNC's x0-x3, and x30.
+.macro SAVE_X4_X30
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    str     x18, [sp, #16 * 9]
+    str     x30, [sp, #16 * 15]
+.endm
+
+.macro RESTORE_X4_X30
+    ldp     x4, x5, [sp, #16 * 2]
+    ldp     x6, x7, [sp, #16 * 3]
+    ldp     x8, x9, [sp, #16 * 4]
+    ldp     x10, x11, [sp, #16 * 5]
+    ldp     x12, x13, [sp, #16 * 6]
+    ldp     x14, x15, [sp, #16 * 7]
+    ldp     x16, x17, [sp, #16 * 8]
+    ldr     x18, [sp, #16 * 9]
+    ldr     x30, [sp, #16 * 15]
 .endm
 
 // The rest of the frame, for exits that read or write any guest register.
@@ -71,7 +107,7 @@
 .endm
 
 // The table, twice: `el2_vectors` for CPUs whose VM calls PSCI through
-// HVC (its hypercalls take the short way in `guest_sync`), and
+// HVC (its hypercalls take the short way in `guest_sync_hvc`), and
 // `el2_vectors_smc` for VMs whose conduit is SMC, where an HVC is no call
 // and is decided like any other exit.
 .macro TABLE name, sync
@@ -89,9 +125,7 @@
     UNEXPECTED 6
     UNEXPECTED 7
     // Lower EL, AArch64: the guests.
-.balign 0x80
-    SAVE_CALLER
-    b       \sync
+    LOWER_SYNC \sync
 .balign 0x80
     SAVE_CALLER
     b       guest_irq
@@ -100,9 +134,7 @@
     // Lower EL, AArch32: EL1 is always AArch64 (HCR_EL2.RW = 1), but a guest
     // may run 32-bit EL0 code, and exits from there arrive here. The frame is
     // the same (r0-r14 are x0-x14), so the same handlers take them.
-.balign 0x80
-    SAVE_CALLER
-    b       \sync
+    LOWER_SYNC \sync
 .balign 0x80
     SAVE_CALLER
     b       guest_irq
@@ -111,21 +143,50 @@
 .endm
 
 .section .text.vectors, "ax"
-    TABLE   el2_vectors, guest_sync
-    TABLE   el2_vectors_smc, guest_sync_slow
+    TABLE   el2_vectors, guest_sync_hvc
+    TABLE   el2_vectors_smc, guest_sync
 
-// A synchronous exit: hypercalls (EC 0x16) touch only x0-x3 and take the
-// short way; everything else saves the whole frame first.
-guest_sync:
-    mrs     x1, esr_el2
+// A synchronous exit from a VM whose conduit is HVC: hypercalls (EC 0x16)
+// that need nothing but x0 and the syndrome (`hvc_fast`: version queries,
+// calls nobody implements) are answered with x4-x18 and x30 saved around
+// the call and nothing else: ELR_EL2 and SPSR_EL2 stay in the CPU, as
+// `hvc_fast` takes no exception and changes neither. Every other hypercall
+// gets the whole frame.
+guest_sync_hvc:
     lsr     x2, x1, #26
     cmp     x2, #0x16
-    b.ne    1f
+    b.ne    guest_sync
+    SAVE_X4_X30
+    bl      hvc_fast                // x0, ESR -> x0 = answer, x1 = answered
+    cbz     x1, 1f
+    RESTORE_X4_X30
+    ldr     x1, [sp, #8]
+    ldp     x2, x3, [sp, #16 * 1]
+    add     sp, sp, #FRAME_SIZE
+    eret
+1:  mrs     x0, elr_el2
+    mrs     x1, spsr_el2
+    str     x0, [sp, #16 * 15 + 8]
+    str     x1, [sp, #16 * 16]
+    SAVE_CALLEE
     mov     x0, sp
+    mrs     x1, esr_el2
     bl      hvc_exit
-    b       return_caller
-1:
-guest_sync_slow:
+    b       exception_return
+
+// Every other synchronous exit (x1 = ESR): first with the caller-saved
+// frame only, which `lower_sync_short` takes for the frequent exits whose
+// register is not one of x19-x29 (an emulated device access, an SGI); if it
+// declines, the whole frame and `lower_sync`.
+guest_sync:
+    SAVE_X4_X30
+    mrs     x0, elr_el2
+    mrs     x2, spsr_el2
+    str     x0, [sp, #16 * 15 + 8]
+    str     x2, [sp, #16 * 16]
+    mov     x0, sp
+    bl      lower_sync_short
+    cbnz    w0, return_caller
     SAVE_CALLEE
     mov     x0, sp
     bl      lower_sync

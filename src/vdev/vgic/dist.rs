@@ -56,18 +56,46 @@ impl Vgic {
 
     /// One byte of a per-interrupt register at GICD-layout offset `off`.
     pub fn read_irq_byte(&self, off: u64, vcpu: usize, bank: Bank) -> u8 {
+        self.read_irq_bytes(off, 1, vcpu, bank) as u8
+    }
+
+    /// `n` bytes (1 to 8) of per-interrupt registers from GICD-layout
+    /// offset `off`, little-endian: the whole access under one lock of the
+    /// distributor state. ISACTIVER/ICACTIVER come from the list registers
+    /// instead, without the lock (another CPU may be asked).
+    pub fn read_irq_bytes(&self, off: u64, n: u64, vcpu: usize, bank: Bank) -> u64 {
+        if (0x300..=0x3ff).contains(&off) {
+            return (0..n)
+                .map(|i| u64::from(self.active_byte(off + i, vcpu, bank)) << (8 * i))
+                .sum();
+        }
+        let s = self.state.lock();
+        (0..n)
+            .map(|i| u64::from(self.irq_byte_locked(&s, off + i, vcpu, bank)) << (8 * i))
+            .sum()
+    }
+
+    /// The state of `intid` (banked for `vcpu`) if the VM owns it.
+    fn irq_in<'s>(&self, s: &'s super::State, intid: u32, vcpu: usize) -> Option<&'s super::Irq> {
+        self.owner(intid)?;
+        if intid < 32 {
+            s.private.get(vcpu).and_then(|p| p.get(intid as usize))
+        } else {
+            s.spis.get(intid as usize - 32)
+        }
+    }
+
+    /// One byte of a per-interrupt register other than the active ones.
+    fn irq_byte_locked(&self, s: &super::State, off: u64, vcpu: usize, bank: Bank) -> u8 {
         let bit_regs = |base: u64| ((off - base) * 8) as u32;
+        let irq = |intid: u32| self.irq_in(s, intid, vcpu).filter(|_| self.in_bank(intid, bank));
         let mut out = 0u8;
         match off {
             0x080..=0x2ff => {
                 let reg = off & !0x7f;
                 let first = bit_regs(reg);
                 for b in 0..8 {
-                    let intid = first + b;
-                    if !self.in_bank(intid, bank) {
-                        continue;
-                    }
-                    let v = self.with_irq(intid, vcpu, |i| match reg {
+                    let v = irq(first + b).map(|i| match reg {
                         0x080 => i.group1,
                         0x100 | 0x180 => i.enabled,
                         _ => i.pending,
@@ -77,38 +105,8 @@ impl Vgic {
                     }
                 }
             }
-            0x300..=0x3ff => {
-                // ISACTIVER/ICACTIVER: active where a list register says so.
-                // Asked once per vCPU the byte's interrupts are listed on,
-                // without the vGIC lock held (another CPU may be asked).
-                let first = ((off & 0x7f) * 8) as u32;
-                let mut asked: Option<(usize, super::lr::ActiveSet)> = None;
-                for b in 0..8 {
-                    let intid = first + b;
-                    if !self.in_bank(intid, bank) {
-                        continue;
-                    }
-                    let Some(t) = self.lr_vcpu(intid, vcpu) else {
-                        continue;
-                    };
-                    let set = match asked {
-                        Some((v, set)) if v == t => set,
-                        _ => {
-                            let set = self.host.active(t);
-                            asked = Some((t, set));
-                            set
-                        }
-                    };
-                    if set.contains(intid) {
-                        out |= 1 << b;
-                    }
-                }
-            }
             0x400..=0x7ff => {
-                let intid = (off - 0x400) as u32;
-                if self.in_bank(intid, bank) {
-                    out = self.with_irq(intid, vcpu, |i| i.priority & 0xf8).unwrap_or(0);
-                }
+                out = irq((off - 0x400) as u32).map_or(0, |i| i.priority & 0xf8);
             }
             0x800..=0xbff if self.version == Version::V2 => {
                 let intid = (off - 0x800) as u32;
@@ -117,17 +115,14 @@ impl Vgic {
                     if self.owner(intid).is_some() {
                         out = 1 << vcpu.min(7);
                     }
-                } else if self.in_bank(intid, bank) {
-                    out = self
-                        .with_irq(intid, vcpu, |i| 1u8 << i.target.min(7))
-                        .unwrap_or(0);
+                } else {
+                    out = irq(intid).map_or(0, |i| 1u8 << i.target.min(7));
                 }
             }
             0xc00..=0xcff => {
                 let first = ((off - 0xc00) * 4) as u32;
                 for k in 0..4 {
-                    let intid = first + k;
-                    if self.in_bank(intid, bank) && self.with_irq(intid, vcpu, |i| i.edge) == Some(true) {
+                    if irq(first + k).is_some_and(|i| i.edge) {
                         out |= 2 << (2 * k);
                     }
                 }
@@ -135,6 +130,88 @@ impl Vgic {
             _ => {}
         }
         out
+    }
+
+    /// One byte of ISACTIVER/ICACTIVER: active where a list register says
+    /// so, asked once per vCPU the byte's interrupts are listed on.
+    fn active_byte(&self, off: u64, vcpu: usize, bank: Bank) -> u8 {
+        let first = ((off & 0x7f) * 8) as u32;
+        let mut out = 0u8;
+        let mut asked: Option<(usize, super::lr::ActiveSet)> = None;
+        for b in 0..8 {
+            let intid = first + b;
+            if !self.in_bank(intid, bank) {
+                continue;
+            }
+            let Some(t) = self.lr_vcpu(intid, vcpu) else {
+                continue;
+            };
+            let set = match asked {
+                Some((v, set)) if v == t => set,
+                _ => {
+                    let set = self.host.active(t);
+                    asked = Some((t, set));
+                    set
+                }
+            };
+            if set.contains(intid) {
+                out |= 1 << b;
+            }
+        }
+        out
+    }
+
+    /// Writes `n` bytes (1 to 8) of per-interrupt registers from offset
+    /// `off`: groups, priorities and trigger modes under one lock of the
+    /// distributor state; enables, pendings, actives and targets a byte at
+    /// a time, since they reach outside the vGIC (the physical GIC, a kick)
+    /// and that happens without the lock.
+    pub fn write_irq_bytes(&self, off: u64, n: u64, value: u64, vcpu: usize, bank: Bank) {
+        let plain = matches!(off, 0x080..=0x0ff | 0x400..=0x7ff | 0xc00..=0xcff);
+        if !plain {
+            for i in 0..n {
+                self.write_irq_byte(off + i, (value >> (8 * i)) as u8, vcpu, bank);
+            }
+            return;
+        }
+        let mut s = self.state.lock();
+        for i in 0..n {
+            self.plain_byte_locked(&mut s, off + i, (value >> (8 * i)) as u8, vcpu, bank);
+        }
+        // SGI groups and priorities are mirrored in the mailbox.
+        if vcpu < self.nvcpus && (bank != Bank::Shared) {
+            self.mirror_sgis(&s, vcpu);
+        }
+    }
+
+    /// One byte of IGROUPR, IPRIORITYR or ICFGR, the state locked.
+    fn plain_byte_locked(&self, s: &mut super::State, off: u64, value: u8, vcpu: usize, bank: Bank) {
+        let mut set = |intid: u32, f: &mut dyn FnMut(&mut super::Irq)| {
+            if self.in_bank(intid, bank) {
+                if let Some(i) = self.irq(s, intid, vcpu) {
+                    f(i);
+                }
+            }
+        };
+        match off {
+            0x080..=0x0ff => {
+                let first = ((off - 0x080) * 8) as u32;
+                for b in 0..8 {
+                    set(first + b, &mut |i| i.group1 = value & (1 << b) != 0);
+                }
+            }
+            0x400..=0x7ff => set((off - 0x400) as u32, &mut |i| i.priority = value),
+            0xc00..=0xcff => {
+                let first = ((off - 0xc00) * 4) as u32;
+                for k in 0..4 {
+                    // SGIs are always edge-triggered.
+                    if first + k >= 16 {
+                        set(first + k, &mut |i| i.edge = value & (2 << (2 * k)) != 0);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Writes one byte of a per-interrupt register.
@@ -203,10 +280,13 @@ impl Vgic {
         }
     }
 
-    fn set_ctlr(&self, value: u32) {
+    pub(super) fn set_ctlr(&self, value: u32) {
         let kicks: alloc::vec::Vec<usize> = {
             let mut s = self.state.lock();
             s.ctlr = value & 3;
+            for v in 0..self.nvcpus {
+                self.mirror_sgis(&s, v);
+            }
             // Enabling a group releases what was latched pending.
             let mut kicks = alloc::vec::Vec::new();
             for v in 0..self.nvcpus {
@@ -279,9 +359,7 @@ impl Distributor {
                 } else {
                     Bank::All
                 };
-                (0..4)
-                    .map(|i| u64::from(g.read_irq_byte(off + i, vcpu, bank)) << (8 * i))
-                    .sum()
+                g.read_irq_bytes(off, 4, vcpu, bank)
             }
             _ => id_register(g.version, off).unwrap_or(0),
         }
@@ -308,9 +386,7 @@ impl Distributor {
                 } else {
                     Bank::All
                 };
-                for i in 0..4 {
-                    g.write_irq_byte(off + i, (value >> (8 * i)) as u8, vcpu, bank);
-                }
+                g.write_irq_bytes(off, 4, u64::from(value), vcpu, bank);
             }
             _ => {}
         }
@@ -377,7 +453,7 @@ impl MmioDevice for Distributor {
                 } else {
                     Bank::All
                 };
-                g.write_irq_byte(offset, value as u8, vcpu, bank);
+                g.write_irq_bytes(offset, 1, value, vcpu, bank);
                 Ok(())
             }
             4 if offset.is_multiple_of(4) => {

@@ -11,6 +11,7 @@
 pub mod dist;
 pub mod lr;
 pub mod redist;
+pub mod sgi;
 
 #[cfg(test)]
 mod proptests;
@@ -238,6 +239,8 @@ pub struct Vgic {
     owners: Vec<Option<Owner>>,
     state: Mutex<State>,
     queues: Vec<Mutex<Queue>>,
+    /// Each vCPU's SGI mailbox: the IPI path without a lock.
+    sgis: Vec<sgi::SgiBox>,
     /// Whether each vCPU's queue may be non-empty, readable without its
     /// lock (the interrupt exit checks it before taking the lock).
     queued: Vec<core::sync::atomic::AtomicBool>,
@@ -280,6 +283,7 @@ impl Vgic {
                 asleep: alloc::vec![true; nvcpus],
             }),
             queues: (0..nvcpus).map(|_| Mutex::new(Queue::new())).collect(),
+            sgis: (0..nvcpus).map(|_| sgi::SgiBox::new()).collect(),
             queued: (0..nvcpus)
                 .map(|_| core::sync::atomic::AtomicBool::new(false))
                 .collect(),
@@ -324,6 +328,12 @@ impl Vgic {
                 *irq = IRQ_RESET;
             }
             s.asleep = f.asleep;
+            for v in 0..self.nvcpus {
+                if let Some(b) = self.sgis.get(v) {
+                    b.clear();
+                }
+                self.mirror_sgis(&s, v);
+            }
             hw
         };
         for v in 0..self.nvcpus {
@@ -363,6 +373,27 @@ impl Vgic {
 
     fn group_enabled(&self, s: &State, group1: bool) -> bool {
         s.ctlr & if group1 { 2 } else { 1 } != 0
+    }
+
+    /// Republishes SGI `intid` of `vcpu` to its mailbox (see [`sgi`]):
+    /// called with the state locked after anything that may change whether
+    /// it is deliverable, its priority or its group.
+    fn mirror_sgi(&self, s: &State, intid: u32, vcpu: usize) {
+        let (Some(b), Some(irq)) = (
+            self.sgis.get(vcpu),
+            s.private.get(vcpu).and_then(|p| p.get(intid as usize)),
+        ) else {
+            return;
+        };
+        let ready = intid < 16 && irq.enabled && self.group_enabled(s, irq.group1);
+        b.mirror(intid, ready, irq.priority, irq.group1);
+    }
+
+    /// [`Self::mirror_sgi`] for all SGIs of `vcpu` (GICD_CTLR changed).
+    fn mirror_sgis(&self, s: &State, vcpu: usize) {
+        for intid in 0..16 {
+            self.mirror_sgi(s, intid, vcpu);
+        }
     }
 
     /// Queues `intid` for its target if it can be delivered now; otherwise
@@ -414,6 +445,13 @@ impl Vgic {
         if let Some(t) = kick {
             self.host.kick(t);
         }
+    }
+
+    /// [`Self::raise`], out of the SGI fast path.
+    #[cold]
+    #[inline(never)]
+    fn raise_cold(&self, intid: u32, vcpu: usize, source: u8) {
+        self.raise(intid, vcpu, source)
     }
 
     /// Sets the line of a level-triggered virtual source (SPIs only).
@@ -487,6 +525,16 @@ impl Vgic {
 
     /// Next interrupt queued for `vcpu`.
     pub fn pop(&self, vcpu: usize) -> Option<Queued> {
+        if let Some(t) = self.sgis.get(vcpu)?.take() {
+            return Some(Queued {
+                vintid: t.sgi,
+                hw: false,
+                priority: t.priority,
+                group1: t.group1,
+                eoi: false,
+                source: t.lane,
+            });
+        }
         if !self.queued.get(vcpu)?.load(Ordering::Acquire) {
             return None;
         }
@@ -505,18 +553,51 @@ impl Vgic {
         }
     }
 
+    /// `vcpu`'s SGI mailbox.
+    #[inline(always)]
+    pub fn sgi_box(&self, vcpu: usize) -> Option<&sgi::SgiBox> {
+        self.sgis.get(vcpu)
+    }
+
+    /// Whether `vcpu`'s locked queue (not its SGI mailbox) may hold something.
+    #[inline(always)]
+    pub fn queue_nonempty(&self, vcpu: usize) -> bool {
+        self.queued.get(vcpu).is_some_and(|q| q.load(Ordering::Acquire))
+    }
+
     /// Whether `vcpu` has interrupts waiting for a list register.
     #[inline(always)]
     pub fn has_queued(&self, vcpu: usize) -> bool {
         self.queued.get(vcpu).is_some_and(|q| q.load(Ordering::Acquire))
+            || self.sgis.get(vcpu).is_some_and(|b| b.any())
     }
 
     /// Delivers a guest SGI (from ICC_SGI1R_EL1 or GICD_SGIR) to each vCPU
     /// in `targets` (a bit mask of vCPU indices).
+    /// An SGI that is deliverable goes into the target's mailbox without
+    /// a lock; one that is not (disabled, its group disabled, or from a
+    /// GICv2 source beyond the mailbox's lanes) is latched under the lock.
+    #[inline]
     pub fn send_sgi(&self, intid: u32, from: usize, targets: u64) {
-        for t in 0..self.nvcpus.min(64) {
-            if targets & (1 << t) != 0 {
-                self.raise(intid & 0xf, t, from as u8);
+        let intid = intid & 0xf;
+        // GICv3 SGIs carry no source; GICv2 ones carry the sender's number.
+        let lane = match self.version {
+            Version::V3 => 0,
+            Version::V2 => from,
+        };
+        let all = if self.nvcpus >= 64 {
+            !0
+        } else {
+            (1u64 << self.nvcpus) - 1
+        };
+        let mut left = targets & all;
+        while left != 0 {
+            let t = left.trailing_zeros() as usize;
+            left &= left - 1;
+            match self.sgis.get(t).and_then(|b| b.post(intid, lane)) {
+                Some(true) => self.host.kick(t),
+                Some(false) => {}
+                None => self.raise_cold(intid, t, from as u8),
             }
         }
     }
@@ -535,6 +616,9 @@ impl Vgic {
             irq.enabled = on;
             let pending = irq.pending;
             let target = if intid < 32 { vcpu } else { usize::from(irq.target) };
+            if intid < 16 {
+                self.mirror_sgi(&s, intid, vcpu);
+            }
             let kick = if on && pending {
                 self.deliver(&mut s, intid, vcpu, 0)
             } else {
@@ -567,6 +651,11 @@ impl Vgic {
                 None => return,
             };
             drop(s);
+            if intid < 16 {
+                if let Some(b) = self.sgis.get(vcpu) {
+                    b.cancel(intid);
+                }
+            }
             let target = target.min(self.nvcpus - 1);
             if self.with_queue(target, |q| q.remove(intid)) == Some(true) {
                 self.host.hw_deactivate(intid, target);
@@ -587,7 +676,11 @@ impl Vgic {
 
     fn with_irq<R>(&self, intid: u32, vcpu: usize, f: impl FnOnce(&mut Irq) -> R) -> Option<R> {
         let mut s = self.state.lock();
-        self.irq(&mut s, intid, vcpu).map(f)
+        let r = self.irq(&mut s, intid, vcpu).map(f);
+        if intid < 16 {
+            self.mirror_sgi(&s, intid, vcpu);
+        }
+        r
     }
 
     fn set_target(&self, intid: u32, vcpu: usize) {
@@ -820,6 +913,58 @@ pub mod tests {
         assert_eq!(g.state.lock().ctlr, 0);
         assert_eq!(g.with_irq(33, 0, |i| i.enabled), Some(false));
         assert_eq!(r.0.lock().unwrap().last().unwrap(), "hw_enable 34 0 false");
+    }
+
+    #[test]
+    fn the_sgi_mailbox_follows_enable_group_and_ctlr() {
+        let (g, r) = vgic(Version::V3, 2);
+        let enable = |on: bool| g.set_enabled(3, 1, on);
+        g.with_irq(3, 1, |i| {
+            i.group1 = true;
+            i.priority = 0x40
+        });
+        enable(true);
+        // Group 1 not enabled in GICD_CTLR yet: latched, not delivered.
+        g.send_sgi(3, 0, 0b10);
+        assert!(!g.has_queued(1));
+        g.set_ctlr(2);
+        let q = g.pop(1).unwrap();
+        assert_eq!((q.vintid, q.priority, q.group1), (3, 0x40, true));
+        // Deliverable: straight into the mailbox, one kick for two sends.
+        r.0.lock().unwrap().clear();
+        g.send_sgi(3, 0, 0b10);
+        g.send_sgi(3, 0, 0b10);
+        assert_eq!(*r.0.lock().unwrap(), ["kick 1"]);
+        assert!(g.sgi_box(1).unwrap().any());
+        assert_eq!(g.pop(1).map(|q| q.vintid), Some(3));
+        assert!(g.pop(1).is_none());
+        // Disabled: latched pending again, delivered on enable.
+        enable(false);
+        g.send_sgi(3, 0, 0b10);
+        assert!(!g.has_queued(1));
+        enable(true);
+        assert_eq!(g.pop(1).map(|q| q.vintid), Some(3));
+        // ICPENDR drops a posted one.
+        g.send_sgi(3, 0, 0b10);
+        g.set_pending(3, 1, false);
+        assert!(g.pop(1).is_none());
+        // The group disabled: latched.
+        g.set_ctlr(0);
+        g.send_sgi(3, 0, 0b10);
+        assert!(!g.has_queued(1));
+    }
+
+    #[test]
+    fn gicv2_sgis_keep_their_source_beyond_the_mailbox_lanes() {
+        let (g, _) = vgic(Version::V2, 6);
+        g.set_ctlr(1);
+        g.send_sgi(2, 5, 0b1);
+        g.send_sgi(2, 1, 0b1);
+        let mut got: Vec<(u32, u8)> = core::iter::from_fn(|| g.pop(0))
+            .map(|q| (q.vintid, q.source))
+            .collect();
+        got.sort();
+        assert_eq!(got, [(2, 1), (2, 5)]);
     }
 
     #[test]

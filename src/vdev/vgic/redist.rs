@@ -62,9 +62,9 @@ impl MmioDevice for Redistributors {
             0x0008 => self.typer(frame) & 0xffff_ffff,
             0x000c => self.typer(frame) >> 32,
             0x0014 if g.state.lock().asleep.get(frame) == Some(&true) => 0b110,
-            o if o >= SGI_BASE && (0x080..0xd00).contains(&(o - SGI_BASE)) => (0..4)
-                .map(|i| u64::from(g.read_irq_byte(o - SGI_BASE + i, frame, Bank::Private)) << (8 * i))
-                .sum(),
+            o if o >= SGI_BASE && (0x080..0xd00).contains(&(o - SGI_BASE)) => {
+                g.read_irq_bytes(o - SGI_BASE, 4, frame, Bank::Private)
+            }
             o if o < SGI_BASE => id_register(g.version, o).unwrap_or(0),
             _ => 0,
         })
@@ -75,7 +75,7 @@ impl MmioDevice for Redistributors {
         let off = offset % STRIDE;
         let g = &self.vgic;
         if width == 1 && (SGI_BASE + 0x400..SGI_BASE + 0x420).contains(&off) {
-            g.write_irq_byte(off - SGI_BASE, value as u8, frame, Bank::Private);
+            g.write_irq_bytes(off - SGI_BASE, 1, value, frame, Bank::Private);
             return Ok(());
         }
         if width == 8 && lpi_register(off) {
@@ -91,9 +91,7 @@ impl MmioDevice for Redistributors {
                 }
             }
             o if o >= SGI_BASE && (0x080..0xd00).contains(&(o - SGI_BASE)) => {
-                for i in 0..4 {
-                    g.write_irq_byte(o - SGI_BASE + i, (value >> (8 * i)) as u8, frame, Bank::Private);
-                }
+                g.write_irq_bytes(o - SGI_BASE, 4, value, frame, Bank::Private);
             }
             _ => {}
         }

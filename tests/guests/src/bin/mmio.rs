@@ -1,8 +1,9 @@
 //! `mmio`: Tessera's MMIO emulation, against the test device it emulates at
 //! 0x0b00_0000 (4 KiB that behave like little-endian RAM, byte i initially
 //! i & 0xff). Loads and stores of every width, sign-extending loads, the zero
-//! register as a source, 32-bit loads clearing the upper half, and a load
-//! pair the hypervisor cannot decode (it must inject an abort).
+//! register as a source, 32-bit loads clearing the upper half, a load pair
+//! the hypervisor cannot decode (it must inject an abort), and every
+//! general register as the one an access names.
 //!
 //! Only passes under the hypervisor: bare in QEMU nothing answers at
 //! 0x0b00_0000, so every access faults and is reported as a FAIL.
@@ -29,8 +30,86 @@ mod guest {
         check_sign_extension(&mut c);
         check_zero_register(&mut c);
         check_undecodable(&mut c);
+        check_every_register(&mut c);
         c.finish();
         park()
+    }
+
+    // Every general register as the target of an emulated store and load
+    // (x0 = an address on the test device), then every register checked
+    // again after the later exits: whichever frame the exit saved, the
+    // guest's registers are all its own afterwards. Returns a bit mask:
+    // bit n = a load through xn gave the wrong value, bit 32 + n = xn
+    // changed after its own round trip (x8-x10 are the scratch registers).
+    core::arch::global_asm!(
+        ".global mmio_every_register",
+        "mmio_every_register:",
+        "    stp     x29, x30, [sp, #-112]!",
+        "    stp     x19, x20, [sp, #16]",
+        "    stp     x21, x22, [sp, #32]",
+        "    stp     x23, x24, [sp, #48]",
+        "    stp     x25, x26, [sp, #64]",
+        "    stp     x27, x28, [sp, #80]",
+        "    str     x0, [sp, #96]",
+        "    str     xzr, [sp, #104]",
+        ".irp n,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30",
+        "    .if \\n == 8",
+        "    ldr     x9, [sp, #96]",
+        "    mov     x\\n, #(0x700 + \\n)",
+        "    str     x\\n, [x9]",
+        "    mov     x\\n, #0",
+        "    ldr     x\\n, [x9]",
+        "    .else",
+        "    ldr     x8, [sp, #96]",
+        "    mov     x\\n, #(0x700 + \\n)",
+        "    str     x\\n, [x8]",
+        "    mov     x\\n, #0",
+        "    ldr     x\\n, [x8]",
+        "    .endif",
+        "    cmp     x\\n, #(0x700 + \\n)",
+        "    b.eq    1f",
+        "    .if \\n == 10",
+        "    ldr     x11, [sp, #104]",
+        "    orr     x11, x11, #(1 << \\n)",
+        "    str     x11, [sp, #104]",
+        "    .else",
+        "    ldr     x10, [sp, #104]",
+        "    orr     x10, x10, #(1 << \\n)",
+        "    str     x10, [sp, #104]",
+        "    .endif",
+        "1:",
+        ".endr",
+        ".irp n,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30",
+        "    .if \\n < 8 || \\n > 10",
+        "    cmp     x\\n, #(0x700 + \\n)",
+        "    b.eq    1f",
+        "    ldr     x10, [sp, #104]",
+        "    orr     x10, x10, #(1 << (32 + \\n))",
+        "    str     x10, [sp, #104]",
+        "1:",
+        "    .endif",
+        ".endr",
+        "    ldr     x0, [sp, #104]",
+        "    ldp     x19, x20, [sp, #16]",
+        "    ldp     x21, x22, [sp, #32]",
+        "    ldp     x23, x24, [sp, #48]",
+        "    ldp     x25, x26, [sp, #64]",
+        "    ldp     x27, x28, [sp, #80]",
+        "    ldp     x29, x30, [sp], #112",
+        "    ret",
+    );
+
+    extern "C" {
+        fn mmio_every_register(addr: usize) -> u64;
+    }
+
+    /// [`mmio_every_register`] on the test device.
+    fn check_every_register(c: &mut Checker) {
+        // SAFETY: the function saves and restores what the AAPCS asks and
+        // only touches the test device and its own stack frame.
+        expect(c, "mmio_every_register", 0, || unsafe {
+            mmio_every_register(0x0b00_0040)
+        });
     }
 
     /// `ldp` gives the hypervisor no syndrome (ESR_EL2.ISV = 0): it must
