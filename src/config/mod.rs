@@ -12,6 +12,7 @@ use core::fmt;
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
+pub mod links;
 #[cfg(test)]
 mod tests;
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub vms: Vec<VmConfig>,
     /// Prefix each VM's console lines with its name.
     pub console_prefix: bool,
+    /// Links between VMs (`[[link]]`).
+    pub links: Vec<links::LinkConfig>,
 }
 
 /// A config blob that does not say what the hypervisor needs. xtask checks
@@ -152,7 +155,12 @@ impl Config {
         if vms.is_empty() {
             return Err(err(None, "no VMs"));
         }
-        Ok(Config { vms, console_prefix })
+        let links = links::parse(&root, vms.len())?;
+        Ok(Config {
+            vms,
+            console_prefix,
+            links,
+        })
     }
 
     fn parse_vm(n: &FdtNode) -> Result<VmConfig, ConfigError> {

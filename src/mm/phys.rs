@@ -34,6 +34,16 @@ pub unsafe fn copy_to(pa: u64, src: &[u8]) {
     unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, src.len()) };
 }
 
+/// Copies physical `[pa, pa + dst.len())` into `dst`.
+///
+/// # Safety
+/// The range must be RAM, identity mapped; `dst` is hypervisor memory, which
+/// is never handed to a VM, so the two cannot overlap.
+pub unsafe fn copy_from(pa: u64, dst: &mut [u8]) {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, dst.as_mut_ptr(), dst.len()) };
+}
+
 /// Copies `src` to physical `pa` and cleans it to PoC, for a guest that
 /// starts with its MMU and caches off.
 ///

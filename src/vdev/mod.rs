@@ -20,9 +20,11 @@ pub mod outbuf;
 pub mod page_share;
 #[cfg(test)]
 mod proptests;
+pub mod shmem;
 pub mod subpage;
 pub mod testdev;
 pub mod vgic;
+pub mod virtio;
 pub mod vuart;
 
 use core::fmt;

@@ -2,7 +2,7 @@
 //! devices, images, vCPUs. A VM that cannot be built is reported and left
 //! out; the others still start.
 
-use super::dtb::{generate, GuestConsole, GuestDtbSpec, GuestGic, GuestRegion};
+use super::dtb::{generate_with_links, GuestConsole, GuestDtbSpec, GuestGic, GuestRegion};
 use super::irq;
 use super::mmio::MmioBus;
 use super::Images;
@@ -53,9 +53,14 @@ pub fn create_all(
     let mut vms = Vec::new();
     let mut taken = [false; MAX_CPUS];
     super::smmu::init(dtb, frames);
-    for vc in &config.vms {
+    super::links::init(&config.links, frames);
+    for (cfg_index, vc) in config.vms.iter().enumerate() {
         let index = vms.len();
-        match create(index, p, dtb, vc, pkg, frames, &mut taken) {
+        let links = Links {
+            all: &config.links,
+            vm: cfg_index,
+        };
+        match create(index, p, dtb, vc, pkg, frames, &mut taken, links) {
             Ok(vm) => {
                 super::smmu::assign(&vm, dtb);
                 super::pcie_reset::register(&vm, dtb);
@@ -67,6 +72,8 @@ pub fn create_all(
     vms
 }
 
+// One more than clippy's seven: the VM's place among the links.
+#[allow(clippy::too_many_arguments)]
 fn create(
     index: usize,
     p: &Platform,
@@ -75,6 +82,7 @@ fn create(
     pkg: &Package<'static>,
     frames: &mut FrameAllocator,
     taken: &mut [bool; MAX_CPUS],
+    links: Links,
 ) -> Result<Vm, String> {
     for &c in &vc.cpus {
         if c >= p.cpus.len() || c >= MAX_CPUS {
@@ -142,6 +150,12 @@ fn create(
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));
     }
+    for intid in super::links::interrupts(links.all, links.vm) {
+        if owned.iter().any(|o| o.0 == intid) {
+            return Err(format!("link interrupt {intid} is already the VM's"));
+        }
+        owned.push((intid, Owner::Virtual));
+    }
     let version = match p.gic.version {
         GicVersion::V2 => Version::V2,
         GicVersion::V3 => Version::V3,
@@ -168,6 +182,7 @@ fn create(
         mmio.add(VUART_IPA, Box::new(uart.clone())).map_err(overlap)?;
         console_uart = Some(uart);
     }
+    super::links::attach(links.vm, &vc.name, links.all, &ram, &vgic, &mut mmio)?;
     if let Some(base) = vc.test_device {
         mmio.add(base, Box::new(TestDevice::new()))
             .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
@@ -224,10 +239,12 @@ fn create(
         .map_err(overlap)?;
     }
 
+    let shared = super::links::shared_regions(links.all, links.vm)?;
     // Stage 2: IPA size from the highest address the VM uses, capped by the CPU.
     let top = ram
         .iter()
         .map(|r| r.ipa + r.size)
+        .chain(shared.iter().map(|s| s.0 + s.2))
         .chain(mmio.regions().iter().map(|r| r.base + r.size))
         .chain(passthrough.iter().map(|r| r.0 + r.1))
         .max()
@@ -244,6 +261,16 @@ fn create(
     for r in &ram {
         s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables)
             .map_err(|e| format!("stage 2: {e}"))?;
+    }
+    // Shared regions of its shmem links: normal memory, never executable.
+    for &(ipa, pa, size, write) in &shared {
+        let attrs = Attrs {
+            write,
+            exec: false,
+            ..Attrs::RAM
+        };
+        s2.map(ipa, pa, size, attrs, &mut tables)
+            .map_err(|e| format!("stage 2 for a shared region at {ipa:#x}: {e}"))?;
     }
     // Only the pages the VM owns outright are mapped (page_share).
     for run in runs.iter().filter(|r| !r.filtered) {
@@ -337,7 +364,8 @@ fn create(
                 passthrough: paths,
                 host: Some(dtb),
             };
-            generate(&spec).map_err(|e| format!("guest DTB: {e}"))?
+            let link_nodes = super::links::guest_links(links.all, links.vm);
+            generate_with_links(&spec, &link_nodes).map_err(|e| format!("guest DTB: {e}"))?
         }
     };
     if dtb.len() as u64 > 2 << 20 {
@@ -411,6 +439,14 @@ fn create(
         state: AtomicU8::new(VmState::Running as u8),
         faults_logged: AtomicUsize::new(0),
     })
+}
+
+/// The VM's place among the configuration's links.
+#[derive(Clone, Copy)]
+struct Links<'a> {
+    all: &'a [crate::config::links::LinkConfig],
+    /// The VM's index in the configuration.
+    vm: usize,
 }
 
 /// The hardware behind one filtered window: the EL2 volatile accessor.

@@ -188,6 +188,14 @@ impl fmt::Display for DtbError {
 
 /// Builds the guest DTB described by `spec`.
 pub fn generate(spec: &GuestDtbSpec) -> Result<Vec<u8>, DtbError> {
+    generate_with_links(spec, &[])
+}
+
+/// [`generate`], plus the nodes of the VM's inter-VM link devices.
+pub fn generate_with_links(
+    spec: &GuestDtbSpec,
+    links: &[super::links::GuestLink],
+) -> Result<Vec<u8>, DtbError> {
     check(spec)?;
     let mut w = FdtWriter::new()?;
     let mut names = TopLevelNames::default();
@@ -214,6 +222,10 @@ pub fn generate(spec: &GuestDtbSpec) -> Result<Vec<u8>, DtbError> {
     if spec.console.is_some() {
         names.claim("aliases")?;
     }
+    for name in links.iter().flat_map(|l| l.node_names()) {
+        names.claim(&name)?;
+    }
+    super::links::write_dtb(&mut w, links)?;
     write_passthrough(&mut w, spec, &mut names)?;
     write_chosen(&mut w, spec)?;
     if let Some(console) = &spec.console {

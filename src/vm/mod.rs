@@ -19,6 +19,7 @@ pub mod dtb;
 mod dtb_proptests;
 pub mod guard;
 pub mod inject;
+pub mod links;
 pub mod mmio;
 pub mod passthrough;
 pub mod pcie;

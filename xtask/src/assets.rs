@@ -87,6 +87,8 @@ for m in $(cat /lib/modules/load-order); do
     insmod "/lib/modules/$m.ko" || echo "tessera-init: insmod $m failed"
 done
 
+[ -f /etc/tessera/links.sh ] && . /etc/tessera/links.sh
+
 hostname tessera
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
@@ -188,6 +190,7 @@ fn init_hash() -> u64 {
         .bytes()
         .chain(COMMON.bytes())
         .chain(scripts)
+        .chain(crate::guest_links::hash_input().into_bytes())
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         })
@@ -832,6 +835,9 @@ pub fn initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)], trees: &[PathBuf
     for (name, body) in TEST_SCRIPTS {
         let script = format!("{COMMON}{body}");
         w.file(&format!("etc/tessera/{name}.sh"), 0o755, script.as_bytes())?;
+    }
+    for (path, mode, body) in crate::guest_links::files() {
+        w.file(&path, mode, body.as_bytes())?;
     }
     let mut order = String::new();
     for (name, data) in modules {

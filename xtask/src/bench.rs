@@ -179,10 +179,10 @@ pub fn bench_lines(lines: &[String]) -> Vec<String> {
 }
 
 /// A console captured up to a line containing `until` (or the deadline).
-struct Capture {
-    lines: Vec<String>,
+pub(crate) struct Capture {
+    pub(crate) lines: Vec<String>,
     /// Whether `until` was seen.
-    complete: bool,
+    pub(crate) complete: bool,
 }
 
 /// Runs `cmd` with its console piped into `log`, until a line contains `until` or
@@ -210,7 +210,7 @@ pub const FOOTPRINT_LINE: &str = "tessera: hypervisor RAM (KiB):";
 /// guest images it keeps for resets.
 pub const FOOTPRINT_TARGET_KIB: u64 = 2048;
 
-fn capture(mut cmd: Command, log: &Path, until: &str, timeout: Duration) -> Result<Capture> {
+pub(crate) fn capture(mut cmd: Command, log: &Path, until: &str, timeout: Duration) -> Result<Capture> {
     cmd.current_dir(paths::root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -294,7 +294,7 @@ fn native_command(qemu: &Path, gic: u32, smp: u32, mem: &str, kernel: &Path) -> 
 }
 
 /// The QEMU command booting a packed config image under Tessera, with icount.
-fn tessera_command(qemu: &Path, img: &board::ConfigImage) -> Result<Command> {
+pub(crate) fn tessera_command(qemu: &Path, img: &board::ConfigImage) -> Result<Command> {
     let mut extra = img.machine.extra.clone();
     // The config may already ask for icount; say it once.
     if !extra.iter().any(|a| a == "-icount") {
@@ -791,6 +791,12 @@ pub fn bench(opts: &Options) -> Result<bool> {
         counts.map(|(n, refused)| (n, refused, per_access))
     };
 
+    let ipi = all_rows
+        .iter()
+        .find(|r| r.gic == 3 && r.name == "ipi")
+        .and_then(|r| r.tessera);
+    let links = crate::bench_links::run(&qemu, &built, &logs, ipi, !opts.quick)?;
+
     if let Some(path) = &opts.json {
         let rows: Vec<Value> = all_rows
             .iter()
@@ -823,6 +829,7 @@ pub fn bench(opts: &Options) -> Result<bool> {
                 "ratio": l.native_s.zip(l.tessera_s).map(|(n, t)| t / n),
                 "target": LINUX_TARGET, "skipped": l.skipped,
             })),
+            "links": links,
             "linux_pair_subpage_filter": pair.map(|(n, refused, each)| json!({
                 "config": PAIR_CONFIG, "vm": "linux0", "trapped_accesses": n, "refused": refused,
                 "instructions_per_access": each, "instructions": each.map(|e| e * n as f64),

@@ -201,6 +201,9 @@ pub struct ConfigToml {
     /// of `check` rather than serde's "missing field".
     #[serde(rename = "vm", default)]
     pub vms: Vec<VmToml>,
+    /// Links between VMs (`xtask/src/links.rs`).
+    #[serde(rename = "link", default)]
+    pub links: Vec<crate::links::LinkToml>,
 }
 
 /// What the board offers, from its device tree (and board.toml).
@@ -277,6 +280,7 @@ pub struct Resolved {
     pub qemu: QemuToml,
     /// How each passed-through device will be mapped (or filtered).
     pub pages: Vec<PageNote>,
+    pub links: Vec<crate::links::ResolvedLink>,
 }
 
 /// Parses `path` (syntax and unknown keys only).
@@ -708,11 +712,13 @@ pub fn check(
         })
         .collect();
     let pages = pages::report(board, &given);
+    let links = crate::links::check(file, &cfg.links, &vms, board)?;
     Ok(Resolved {
         vms,
         console_prefix: cfg.hypervisor.console_prefix.unwrap_or(true),
         qemu: cfg.qemu.clone(),
         pages,
+        links,
     })
 }
 
@@ -821,6 +827,7 @@ pub fn blob(r: &Resolved) -> Result<Vec<u8>> {
         }
         w.end_node(n).map_err(e)?;
     }
+    crate::links::write_blob(&mut w, &r.links)?;
     w.end_node(root).map_err(e)?;
     w.finish().map_err(e)
 }
@@ -1095,6 +1102,7 @@ mod tests {
             console_prefix: false,
             qemu: QemuToml::default(),
             pages: vec![],
+            links: vec![],
         };
         let blob = blob(&r).unwrap();
         let fdt = fdt::Fdt::new(&blob).unwrap();

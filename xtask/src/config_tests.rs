@@ -161,6 +161,7 @@ fn resolved_with(fixed: &[(u64, u64)]) -> Resolved {
         console_prefix: true,
         qemu: Default::default(),
         pages: vec![],
+        links: vec![],
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod assets;
 pub mod bench;
+pub mod bench_links;
 pub mod board;
 pub mod board_console;
 #[cfg(test)]
@@ -20,9 +21,12 @@ pub mod debian;
 pub mod dt_ranges;
 pub mod dtbs;
 pub mod fdt_patch;
+pub mod guest_links;
 pub mod host_tools;
 pub mod image;
 pub mod images;
+pub mod intervm_scenarios;
+pub mod links;
 pub mod media;
 pub mod pack;
 pub mod paths;

@@ -307,6 +307,7 @@ pub fn all() -> Vec<Scenario> {
         linux_pair(3, Kernel::Debian13),
     ]);
     all.push(linux_demo_typed_through_qemu_mux());
+    all.extend(crate::intervm_scenarios::all());
     all.extend([console_flood(3), console_flood(2)]);
     all.extend([
         Scenario {

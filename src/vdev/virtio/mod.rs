@@ -1,0 +1,12 @@
+//! Virtio devices the hypervisor emulates itself (no backend VM): the
+//! virtio-mmio transport (version 2), the split virtqueue parser that treats
+//! guest memory as hostile input, and the inter-VM network device. They
+//! touch guest RAM only through [`queue::GuestMemory`], never hardware.
+
+pub mod mmio;
+pub mod net;
+#[cfg(test)]
+mod proptests;
+pub mod queue;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,380 @@
+//! The transport and the net switch driven the way Linux's drivers drive
+//! them, through the MMIO registers, over fake guest RAM.
+
+use super::mmio::{F_VERSION_1, INT_CONFIG, INT_USED, STATUS_FEATURES_OK, STATUS_NEEDS_RESET};
+use super::net::{NetDevice, NetPort, Switch, HDR};
+use super::queue::testmem::VecMemory;
+use super::queue::{GuestMemory, OutsideRam};
+use crate::vdev::MmioDevice;
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use std::vec::Vec;
+
+const RAM: u64 = 0x4000_0000;
+const SIZE: u16 = 8;
+
+/// Guest RAM shared between the test (the driver) and the device.
+#[derive(Clone)]
+struct Shared(Arc<VecMemory>);
+
+impl GuestMemory for Shared {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        self.0.read(gpa, buf)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+        self.0.write(gpa, data)
+    }
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        self.0.contains(gpa, len)
+    }
+}
+
+/// A minimal virtio-net driver: queue 0 (rx) and 1 (tx) at fixed places.
+struct Driver {
+    dev: Arc<NetDevice>,
+    mem: Arc<VecMemory>,
+    avail: [u16; 2],
+    used_seen: [u16; 2],
+}
+
+fn ring(q: usize) -> (u64, u64, u64) {
+    let base = RAM + 0x1_0000 * q as u64;
+    (base, base + 0x1000, base + 0x2000)
+}
+
+impl Driver {
+    fn new(switch: &Arc<Switch>, slot: usize, mac: u8) -> Self {
+        let mem = Arc::new(VecMemory::new(RAM, 0x10_0000));
+        let port = NetPort::new([2, 0, 0, 0, 0, mac], switch.clone(), slot);
+        let dev = Arc::new(NetDevice::new("vm", port, Box::new(Shared(mem.clone())), None));
+        switch.attach(slot, dev.clone());
+        Self {
+            dev,
+            mem,
+            avail: [0; 2],
+            used_seen: [0; 2],
+        }
+    }
+
+    fn w(&self, off: u64, v: u32) {
+        self.dev.write(off, 4, u64::from(v), 0).unwrap();
+    }
+    fn r(&self, off: u64) -> u32 {
+        self.dev.read(off, 4, 0).unwrap() as u32
+    }
+
+    /// The probe sequence of Linux's virtio_mmio + virtio_net.
+    fn up(self, features: u64) -> Self {
+        self.w(0x70, 0);
+        self.w(0x70, 1 | 2);
+        self.w(0x24, 0);
+        self.w(0x20, features as u32);
+        self.w(0x24, 1);
+        self.w(0x20, (features >> 32) as u32);
+        self.w(0x70, 1 | 2 | 8);
+        assert_ne!(self.r(0x70) & STATUS_FEATURES_OK, 0);
+        for q in 0..2u32 {
+            let (d, a, u) = ring(q as usize);
+            self.w(0x30, q);
+            assert_eq!(self.r(0x34), u32::from(super::queue::MAX_SIZE));
+            self.w(0x38, u32::from(SIZE));
+            self.w(0x80, d as u32);
+            self.w(0x84, (d >> 32) as u32);
+            self.w(0x90, a as u32);
+            self.w(0x94, 0);
+            self.w(0xa0, u as u32);
+            self.w(0xa4, 0);
+            self.w(0x44, 1);
+            assert_eq!(self.r(0x44), 1);
+        }
+        self.w(0x70, 1 | 2 | 4 | 8);
+        self
+    }
+
+    fn desc(&self, q: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let mut d = Vec::new();
+        d.extend_from_slice(&addr.to_le_bytes());
+        d.extend_from_slice(&len.to_le_bytes());
+        d.extend_from_slice(&flags.to_le_bytes());
+        d.extend_from_slice(&next.to_le_bytes());
+        self.mem.put(ring(q).0 + 16 * u64::from(i), &d);
+    }
+
+    fn offer(&mut self, q: usize, head: u16) {
+        let a = ring(q).1;
+        self.mem
+            .put(a + 4 + 2 * u64::from(self.avail[q] % SIZE), &head.to_le_bytes());
+        self.avail[q] = self.avail[q].wrapping_add(1);
+        self.mem.put(a + 2, &self.avail[q].to_le_bytes());
+    }
+
+    /// Posts receive buffer `i` of `len` bytes.
+    fn post_rx(&mut self, i: u16, len: u32) {
+        self.desc(0, i, RAM + 0x8_0000 + 0x1_0000 * u64::from(i), len, 2, 0);
+        self.offer(0, i);
+    }
+
+    /// Sends `frame` (a virtio header is put in front) from tx slot `i`.
+    fn send(&mut self, i: u16, frame: &[u8]) {
+        let at = RAM + 0x4_0000 + 0x1_0000 * u64::from(i % 4);
+        let mut b = std::vec![0u8; HDR];
+        b.extend_from_slice(frame);
+        self.mem.put(at, &b);
+        self.desc(1, i, at, b.len() as u32, 0, 0);
+        self.offer(1, i);
+        self.w(0x50, 1);
+    }
+
+    /// New used entries of queue `q`: (id, len).
+    fn used(&mut self, q: usize) -> Vec<(u32, u32)> {
+        let u = ring(q).2;
+        let idx = u16::from_le_bytes(self.mem.get(u + 2, 2).try_into().unwrap());
+        let mut out = Vec::new();
+        while self.used_seen[q] != idx {
+            let e = self.mem.get(u + 4 + 8 * u64::from(self.used_seen[q] % SIZE), 8);
+            out.push((
+                u32::from_le_bytes(e[..4].try_into().unwrap()),
+                u32::from_le_bytes(e[4..].try_into().unwrap()),
+            ));
+            self.used_seen[q] = self.used_seen[q].wrapping_add(1);
+        }
+        out
+    }
+
+    fn rx_bytes(&self, i: u16, len: usize) -> Vec<u8> {
+        self.mem.get(RAM + 0x8_0000 + 0x1_0000 * u64::from(i), len)
+    }
+}
+
+const BASIC: u64 = F_VERSION_1 | (1 << 5) | (1 << 16);
+
+fn frame(dst: u8, src: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = std::vec![2, 0, 0, 0, 0, dst, 2, 0, 0, 0, 0, src, 0x08, 0x00];
+    f.extend_from_slice(body);
+    f
+}
+
+#[test]
+fn the_transport_identifies_as_a_version_2_network_device() {
+    let sw = Switch::new(2);
+    let d = Driver::new(&sw, 0, 1);
+    assert_eq!(d.r(0x000), 0x7472_6976);
+    assert_eq!(d.r(0x004), 2);
+    assert_eq!(d.r(0x008), 1);
+    d.w(0x14, 1);
+    assert_eq!(d.r(0x10) & 1, 1, "VIRTIO_F_VERSION_1 offered");
+    d.w(0x14, 0);
+    let f = d.r(0x10);
+    assert_eq!(f & (1 << 28), 0, "no indirect descriptors offered");
+    assert_ne!(f & (1 << 5), 0, "a MAC");
+    // The MAC and link-up status in the configuration space, byte-wise.
+    let mac: Vec<u8> = (0..6)
+        .map(|i| d.dev.read(0x100 + i, 1, 0).unwrap() as u8)
+        .collect();
+    assert_eq!(mac, [2, 0, 0, 0, 0, 1]);
+    assert_eq!(d.dev.read(0x106, 2, 0), Ok(1));
+    // Registers are 32-bit only.
+    assert!(d.dev.read(0x070, 2, 0).is_err());
+    assert!(d.dev.write(0x072, 4, 0, 0).is_err());
+}
+
+#[test]
+fn features_ok_needs_version_1_and_nothing_unoffered() {
+    let sw = Switch::new(2);
+    let d = Driver::new(&sw, 0, 1);
+    for (lo, hi) in [(1u32 << 5, 0u32), (1 << 28, 1), (0, 1 | 2)] {
+        d.w(0x70, 0);
+        d.w(0x70, 3);
+        d.w(0x24, 0);
+        d.w(0x20, lo);
+        d.w(0x24, 1);
+        d.w(0x20, hi);
+        d.w(0x70, 3 | 8);
+        assert_eq!(d.r(0x70) & STATUS_FEATURES_OK, 0, "{lo:#x} {hi:#x}");
+    }
+}
+
+#[test]
+fn a_frame_reaches_the_peer_with_a_header_and_an_interrupt() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    b.post_rx(0, 1526);
+    let f = frame(2, 1, b"ping");
+    a.send(0, &f);
+    assert_eq!(a.used(1), [(0, 0)], "the sender's buffer comes back");
+    assert_eq!(b.used(0), [(0, (HDR + f.len()) as u32)]);
+    let got = b.rx_bytes(0, HDR + f.len());
+    assert_eq!(&got[HDR..], &f[..]);
+    assert_eq!(&got[10..12], &[1, 0], "num_buffers 1");
+    assert_eq!(b.r(0x60) & INT_USED, INT_USED);
+    b.w(0x64, INT_USED);
+    assert_eq!(b.r(0x60), 0);
+}
+
+#[test]
+fn without_a_posted_buffer_the_frame_is_dropped_and_the_sender_goes_on() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    a.send(0, &frame(2, 1, b"lost"));
+    assert_eq!(a.used(1).len(), 1);
+    assert!(b.used(0).is_empty());
+    assert_eq!(
+        b.dev
+            .device
+            .counters
+            .dropped_no_buffer
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Too small a buffer: dropped too, and the buffer returned empty.
+    b.post_rx(0, 20);
+    a.send(1, &frame(2, 1, &[7; 100]));
+    assert_eq!(b.used(0), [(0, 0)]);
+}
+
+#[test]
+fn a_large_frame_spans_merged_receive_buffers() {
+    let sw = Switch::new(2);
+    let mrg = BASIC | (1 << 15) | (1 << 3);
+    let mut a = Driver::new(&sw, 0, 1).up(mrg);
+    let mut b = Driver::new(&sw, 1, 2).up(mrg);
+    for i in 0..3 {
+        b.post_rx(i, 2048);
+    }
+    let body: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+    let f = frame(2, 1, &body);
+    a.send(0, &f);
+    let used = b.used(0);
+    assert_eq!(used, [(0, 2048), (1, 2048), (2, (HDR + f.len() - 4096) as u32)]);
+    let mut got = b.rx_bytes(0, 2048);
+    got.extend(b.rx_bytes(1, 2048));
+    got.extend(b.rx_bytes(2, HDR + f.len() - 4096));
+    assert_eq!(&got[10..12], &[3, 0], "num_buffers 3");
+    assert_eq!(&got[HDR..], &f[..]);
+}
+
+#[test]
+fn a_hostile_queue_resets_only_its_own_device() {
+    let sw = Switch::new(3);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    let mut c = Driver::new(&sw, 2, 3).up(BASIC);
+    // A posts a cyclic transmit chain.
+    a.desc(1, 0, RAM + 0x4_0000, 64, 1, 1);
+    a.desc(1, 1, RAM + 0x4_0000, 64, 1, 0);
+    a.offer(1, 0);
+    a.w(0x50, 1);
+    assert_ne!(a.r(0x70) & STATUS_NEEDS_RESET, 0);
+    assert_ne!(a.r(0x60) & INT_CONFIG, 0);
+    // Further notifications do nothing (a storm costs only A's exits).
+    for _ in 0..1000 {
+        a.w(0x50, 1);
+    }
+    // B and C still talk.
+    c.post_rx(0, 1526);
+    b.send(0, &frame(3, 2, b"still here"));
+    assert_eq!(c.used(0).len(), 1);
+    assert_eq!(b.r(0x70) & STATUS_NEEDS_RESET, 0);
+    // A receive ring of B pointing outside its RAM resets B's device, not
+    // C's that sent to it.
+    b.desc(0, 1, 0x0900_0000, 1526, 2, 0);
+    b.offer(0, 1);
+    c.send(0, &frame(2, 3, b"to b"));
+    assert_ne!(b.r(0x70) & STATUS_NEEDS_RESET, 0);
+    assert_eq!(c.r(0x70) & STATUS_NEEDS_RESET, 0);
+    assert_eq!(c.used(1).len(), 1);
+    // A driver reset brings A back.
+    let mut a = a.up(BASIC);
+    a.post_rx(0, 1526);
+    c.send(1, &frame(1, 3, b"welcome back"));
+    assert_eq!(a.used(0).len(), 1);
+}
+
+#[test]
+fn a_switch_learns_macs_and_sends_unicast_to_one_port_only() {
+    let sw = Switch::new(3);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    let mut c = Driver::new(&sw, 2, 3).up(BASIC);
+    for d in [&mut a, &mut b, &mut c] {
+        for i in 0..4 {
+            d.post_rx(i, 1526);
+        }
+    }
+    // Unknown destination: flooded to B and C.
+    a.send(0, &frame(2, 1, b"who"));
+    assert_eq!((b.used(0).len(), c.used(0).len()), (1, 1));
+    // B answers: A's MAC is known now, so only A gets it.
+    b.send(0, &frame(1, 2, b"me"));
+    assert_eq!((a.used(0).len(), c.used(0).len()), (1, 0));
+    // And B's MAC is known: A to B reaches B only.
+    a.send(1, &frame(2, 1, b"hi b"));
+    assert_eq!((b.used(0).len(), c.used(0).len()), (1, 0));
+    // Broadcast reaches everybody else.
+    let mut bc = frame(0, 1, b"all");
+    bc[..6].copy_from_slice(&[0xff; 6]);
+    a.send(2, &bc);
+    assert_eq!((b.used(0).len(), c.used(0).len()), (1, 1));
+}
+
+#[test]
+fn a_device_reset_quiesces_the_queues() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    b.post_rx(0, 1526);
+    b.w(0x70, 0);
+    b.w(0x30, 0);
+    assert_eq!(b.r(0x44), 0);
+    a.send(0, &frame(2, 1, b"after reset"));
+    assert!(b.used(0).is_empty());
+    assert_eq!(b.rx_bytes(0, 16), [0; 16]);
+    // The VM's reset (MmioDevice::reset) does the same.
+    let mut b = b.up(BASIC);
+    b.post_rx(1, 1526);
+    b.dev.reset();
+    a.send(1, &frame(2, 1, b"after vm reset"));
+    assert!(b.used(0).is_empty());
+}
+
+#[test]
+fn frames_that_are_too_short_or_too_long_are_dropped() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    b.post_rx(0, 1526);
+    a.send(0, &[1, 2, 3]);
+    assert_eq!(a.used(1).len(), 1);
+    assert!(b.used(0).is_empty());
+    // A chain claiming 1 MiB (inside its RAM): not a frame.
+    a.desc(1, 1, RAM, 0x10_0000, 0, 0);
+    a.offer(1, 1);
+    a.w(0x50, 1);
+    assert_eq!(a.used(1).len(), 1);
+    assert!(b.used(0).is_empty());
+    assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0);
+}
+
+#[test]
+fn delivery_does_not_wait_for_the_receivers_register_lock() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    b.post_rx(0, 1526);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let held = b.dev.clone();
+    // B's driver is mid-access (holding its register lock) while A sends.
+    let guard = held.transport.hold_registers();
+    let sender = std::thread::spawn(move || {
+        a.send(0, &frame(2, 1, b"while b is busy"));
+        done_tx.send(()).unwrap();
+        a
+    });
+    let finished = done_rx.recv_timeout(std::time::Duration::from_secs(2)).is_ok();
+    drop(guard);
+    assert!(finished, "the sender waited for the receiver's register lock");
+    sender.join().unwrap();
+    assert_eq!(b.used(0).len(), 1);
+}

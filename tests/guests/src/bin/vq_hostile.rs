@@ -1,0 +1,280 @@
+//! `vq_hostile`: a bare-metal VM on a net link that drives its virtio-net
+//! device (virtio-mmio at 0x0a80_0000, Tessera's link 0) with broken
+//! virtqueues: a cyclic chain, buffers in MMIO, beyond its RAM and wrapping
+//! the address space, a huge length, an index jump, a head beyond the
+//! queue, an indirect descriptor, rings outside its RAM, receive buffers in
+//! MMIO. Each must put its device into DEVICE_NEEDS_RESET (status bit 0x40)
+//! and nothing else; a driver reset must bring it back. Then it keeps
+//! storming the device with notifications, printing `vq_hostile: still
+//! alive N`. The Linux VMs on the same link must not notice.
+//!
+//! Only passes under the hypervisor with a net link configured.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(target_os = "none")]
+mod guest {
+    use core::cell::UnsafeCell;
+    use core::ptr::{read_volatile, write_volatile};
+    use tessera_guests::{counter, current_el, mpidr, ms_to_ticks, println, Checker, Mmio};
+
+    // SAFETY: the link's virtio-mmio transport, not memory.
+    const DEV: Mmio = unsafe { Mmio::new(0x0a80_0000) };
+    const SIZE: u16 = 8;
+    const NEEDS_RESET: u32 = 0x40;
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+    const F_INDIRECT: u16 = 4;
+    /// The VM's RAM (the scenario gives it 16 MiB at the default base).
+    const RAM: u64 = 0x4000_0000;
+    const RAM_SIZE: u64 = 16 << 20;
+
+    /// Rings and buffers: queue q's descriptors at q * 0x4000, its avail
+    /// ring 0x1000 and used ring 0x2000 above; frames from 0x8000.
+    #[repr(C, align(4096))]
+    struct Area(UnsafeCell<[u8; 0x1_0000]>);
+    // SAFETY: one vCPU; the device is the only other party.
+    unsafe impl Sync for Area {}
+    static AREA: Area = Area(UnsafeCell::new([0; 0x1_0000]));
+
+    fn base() -> u64 {
+        AREA.0.get() as u64
+    }
+    fn desc_at(q: u64) -> u64 {
+        base() + q * 0x4000
+    }
+    fn avail_at(q: u64) -> u64 {
+        desc_at(q) + 0x1000
+    }
+    fn used_at(q: u64) -> u64 {
+        desc_at(q) + 0x2000
+    }
+    fn data() -> u64 {
+        base() + 0x8000
+    }
+
+    fn put<T>(addr: u64, v: T) {
+        // SAFETY: inside AREA (callers pass addresses derived from it).
+        unsafe { write_volatile(addr as *mut T, v) }
+    }
+    fn get<T>(addr: u64) -> T {
+        // SAFETY: as for `put`.
+        unsafe { read_volatile(addr as *const T) }
+    }
+
+    fn status() -> u32 {
+        DEV.read32(0x70)
+    }
+
+    /// A driver's setup: reset, VERSION_1 only, both queues at AREA.
+    fn setup() -> bool {
+        DEV.write32(0x70, 0);
+        for i in 0..0x8000u64 {
+            put::<u8>(base() + i, 0);
+        }
+        DEV.write32(0x70, 1 | 2);
+        DEV.write32(0x24, 1);
+        DEV.write32(0x20, 1);
+        DEV.write32(0x24, 0);
+        DEV.write32(0x20, 0);
+        DEV.write32(0x70, 1 | 2 | 8);
+        if status() & 8 == 0 {
+            return false;
+        }
+        for q in 0..2u64 {
+            layout(q, desc_at(q), avail_at(q), used_at(q));
+            DEV.write32(0x44, 1);
+        }
+        DEV.write32(0x70, 1 | 2 | 4 | 8);
+        status() == 1 | 2 | 4 | 8
+    }
+
+    fn layout(q: u64, d: u64, a: u64, u: u64) {
+        DEV.write32(0x30, q as u32);
+        DEV.write32(0x38, u32::from(SIZE));
+        DEV.write32(0x80, d as u32);
+        DEV.write32(0x84, (d >> 32) as u32);
+        DEV.write32(0x90, a as u32);
+        DEV.write32(0x94, (a >> 32) as u32);
+        DEV.write32(0xa0, u as u32);
+        DEV.write32(0xa4, (u >> 32) as u32);
+    }
+
+    fn desc(q: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = desc_at(q) + 16 * u64::from(i);
+        put(d, addr);
+        put(d + 8, len);
+        put(d + 12, flags);
+        put(d + 14, next);
+    }
+
+    /// Puts `head` in the avail ring and publishes index `idx`.
+    fn offer(q: u64, slot: u16, head: u16, idx: u16) {
+        put(avail_at(q) + 4 + 2 * u64::from(slot % SIZE), head);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        put(avail_at(q) + 2, idx);
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn notify(q: u32) {
+        DEV.write32(0x50, q);
+    }
+
+    /// One attack on the transmit queue: a fresh device, `craft`, a kick.
+    fn attack(c: &mut Checker, name: &str, craft: impl FnOnce()) {
+        if !setup() {
+            c.fail(name, "setup failed");
+            return;
+        }
+        craft();
+        notify(1);
+        let s = status();
+        c.check(name, s & NEEDS_RESET != 0, format_args!("status {s:#x}"));
+    }
+
+    tessera_guests::entry!(run);
+
+    fn run() -> ! {
+        println!("vq_hostile: start at EL{}, MPIDR {:#x}", current_el(), mpidr());
+        let mut c = Checker::new("vq_hostile");
+        let (magic, version, id) = (DEV.read32(0), DEV.read32(4), DEV.read32(8));
+        c.check(
+            "vq_device_is_virtio_net_v2",
+            magic == 0x7472_6976 && version == 2 && id == 1,
+            format_args!("magic {magic:#x} version {version} id {id}"),
+        );
+        attack(&mut c, "vq_cyclic_chain", || {
+            desc(1, 0, data(), 64, F_NEXT, 1);
+            desc(1, 1, data(), 64, F_NEXT, 0);
+            offer(1, 0, 0, 1);
+        });
+        attack(&mut c, "vq_buffer_in_mmio", || {
+            desc(1, 0, 0x0900_0000, 64, 0, 0);
+            offer(1, 0, 0, 1);
+        });
+        attack(&mut c, "vq_buffer_beyond_ram", || {
+            desc(1, 0, RAM + RAM_SIZE - 32, 64, 0, 0);
+            offer(1, 0, 0, 1);
+        });
+        attack(&mut c, "vq_buffer_in_the_hypervisor", || {
+            // Physical 0x4000_0000 is the hypervisor on QEMU virt; this VM's
+            // IPA 0x4000_0000 is its own RAM, so name memory it does not have.
+            desc(1, 0, 0x1_0000_0000, 64, 0, 0);
+            offer(1, 0, 0, 1);
+        });
+        attack(&mut c, "vq_address_wraps", || {
+            desc(1, 0, u64::MAX - 15, 64, 0, 0);
+            offer(1, 0, 0, 1);
+        });
+        attack(&mut c, "vq_huge_length", || {
+            desc(1, 0, RAM, u32::MAX, 0, 0);
+            offer(1, 0, 0, 1);
+        });
+        attack(&mut c, "vq_index_jump", || {
+            desc(1, 0, data(), 64, 0, 0);
+            offer(1, 0, 0, 0x1234);
+        });
+        attack(&mut c, "vq_head_beyond_queue", || {
+            offer(1, 0, 200, 1);
+        });
+        attack(&mut c, "vq_indirect_descriptor", || {
+            desc(1, 0, data(), 32, F_INDIRECT, 0);
+            offer(1, 0, 0, 1);
+        });
+        // Rings outside its RAM: refused when the queue goes ready.
+        if setup() {
+            DEV.write32(0x44, 0);
+            layout(1, 0x0800_0000, avail_at(1), used_at(1));
+            DEV.write32(0x44, 1);
+            let s = status();
+            c.check(
+                "vq_ring_in_mmio",
+                s & NEEDS_RESET != 0,
+                format_args!("status {s:#x}"),
+            );
+        } else {
+            c.fail("vq_ring_in_mmio", "setup failed");
+        }
+        // A notification storm on a broken device costs only this VM's exits.
+        let t0 = counter();
+        for _ in 0..100_000 {
+            notify(1);
+            notify(0);
+            notify(0xffff);
+        }
+        let s = status();
+        c.check(
+            "vq_notification_storm",
+            s & NEEDS_RESET != 0,
+            format_args!(
+                "300000 notifications in {} ms, status {s:#x}",
+                (counter() - t0) / ms_to_ticks(1)
+            ),
+        );
+        // Receive buffers in MMIO: the first frame the Linux VMs flood to
+        // this port (ARP, IPv6 neighbour discovery) breaks this device only.
+        if setup() {
+            for i in 0..SIZE {
+                desc(0, i, 0x0900_0000, 1526, F_WRITE, 0);
+                offer(0, i, i, i + 1);
+            }
+            let deadline = counter() + ms_to_ticks(120_000);
+            while status() & NEEDS_RESET == 0 && counter() < deadline {
+                core::hint::spin_loop();
+            }
+            let s = status();
+            c.check(
+                "vq_rx_buffer_in_mmio",
+                s & NEEDS_RESET != 0,
+                format_args!("status {s:#x}"),
+            );
+        } else {
+            c.fail("vq_rx_buffer_in_mmio", "setup failed");
+        }
+        // A driver reset brings the device back: a well-formed frame goes out.
+        if setup() {
+            let f = data();
+            for i in 0..12u64 {
+                put::<u8>(f + i, 0);
+            }
+            // Broadcast, from 02:54:53:00:00:03, EtherType 0x88b5 (local experimental).
+            let frame: [u8; 14] = [
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0x54, 0x53, 0, 0, 3, 0x88, 0xb5,
+            ];
+            for (i, b) in frame.iter().enumerate() {
+                put::<u8>(f + 12 + i as u64, *b);
+            }
+            desc(1, 0, f, 12 + 60, 0, 0);
+            offer(1, 0, 0, 1);
+            notify(1);
+            let used: u16 = get(used_at(1) + 2);
+            let s = status();
+            c.check(
+                "vq_device_works_after_reset",
+                used == 1 && s & NEEDS_RESET == 0,
+                format_args!("used index {used}, status {s:#x}"),
+            );
+        } else {
+            c.fail("vq_device_works_after_reset", "setup failed");
+        }
+        c.finish();
+        // Forever: break the device again and storm it.
+        setup();
+        desc(1, 0, data(), 64, F_NEXT, 0);
+        offer(1, 0, 0, 1);
+        notify(1);
+        let mut n = 0u64;
+        loop {
+            for _ in 0..20_000 {
+                notify(1);
+            }
+            n += 1;
+            if n.is_multiple_of(10) {
+                println!("vq_hostile: still alive {n}");
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {}
