@@ -376,6 +376,7 @@ mod tests {
             psci: Psci::Hvc,
             devices: vec![],
             test_device: None,
+            dma_unrestricted: false,
         }
     }
 
