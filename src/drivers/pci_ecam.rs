@@ -113,10 +113,12 @@ mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
-    /// Functions by (bus, dev, func): (command, header type); absent ones
-    /// read all ones.
+    /// (bus, dev, func) -> (command, header type).
+    type Functions = HashMap<(u8, u8, u8), (u16, u16)>;
+
+    /// Functions present; absent ones read all ones.
     struct Model {
-        fns: RefCell<HashMap<(u8, u8, u8), (u16, u16)>>,
+        fns: RefCell<Functions>,
         writes: RefCell<Vec<(usize, u16)>>,
     }
 
