@@ -80,4 +80,18 @@ mod tests {
         assert!(e.contains("aux block"), "{e}");
         assert_eq!(check_device("/soc/aux@7e215000", &b, true), Ok(()));
     }
+
+    #[test]
+    fn the_config_check_refuses_the_smmu_naming_file_vm_and_field() {
+        let root = crate::paths::root();
+        let text = std::fs::read_to_string(root.join("tests/configs/smmu_dma.toml")).unwrap();
+        let mut cfg: crate::config::ConfigToml = toml::from_str(&text).unwrap();
+        cfg.vms[0].devices.push("/smmuv3@9050000".into());
+        let board = crate::config_dma::smmu_board(vec![]);
+        let e = crate::config::check("smmu_dma.toml", root, &cfg, &board, &|_| None).unwrap_err();
+        assert_eq!(e.file, "smmu_dma.toml");
+        assert_eq!(e.vm.as_deref(), Some("attacker"));
+        assert_eq!(e.field, "devices[1]");
+        assert!(e.message.contains("IOMMU"), "{}", e.message);
+    }
 }
