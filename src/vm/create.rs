@@ -274,11 +274,11 @@ fn create(
         }
         None => None,
     };
-    let dtb = match &vc.dtb {
+    let dtb: alloc::borrow::Cow<'static, [u8]> = match &vc.dtb {
         Some(name) => pkg
             .find(KIND_IMAGE, name)
             .ok_or_else(|| format!("DTB {name:?} not in the package"))?
-            .to_vec(),
+            .into(),
         None => {
             let memory: Vec<GuestRegion> = ram.iter().map(|r| GuestRegion::new(r.ipa, r.size)).collect();
             let gic = match version {
@@ -309,7 +309,7 @@ fn create(
                 passthrough: paths,
                 host: Some(dtb),
             };
-            generate(&spec).map_err(|e| format!("guest DTB: {e}"))?
+            generate(&spec).map_err(|e| format!("guest DTB: {e}"))?.into()
         }
     };
     if dtb.len() as u64 > 2 << 20 {
