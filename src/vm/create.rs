@@ -329,11 +329,11 @@ fn create(
         }
         None => None,
     };
-    let dtb = match &vc.dtb {
+    let dtb: alloc::borrow::Cow<'static, [u8]> = match &vc.dtb {
         Some(name) => pkg
             .find(KIND_IMAGE, name)
             .ok_or_else(|| format!("DTB {name:?} not in the package"))?
-            .to_vec(),
+            .into(),
         None => {
             let memory: Vec<GuestRegion> = ram.iter().map(|r| GuestRegion::new(r.ipa, r.size)).collect();
             let gic = match version {
@@ -365,7 +365,9 @@ fn create(
                 host: Some(dtb),
             };
             let link_nodes = super::links::guest_links(links.all, links.vm);
-            generate_with_links(&spec, &link_nodes).map_err(|e| format!("guest DTB: {e}"))?
+            generate_with_links(&spec, &link_nodes)
+                .map_err(|e| format!("guest DTB: {e}"))?
+                .into()
         }
     };
     if dtb.len() as u64 > 2 << 20 {

@@ -61,7 +61,9 @@ pub struct Images {
     pub kernel: &'static [u8],
     pub kernel_ipa: u64,
     pub initrd: Option<(&'static [u8], u64)>,
-    pub dtb: Vec<u8>,
+    /// A DTB of the config's own stays in the package (no heap copy: it
+    /// may be up to 2 MiB); a generated one is owned.
+    pub dtb: alloc::borrow::Cow<'static, [u8]>,
     pub dtb_ipa: u64,
 }
 
