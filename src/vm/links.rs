@@ -294,9 +294,15 @@ mod switches {
                     let Some(Some(switch)) = switches.get(i) else {
                         return Err(format!("link {i}: no switch"));
                     };
+                    let Some(net_port) = NetPort::new(port.mac, switch.clone(), slot) else {
+                        return Err(format!(
+                            "link {i}: no room in the hypervisor's heap for the port's {} KiB frame buffer",
+                            crate::vdev::virtio::net::MAX_FRAME >> 10
+                        ));
+                    };
                     let dev = Arc::new(NetDevice::new(
                         name,
-                        NetPort::new(port.mac, switch.clone(), slot),
+                        net_port,
                         Box::new(VmRam::new(ram)),
                         Some((vgic.clone(), port.intid)),
                     ));

@@ -13,7 +13,6 @@
 
 use super::mmio::{Device, Transport, VirtioMmio, INT_USED};
 use alloc::sync::Arc;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::{Mutex, Once};
@@ -160,14 +159,20 @@ impl Switch {
 }
 
 impl NetPort {
-    pub fn new(mac: Mac, switch: Arc<Switch>, slot: usize) -> Self {
-        Self {
+    /// `None` when the hypervisor's heap has no room for the port's frame buffer
+    /// ([`MAX_FRAME`] bytes): the caller refuses that VM instead of the allocator
+    /// stopping the hypervisor.
+    pub fn new(mac: Mac, switch: Arc<Switch>, slot: usize) -> Option<Self> {
+        let mut tx = Vec::new();
+        tx.try_reserve_exact(MAX_FRAME).ok()?;
+        tx.resize(MAX_FRAME, 0);
+        Some(Self {
             mac,
             switch,
             slot,
-            tx: Mutex::new(vec![0; MAX_FRAME]),
+            tx: Mutex::new(tx),
             counters: Counters::default(),
-        }
+        })
     }
 
     /// Takes `frame` into this VM's receive queue, if it has buffers.

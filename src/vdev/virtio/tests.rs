@@ -45,7 +45,7 @@ fn ring(q: usize) -> (u64, u64, u64) {
 impl Driver {
     fn new(switch: &Arc<Switch>, slot: usize, mac: u8) -> Self {
         let mem = Arc::new(VecMemory::new(RAM, 0x10_0000));
-        let port = NetPort::new([2, 0, 0, 0, 0, mac], switch.clone(), slot);
+        let port = NetPort::new([2, 0, 0, 0, 0, mac], switch.clone(), slot).unwrap();
         let dev = Arc::new(NetDevice::new("vm", port, Box::new(Shared(mem.clone())), None));
         switch.attach(slot, dev.clone());
         Self {
