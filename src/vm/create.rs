@@ -191,11 +191,13 @@ fn create(
     // mapped but trapped through a sub-page filter; decided here from the
     // live DTB, whatever xtask reported.
     let mut hyp_owned = super::passthrough::forbidden(p, vc.console == ConsoleKind::Passthrough);
-    hyp_owned.extend(super::guard::hyp_frames(
-        dtb,
-        &p.console.path,
-        vc.console == ConsoleKind::Passthrough,
-    ));
+    if !passthrough.is_empty() {
+        hyp_owned.extend_from_slice(super::guard::hyp_frames_cached(
+            dtb,
+            &p.console.path,
+            vc.console == ConsoleKind::Passthrough,
+        ));
+    }
     if let Some(((base, size), what)) = super::passthrough::clash(&passthrough, &hyp_owned) {
         return Err(format!(
             "device range {base:#x}+{size:#x} overlaps {what}: not passed through"

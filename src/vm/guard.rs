@@ -34,6 +34,26 @@ fn is(node: &FdtNode, compatibles: &[&str]) -> bool {
 /// The register frames of the hypervisor's devices no VM may be given
 /// (every IOMMU; the aux block when the console is the mini UART and the VM
 /// is not given the console), as CPU physical ranges, with what they are.
+/// What [`hyp_frames`] returns: (what, base, size) of each frame.
+type Frames = Vec<(&'static str, u64, u64)>;
+
+/// [`hyp_frames`] of the boot's DTB, walked once per console mode rather than once per VM
+/// (the tree and the console do not change after boot).
+pub fn hyp_frames_cached(
+    dtb: &fdt::Fdt,
+    console_path: &str,
+    console_passthrough: bool,
+) -> &'static [(&'static str, u64, u64)] {
+    static OWN_CONSOLE: spin::Once<Frames> = spin::Once::new();
+    static CONSOLE_GIVEN: spin::Once<Frames> = spin::Once::new();
+    let slot = if console_passthrough {
+        &CONSOLE_GIVEN
+    } else {
+        &OWN_CONSOLE
+    };
+    slot.call_once(|| hyp_frames(dtb, console_path, console_passthrough))
+}
+
 pub fn hyp_frames(
     dtb: &fdt::Fdt,
     console_path: &str,
