@@ -626,6 +626,9 @@ pub fn check(
         }
         crate::config_dma::check_vm(vm.dma.as_deref(), &vm.devices, &board.dma)
             .map_err(|(field, message)| err(n, field, message))?;
+        let identity: Vec<bool> = vm.memory.iter().map(|m| m.identity).collect();
+        crate::config_dma::check_identity(vm.dma.as_deref(), &vm.devices, &identity, &board.dma)
+            .map_err(|(field, message)| err(n, field, message))?;
         if vm.console == Console::Passthrough {
             if let Some(other) = passthrough_console {
                 return Err(err(

@@ -98,6 +98,39 @@ pub fn check_vm(dma: Option<&str>, devices: &[String], board: &BoardDma) -> Resu
     Ok(())
 }
 
+/// Identity-mapped RAM exists for DMA that no SMMU translates. A VM whose DMA-capable
+/// devices all translate through the SMMU (at least one) needs none, and identity mapping
+/// would only hand its devices and drivers the physical layout: refused, naming the first
+/// identity region (`identity` lists each memory region's flag in order).
+pub fn check_identity(
+    dma: Option<&str>,
+    devices: &[String],
+    identity: &[bool],
+    board: &BoardDma,
+) -> Result<(), (String, String)> {
+    if dma == Some("unrestricted") {
+        return Ok(());
+    }
+    let facts: Vec<Dma> = devices
+        .iter()
+        .filter_map(|d| board.get(d).copied())
+        .filter(|f| f.capable)
+        .collect();
+    if facts.is_empty() || facts.iter().any(|f| !f.translated) {
+        return Ok(());
+    }
+    match identity.iter().position(|&i| i) {
+        Some(i) => Err((
+            format!("memory[{i}].identity"),
+            "not needed: every DMA-capable device of this VM translates through the SMMU \
+             (its DMA uses guest-physical addresses), so leave `identity` out (`ipa` may \
+             still place the region)"
+                .into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// QEMU virt with `iommu=smmuv3` (tests/dtbs/qemu-virt-smmuv3.dtb), for the
 /// host tests of the `smmu_` configs.
 #[cfg(test)]
@@ -170,6 +203,53 @@ mod tests {
         // An RTC does no DMA.
         assert_eq!(d["/pl031@9010000"], Dma::default());
         assert_eq!(check_vm(None, &["/pl031@9010000".into()], &d), Ok(()));
+    }
+
+    #[test]
+    fn identity_is_refused_where_the_smmu_makes_it_unneeded() {
+        let (_, d) = board("qemu-virt-smmuv3.dtb");
+        let bridge = ["/pcie@10000000".to_string()];
+        let e = check_identity(None, &bridge, &[false, true], &d).unwrap_err();
+        assert_eq!(e.0, "memory[1].identity");
+        assert!(e.1.contains("not needed"), "{}", e.1);
+        assert_eq!(check_identity(None, &bridge, &[false], &d), Ok(()));
+        // Untranslated DMA still needs it; no DMA at all is not this rule's business.
+        let both = ["/pcie@10000000".to_string(), "/virtio_mmio@a003e00".to_string()];
+        assert_eq!(check_identity(None, &both, &[true], &d), Ok(()));
+        assert_eq!(
+            check_identity(None, &["/pl031@9010000".into()], &[true], &d),
+            Ok(())
+        );
+        assert_eq!(check_identity(Some("unrestricted"), &bridge, &[true], &d), Ok(()));
+        // Without an SMMU the bridge is untranslated: identity stays allowed.
+        let (_, plain) = board("qemu-virt-gicv3-smp4.dtb");
+        assert_eq!(check_identity(None, &bridge, &[true], &plain), Ok(()));
+    }
+
+    #[test]
+    fn the_config_check_refuses_identity_behind_the_smmu_naming_the_region() {
+        let root = crate::paths::root();
+        let text = std::fs::read_to_string(root.join("tests/configs/smmu_dma.toml")).unwrap();
+        let mut cfg: crate::config::ConfigToml = toml::from_str(&text).unwrap();
+        let board = smmu_board(vec![]);
+        // A bare arm64 Image header stands in for the guest images: only the rules are
+        // under test.
+        let image = std::env::temp_dir().join(format!("tessera-identity-{}.bin", std::process::id()));
+        let mut header = vec![0u8; 64];
+        header[56..60].copy_from_slice(b"ARM\x64");
+        std::fs::write(&image, &header).unwrap();
+        let guest = |_: &str| Some(image.clone());
+        if let Err(e) = crate::config::check("smmu_dma.toml", root, &cfg, &board, &guest) {
+            panic!("{e:?}");
+        }
+        cfg.vms[0].memory[0].ipa = None;
+        cfg.vms[0].memory[0].identity = true;
+        let e = crate::config::check("smmu_dma.toml", root, &cfg, &board, &guest).unwrap_err();
+        assert_eq!(e.file, "smmu_dma.toml");
+        assert_eq!(e.vm.as_deref(), Some("attacker"));
+        assert_eq!(e.field, "memory[0].identity");
+        assert!(e.message.contains("not needed"), "{}", e.message);
+        let _ = std::fs::remove_file(&image);
     }
 
     #[test]

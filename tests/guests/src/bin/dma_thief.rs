@@ -9,9 +9,10 @@
 //! the hypervisor's SMMU fault lines, the victim's unchanged RAM (`ramsum`)
 //! and a last honest read. Bare in QEMU (no SMMU) the attacks land.
 //!
-//! The scenario places this guest identity-mapped at 0x4a00_0000 (it names
-//! physical addresses) and gives it QEMU virt's PCIe host bridge with one
-//! virtio-blk-pci device.
+//! The scenario places this guest at physical 0x4a00_0000, guest-physical
+//! 0x6000_0000 (its own buffers are guest-physical, like any driver's; the
+//! addresses it attacks are physical ones outside its guest-physical space),
+//! and gives it QEMU virt's PCIe host bridge with one virtio-blk-pci device.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
