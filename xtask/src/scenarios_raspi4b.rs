@@ -98,16 +98,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "[uart] RESULT uart: 3 passed, 0 failed",
                 "smp: Brought up 1 node, 2 CPUs",
             ],
-            must_not: &[
-                "FAIL",
-                "Kernel panic",
-                "focus-uart: not found",
-                "uart: echo: echo",
-                "uart: echo: reboot",
-                "VM uart stopped",
-                "VM uart restarting",
-                "VM linux stopped",
-            ],
+            must_not: super::LINUX_BESIDE_UART_OWNER_MUST_NOT,
             timeout_secs: 240,
             ..Scenario::on(BOARD, "raspi4b_linux_smp2_beside_uart0_owner")
         },
