@@ -133,6 +133,9 @@ fn other_sync(frame: &mut TrapFrame, esr: Esr) {
         }
         TrapAction::Mmio(_) | TrapAction::DataAbort { .. } => data_abort(frame, esr),
         TrapAction::InstrAbort => {
+            if super::lazy::on_fault(vm, guest::fault_ipa()) {
+                return;
+            }
             let far = guest::far();
             if vm.should_log_fault() {
                 warn!(
@@ -301,6 +304,10 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
 /// Injects an external data abort for an access to `ipa`, logged.
 #[inline(never)]
 fn abort(frame: &mut TrapFrame, vm: &Vm, vcpu: usize, ipa: u64, write: bool, why: &str) {
+    // The first touch of a lazily scrubbed RAM block: now mapped, retry.
+    if super::lazy::on_fault(vm, ipa) {
+        return;
+    }
     if vm.should_log_fault() {
         warn!(
             "VM {} vCPU {}: {} of IPA {:#x} at {:#x} {}; external abort injected",
@@ -418,7 +425,7 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         }
         r.device.reset();
     }
-    if let Err(e) = super::create::load_images(&vm.ram, &vm.images) {
+    if let Err(e) = super::lazy::reload(vm) {
         log::error!("VM {}: {e}", vm.name());
         stop_vm(vm, vcpu, "SYSTEM_RESET: cannot reload its images", 0);
     }

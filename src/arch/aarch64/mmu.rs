@@ -161,6 +161,19 @@ pub fn map_device(range: PhysRange) -> Result<(), MapError> {
     Ok(())
 }
 
+/// Makes translation-table stores visible to every CPU's table walker.
+pub fn table_write_barrier() {
+    barrier::dsb(barrier::ISHST);
+}
+
+/// Invalidates every CPU's instruction cache (inner shareable) to PoU: after
+/// memory was scrubbed for a guest, no stale line of its previous contents
+/// may be fetched instead of what is now in memory.
+pub fn invalidate_icache_all() {
+    // SAFETY: instruction-cache invalidation has no effect on memory.
+    unsafe { asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+}
+
 fn dcache_line() -> u64 {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 has no side effects.
@@ -194,6 +207,20 @@ pub fn clean_dcache(start: u64, end: u64) {
     barrier::dsb(barrier::SY);
 }
 
+/// Cleans and invalidates `[start, end)` to PoC: memory holds the data and
+/// no cache line of it is left for a guest's non-cacheable (MMU off)
+/// writes to be shadowed by once its MMU is on.
+pub fn clean_invalidate_dcache(start: u64, end: u64) {
+    let line = dcache_line();
+    let mut a = start & !(line - 1);
+    while a < end {
+        // SAFETY: cleaning writes dirty lines back first; contents unchanged.
+        unsafe { asm!("dc civac, {}", in(reg) a, options(nostack)) };
+        a += line;
+    }
+    barrier::dsb(barrier::SY);
+}
+
 /// Zeroes `[start, start + len)` a cache-line block at a time with DC ZVA
 /// where the CPU allows it (a 16 MiB VM scrub is then about 260k
 /// instructions instead of a million stores). The range must be normal
@@ -206,7 +233,7 @@ pub unsafe fn zero(start: u64, len: u64) {
     unsafe { zero_blocks::<false>(start, len) }
 }
 
-/// [`zero`], then [`clean_dcache`], in one pass where a DC ZVA block is one
+/// [`zero`], then [`clean_invalidate_dcache`], in one pass where a DC ZVA block is one
 /// cache line: each line is zeroed and written back while it is at hand,
 /// about half the instructions of two passes. For memory handed to a guest
 /// that starts with its MMU off.
@@ -232,7 +259,7 @@ unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
         // SAFETY: the caller's contract.
         unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
         if CLEAN {
-            clean_dcache(start, end);
+            clean_invalidate_dcache(start, end);
         }
         return;
     }
@@ -250,28 +277,28 @@ unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
         while fused && a + 8 * block <= last {
             asm!(
                 "dc zva, {a}",
-                "dc cvac, {a}",
+                "dc civac, {a}",
                 "add {t}, {a}, {b}",
                 "dc zva, {t}",
-                "dc cvac, {t}",
+                "dc civac, {t}",
                 "add {t}, {t}, {b}",
                 "dc zva, {t}",
-                "dc cvac, {t}",
+                "dc civac, {t}",
                 "add {t}, {t}, {b}",
                 "dc zva, {t}",
-                "dc cvac, {t}",
+                "dc civac, {t}",
                 "add {t}, {t}, {b}",
                 "dc zva, {t}",
-                "dc cvac, {t}",
+                "dc civac, {t}",
                 "add {t}, {t}, {b}",
                 "dc zva, {t}",
-                "dc cvac, {t}",
+                "dc civac, {t}",
                 "add {t}, {t}, {b}",
                 "dc zva, {t}",
-                "dc cvac, {t}",
+                "dc civac, {t}",
                 "add {t}, {t}, {b}",
                 "dc zva, {t}",
-                "dc cvac, {t}",
+                "dc civac, {t}",
                 a = in(reg) a,
                 b = in(reg) block,
                 t = out(reg) _,
@@ -283,16 +310,16 @@ unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
             if fused {
                 asm!(
                     "dc zva, {a}",
-                    "dc cvac, {a}",
+                    "dc civac, {a}",
                     "add {t}, {a}, {b}",
                     "dc zva, {t}",
-                    "dc cvac, {t}",
+                    "dc civac, {t}",
                     "add {t}, {t}, {b}",
                     "dc zva, {t}",
-                    "dc cvac, {t}",
+                    "dc civac, {t}",
                     "add {t}, {t}, {b}",
                     "dc zva, {t}",
-                    "dc cvac, {t}",
+                    "dc civac, {t}",
                     a = in(reg) a,
                     b = in(reg) block,
                     t = out(reg) _,
@@ -318,17 +345,17 @@ unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
         while a < last {
             asm!("dc zva, {}", in(reg) a, options(nostack));
             if fused {
-                asm!("dc cvac, {}", in(reg) a, options(nostack));
+                asm!("dc civac, {}", in(reg) a, options(nostack));
             }
             a += block;
         }
         core::ptr::write_bytes(last as *mut u8, 0, (end - last) as usize);
     }
     if fused {
-        clean_dcache(start, first);
-        clean_dcache(last, end);
+        clean_invalidate_dcache(start, first);
+        clean_invalidate_dcache(last, end);
     } else if CLEAN {
-        clean_dcache(start, end);
+        clean_invalidate_dcache(start, end);
     }
 }
 
