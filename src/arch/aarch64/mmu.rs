@@ -327,11 +327,12 @@ unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
     }
 }
 
-/// Copies `len` bytes from `src` to `dst` and cleans the destination to
-/// PoC, in one pass: 128 bytes per iteration with load/store pairs, each
-/// destination line cleaned as it is written (about ten instructions per
-/// 64 bytes, against some thirty for `memcpy` and a cleaning pass). For
-/// images handed to a guest that starts with its MMU off.
+/// Copies `len` bytes from `src` to `dst` and cleans it to PoC (and out of
+/// the cache), in one pass: 256 bytes per iteration with load/store pairs,
+/// each destination line cleaned as it is written, the destination pointer
+/// advanced by the first store's writeback (9.5 instructions per 64 bytes,
+/// against some thirty for `memcpy` and a cleaning pass). For images handed
+/// to a guest that starts with its MMU off.
 ///
 /// # Safety
 /// As for `core::ptr::copy_nonoverlapping(src, dst, len)`; `dst` normal
@@ -339,51 +340,42 @@ unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
 pub unsafe fn copy_to_poc(dst: u64, src: u64, len: u64) {
     let line = dcache_line();
     let end = dst + len;
-    // The body: whole 128-byte chunks from a 128-byte aligned destination,
+    // The body: whole 256-byte chunks from a 64-byte aligned destination,
     // where a cache line is 64 bytes (else all of it the plain way).
     let first = if line == 64 {
-        ((dst + 127) & !127).min(end)
+        ((dst + 63) & !63).min(end)
     } else {
         end
     };
-    let body = (end - first) & !127;
+    let body = (end - first) & !255;
     let head = first - dst;
     // SAFETY: the caller's contract, split into three parts.
     unsafe {
         core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, head as usize);
         if body != 0 {
+            // {t} trails one line behind: each line's first store moves it on.
             asm!(
                 "1:",
+                ".rept 4",
                 "ldp {a}, {b}, [{s}], #16",
                 "ldp {c}, {d}, [{s}], #16",
-                "stp {a}, {b}, [{t}]",
+                "stp {a}, {b}, [{t}, #64]!",
                 "stp {c}, {d}, [{t}, #16]",
                 "ldp {a}, {b}, [{s}], #16",
                 "ldp {c}, {d}, [{s}], #16",
                 "stp {a}, {b}, [{t}, #32]",
                 "stp {c}, {d}, [{t}, #48]",
-                "dc cvac, {t}",
-                "ldp {a}, {b}, [{s}], #16",
-                "ldp {c}, {d}, [{s}], #16",
-                "stp {a}, {b}, [{t}, #64]",
-                "stp {c}, {d}, [{t}, #80]",
-                "ldp {a}, {b}, [{s}], #16",
-                "ldp {c}, {d}, [{s}], #16",
-                "stp {a}, {b}, [{t}, #96]",
-                "stp {c}, {d}, [{t}, #112]",
-                "add {u}, {t}, #64",
-                "dc cvac, {u}",
-                "add {t}, {t}, #128",
+                "dc civac, {t}",
+                ".endr",
                 "cmp {t}, {e}",
                 "b.ne 1b",
                 s = inout(reg) src + head => _,
-                t = inout(reg) first => _,
-                e = in(reg) first + body,
+                t = inout(reg) first - 64 => _,
+                e = in(reg) first + body - 64,
                 a = out(reg) _,
                 b = out(reg) _,
                 c = out(reg) _,
                 d = out(reg) _,
-                u = out(reg) _,
                 options(nostack)
             );
         }
@@ -394,8 +386,8 @@ pub unsafe fn copy_to_poc(dst: u64, src: u64, len: u64) {
             (len - done) as usize,
         );
     }
-    clean_dcache(dst, first);
-    clean_dcache(first + body, end);
+    clean_invalidate_dcache(dst, first);
+    clean_invalidate_dcache(first + body, end);
 }
 
 /// A passed-through device's `reg` window the hypervisor forwards guest
