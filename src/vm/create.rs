@@ -493,23 +493,23 @@ fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Windo
 /// The guest-physical ranges the images occupy, each checked to lie inside
 /// one RAM region.
 fn image_ranges(ram: &[RamRegion], im: &Images) -> Result<Vec<(u64, u64)>, String> {
-    placed(ram, im).map(|p| {
-        p.iter()
-            .map(|&(pa, b)| {
-                let r = ram.iter().find(|r| pa >= r.pa && pa - r.pa < r.size);
-                (r.map_or(0, |r| r.ipa + (pa - r.pa)), b.len() as u64)
-            })
-            .collect()
-    })
+    placed(ram, im)?;
+    Ok(parts(im).iter().map(|&(ipa, b)| (ipa, b.len() as u64)).collect())
 }
 
-/// Each image as physical (pa, bytes), each inside one RAM region.
-fn placed<'a>(ram: &[RamRegion], im: &'a Images) -> Result<Vec<(u64, &'a [u8])>, String> {
+/// The images and where they go (guest-physical).
+fn parts(im: &Images) -> Vec<(u64, &[u8])> {
     let mut parts: Vec<(u64, &[u8])> = alloc::vec![(im.kernel_ipa, im.kernel)];
     if let Some((b, at)) = im.initrd {
         parts.push((at, b));
     }
     parts.push((im.dtb_ipa, &im.dtb));
+    parts
+}
+
+/// Each image as physical (pa, bytes), each inside one RAM region.
+fn placed<'a>(ram: &[RamRegion], im: &'a Images) -> Result<Vec<(u64, &'a [u8])>, String> {
+    let parts = parts(im);
     let mut placed = Vec::with_capacity(parts.len());
     for &(ipa, bytes) in &parts {
         let r = ram
