@@ -6,7 +6,7 @@ pub fn all() -> Vec<Scenario> {
     vec![probe(3), probe(2), net(3), net(2)]
 }
 
-/// A guest reading all of its fresh RAM, two vCPUs racing into untouched
+/// A guest executing from a fresh block, reading all of its fresh RAM, two vCPUs racing into untouched
 /// blocks, and a marker in every page before each reset: every boot reads
 /// zeros only, both racing writes survive, the bystander never notices.
 fn probe(gic: u32) -> Scenario {
@@ -14,12 +14,15 @@ fn probe(gic: u32) -> Scenario {
         gic,
         config: Some("tests/configs/scrub_probe.toml"),
         sequence: &[
+            "[prober] PASS scrub_fetch_from_fresh_block",
             "[prober] PASS scrub_two_vcpus_one_fresh_block",
             "[prober] PASS scrub_fresh_ram_reads_zero",
             "VM prober restarting",
+            "[prober] PASS scrub_fetch_from_fresh_block",
             "[prober] PASS scrub_two_vcpus_one_fresh_block",
             "[prober] PASS scrub_fresh_ram_reads_zero",
             "VM prober restarting",
+            "[prober] PASS scrub_fetch_from_fresh_block",
             "[prober] PASS scrub_two_vcpus_one_fresh_block",
             "[prober] PASS scrub_fresh_ram_reads_zero",
             "[bystander] hello: tick",

@@ -1,5 +1,7 @@
 //! `scrub_probe`: a hostile reader of its own fresh RAM (16 MiB). Each boot:
-//! both vCPUs write to the same untouched 2 MiB block at the same moment,
+//! it first jumps into an untouched block (an instruction fetch is a first
+//! touch too: it must execute the scrub's zeros, a UDF, not take an
+//! abort); then both vCPUs write to the same untouched 2 MiB block at the same moment,
 //! four blocks in a row (the block must be scrubbed once: both writes
 //! survive, the rest reads zero); then it reads every word of its RAM
 //! outside its image and DTB (all zero but those two words per block);
@@ -12,7 +14,7 @@
 mod guest {
     use core::ptr::{read_volatile, write_volatile};
     use core::sync::atomic::{AtomicU32, Ordering};
-    use tessera_guests::{park, println, psci, start_cpu};
+    use tessera_guests::{branch_to, expect_fault, park, println, psci, start_cpu, EC_UNKNOWN};
 
     const RAM_SIZE: u64 = 16 << 20;
     const BLOCK: u64 = 2 << 20;
@@ -71,6 +73,20 @@ mod guest {
 
     fn run() -> ! {
         println!("scrub_probe: boot");
+        // Block 1, never touched yet this boot, where every page carried a
+        // marker word before the reset.
+        let target = base() + BLOCK + 0x800;
+        // SAFETY: RAM of this VM; whatever is there faults or is a UDF.
+        match expect_fault(|| unsafe { branch_to(target) }) {
+            Some(f) if f.ec() == EC_UNKNOWN && f.elr == target => {
+                println!("PASS scrub_fetch_from_fresh_block: UDF at {target:#x}")
+            }
+            Some(f) => println!(
+                "FAIL scrub_fetch_from_fresh_block: ESR {:#x} ELR {:#x}, want EC 0 at {target:#x}",
+                f.esr, f.elr
+            ),
+            None => println!("FAIL scrub_fetch_from_fresh_block: no exception"),
+        }
         if start_cpu(1, secondary) != 0 {
             println!("FAIL scrub_probe: CPU_ON failed");
             park()
