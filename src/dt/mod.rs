@@ -27,6 +27,8 @@
 )]
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod proptests;
 
 use alloc::string::String;
