@@ -23,6 +23,40 @@ const NONE: u32 = u32::MAX;
 /// A node or property name that is not UTF-8 (it matches nothing asked).
 const NOT_UTF8: &str = "\u{fffd}";
 
+/// The properties nearly every question reads (address translation,
+/// discovery, the foreign-node scan): found while indexing, so a lookup of
+/// one of them reads no property list.
+pub(super) const KNOWN: [&str; 8] = [
+    "reg",
+    "ranges",
+    "compatible",
+    "status",
+    "#address-cells",
+    "#size-cells",
+    "device_type",
+    "interrupts",
+];
+
+pub(super) fn known(name: &[u8]) -> Option<usize> {
+    // A match compares the length first: most names are none of these.
+    match name {
+        b"reg" => Some(0),
+        b"ranges" => Some(1),
+        b"compatible" => Some(2),
+        b"status" => Some(3),
+        b"#address-cells" => Some(4),
+        b"#size-cells" => Some(5),
+        b"device_type" => Some(6),
+        b"interrupts" => Some(7),
+        _ => None,
+    }
+}
+
+/// Where a value is in the structure block: (offset, length); offset
+/// `NONE` for a property the node does not have.
+type Span = (u32, u32);
+const ABSENT: Span = (NONE, 0);
+
 #[derive(Clone, Copy, Debug)]
 struct Entry<'a> {
     name: &'a str,
@@ -31,6 +65,8 @@ struct Entry<'a> {
     parent: u32,
     first_child: u32,
     next_sibling: u32,
+    /// The first value of each of the [`KNOWN`] properties.
+    known: [Span; KNOWN.len()],
 }
 
 /// A parsed device tree.
@@ -112,6 +148,7 @@ impl<'a> Tree<'a> {
                         parent,
                         first_child: NONE,
                         next_sibling: NONE,
+                        known: [ABSENT; KNOWN.len()],
                     });
                     open.push((i, NONE));
                 }
@@ -123,7 +160,16 @@ impl<'a> Tree<'a> {
                         }
                     }
                 }
-                Event::Prop { .. } => {}
+                Event::Prop { name, value } => {
+                    let node = open.last().and_then(|&(n, _)| t.nodes.get_mut(n as usize));
+                    if let (Some(e), Some(k)) = (node, known(name)) {
+                        // The value lies inside the structure block.
+                        let off = (value.as_ptr() as usize).wrapping_sub(dt.structs.as_ptr() as usize);
+                        if let Some(slot) = e.known.get_mut(k).filter(|s| s.0 == NONE) {
+                            *slot = (off as u32, value.len() as u32);
+                        }
+                    }
+                }
                 Event::End => {
                     open.pop();
                 }
@@ -366,8 +412,21 @@ impl<'t, 'a> Node<'t, 'a> {
 
     /// Property `name`.
     pub fn property(&self, name: &str) -> Option<Prop<'a>> {
-        let at = self.entry()?.at as usize;
-        let (name, value) = self.tree.dt.find_prop_named(at, name.as_bytes())?;
+        let e = self.entry()?;
+        if let Some(k) = known(name.as_bytes()) {
+            let &(off, len) = e.known.get(k)?;
+            let start = (off != NONE).then_some(off as usize)?;
+            let value = self
+                .tree
+                .dt
+                .structs
+                .get(start..start.checked_add(len as usize)?)?;
+            return Some(Prop {
+                name: KNOWN.get(k)?,
+                value,
+            });
+        }
+        let (name, value) = self.tree.dt.find_prop_named(e.at as usize, name.as_bytes())?;
         Some(Prop {
             name: utf8(name),
             value,
@@ -390,8 +449,12 @@ impl<'t, 'a> Node<'t, 'a> {
 
     /// Whether one of its compatible strings is in `any`.
     pub fn is_compatible(&self, any: &[&str]) -> bool {
-        self.compatible()
-            .is_some_and(|c| c.all().any(|s| any.contains(&s)))
+        // As bytes: no UTF-8 check of strings that are compared anyway.
+        self.property("compatible").is_some_and(|p| {
+            p.value
+                .split(|&b| b == 0)
+                .any(|c| !c.is_empty() && any.iter().any(|a| a.as_bytes() == c))
+        })
     }
 
     /// No `status`, or "okay" (or the older "ok").

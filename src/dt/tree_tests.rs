@@ -175,3 +175,25 @@ fn what_runs_before_the_heap_agrees_with_the_index() {
     }
     assert_eq!(blob_size(&[0xd0, 0x0d, 0xfe, 0xef, 0, 0, 0, 8]), None);
 }
+
+#[test]
+fn the_pre_found_properties_are_the_ones_named() {
+    let blob = dtb("imx8mp-evk.dtb");
+    let t = Tree::new(&blob).unwrap();
+    for (k, name) in tree::KNOWN.iter().enumerate() {
+        assert_eq!(tree::known(name.as_bytes()), Some(k));
+    }
+    assert_eq!(tree::known(b"regs"), None);
+    // A known property found the slow way agrees with the index.
+    let raw = Dt::new(&blob).unwrap();
+    for (n, r) in t.nodes().zip(raw.nodes()) {
+        for name in tree::KNOWN {
+            assert_eq!(
+                n.property(name).map(|p| p.value),
+                r.property(name),
+                "{}",
+                n.path()
+            );
+        }
+    }
+}
