@@ -30,6 +30,7 @@ mod golden;
 pub mod tree;
 #[cfg(test)]
 mod tree_tests;
+pub mod write;
 pub use tree::{Node, Tree};
 #[cfg(test)]
 mod proptests;
@@ -62,13 +63,8 @@ pub enum DtError {
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let w = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([
-        *w.first()?,
-        *w.get(1)?,
-        *w.get(2)?,
-        *w.get(3)?,
-    ]))
+    let w: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(w))
 }
 
 /// The size a DTB header gives (`totalsize`), if `header` starts with the
@@ -82,6 +78,9 @@ pub fn blob_size(header: &[u8]) -> Option<usize> {
 pub struct Dt<'a> {
     structs: &'a [u8],
     strings: &'a [u8],
+    /// Where the strings block's last NUL is: a name offset up to it has
+    /// a terminated name, one past it none.
+    last_nul: Option<usize>,
 }
 
 /// One step of the walk.
@@ -125,9 +124,11 @@ impl<'a> Dt<'a> {
         if !off_struct.is_multiple_of(4) {
             return Err(DtError::BadLayout);
         }
+        let strings = block(off_strings, size_strings)?;
         Ok(Dt {
             structs: block(off_struct, size_struct)?,
-            strings: block(off_strings, size_strings)?,
+            strings,
+            last_nul: strings.iter().rposition(|&b| b == 0),
         })
     }
 
@@ -162,10 +163,8 @@ impl<'a> Dt<'a> {
                     let start = at + 8;
                     let value = s.get(start..start.checked_add(len)?)?;
                     at = (start + len).next_multiple_of(4);
-                    let end = off.checked_add(name.len())?;
-                    let here = self.strings.get(off..end);
-                    if here == Some(name) && self.strings.get(end) == Some(&0) {
-                        return here.map(|n| (n, value));
+                    if self.name_is(off, name) {
+                        return self.strings.get(off..off + name.len()).map(|n| (n, value));
                     }
                 }
                 _ => return None,
@@ -261,6 +260,22 @@ impl<'a> Dt<'a> {
         out
     }
 
+    /// Whether the name at `off` in the strings block is `name`.
+    pub(crate) fn name_is(&self, off: usize, name: &[u8]) -> bool {
+        let Some(end) = off.checked_add(name.len()) else {
+            return false;
+        };
+        // The first byte decides for most names, without a call to memcmp.
+        self.strings.get(off) == name.first()
+            && self.strings.get(end) == Some(&0)
+            && self.strings.get(off..end) == Some(name)
+    }
+
+    /// The first byte of the name at `off` (0 for an empty one).
+    pub(crate) fn name_start(&self, off: usize) -> u8 {
+        self.strings.get(off).copied().unwrap_or(0)
+    }
+
     fn string(&self, off: usize) -> Option<&'a [u8]> {
         let rest = self.strings.get(off..)?;
         let len = rest.iter().position(|&b| b == 0)?;
@@ -292,10 +307,36 @@ impl Walk<'_> {
     }
 }
 
+/// A step of the walk with a property's name left as its offset in the
+/// strings block (checked to be a terminated string): what skipping
+/// properties, or matching a few known names in place, needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Step<'a> {
+    Begin { name: &'a [u8], at: usize },
+    Prop { name_off: usize, value: &'a [u8] },
+    End,
+}
+
 impl<'a> Iterator for Walk<'a> {
     type Item = Event<'a>;
 
     fn next(&mut self) -> Option<Event<'a>> {
+        let depth = self.depth;
+        match self.step()? {
+            Step::Begin { name, at } => Some(Event::Begin { name, depth, at }),
+            // step() checked the name is terminated: string() finds it.
+            Step::Prop { name_off, value } => Some(Event::Prop {
+                name: self.dt.string(name_off).unwrap_or(&[]),
+                value,
+            }),
+            Step::End => Some(Event::End),
+        }
+    }
+}
+
+impl<'a> Walk<'a> {
+    /// The next token that is not a NOP.
+    pub(crate) fn step(&mut self) -> Option<Step<'a>> {
         let s = self.dt.structs;
         // Every token moves the cursor on by at least 4 bytes, so this ends.
         while !self.done {
@@ -314,11 +355,7 @@ impl<'a> Iterator for Walk<'a> {
                         break;
                     }
                     self.depth += 1;
-                    return Some(Event::Begin {
-                        name,
-                        depth: self.depth - 1,
-                        at: self.at,
-                    });
+                    return Some(Step::Begin { name, at: self.at });
                 }
                 PROP => {
                     let (Some(len), Some(off)) = (be32(s, self.at), be32(s, self.at + 4)) else {
@@ -329,15 +366,16 @@ impl<'a> Iterator for Walk<'a> {
                     else {
                         break;
                     };
-                    let Some(name) = self.dt.string(off as usize) else {
+                    let name_off = off as usize;
+                    if self.dt.last_nul.is_none_or(|last| name_off > last) {
                         break;
-                    };
+                    }
                     self.at = (start + len as usize).next_multiple_of(4);
                     // A property outside any node is malformed.
                     if self.depth == 0 {
                         break;
                     }
-                    return Some(Event::Prop { name, value });
+                    return Some(Step::Prop { name_off, value });
                 }
                 END_NODE => {
                     if self.depth == 0 {
@@ -349,7 +387,7 @@ impl<'a> Iterator for Walk<'a> {
                         self.done = true;
                         self.clean = self.ends_here();
                     }
-                    return Some(Event::End);
+                    return Some(Step::End);
                 }
                 _ => break, // FDT_END, or garbage
             }
@@ -427,9 +465,11 @@ impl<'a> RawNode<'a> {
             done: false,
             clean: false,
         };
+        // Properties are skipped without reading their names.
         core::iter::from_fn(move || loop {
-            match w.next()? {
-                Event::Begin { name, depth: 1, at } => {
+            let before = w.depth;
+            match w.step()? {
+                Step::Begin { name, at } if before == 1 => {
                     return Some(RawNode {
                         dt,
                         name,
@@ -438,7 +478,7 @@ impl<'a> RawNode<'a> {
                     })
                 }
                 // Back at this node's level: it closed.
-                Event::End if w.depth == 0 => return None,
+                Step::End if w.depth == 0 => return None,
                 _ => {}
             }
         })
