@@ -11,7 +11,7 @@
 //! skipped and a damaged blob is an error naming the last node read, never
 //! a panic.
 
-use super::{be32, Dt, DtError, Event, Walk};
+use super::{be32, Dt, DtError, Event, Step, Walk};
 use crate::platform::ranges;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -36,6 +36,24 @@ pub(super) const KNOWN: [&str; 8] = [
     "device_type",
     "interrupts",
 ];
+
+/// [`known`] of the name at `off` in `dt`'s strings block, compared in
+/// place (the first byte rules out most names).
+fn known_at(dt: &Dt, off: usize) -> Option<usize> {
+    let candidates: &[usize] = match dt.name_start(off) {
+        b'r' => &[0, 1],
+        b'c' => &[2],
+        b's' => &[3],
+        b'#' => &[4, 5],
+        b'd' => &[6],
+        b'i' => &[7],
+        _ => return None,
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|&k| KNOWN.get(k).is_some_and(|n| dt.name_is(off, n.as_bytes())))
+}
 
 pub(super) fn known(name: &[u8]) -> Option<usize> {
     // A match compares the length first: most names are none of these.
@@ -117,15 +135,16 @@ impl<'a> Tree<'a> {
         let mut t = Tree {
             dt,
             blob,
-            nodes: Vec::new(),
+            // Real trees spend about a hundred bytes of structure per node.
+            nodes: Vec::with_capacity(dt.structs.len() / 96),
             phandles: Vec::new(),
         };
         // Open nodes, innermost last, each with its last child so far.
         let mut open: Vec<(u32, u32)> = Vec::new();
         let mut walk = dt.walk();
-        for e in walk.by_ref() {
-            match e {
-                Event::Begin { name, at, .. } => {
+        while let Some(step) = walk.step() {
+            match step {
+                Step::Begin { name, at } => {
                     let i = t.nodes.len() as u32;
                     let parent = match open.last_mut() {
                         Some((p, last)) => {
@@ -152,7 +171,10 @@ impl<'a> Tree<'a> {
                     });
                     open.push((i, NONE));
                 }
-                Event::Prop { name, value } if name == b"phandle" || name == b"linux,phandle" => {
+                Step::Prop { name_off, value }
+                    if matches!(dt.name_start(name_off), b'p' | b'l')
+                        && (dt.name_is(name_off, b"phandle") || dt.name_is(name_off, b"linux,phandle")) =>
+                {
                     // A node's properties come together: one entry per node.
                     if let (Some(&(node, _)), Some(ph), 4) = (open.last(), be32(value, 0), value.len()) {
                         if t.phandles.last().is_none_or(|&(_, n)| n != node) {
@@ -160,9 +182,9 @@ impl<'a> Tree<'a> {
                         }
                     }
                 }
-                Event::Prop { name, value } => {
+                Step::Prop { name_off, value } => {
                     let node = open.last().and_then(|&(n, _)| t.nodes.get_mut(n as usize));
-                    if let (Some(e), Some(k)) = (node, known(name)) {
+                    if let (Some(e), Some(k)) = (node, known_at(&dt, name_off)) {
                         // The value lies inside the structure block.
                         let off = (value.as_ptr() as usize).wrapping_sub(dt.structs.as_ptr() as usize);
                         if let Some(slot) = e.known.get_mut(k).filter(|s| s.0 == NONE) {
@@ -170,7 +192,7 @@ impl<'a> Tree<'a> {
                         }
                     }
                 }
-                Event::End => {
+                Step::End => {
                     open.pop();
                 }
             }

@@ -1,6 +1,6 @@
 //! Finding the SMMU in the board's device tree.
 
-use crate::dt::{Node, Tree};
+use crate::dt::Tree;
 use alloc::string::String;
 
 /// An SMMUv3 the device tree describes.
@@ -19,10 +19,12 @@ pub struct Found {
 
 pub const COMPATIBLE: &str = "arm,smmu-v3";
 
-/// The first enabled `arm,smmu-v3` node.
+/// The first enabled `arm,smmu-v3` node (under enabled ancestors only).
 pub fn find(dtb: &Tree) -> Option<Found> {
-    let mut path = String::new();
-    let node = walk(dtb.root(), &mut path)?;
+    let node = dtb.nodes().skip(1).find(|n| {
+        n.is_compatible(&[COMPATIBLE]) && n.is_okay() && n.ancestors().iter().all(|a| a.is_okay())
+    })?;
+    let path = node.path();
     let dev = crate::platform::device(dtb, &path).ok()?;
     let reg = dev.regs.first()?;
     let spi = |name: &str| {
@@ -45,24 +47,6 @@ pub fn find(dtb: &Tree) -> Option<Found> {
         gerror_irq: spi("gerror"),
         path,
     })
-}
-
-fn walk<'b, 'a>(node: Node<'b, 'a>, path: &mut String) -> Option<Node<'b, 'a>> {
-    for child in node.children() {
-        let len = path.len();
-        path.push('/');
-        path.push_str(child.name);
-        if child.is_okay() {
-            if child.is_compatible(&[COMPATIBLE]) {
-                return Some(child);
-            }
-            if let Some(found) = walk(child, path) {
-                return Some(found);
-            }
-        }
-        path.truncate(len);
-    }
-    None
 }
 
 #[cfg(test)]
