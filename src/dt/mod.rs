@@ -2,11 +2,11 @@
 //! v0.4, chapter 5): one cursor over the structure block, FDT_NOP tokens
 //! skipped wherever they stand, property names compared as bytes against
 //! the strings block (nothing is UTF-8 validated unless asked for), and no
-//! panic on any input: a malformed blob ends the walk early. The `fdt`
-//! crate this is to replace re-parses every property of a node for each
+//! panic on any input: a malformed blob ends the walk early. It replaced
+//! the `fdt` crate, which re-parses every property of a node for each
 //! lookup, validates each name as UTF-8, walks the whole tree for each
 //! phandle, loses the nodes after an FDT_NOP and can panic on a malformed
-//! blob.
+//! blob (it stays a dev-dependency: the reference of the host tests).
 //!
 //! The walk ([`Dt::walk`]) and raw nodes read straight off it
 //! ([`Dt::nodes`], [`RawNode::property`]); [`Tree`] (tree.rs) is the index,

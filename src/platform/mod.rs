@@ -183,7 +183,7 @@ struct Found<'b, 'a> {
 }
 
 /// What one walk over the whole tree finds: everything discovery needs, so
-/// the tree is traversed once (the `fdt` crate re-parses nodes on every scan,
+/// the tree is traversed once (the `fdt` crate re-parsed nodes on every scan,
 /// and a scan per question cost over a million instructions at boot).
 /// Nodes whose status is not okay are not looked at, nor their children,
 /// nor the children of nodes that are no bus (no `ranges`).

@@ -466,7 +466,7 @@ fn write_passthrough(
 }
 
 /// The nodes from the root down to `path`, matching each component exactly
-/// (the `fdt` crate's own lookup would also accept `/virtio_mmio` for the
+/// (a looser lookup would also accept `/virtio_mmio` for the
 /// first of many `virtio_mmio@…`, and resolve aliases).
 fn find_path<'b, 'a>(host: &'b Tree<'a>, path: &str) -> Result<Vec<Node<'b, 'a>>, DtbError> {
     let missing = || DtbError::NoSuchDevice(path.to_string());
