@@ -30,7 +30,6 @@ mod golden;
 pub mod tree;
 #[cfg(test)]
 mod tree_tests;
-pub mod write;
 pub use tree::{Node, Tree};
 #[cfg(test)]
 mod proptests;

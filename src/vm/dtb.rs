@@ -16,7 +16,6 @@
 //! IOMMU/MSI links), and refused where the device would not work without them
 //! (DMA channels, resets, GPIOs, PHYs, `interrupts-extended`, interrupt maps).
 
-use crate::dt::write::FdtWriter;
 use crate::dt::{Node, Tree};
 use crate::mm::addr::GuestPhysAddr;
 use alloc::format;
@@ -24,6 +23,7 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use vm_fdt::FdtWriter;
 
 /// Phandle of the guest GIC.
 pub const GIC_PHANDLE: u32 = 1;
@@ -147,11 +147,11 @@ pub enum DtbError {
         property: String,
     },
     /// The FDT writer refused (e.g. a NUL in a string).
-    Writer(crate::dt::write::Error),
+    Writer(vm_fdt::Error),
 }
 
-impl From<crate::dt::write::Error> for DtbError {
-    fn from(e: crate::dt::write::Error) -> Self {
+impl From<vm_fdt::Error> for DtbError {
+    fn from(e: vm_fdt::Error) -> Self {
         DtbError::Writer(e)
     }
 }
@@ -293,7 +293,7 @@ fn write_root_properties(w: &mut FdtWriter, spec: &GuestDtbSpec) -> Result<(), D
     w.property_u32("#size-cells", 2)?;
     w.property_u32("interrupt-parent", GIC_PHANDLE)?;
     w.property_string("model", &format!("tessera,{}", spec.name))?;
-    w.property_strs("compatible", &["tessera,vm", "linux,dummy-virt"])?;
+    w.property_string_list("compatible", strings(&["tessera,vm", "linux,dummy-virt"]))?;
     Ok(())
 }
 
@@ -385,7 +385,7 @@ fn write_timer(w: &mut FdtWriter, spec: &GuestDtbSpec) -> Result<(), DtbError> {
 
 fn write_psci(w: &mut FdtWriter, method: &str) -> Result<(), DtbError> {
     let node = w.begin_node("psci")?;
-    w.property_strs("compatible", &["arm,psci-1.0", "arm,psci-0.2"])?;
+    w.property_string_list("compatible", strings(&["arm,psci-1.0", "arm,psci-0.2"]))?;
     w.property_string("method", method)?;
     w.end_node(node)?;
     Ok(())
@@ -410,11 +410,11 @@ fn console_node_name(console: &GuestConsole) -> String {
 
 fn write_console(w: &mut FdtWriter, console: &GuestConsole) -> Result<(), DtbError> {
     let node = w.begin_node(&console_node_name(console))?;
-    w.property_strs("compatible", &["arm,pl011", "arm,primecell"])?;
+    w.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
     w.property_array_u64("reg", &[console.base.0, 0x1000])?;
     w.property_array_u32("interrupts", &[GIC_SPI, console.intid - SPI_BASE, IRQ_LEVEL_HIGH])?;
     w.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
-    w.property_strs("clock-names", &["uartclk", "apb_pclk"])?;
+    w.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
     w.end_node(node)?;
     Ok(())
 }
@@ -441,6 +441,10 @@ fn write_aliases(w: &mut FdtWriter, console: &GuestConsole) -> Result<(), DtbErr
     w.property_string("serial0", &format!("/{}", console_node_name(console)))?;
     w.end_node(node)?;
     Ok(())
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
 }
 
 // ---- Passed-through devices ------------------------------------------------

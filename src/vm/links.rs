@@ -67,10 +67,7 @@ const IRQ_EDGE_RISING: u32 = 1;
 const IRQ_LEVEL_HIGH: u32 = 4;
 
 /// Writes the link devices' nodes (at the root) into a guest DTB.
-pub fn write_dtb(
-    w: &mut crate::dt::write::FdtWriter,
-    links: &[GuestLink],
-) -> Result<(), crate::dt::write::Error> {
+pub fn write_dtb(w: &mut vm_fdt::FdtWriter, links: &[GuestLink]) -> Result<(), vm_fdt::Error> {
     for l in links {
         if let Some((base, size)) = l.region {
             let n = w.begin_node(&l.node_name())?;
@@ -432,7 +429,7 @@ mod tests {
 
     #[test]
     fn link_nodes_are_virtio_mmio_with_their_spi() {
-        let mut w = crate::dt::write::FdtWriter::new().unwrap();
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
         let root = w.begin_node("").unwrap();
         w.property_u32("#address-cells", 2).unwrap();
         w.property_u32("#size-cells", 2).unwrap();
