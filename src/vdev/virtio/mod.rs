@@ -5,6 +5,7 @@
 
 pub mod mmio;
 pub mod net;
+pub mod net_hdr;
 #[cfg(test)]
 mod proptests;
 pub mod queue;
