@@ -43,7 +43,14 @@ pub const MARKER: &str = "TESSERA-LINUX-UP";
 /// package has them (documentation left out; `lib/`, `bin/`, `sbin/` under `usr/`, as in a
 /// merged-/usr system): guest tools, and the libraries they link (name each; see
 /// [`debian::depends`]).
-pub const GUEST_PACKAGES: &[&str] = &[];
+pub const GUEST_PACKAGES: &[&str] = &[
+    // iperf3 (the bench's TCP rows) and the libraries it loads.
+    "iperf3",
+    "libiperf0",
+    "libsctp1",
+    "libssl3",
+    "libc6",
+];
 
 /// The board DTBs the boards in `boards/` take from Debian's kernel package
 /// (`usr/lib/linux-image-<release>/<path>`); the board tests check each is listed.
