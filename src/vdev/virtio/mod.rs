@@ -7,6 +7,8 @@ pub mod mmio;
 pub mod net;
 pub mod net_hdr;
 #[cfg(test)]
+mod net_hdr_proptests;
+#[cfg(test)]
 mod proptests;
 pub mod queue;
 #[cfg(test)]

@@ -328,3 +328,319 @@ pub fn for_receiver(o: &Offload, features: u64) -> (NetHdr, Offload) {
         }
     }
 }
+
+/// Frames for the tests: Ethernet + IPv4/IPv6 + TCP with a payload.
+#[cfg(test)]
+pub mod testframe {
+    use super::*;
+    use std::vec::Vec;
+
+    /// A TCP frame as Linux hands one over for offload: the TCP checksum
+    /// field holds the pseudo-header sum (CHECKSUM_PARTIAL).
+    pub fn tcp(v6: bool, opts: usize, payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut f = std::vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+        let thl = 20 + opts;
+        let tcp_len = thl + payload.len();
+        let pseudo;
+        if v6 {
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+            f.extend_from_slice(&[IPPROTO_TCP, 64]);
+            f.extend((0..32).map(|i| i as u8));
+            pseudo = sum(0, &f[ETH + 8..ETH + 40]);
+        } else {
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+            f.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, IPPROTO_TCP, 0, 0]);
+            f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+            let c = fold(sum(0, &f[ETH..ETH + 20]));
+            f[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
+            pseudo = sum(0, &f[ETH + 12..ETH + 20]);
+        }
+        let pseudo = !fold(pseudo + u64::from(IPPROTO_TCP) + tcp_len as u64);
+        f.extend_from_slice(&[0x13, 0x88, 0x14, 0x51]);
+        f.extend_from_slice(&0x1000_0000u32.to_be_bytes());
+        f.extend_from_slice(&0u32.to_be_bytes());
+        f.extend_from_slice(&[((thl / 4) as u8) << 4, flags, 0xff, 0xff]);
+        f.extend_from_slice(&pseudo.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend(std::iter::repeat_n(1u8, opts));
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Whether the TCP checksum of a complete frame is right.
+    pub fn tcp_ok(f: &[u8]) -> bool {
+        let v6 = f[12] == 0x86;
+        let l4 = if v6 {
+            ETH + 40
+        } else {
+            ETH + usize::from(f[ETH] & 0xf) * 4
+        };
+        let tcp_len = f.len() - l4;
+        let p = if v6 {
+            sum(0, &f[ETH + 8..ETH + 40])
+        } else {
+            sum(0, &f[ETH + 12..ETH + 20])
+        };
+        fold(sum(p + u64::from(IPPROTO_TCP) + tcp_len as u64, &f[l4..])) == 0
+    }
+
+    pub fn hdr(flags: u8, gso_type: u8, gso_size: u16, start: u16, offset: u16) -> NetHdr {
+        NetHdr {
+            flags,
+            gso_type,
+            hdr_len: 0,
+            gso_size,
+            csum_start: start,
+            csum_offset: offset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testframe::{hdr, tcp, tcp_ok};
+    use super::*;
+    use std::vec::Vec;
+
+    const ALL: u64 = OFFLOADS;
+    const PSH_FIN: u8 = TCP_PSH | TCP_FIN;
+
+    #[test]
+    fn a_plain_frame_needs_nothing() {
+        let f = tcp(false, 0, b"abc", 0);
+        assert_eq!(validate(&NetHdr::default(), &f, 0), Ok(Offload::None));
+    }
+
+    #[test]
+    fn flags_other_than_needs_csum_are_refused() {
+        let f = tcp(false, 0, b"abc", 0);
+        for flags in [2, 4, 0x80, 3] {
+            assert_eq!(
+                validate(&hdr(flags, 0, 0, 34, 16), &f, ALL),
+                Err(HdrError::Flags(flags))
+            );
+        }
+    }
+
+    #[test]
+    fn needs_csum_without_the_feature_is_refused() {
+        let f = tcp(false, 0, b"abc", 0);
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, 0, 0, 34, 16), &f, ALL & !F_CSUM),
+            Err(HdrError::CsumNotNegotiated)
+        );
+    }
+
+    #[test]
+    fn a_checksum_field_beyond_the_frame_is_refused() {
+        let f = tcp(false, 0, b"", 0);
+        let n = f.len() as u16;
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, 0, 0, n - 2, 0), &f, ALL),
+            Ok(Offload::Csum {
+                start: n - 2,
+                offset: 0
+            })
+        );
+        for (start, offset) in [(n - 1, 0), (n, 0), (0, n - 1), (0xffff, 0xffff), (34, 0xfff0)] {
+            assert_eq!(
+                validate(&hdr(NEEDS_CSUM, 0, 0, start, offset), &f, ALL),
+                Err(HdrError::CsumOutside { start, offset })
+            );
+        }
+    }
+
+    #[test]
+    fn gso_types_not_offered_or_not_negotiated_are_refused() {
+        let f = tcp(false, 0, &[7; 3000], 0);
+        for t in [3, 5, 0x81, 0x84, 2, 0xff] {
+            assert_eq!(
+                validate(&hdr(NEEDS_CSUM, t, 1000, 34, 16), &f, ALL),
+                Err(HdrError::GsoType(t))
+            );
+        }
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16), &f, ALL & !F_HOST_TSO4),
+            Err(HdrError::GsoType(GSO_TCPV4))
+        );
+        // TSO needs the checksum feature as well.
+        assert_eq!(
+            validate(&hdr(0, GSO_TCPV4, 1000, 34, 16), &f, F_HOST_TSO4),
+            Err(HdrError::GsoType(GSO_TCPV4))
+        );
+        assert_eq!(
+            validate(&hdr(0, GSO_TCPV4, 1000, 34, 16), &f, ALL),
+            Err(HdrError::GsoWithoutCsum)
+        );
+    }
+
+    #[test]
+    fn gso_size_zero_or_too_small_is_refused() {
+        let f = tcp(false, 0, &[7; 3000], 0);
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 0, 34, 16), &f, ALL),
+            Err(HdrError::GsoSize(0))
+        );
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 23, 34, 16), &f, ALL),
+            Err(HdrError::GsoSize(23))
+        );
+        assert!(validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 24, 34, 16), &f, ALL).is_ok());
+    }
+
+    #[test]
+    fn a_gso_frame_must_be_tcp_over_the_ip_it_claims() {
+        let f4 = tcp(false, 0, &[7; 3000], 0);
+        let f6 = tcp(true, 0, &[7; 3000], 0);
+        // IPv6 frame sent as TCPv4, and the other way round.
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 54, 16), &f6, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV6, 1000, 34, 16), &f4, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        // UDP inside, a short IHL, the checksum pointing elsewhere.
+        let mut udp = f4.clone();
+        udp[ETH + 9] = 17;
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16), &udp, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        let mut ihl = f4.clone();
+        ihl[ETH] = 0x44;
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16), &ihl, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 34, 6), &f4, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 30, 20), &f4, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        // A TCP data offset below 5, or past the frame.
+        let mut doff = f4.clone();
+        doff[34 + 12] = 0x40;
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16), &doff, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        let short = tcp(false, 40, b"", 0);
+        let cut = &short[..short.len() - 8];
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16), cut, ALL),
+            Err(HdrError::GsoFrame)
+        );
+        // Headers only: nothing to segment.
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV4, 1000, 34, 16), &short, ALL),
+            Err(HdrError::GsoEmpty)
+        );
+    }
+
+    #[test]
+    fn a_good_tso_frame_is_taken_with_its_header_length() {
+        let f = tcp(true, 12, &[7; 3000], 0);
+        assert_eq!(
+            validate(&hdr(NEEDS_CSUM, GSO_TCPV6, 1448, 54, 16), &f, ALL),
+            Ok(Offload::Tso(Tso {
+                v6: true,
+                l4: 54,
+                hdr_len: 54 + 32,
+                mss: 1448
+            }))
+        );
+    }
+
+    #[test]
+    fn a_completed_checksum_verifies() {
+        for v6 in [false, true] {
+            for len in [0, 1, 2, 3, 1000, 1001] {
+                let mut f = tcp(v6, 0, &(0..len).map(|i| (i * 7) as u8).collect::<Vec<_>>(), 0);
+                let l4 = if v6 { 54 } else { 34 };
+                let field = complete(&f, l4 as u16);
+                f[l4 + 16..l4 + 18].copy_from_slice(&field);
+                assert!(tcp_ok(&f), "v6 {v6} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn segments_carry_their_own_lengths_sequence_flags_and_checksums() {
+        for v6 in [false, true] {
+            let payload: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+            let f = tcp(v6, 12, &payload, PSH_FIN | TCP_CWR | 0x10);
+            let l4 = if v6 { 54 } else { 34 };
+            let gso = if v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+            let Ok(Offload::Tso(t)) = validate(&hdr(NEEDS_CSUM, gso, 1000, l4, 16), &f, ALL) else {
+                panic!("refused")
+            };
+            let hl = usize::from(t.hdr_len);
+            let mut joined = Vec::new();
+            let chunks: Vec<_> = f[hl..].chunks(1000).collect();
+            for (i, seg) in chunks.iter().enumerate() {
+                let mut out = [0u8; 160];
+                let last = i + 1 == chunks.len();
+                segment_headers(&f, &t, i, hl + 1000 * i, seg, last, &mut out).unwrap();
+                let mut s = out[..hl].to_vec();
+                s.extend_from_slice(seg);
+                assert!(tcp_ok(&s), "segment {i} checksum");
+                let l4 = usize::from(t.l4);
+                let seq = u32::from_be_bytes(s[l4 + 4..l4 + 8].try_into().unwrap());
+                assert_eq!(seq, 0x1000_0000 + 1000 * i as u32);
+                let fl = s[l4 + 13];
+                assert_eq!(fl & PSH_FIN != 0, last, "PSH/FIN only on the last");
+                assert_eq!(fl & TCP_CWR != 0, i == 0, "CWR only on the first");
+                assert_ne!(fl & 0x10, 0, "ACK on every segment");
+                if v6 {
+                    assert_eq!(usize::from(u16::from_be_bytes([s[18], s[19]])), s.len() - 54);
+                } else {
+                    assert_eq!(usize::from(u16::from_be_bytes([s[16], s[17]])), s.len() - ETH);
+                    assert_eq!(fold(sum(0, &s[ETH..l4])), 0, "IPv4 header checksum");
+                    assert_eq!(u16::from_be_bytes([s[18], s[19]]), 0x1234 + i as u16, "IPv4 ID");
+                }
+                joined.extend_from_slice(seg);
+            }
+            assert_eq!(joined, payload);
+        }
+    }
+
+    #[test]
+    fn receivers_get_what_they_negotiated() {
+        let csum = Offload::Csum {
+            start: 34,
+            offset: 16,
+        };
+        let tso = Offload::Tso(Tso {
+            v6: false,
+            l4: 34,
+            hdr_len: 54,
+            mss: 1448,
+        });
+        assert_eq!(
+            for_receiver(&Offload::None, ALL),
+            (NetHdr::default(), Offload::None)
+        );
+        assert_eq!(
+            for_receiver(&csum, F_GUEST_CSUM),
+            (hdr(NEEDS_CSUM, 0, 0, 34, 16), Offload::None)
+        );
+        assert_eq!(for_receiver(&csum, 0), (NetHdr::default(), csum));
+        let (h, work) = for_receiver(&tso, F_GUEST_CSUM | F_GUEST_TSO4);
+        assert_eq!(
+            (h.gso_type, h.gso_size, h.hdr_len, h.flags),
+            (GSO_TCPV4, 1448, 54, NEEDS_CSUM)
+        );
+        assert_eq!(work, Offload::None);
+        // TSO6 only, or TSO4 without GUEST_CSUM: segmented here.
+        assert_eq!(for_receiver(&tso, F_GUEST_CSUM | F_GUEST_TSO6).1, tso);
+        assert_eq!(for_receiver(&tso, F_GUEST_TSO4).1, tso);
+    }
+}
