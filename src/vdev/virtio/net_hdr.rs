@@ -342,13 +342,12 @@ pub mod testframe {
         f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
         let thl = 20 + opts;
         let tcp_len = thl + payload.len();
-        let pseudo;
-        if v6 {
+        let pseudo = if v6 {
             f.extend_from_slice(&[0x60, 0, 0, 0]);
             f.extend_from_slice(&(tcp_len as u16).to_be_bytes());
             f.extend_from_slice(&[IPPROTO_TCP, 64]);
             f.extend((0..32).map(|i| i as u8));
-            pseudo = sum(0, &f[ETH + 8..ETH + 40]);
+            sum(0, &f[ETH + 8..ETH + 40])
         } else {
             f.extend_from_slice(&[0x45, 0]);
             f.extend_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
@@ -356,8 +355,8 @@ pub mod testframe {
             f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
             let c = fold(sum(0, &f[ETH..ETH + 20]));
             f[ETH + 10..ETH + 12].copy_from_slice(&c.to_be_bytes());
-            pseudo = sum(0, &f[ETH + 12..ETH + 20]);
-        }
+            sum(0, &f[ETH + 12..ETH + 20])
+        };
         let pseudo = !fold(pseudo + u64::from(IPPROTO_TCP) + tcp_len as u64);
         f.extend_from_slice(&[0x13, 0x88, 0x14, 0x51]);
         f.extend_from_slice(&0x1000_0000u32.to_be_bytes());
