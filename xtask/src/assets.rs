@@ -873,6 +873,10 @@ pub fn initramfs_path(rel: &str) -> Option<String> {
         "usr/share/lintian",
         "usr/share/locale",
         "usr/share/bug",
+        // Nothing the guest tools run needs iconv modules or OpenSSL's plug-ins.
+        "usr/lib/aarch64-linux-gnu/gconv",
+        "usr/lib/aarch64-linux-gnu/engines-3",
+        "usr/lib/aarch64-linux-gnu/ossl-modules",
     ];
     let rel = rel.trim_start_matches("./").trim_start_matches('/');
     if rel.is_empty()
