@@ -55,29 +55,22 @@ extern "C" fn hvc_exit(frame: &mut TrapFrame, esr: u64) {
     }
 }
 
-/// The frequent synchronous exits whose register is not one of x19-x29: an
-/// emulated device access and an SGI. `vectors.S` calls this with the
-/// caller-saved registers and the return state in `frame` (x19-x29 are live
-/// in the CPU and untouched by Rust); `false` sends the exit, not begun, on
-/// to [`lower_sync`] with the whole frame.
+/// A data abort whose register (if the syndrome names one) is not one of
+/// x19-x29: `vectors.S` calls this with the caller-saved registers and the
+/// return state in `frame` (x19-x29 are live in the CPU and untouched by
+/// Rust). Nearly always an emulated device access.
+#[no_mangle]
+extern "C" fn mmio_exit_short(frame: &mut TrapFrame, esr: u64) {
+    data_abort(frame, Esr(esr));
+}
+
+/// The other frequent synchronous exit on the short frame: an SGI
+/// (ICC_SGI1R_EL1 write) whose register is not one of x19-x29. `false`
+/// sends the exit, not begun, on to [`lower_sync`] with the whole frame.
 #[no_mangle]
 extern "C" fn lower_sync_short(frame: &mut TrapFrame, esr: u64) -> bool {
-    let ec = esr >> 26;
-    if ec == EC_DABT_LOW {
-        // SRT is only meaningful with ISV set; without it no register is read.
-        if esr & ISV != 0 && callee_saved((esr >> 16) & 0x1f) {
-            return false;
-        }
-        data_abort(frame, Esr(esr));
-        true
-    } else if ec == EC_SYSREG && esr & SYSREG_KEY_MASK == SGI1R_WRITE {
-        let rt = (esr >> 5) & 0x1f;
-        if callee_saved(rt) {
-            return false;
-        }
-        super::irq::guest_sgi(frame.reg(rt as usize));
-        frame.elr += 4;
-        true
+    if esr >> 26 == EC_SYSREG && esr & SYSREG_KEY_MASK == SGI1R_WRITE {
+        sgi_short(frame, esr)
     } else {
         false
     }
@@ -87,6 +80,19 @@ extern "C" fn lower_sync_short(frame: &mut TrapFrame, esr: u64) -> bool {
 #[inline(always)]
 const fn callee_saved(reg: u64) -> bool {
     reg >= 19 && reg <= 29
+}
+
+/// An ICC_SGI1R_EL1 write on the short frame; `false` if its register is
+/// one of x19-x29.
+#[inline(always)]
+fn sgi_short(frame: &mut TrapFrame, esr: u64) -> bool {
+    let rt = (esr >> 5) & 0x1f;
+    if callee_saved(rt) {
+        return false;
+    }
+    super::irq::guest_sgi(frame.reg(rt as usize));
+    frame.elr += 4;
+    true
 }
 
 /// Every synchronous exit from the guest, with the whole frame saved.
@@ -266,32 +272,58 @@ fn power_action(frame: &mut TrapFrame, vm: &'static Vm, vcpu: &'static super::Vc
     }
 }
 
+/// A stage-2 data abort: an emulated device access, decided from the
+/// syndrome's bits directly (the same rule as [`trap::data_abort`]), or an
+/// abort to inject.
 #[inline(always)]
 fn data_abort(frame: &mut TrapFrame, esr: Esr) {
+    let iss = esr.iss();
+    if !esr::is_device_access(iss) {
+        return data_abort_other(frame, esr);
+    }
+    let (vm, vcpu) = current();
+    let ipa = guest::fault_ipa();
+    let Some((dev, offset)) = vm.mmio.find(ipa) else {
+        return abort(frame, vm, vcpu.index, ipa, iss & WNR != 0, "outside the VM");
+    };
+    let size = (iss >> 22) & 3;
+    let srt = ((iss >> 16) & 0x1f) as usize;
+    let done = if iss & WNR != 0 {
+        let value = frame.reg(srt) & trap::load_mask(size | 4);
+        dev.write(offset, 1 << size, value, vcpu.index).is_ok()
+    } else {
+        match dev.read(offset, 1 << size, vcpu.index) {
+            Ok(v) => {
+                frame.set_reg(srt, trap::load_value(v, iss));
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    if done {
+        frame.elr += esr.insn_len();
+    } else {
+        abort(
+            frame,
+            vm,
+            vcpu.index,
+            ipa,
+            iss & WNR != 0,
+            "refused by the device",
+        );
+    }
+}
+
+/// ESR_EL2.WnR of a data abort.
+const WNR: u32 = 1 << 6;
+
+/// A data abort that is no device access: an abort to inject, logged.
+#[cold]
+#[inline(never)]
+fn data_abort_other(frame: &mut TrapFrame, esr: Esr) {
     let (vm, vcpu) = current();
     let ipa = guest::fault_ipa();
     let (write, why) = match trap::data_abort(esr.iss()) {
-        TrapAction::Mmio(da) => {
-            let Some((dev, offset)) = vm.mmio.find(ipa) else {
-                return abort(frame, vm, vcpu.index, ipa, da.wnr, "outside the VM");
-            };
-            let result = if da.wnr {
-                dev.write(
-                    offset,
-                    da.sas,
-                    esr::store_value(frame.reg(da.srt as usize), &da),
-                    vcpu.index,
-                )
-            } else {
-                dev.read(offset, da.sas, vcpu.index)
-                    .map(|v| frame.set_reg(da.srt as usize, esr::load_result(v, &da)))
-            };
-            if result.is_ok() {
-                frame.elr += esr.insn_len();
-                return;
-            }
-            (da.wnr, "refused by the device")
-        }
         TrapAction::DataAbort { write, why } => (write, why.message()),
         _ => (false, "not a data abort"),
     };
@@ -299,6 +331,7 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
 }
 
 /// Injects an external data abort for an access to `ipa`, logged.
+#[cold]
 #[inline(never)]
 fn abort(frame: &mut TrapFrame, vm: &Vm, vcpu: usize, ipa: u64, write: bool, why: &str) {
     if vm.should_log_fault() {

@@ -175,9 +175,10 @@ guest_sync_hvc:
     b       exception_return
 
 // Every other synchronous exit (x1 = ESR): first with the caller-saved
-// frame only, which `lower_sync_short` takes for the frequent exits whose
-// register is not one of x19-x29 (an emulated device access, an SGI); if it
-// declines, the whole frame and `lower_sync`.
+// frame only, which `mmio_exit_short` (a data abort) and `lower_sync_short`
+// (an SGI) take for the frequent exits whose register is not one of
+// x19-x29; otherwise, or if `lower_sync_short` declines, the whole frame and
+// `lower_sync`.
 guest_sync:
     SAVE_X4_X30
     mrs     x0, elr_el2
@@ -185,9 +186,21 @@ guest_sync:
     str     x0, [sp, #16 * 15 + 8]
     str     x2, [sp, #16 * 16]
     mov     x0, sp
-    bl      lower_sync_short
+    // A data abort (EC 0x24) whose register, if it names one (ISV), is not
+    // one of x19-x29: `mmio_exit_short` (an emulated device access).
+    lsr     x2, x1, #26
+    cmp     x2, #0x24
+    b.ne    2f
+    tbz     x1, #24, 1f
+    ubfx    x2, x1, #16, #5
+    sub     x2, x2, #19
+    cmp     x2, #11
+    b.lo    3f
+1:  bl      mmio_exit_short
+    b       return_caller
+2:  bl      lower_sync_short
     cbnz    w0, return_caller
-    SAVE_CALLEE
+3:  SAVE_CALLEE
     mov     x0, sp
     bl      lower_sync
     b       exception_return
