@@ -178,10 +178,12 @@ impl Vgic {
         for i in 0..n {
             self.plain_byte_locked(&mut s, off + i, (value >> (8 * i)) as u8, vcpu, bank);
         }
-        // SGI groups and priorities are mirrored in the mailbox.
+        // SGI groups and priorities are mirrored in the mailbox, fast SPIs'
+        // with their trigger too.
         if vcpu < self.nvcpus && (bank != Bank::Shared) {
             self.mirror_sgis(&s, vcpu);
         }
+        self.mirror_spis(&s);
     }
 
     /// One byte of IGROUPR, IPRIORITYR or ICFGR, the state locked.
@@ -287,6 +289,7 @@ impl Vgic {
             for v in 0..self.nvcpus {
                 self.mirror_sgis(&s, v);
             }
+            self.mirror_spis(&s);
             // Enabling a group releases what was latched pending.
             let mut kicks = alloc::vec::Vec::new();
             for v in 0..self.nvcpus {
