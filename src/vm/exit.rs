@@ -69,7 +69,10 @@ extern "C" fn mmio_exit_short(frame: &mut TrapFrame, esr: u64) {
 /// sends the exit, not begun, on to [`lower_sync`] with the whole frame.
 #[no_mangle]
 extern "C" fn lower_sync_short(frame: &mut TrapFrame, esr: u64) -> bool {
-    if esr >> 26 == EC_SYSREG && esr & SYSREG_KEY_MASK == SGI1R_WRITE {
+    // The whole syndrome but Rt in one compare: EC 0x18 with IL set (a
+    // trapped MSR is always a 32-bit instruction), ISS[24:22] RES0, no
+    // ISS2 (Arm ARM D19.2.45).
+    if esr | ESR_RT == SGI1R_WRITE_ESR {
         sgi_short(frame, esr)
     } else {
         false
@@ -122,6 +125,10 @@ const EC_SYSREG: u64 = 0x18;
 const SYSREG_KEY_MASK: u64 = 0x3f_fc1f;
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5), written (direction 0).
 const SGI1R_WRITE: u64 = esr::ICC_SGI1R_EL1 as u64;
+/// ESR_EL2.ISS.Rt of a trapped MSR/MRS.
+const ESR_RT: u64 = 0x1f << 5;
+/// The ESR_EL2 of an ICC_SGI1R_EL1 write, Rt all ones.
+const SGI1R_WRITE_ESR: u64 = EC_SYSREG << 26 | 1 << 25 | SGI1R_WRITE | ESR_RT;
 
 /// Every synchronous exit but the hot ones: decided by [`trap::decide`],
 /// carried out here.
@@ -225,6 +232,9 @@ fn undefined(frame: &mut TrapFrame, esr: Esr, why: Undef) {
     inject_into(frame, Injected::Undefined);
 }
 
+/// A physical interrupt while the guest ran. `vectors.S` saved x0-x18 and
+/// x30 only: the frame's ELR and SPSR are stale, this path leaves the
+/// CPU's alone.
 #[no_mangle]
 extern "C" fn lower_irq(_frame: &mut TrapFrame) {
     super::irq::handle_irq();

@@ -26,6 +26,24 @@
     str     x1, [sp, #16 * 16]
 .endm
 
+// The registers of SAVE_CALLER without the return state: for the
+// interrupt exit, which takes no exception and changes neither ELR_EL2 nor
+// SPSR_EL2, so they stay in the CPU (the frame's fields are stale there).
+.macro SAVE_CALLER_REGS
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    str     x18, [sp, #16 * 9]
+    str     x30, [sp, #16 * 15]
+.endm
+
 // A lower-EL synchronous exception: x0-x3 saved, x1 = ESR_EL2, then on to
 // `next`, which saves what its exits need.
 .macro LOWER_SYNC next
@@ -127,7 +145,7 @@
     // Lower EL, AArch64: the guests.
     LOWER_SYNC \sync
 .balign 0x80
-    SAVE_CALLER
+    SAVE_CALLER_REGS
     b       guest_irq
     LOWER   lower_fiq
     LOWER   lower_serror
@@ -136,7 +154,7 @@
     // the same (r0-r14 are x0-x14), so the same handlers take them.
     LOWER_SYNC \sync
 .balign 0x80
-    SAVE_CALLER
+    SAVE_CALLER_REGS
     b       guest_irq
     LOWER   lower_fiq
     LOWER   lower_serror
@@ -205,11 +223,14 @@ guest_sync:
     bl      lower_sync
     b       exception_return
 
-// A physical interrupt: the handler never reads guest registers.
+// A physical interrupt: the handler never reads guest registers, takes
+// no exception and leaves ELR_EL2 and SPSR_EL2 alone (it returns, or
+// abandons the guest for good).
 guest_irq:
     mov     x0, sp
     bl      lower_irq
-    b       return_caller
+    ldr     x30, [sp, #16 * 15]
+    b       return_regs
 
 
 // Restores the TrapFrame at SP and returns to where it points: x19-x29,
@@ -230,6 +251,10 @@ return_caller:
     ldr     x1, [sp, #16 * 16]
     msr     elr_el2, x0
     msr     spsr_el2, x1
+    // Fall through.
+
+// x0-x18 back and `eret` (ELR_EL2, SPSR_EL2 and x30 already in place).
+return_regs:
     ldp     x0, x1, [sp, #16 * 0]
     ldp     x2, x3, [sp, #16 * 1]
     ldp     x4, x5, [sp, #16 * 2]
