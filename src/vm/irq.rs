@@ -242,19 +242,15 @@ pub fn flush(vgic: &Vgic, vcpu: usize) {
 #[inline(always)]
 fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize, kicked: bool) {
     let mut full = false;
+    let watching = watched();
     if let Some(b) = vgic.sgi_box(vcpu) {
-        if b.any() {
-            full = drain_sgis(&mut c, b);
+        // No look first: the swap of an empty mailbox costs what the look would.
+        full = drain_sgis(&mut c, b);
+        if (kicked || watching) && b.spis.any() {
+            full |= drain_spis(&mut c, vgic, &b.spis);
         }
     }
-    if kicked || watched() {
-        if let Some(b) = vgic.spi_box(vcpu) {
-            if b.any() {
-                full |= drain_spis(&mut c, vgic, b);
-            }
-        }
-    }
-    if full || vgic.queue_nonempty(vcpu) || watched() {
+    if full || watching || vgic.queue_nonempty(vcpu) {
         flush_queue(vgic, vcpu, full);
     }
 }
@@ -264,11 +260,26 @@ fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize, kicked: bool) {
 #[inline(always)]
 fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
     let mut bits = b.take_all();
+    if bits == 0 {
+        return false;
+    }
     let all = (1u64 << c.count()) - 1;
     let mut empty = c.empty() & all;
     if empty == all {
         // Nothing listed, so nothing to merge with: straight into the free
-        // list registers from the first, no list register read.
+        // list registers from the first (LR0), no list register read.
+        let t = b.entry(bits.trailing_zeros());
+        c.write_first(Lr {
+            vintid: t.sgi,
+            pintid: None,
+            priority: t.priority,
+            state: crate::vdev::vgic::lr::LrState::Pending,
+            group1: t.group1,
+            eoi: false,
+            source: t.lane,
+        });
+        empty &= empty - 1;
+        bits &= bits - 1;
         while bits != 0 {
             if empty == 0 {
                 b.repost(bits);
@@ -539,7 +550,13 @@ fn ask(pcpu: usize, change: Option<(u32, bool)>) -> ActiveSet {
 /// `running`: a vCPU runs here (else its list registers mean nothing).
 #[inline(always)]
 fn answer_questions(running: bool) {
-    let Some(m) = MAILBOX.get(cpu::index()) else {
+    answer_questions_of(cpu::index(), running)
+}
+
+/// [`answer_questions`] where this CPU's index is known already.
+#[inline(always)]
+fn answer_questions_of(this_cpu: usize, running: bool) {
+    let Some(m) = MAILBOX.get(this_cpu) else {
         return;
     };
     let asked = m.asked.load(Ordering::Acquire);
@@ -661,6 +678,10 @@ pub fn handle_irq() {
 /// The physical CPU interface and list registers, per GIC version, so the
 /// interrupt exit does not test the version at every register access.
 trait CpuIf: ListRegs + Copy {
+    /// Writes list register 0.
+    fn write_first(&mut self, lr: Lr) {
+        self.write(0, lr)
+    }
     fn ack(self) -> (u32, u32);
     fn eoi(self, raw: u32);
     fn deactivate(self, raw: u32);
@@ -682,12 +703,7 @@ impl ListRegs for V3If {
     }
     #[inline(always)]
     fn write(&mut self, i: usize, lr: Lr) {
-        // The first free one is usually LR0: no jump table for it.
-        if i == 0 {
-            icc::set_ich_lr0(lr.encode_v3())
-        } else {
-            icc::set_ich_lr(i, lr.encode_v3())
-        }
+        icc::set_ich_lr(i, lr.encode_v3())
     }
     #[inline(always)]
     fn empty(&self) -> u64 {
@@ -696,6 +712,10 @@ impl ListRegs for V3If {
 }
 
 impl CpuIf for V3If {
+    #[inline(always)]
+    fn write_first(&mut self, lr: Lr) {
+        icc::set_ich_lr0(lr.encode_v3())
+    }
     #[inline(always)]
     fn ack(self) -> (u32, u32) {
         let iar = icc::icc_iar1() as u32;
@@ -757,7 +777,7 @@ fn handle_irq_on<C: CpuIf>(mut c: C) {
         // registers, or wants it to look at its power state: the IPI path.
         c.eoi(raw);
         c.deactivate(raw);
-        answer_questions(true);
+        answer_questions_of(vcpu.pcpu, true);
         if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
             abandon_guest();
         }
@@ -860,8 +880,37 @@ fn maintenance_eoi(g: &'static PhysGic, vgic: &Vgic, vcpu: usize) {
 
 /// A guest's write to ICC_SGI1R_EL1 (or ICC_SGI0R/ASGI1R): SGIs to its own
 /// vCPUs only; affinities it does not have are dropped.
+#[inline(always)]
 pub fn guest_sgi(value: u64) {
     let (vm, vcpu) = current();
+    // The usual IPI: one SGI to one other vCPU by its Aff0 (no Aff1-3, no
+    // range selector, no broadcast), into its mailbox with one atomic OR.
+    let list = value & 0xffff;
+    if value & !SGI_ONE_TARGET == 0 && list & list.wrapping_sub(1) == 0 {
+        let t = list.trailing_zeros() as usize;
+        if let (Some(b), Some(v)) = (vm.vgic.sgi_box(t), vm.vcpus.get(t)) {
+            if t != vcpu.index {
+                // ICC_SGI1R_EL1 is GICv3's: its SGIs carry no source (lane 0).
+                match b.post((value >> 24) as u32, 0) {
+                    Some(true) => send_kick(v.pcpu),
+                    Some(false) => {}
+                    None => vm.vgic.send_sgi((value >> 24) as u32 & 0xf, vcpu.index, 1 << t),
+                }
+                return;
+            }
+        }
+    }
+    guest_sgi_any(vm, vcpu, value)
+}
+
+/// ICC_SGI1R_EL1 fields an SGI to one listed vCPU may use: INTID and the
+/// target list (one bit).
+const SGI_ONE_TARGET: u64 = 0x0f00_ffff;
+
+/// Every other SGI register value: broadcast, ranges, several targets,
+/// itself, affinities this VM does not have.
+#[inline(never)]
+fn guest_sgi_any(vm: &super::Vm, vcpu: &super::Vcpu, value: u64) {
     let n = vm.vcpus.len();
     let all: u64 = if n >= 64 { !0 } else { (1 << n) - 1 };
     let intid = ((value >> 24) & 0xf) as u32;

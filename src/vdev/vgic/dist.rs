@@ -347,14 +347,7 @@ impl Distributor {
                     Version::V2 => ctlr,
                 }
             }
-            TYPER => {
-                let lines = u64::from((32 + g.nspis) / 32 - 1);
-                let cpus = (g.nvcpus.min(8) as u64 - 1) << 5;
-                match g.version {
-                    Version::V3 => lines | cpus | (9 << 19),
-                    Version::V2 => lines | cpus,
-                }
-            }
+            TYPER => g.typer,
             IIDR => IIDR_VALUE,
             0x080..=0xcff => {
                 let bank = if g.version == Version::V3 {

@@ -245,14 +245,14 @@ pub struct Vgic {
     /// The virtual SPIs that take the mailbox path ([`sgi::FastSpi`]):
     /// the first [`sgi::MAX_FAST_SPIS`] the hypervisor raises itself.
     fast_spis: Vec<sgi::FastSpi>,
-    /// Each vCPU's posted fast SPIs.
-    spi_boxes: Vec<sgi::SpiBox>,
     /// Whether each vCPU's queue may be non-empty, readable without its
     /// lock (the interrupt exit checks it before taking the lock).
     queued: Vec<core::sync::atomic::AtomicBool>,
     host: Box<dyn VgicHost>,
     /// Interrupts lost to a full queue.
     pub dropped: AtomicU64,
+    /// GICD_TYPER, fixed at creation (the guest reads it often).
+    typer: u64,
 }
 
 impl Vgic {
@@ -303,12 +303,19 @@ impl Vgic {
                     .map(sgi::FastSpi::new)
                     .collect()
             },
-            spi_boxes: (0..nvcpus).map(|_| sgi::SpiBox::new()).collect(),
             queued: (0..nvcpus)
                 .map(|_| core::sync::atomic::AtomicBool::new(false))
                 .collect(),
             host,
             dropped: AtomicU64::new(0),
+            typer: {
+                let lines = u64::from((32 + nspis) / 32 - 1);
+                let cpus = (nvcpus.clamp(1, 8) as u64 - 1) << 5;
+                match version {
+                    Version::V3 => lines | cpus | (9 << 19),
+                    Version::V2 => lines | cpus,
+                }
+            },
         }
     }
 
@@ -352,7 +359,7 @@ impl Vgic {
                 if let Some(b) = self.sgis.get(v) {
                     b.clear();
                 }
-                if let Some(b) = self.spi_boxes.get(v) {
+                if let Some(b) = self.spi_box(v) {
                     b.clear();
                 }
                 self.mirror_sgis(&s, v);
@@ -449,7 +456,7 @@ impl Vgic {
     /// `vcpu`'s posted fast SPIs.
     #[inline(always)]
     pub fn spi_box(&self, vcpu: usize) -> Option<&sgi::SpiBox> {
-        self.spi_boxes.get(vcpu)
+        self.sgis.get(vcpu).map(|b| &b.spis)
     }
 
     /// Posts fast SPI `intid` without the lock if it is deliverable now:
@@ -459,7 +466,7 @@ impl Vgic {
     fn post_fast(&self, intid: u32) -> Option<(usize, bool)> {
         let k = self.fast_slot(intid)?;
         let t = self.fast_spis.get(k)?.ready_target()?;
-        Some((t, self.spi_boxes.get(t)?.post(k)))
+        Some((t, self.spi_box(t)?.post(k)))
     }
 
     /// Queues `intid` for its target if it can be delivered now; otherwise
@@ -610,8 +617,7 @@ impl Vgic {
             });
         }
         if let Some(e) = self
-            .spi_boxes
-            .get(vcpu)
+            .spi_box(vcpu)
             .and_then(|b| b.take())
             .and_then(|k| self.fast_spis.get(k))
             .map(|f| f.entry())
@@ -660,7 +666,7 @@ impl Vgic {
     pub fn has_queued(&self, vcpu: usize) -> bool {
         self.queued.get(vcpu).is_some_and(|q| q.load(Ordering::Acquire))
             || self.sgis.get(vcpu).is_some_and(|b| b.any())
-            || self.spi_boxes.get(vcpu).is_some_and(|b| b.any())
+            || self.spi_box(vcpu).is_some_and(|b| b.any())
     }
 
     /// Delivers a guest SGI (from ICC_SGI1R_EL1 or GICD_SGIR) to each vCPU
@@ -761,8 +767,8 @@ impl Vgic {
                     b.cancel(intid);
                 }
             } else if let Some(k) = self.fast_slot(intid) {
-                for b in &self.spi_boxes {
-                    b.cancel(k);
+                for b in &self.sgis {
+                    b.spis.cancel(k);
                 }
             }
             let target = target.min(self.nvcpus - 1);

@@ -27,6 +27,9 @@ pub struct SgiBox {
     ready: AtomicU16,
     /// Per SGI: priority | group1 << 8, for the list register.
     lr: [AtomicU16; 16],
+    /// The vCPU's posted fast SPIs (next to its SGIs: the kick exit looks
+    /// at both).
+    pub spis: SpiBox,
 }
 
 /// What [`SgiBox::take`] hands out.
@@ -44,6 +47,7 @@ impl SgiBox {
             pending: AtomicU64::new(0),
             ready: AtomicU16::new(0),
             lr: [const { AtomicU16::new(0) }; 16],
+            spis: SpiBox::new(),
         }
     }
 
