@@ -892,7 +892,11 @@ pub fn guest_sgi(value: u64) {
             if t != vcpu.index {
                 // ICC_SGI1R_EL1 is GICv3's: its SGIs carry no source (lane 0).
                 match b.post((value >> 24) as u32, 0) {
-                    Some(true) => send_kick(v.pcpu),
+                    // This exit returns to the guest next: no ISB needed.
+                    Some(true) => match KICK_WORD.get(v.pcpu).map_or(0, |w| w.load(Ordering::Relaxed)) {
+                        0 => kick_slow(v.pcpu),
+                        w => icc::send_sgi1r_before_eret(w),
+                    },
                     Some(false) => {}
                     None => vm.vgic.send_sgi((value >> 24) as u32 & 0xf, vcpu.index, 1 << t),
                 }

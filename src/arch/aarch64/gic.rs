@@ -52,12 +52,27 @@ sysreg_rw!(ich_ap1r0, set_ich_ap1r0, "s3_4_c12_c9_0");
 
 /// Sends the SGI that ICC_SGI1R_EL1 value `v` names, after the stores
 /// before it (the mailbox bits it announces) are visible to the target.
-/// No ISB: the exit's ERET that follows is a context synchronization
-/// event, and nothing on this CPU waits for the SGI.
 #[inline(always)]
 pub fn send_sgi1r(v: u64) {
     // SAFETY: generating an SGI only signals another CPU's hypervisor;
-    // the barrier orders memory, no memory is accessed.
+    // the barriers order memory, no memory is accessed.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "msr s3_0_c12_c11_5, {}",
+            "isb",
+            in(reg) v,
+            options(nostack)
+        )
+    };
+}
+
+/// [`send_sgi1r`] without the ISB, for an exit that returns to its guest
+/// right after: the ERET is a context synchronization event, so the write
+/// takes effect by then at the latest. Nowhere a CPU may wait or spin after.
+#[inline(always)]
+pub fn send_sgi1r_before_eret(v: u64) {
+    // SAFETY: as for `send_sgi1r`.
     unsafe {
         asm!(
             "dsb ishst",

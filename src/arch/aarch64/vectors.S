@@ -225,7 +225,9 @@ guest_sync:
 
 // A physical interrupt: the handler never reads guest registers, takes
 // no exception and leaves ELR_EL2 and SPSR_EL2 alone (it returns, or
-// abandons the guest for good).
+// abandons the guest for good). It must never make a forwarded device
+// access (`devio`): the one EL2 exception the hypervisor survives would
+// leave ELR_EL2 pointing at its fixup.
 guest_irq:
     mov     x0, sp
     bl      lower_irq
