@@ -64,38 +64,32 @@ extern "C" fn mmio_exit_short(frame: &mut TrapFrame, esr: u64) {
     data_abort(frame, Esr(esr));
 }
 
-/// The other frequent synchronous exit on the short frame: an SGI
-/// (ICC_SGI1R_EL1 write) whose register is not one of x19-x29. `false`
-/// sends the exit, not begun, on to [`lower_sync`] with the whole frame.
+/// A system register trap (EC 0x18), from `vectors.S` with x0-x18 and x30
+/// in `frame` and nothing else: ELR_EL2 and SPSR_EL2 are only in the CPU,
+/// so this must take no exception and leave them alone. Takes an
+/// ICC_SGI1R_EL1 write whose register is not one of x19-x29 (`vectors.S`
+/// then moves the PC on); `false` sends the exit, not begun, on to
+/// [`lower_sync`] with the whole frame.
 #[no_mangle]
-extern "C" fn lower_sync_short(frame: &mut TrapFrame, esr: u64) -> bool {
+extern "C" fn sgi_exit_short(frame: &TrapFrame, esr: u64) -> bool {
     // The whole syndrome but Rt in one compare: EC 0x18 with IL set (a
     // trapped MSR is always a 32-bit instruction), ISS[24:22] RES0, no
     // ISS2 (Arm ARM D19.2.45).
-    if esr | ESR_RT == SGI1R_WRITE_ESR {
-        sgi_short(frame, esr)
-    } else {
-        false
+    if esr | ESR_RT != SGI1R_WRITE_ESR {
+        return false;
     }
+    let rt = (esr >> 5) & 0x1f;
+    if callee_saved(rt) {
+        return false;
+    }
+    super::irq::guest_sgi(frame.reg(rt as usize));
+    true
 }
 
 /// x19-x29: not in the short frame.
 #[inline(always)]
 const fn callee_saved(reg: u64) -> bool {
     reg >= 19 && reg <= 29
-}
-
-/// An ICC_SGI1R_EL1 write on the short frame; `false` if its register is
-/// one of x19-x29.
-#[inline(always)]
-fn sgi_short(frame: &mut TrapFrame, esr: u64) -> bool {
-    let rt = (esr >> 5) & 0x1f;
-    if callee_saved(rt) {
-        return false;
-    }
-    super::irq::guest_sgi(frame.reg(rt as usize));
-    frame.elr += 4;
-    true
 }
 
 /// Every synchronous exit from the guest, with the whole frame saved.

@@ -193,22 +193,24 @@ guest_sync_hvc:
     b       exception_return
 
 // Every other synchronous exit (x1 = ESR): first with the caller-saved
-// frame only, which `mmio_exit_short` (a data abort) and `lower_sync_short`
-// (an SGI) take for the frequent exits whose register is not one of
-// x19-x29; otherwise, or if `lower_sync_short` declines, the whole frame and
-// `lower_sync`.
+// frame only, for the frequent exits whose register is not one of x19-x29:
+// an SGI (a system register trap, EC 0x18, that `sgi_exit_short` takes:
+// no exception, ELR_EL2 and SPSR_EL2 stay in the CPU and the PC moves on
+// here) and an emulated device access (a data abort, EC 0x24,
+// `mmio_exit_short`); everything else, or an SGI that `sgi_exit_short`
+// declines, gets the whole frame and `lower_sync`.
 guest_sync:
     SAVE_X4_X30
-    mrs     x0, elr_el2
-    mrs     x2, spsr_el2
-    str     x0, [sp, #16 * 15 + 8]
-    str     x2, [sp, #16 * 16]
-    mov     x0, sp
-    // A data abort (EC 0x24) whose register, if it names one (ISV), is not
-    // one of x19-x29: `mmio_exit_short` (an emulated device access).
     lsr     x2, x1, #26
     cmp     x2, #0x24
-    b.ne    2f
+    b.ne    7f
+    // A data abort whose register, if it names one (ISV), is not one of
+    // x19-x29.
+    mrs     x0, elr_el2
+    mrs     x3, spsr_el2
+    str     x0, [sp, #16 * 15 + 8]
+    str     x3, [sp, #16 * 16]
+    mov     x0, sp
     tbz     x1, #24, 1f
     ubfx    x2, x1, #16, #5
     sub     x2, x2, #19
@@ -216,12 +218,28 @@ guest_sync:
     b.lo    3f
 1:  bl      mmio_exit_short
     b       return_caller
-2:  bl      lower_sync_short
-    cbnz    w0, return_caller
+7:  cmp     x2, #0x18
+    b.eq    4f
+5:  mrs     x0, elr_el2
+    mrs     x3, spsr_el2
+    str     x0, [sp, #16 * 15 + 8]
+    str     x3, [sp, #16 * 16]
 3:  SAVE_CALLEE
     mov     x0, sp
     bl      lower_sync
     b       exception_return
+4:  mov     x0, sp
+    bl      sgi_exit_short          // frame, ESR -> w0 = handled
+    cbz     w0, 6f
+    mrs     x0, elr_el2
+    add     x0, x0, #4
+    msr     elr_el2, x0
+    RESTORE_X4_X30
+    ldp     x0, x1, [sp, #16 * 0]
+    ldp     x2, x3, [sp, #16 * 1]
+    add     sp, sp, #FRAME_SIZE
+    eret
+6:  b       5b
 
 // A physical interrupt: the handler never reads guest registers, takes
 // no exception and leaves ELR_EL2 and SPSR_EL2 alone (it returns, or
