@@ -659,20 +659,31 @@ pub fn kick_cpu(pcpu: usize) {
 
 /// A physical IRQ while a guest ran on this CPU.
 pub fn handle_irq() {
-    // Decide the GIC version once; the hot path below is compiled for each.
+    // Decide the GIC version once; the hot path below is compiled for each,
+    // once (the fallback before `init_cpu` reuses the two copies).
     if GIC_V3.load(Ordering::Relaxed) {
-        return handle_irq_on(V3If);
+        return irq_v3();
     }
     let v2 = GIC_V2.load(Ordering::Relaxed);
     if !v2.is_null() {
         // SAFETY: set in `init_cpu` from the driver, which lives in a
         // `static` for ever and is never moved or written again.
-        return handle_irq_on(V2If(unsafe { &*v2 }));
+        return irq_v2(unsafe { &*v2 });
     }
     match gic::get() {
-        PhysGic::V3(_) => handle_irq_on(V3If),
-        PhysGic::V2(g) => handle_irq_on(V2If(g)),
+        PhysGic::V3(_) => irq_v3(),
+        PhysGic::V2(g) => irq_v2(g),
     }
+}
+
+#[inline(never)]
+fn irq_v3() {
+    handle_irq_on(V3If)
+}
+
+#[inline(never)]
+fn irq_v2(g: &'static crate::drivers::gicv2::Gicv2) {
+    handle_irq_on(V2If(g))
 }
 
 /// The physical CPU interface and list registers, per GIC version, so the
