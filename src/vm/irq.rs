@@ -247,7 +247,7 @@ fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize, kicked: bool) {
         // No look first: the swap of an empty mailbox costs what the look would.
         full = drain_sgis(&mut c, b);
         if (kicked || watching) && b.spis.any() {
-            full |= drain_spis(&mut c, vgic, &b.spis);
+            full |= drain_spis(&mut c, vgic, vcpu, &b.spis);
         }
     }
     if full || watching || vgic.queue_nonempty(vcpu) {
@@ -323,13 +323,20 @@ fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
     false
 }
 
-/// [`drain_sgis`] for the fast SPIs posted to `b` (a doorbell's ring).
+/// [`drain_sgis`] for the fast SPIs posted to `b` (a doorbell's ring). One
+/// that is no longer deliverable (its post raced with the guest disabling
+/// it, or with a VM reset) is latched in the distributor instead, as the
+/// locked path would have: it is not listed behind the guest's back.
 #[inline(never)]
-fn drain_spis<C: CpuIf>(c: &mut C, vgic: &Vgic, b: &crate::vdev::vgic::sgi::SpiBox) -> bool {
+fn drain_spis<C: CpuIf>(c: &mut C, vgic: &Vgic, vcpu: usize, b: &crate::vdev::vgic::sgi::SpiBox) -> bool {
     let mut bits = b.take_all();
     while bits != 0 {
         if let Some(f) = vgic.fast_spi(bits.trailing_zeros() as usize) {
-            let e = f.entry();
+            let Some(e) = f.entry_if_ready() else {
+                vgic.raise_locked(f.intid, vcpu, 0);
+                bits &= bits - 1;
+                continue;
+            };
             let lr = Lr {
                 vintid: e.intid,
                 pintid: None,

@@ -515,6 +515,12 @@ impl Vgic {
                 return;
             }
         }
+        self.raise_locked(intid, vcpu, source)
+    }
+
+    /// [`Self::raise`] on the locked path only: pending in the distributor
+    /// state, queued if deliverable, else latched.
+    pub fn raise_locked(&self, intid: u32, vcpu: usize, source: u8) {
         let kick = {
             let mut s = self.state.lock();
             match self.irq(&mut s, intid, vcpu) {
@@ -616,20 +622,26 @@ impl Vgic {
                 source: t.lane,
             });
         }
-        if let Some(e) = self
+        if let Some(f) = self
             .spi_box(vcpu)
             .and_then(|b| b.take())
             .and_then(|k| self.fast_spis.get(k))
-            .map(|f| f.entry())
         {
-            return Some(Queued {
-                vintid: e.intid,
-                hw: false,
-                priority: e.priority,
-                group1: e.group1,
-                eoi: e.eoi,
-                source: 0,
-            });
+            // Not deliverable any more (disabled, or a reset, since the
+            // post): latched in the distributor, as the locked path would.
+            match f.entry_if_ready() {
+                Some(e) => {
+                    return Some(Queued {
+                        vintid: e.intid,
+                        hw: false,
+                        priority: e.priority,
+                        group1: e.group1,
+                        eoi: e.eoi,
+                        source: 0,
+                    })
+                }
+                None => self.raise_locked(f.intid, vcpu, 0),
+            }
         }
         if !self.queued.get(vcpu)?.load(Ordering::Acquire) {
             return None;
@@ -983,6 +995,20 @@ pub mod tests {
         g.set_enabled(33, 0, false);
         g.raise(33, 0, 0);
         assert!(!g.has_queued(1));
+        // Posted while enabled, disabled before its vCPU drained it: not
+        // delivered, but latched and delivered on enable.
+        g.set_enabled(33, 0, true);
+        assert!(g.pop(1).is_some(), "the latched one from just above");
+        g.raise(33, 0, 0);
+        assert!(g.spi_box(1).is_some_and(|b| b.any()));
+        g.set_enabled(33, 0, false);
+        assert!(g.pop(1).is_none(), "disabled since the post: not delivered");
+        g.set_enabled(33, 0, true);
+        assert_eq!(
+            g.pop(1).map(|q| q.vintid),
+            Some(33),
+            "latched, delivered on enable"
+        );
         // A VM reset forgets what was posted.
         g.set_enabled(33, 0, true);
         g.raise(33, 0, 0);

@@ -207,6 +207,19 @@ impl FastSpi {
         }
     }
 
+    /// [`Self::entry`] if the SPI is deliverable now (one load): a post that
+    /// raced with the guest disabling it, or with a VM reset, is not.
+    #[inline(always)]
+    pub fn entry_if_ready(&self) -> Option<FastEntry> {
+        let w = self.word.load(Ordering::Acquire);
+        (w & READY != 0).then_some(FastEntry {
+            intid: self.intid,
+            priority: w as u8,
+            group1: w & GROUP1 != 0,
+            eoi: w & EOI != 0,
+        })
+    }
+
     /// Republishes the SPI's state (the vGIC calls this under its lock).
     pub fn mirror(&self, ready: bool, target: usize, priority: u8, group1: bool, eoi: bool) {
         let w = u32::from(ready) << 31
@@ -364,8 +377,10 @@ mod tests {
                 eoi: false
             }
         );
+        assert!(f.entry_if_ready().is_some());
         f.mirror(false, 1, 0xa0, true, true);
         assert_eq!(f.ready_target(), None, "disabled: not posted");
+        assert_eq!(f.entry_if_ready(), None, "disabled: not drained");
         assert!(f.entry().eoi);
         let b = SpiBox::new();
         assert!(b.post(3));
