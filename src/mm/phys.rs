@@ -31,7 +31,7 @@ pub unsafe fn zero_to_poc(pa: u64, len: u64) {
 pub unsafe fn copy_to(pa: u64, src: &[u8]) {
     // SAFETY: the caller's contract; `src` is hypervisor memory, which is
     // never handed to a VM, so the two cannot overlap.
-    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, src.len()) };
+    unsafe { crate::arch::aarch64::copy::copy_bytes(pa as *mut u8, src.as_ptr(), src.len()) };
 }
 
 /// Copies physical `[pa, pa + dst.len())` into `dst`.
@@ -41,7 +41,7 @@ pub unsafe fn copy_to(pa: u64, src: &[u8]) {
 /// is never handed to a VM, so the two cannot overlap.
 pub unsafe fn copy_from(pa: u64, dst: &mut [u8]) {
     // SAFETY: the caller's contract.
-    unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, dst.as_mut_ptr(), dst.len()) };
+    unsafe { crate::arch::aarch64::copy::copy_bytes(dst.as_mut_ptr(), pa as *const u8, dst.len()) };
 }
 
 /// Copies `src` to physical `pa` and cleans it to PoC, for a guest that

@@ -10,6 +10,7 @@ use super::{RamRegion, Vcpu, Vm, VmState};
 use crate::arch::aarch64::{guest, mmu, MAX_CPUS};
 use crate::config::PsciConduit;
 use crate::config::{Config, ConsoleKind, VmConfig};
+use crate::dt::Tree;
 use crate::mm::addr::GuestPhysAddr;
 use crate::mm::pagetable::{Attrs, MapError, PageTable, Regime};
 use crate::mm::phys::{self, FrameTables};
@@ -30,7 +31,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicUsize};
-use fdt::Fdt;
 use log::{error, info};
 
 /// Guest-physical base of the virtual console (QEMU `virt`'s PL011) and its SPI.
@@ -45,7 +45,7 @@ const BLOCK: u64 = 2 << 20;
 /// Builds every VM of `config`; returns those that could be built.
 pub fn create_all(
     p: &Platform,
-    dtb: &Fdt,
+    dtb: &Tree,
     config: &Config,
     pkg: &Package<'static>,
     frames: &mut FrameAllocator,
@@ -77,7 +77,7 @@ pub fn create_all(
 fn create(
     index: usize,
     p: &Platform,
-    dtb: &Fdt,
+    dtb: &Tree,
     vc: &VmConfig,
     pkg: &Package<'static>,
     frames: &mut FrameAllocator,

@@ -43,7 +43,14 @@ pub const MARKER: &str = "TESSERA-LINUX-UP";
 /// package has them (documentation left out; `lib/`, `bin/`, `sbin/` under `usr/`, as in a
 /// merged-/usr system): guest tools, and the libraries they link (name each; see
 /// [`debian::depends`]).
-pub const GUEST_PACKAGES: &[&str] = &[];
+pub const GUEST_PACKAGES: &[&str] = &[
+    // iperf3 (the bench's TCP rows) and the libraries it loads.
+    "iperf3",
+    "libiperf0",
+    "libsctp1",
+    "libssl3",
+    "libc6",
+];
 
 /// The board DTBs the boards in `boards/` take from Debian's kernel package
 /// (`usr/lib/linux-image-<release>/<path>`); the board tests check each is listed.
@@ -866,6 +873,10 @@ pub fn initramfs_path(rel: &str) -> Option<String> {
         "usr/share/lintian",
         "usr/share/locale",
         "usr/share/bug",
+        // Nothing the guest tools run needs iconv modules or OpenSSL's plug-ins.
+        "usr/lib/aarch64-linux-gnu/gconv",
+        "usr/lib/aarch64-linux-gnu/engines-3",
+        "usr/lib/aarch64-linux-gnu/ossl-modules",
     ];
     let rel = rel.trim_start_matches("./").trim_start_matches('/');
     if rel.is_empty()
