@@ -123,8 +123,12 @@ fn create(
 
     // Scrubbed at first touch, block by block, unless a device may DMA
     // into the RAM (it would read unscrubbed memory, or lose what it wrote
-    // to a later scrub): then all of it before the VM starts (vm/lazy.rs).
-    let dma = vc.dma_unrestricted || !vc.devices.is_empty();
+    // to a later scrub) or the config asks for all of it before the VM
+    // starts (vm/lazy.rs). Only devices known never to master the bus
+    // (guard::never_masters) leave a VM lazy.
+    let dma = vc.dma_unrestricted
+        || vc.scrub_at_boot
+        || vc.devices.iter().any(|d| !super::guard::never_masters(dtb, d));
     let tuples: Vec<(u64, u64, u64)> = ram.iter().map(|r| (r.ipa, r.pa, r.size)).collect();
     let lazy = Arc::new(crate::mm::scrub::LazyRam::new(&tuples, !dma));
 

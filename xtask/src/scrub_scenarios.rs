@@ -27,8 +27,17 @@ fn probe(gic: u32) -> Scenario {
             "[prober] PASS scrub_fresh_ram_reads_zero",
             "[bystander] hello: tick",
         ],
-        must: &["[bystander] hello: tick 5"],
-        must_not: &["FAIL", "stopped", "VM bystander restarting"],
+        must: &[
+            "[bystander] hello: tick 5",
+            "first entry of bystander on CPU 3: 16384 KiB of RAM scrubbed before it, 0 KiB left to first touch",
+        ],
+        must_not: &[
+            "FAIL",
+            "stopped",
+            "VM bystander restarting",
+            "first entry of prober on CPU 1: 16384 KiB",
+            "first entry of prober on CPU 2: 16384 KiB",
+        ],
         timeout_secs: 120,
         ..Scenario::new(if gic == 3 {
             "scrub_fresh_ram_reset_and_racing_vcpus_gicv3"
