@@ -33,7 +33,17 @@ use std::path::{Path, PathBuf};
 /// Modules loaded by `/init`, in this order after their dependencies: what the VM's
 /// virtio-mmio block and network devices need with Debian's kernel (which builds them as
 /// modules rather than into the Image).
-pub const MODULES: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net"];
+pub const MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    // vsock over Tessera's virtio-vsock links, and vsock loopback (CID 1).
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+    "vsock_loopback",
+];
 
 /// The line `/init` prints once userspace is up:
 /// `TESSERA-LINUX-UP <hostname> cpus=<n> linux=<kernel release>`.
@@ -43,7 +53,22 @@ pub const MARKER: &str = "TESSERA-LINUX-UP";
 /// package has them (documentation left out; `lib/`, `bin/`, `sbin/` under `usr/`, as in a
 /// merged-/usr system): guest tools, and the libraries they link (name each; see
 /// [`debian::depends`]).
-pub const GUEST_PACKAGES: &[&str] = &[];
+pub const GUEST_PACKAGES: &[&str] = &[
+    // socat (VSOCK-LISTEN / VSOCK-CONNECT) and the libraries it loads: libssl3's
+    // libcrypto, libwrap0 -> libnsl2 -> libtirpc3 -> Kerberos' GSS-API, libc6.
+    "socat",
+    "libssl3",
+    "libwrap0",
+    "libnsl2",
+    "libtirpc3",
+    "libgssapi-krb5-2",
+    "libkrb5-3",
+    "libk5crypto3",
+    "libkrb5support0",
+    "libcom-err2",
+    "libkeyutils1",
+    "libc6",
+];
 
 /// The board DTBs the boards in `boards/` take from Debian's kernel package
 /// (`usr/lib/linux-image-<release>/<path>`); the board tests check each is listed.
@@ -866,6 +891,10 @@ pub fn initramfs_path(rel: &str) -> Option<String> {
         "usr/share/lintian",
         "usr/share/locale",
         "usr/share/bug",
+        // Nothing the guest tools run needs iconv modules or OpenSSL's plug-ins.
+        "usr/lib/aarch64-linux-gnu/gconv",
+        "usr/lib/aarch64-linux-gnu/engines-3",
+        "usr/lib/aarch64-linux-gnu/ossl-modules",
     ];
     let rel = rel.trim_start_matches("./").trim_start_matches('/');
     if rel.is_empty()
