@@ -1039,12 +1039,18 @@ kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
 kernel/net/core/failover.ko:
+kernel/net/vmw_vsock/vsock.ko:
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/net/vmw_vsock/vsock_loopback.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko
 kernel/fs/other.ko:
 ";
         let order = resolve_modules(dep, "", MODULES).unwrap();
         let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-        assert_eq!(names.len(), 10, "{names:?}");
+        assert_eq!(names.len(), 14, "{names:?}");
+        assert!(pos("vsock") < pos("vmw_vsock_virtio_transport_common"));
+        assert!(pos("vmw_vsock_virtio_transport_common") < pos("vmw_vsock_virtio_transport"));
         assert!(pos("virtio") < pos("virtio_mmio") && pos("virtio_ring") < pos("virtio_mmio"));
         assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
         assert_eq!(order[pos("failover")].1, "kernel/net/core/failover.ko");
