@@ -166,8 +166,9 @@ fn hostile_queue(gic: u32) -> Scenario {
     }
 }
 
-/// The default `cargo xtask run` demo has the link: typed into linux0's
-/// shell, a ping reaches linux1 at the address the initramfs gave it.
+/// The default `cargo xtask run` demo has the links (net and vsock): typed
+/// into linux0's shell, a ping reaches linux1 at the address the initramfs
+/// gave it.
 fn demo_ping() -> Scenario {
     Scenario {
         config: Some("boards/qemu-virt/linux.toml"),
@@ -178,6 +179,8 @@ fn demo_ping() -> Scenario {
         must: &[
             "[linux0] tessera-init: link eth0 02:54:53:00:00:01 10.0.0.1/24",
             "[linux1] tessera-init: link eth0 02:54:53:00:00:02 10.0.0.2/24",
+            "VM linux0: vsock link 1 at 0xa801000 (INTID 113), CID 3",
+            "VM linux1: vsock link 1 at 0xa801000 (INTID 113), CID 4",
             "[linux0] TT-demo 3 packets transmitted, 3 packets received, 0% packet loss",
         ],
         must_not: &["needs reset", "Kernel panic", "VM linux0 stopped", "VM linux1 stopped"],
