@@ -688,20 +688,6 @@ pub fn check(
             dma_unrestricted: vm.dma.as_deref() == Some("unrestricted"),
         });
     }
-    let ram: u64 = board.ram.iter().map(|r| r.1).sum();
-    let reserved: u64 = board.reserved.iter().map(|r| r.2).sum();
-    if total.saturating_add(reserved) > ram {
-        return Err(err(
-            None,
-            "memory".into(),
-            format!(
-                "the VMs ask for {} MiB but the board has {} MiB of RAM, {} MiB of it reserved",
-                total >> 20,
-                ram >> 20,
-                reserved >> 20
-            ),
-        ));
-    }
     // What the hypervisor will map and what it will trap (it decides again
     // at boot from the live DTB, by the same rule).
     let given: Vec<(String, Vec<String>)> = vms
@@ -716,6 +702,31 @@ pub fn check(
         .collect();
     let pages = pages::report(board, &given);
     let links = crate::links::check(file, &cfg.links, &vms, board)?;
+    // The hypervisor allocates shmem regions from the same RAM as the VMs.
+    let shared: u64 = links
+        .iter()
+        .filter(|l| l.kind == crate::links::Kind::Shmem)
+        .map(|l| l.size)
+        .fold(0, u64::saturating_add);
+    let ram: u64 = board.ram.iter().map(|r| r.1).sum();
+    let reserved: u64 = board.reserved.iter().map(|r| r.2).sum();
+    if total.saturating_add(shared).saturating_add(reserved) > ram {
+        let with_links = if shared > 0 {
+            format!(" (and their shmem links {} MiB)", shared >> 20)
+        } else {
+            String::new()
+        };
+        return Err(err(
+            None,
+            "memory".into(),
+            format!(
+                "the VMs ask for {} MiB{with_links} but the board has {} MiB of RAM, {} MiB of it reserved",
+                total >> 20,
+                ram >> 20,
+                reserved >> 20
+            ),
+        ));
+    }
     Ok(Resolved {
         vms,
         console_prefix: cfg.hypervisor.console_prefix.unwrap_or(true),
