@@ -51,23 +51,23 @@ pub const MARKER: &str = "TESSERA-LINUX-UP";
 
 /// Debian packages (of the kernel's suite) whose files go into the initramfs as the
 /// package has them (documentation left out; `lib/`, `bin/`, `sbin/` under `usr/`, as in a
-/// merged-/usr system): guest tools, and the libraries they link (name each; see
-/// [`debian::depends`]).
+/// merged-/usr system), with everything they depend on in that suite ([`debian::closure`]:
+/// the library names differ between suites, e.g. bookworm's `libssl3` is trixie's
+/// `libssl3t64`) but for [`GUEST_SKIP`].
 pub const GUEST_PACKAGES: &[&str] = &[
-    // socat (VSOCK-LISTEN / VSOCK-CONNECT) and the libraries it loads: libssl3's
-    // libcrypto, libwrap0 -> libnsl2 -> libtirpc3 -> Kerberos' GSS-API, libc6.
+    // VSOCK-LISTEN / VSOCK-CONNECT for the vsock links (issue 12).
     "socat",
-    "libssl3",
-    "libwrap0",
-    "libnsl2",
-    "libtirpc3",
-    "libgssapi-krb5-2",
-    "libkrb5-3",
-    "libk5crypto3",
-    "libkrb5support0",
-    "libcom-err2",
-    "libkeyutils1",
-    "libc6",
+];
+
+/// Dependencies of [`GUEST_PACKAGES`] nothing in the guest loads at run time: compiler
+/// documentation packages, `libgcc_s` (only for `pthread_cancel`), OpenSSL's legacy
+/// provider, `/etc/netconfig`.
+pub const GUEST_SKIP: &[&str] = &[
+    "gcc-12-base",
+    "gcc-14-base",
+    "libgcc-s1",
+    "openssl-provider-legacy",
+    "libtirpc-common",
 ];
 
 /// The board DTBs the boards in `boards/` take from Debian's kernel package
@@ -513,10 +513,7 @@ fn kernel_package(target: &Path, pin: &KernelPin) -> Result<debian::Package> {
 fn resolve_packages(target: &Path, pin: &KernelPin) -> Result<Packages> {
     let kernel = kernel_package(target, pin)?;
     let busybox = debian::info(target, &pin.suite, BUSYBOX_PKG)?;
-    let extras = GUEST_PACKAGES
-        .iter()
-        .map(|name| debian::info(target, &pin.suite, name))
-        .collect::<Result<_>>()?;
+    let extras = debian::closure(target, &pin.suite, GUEST_PACKAGES, GUEST_SKIP)?;
     Ok(Packages {
         pin: pin.clone(),
         kernel,
