@@ -272,35 +272,38 @@ impl VsockPort {
         let mut guard = q.lock();
         let st = &mut *guard;
         let mem = t.mem();
-        let ok = loop {
+        let mut ok = false;
+        let mut any = false;
+        // Buffers too small for a header go back empty; at most the queue's worth.
+        for _ in 0..st.queue.size {
             match st.queue.pop(mem, &mut st.chain) {
                 Ok(true) => {}
-                Ok(false) => break false,
+                Ok(false) => break,
                 Err(e) => {
                     drop(guard);
                     t.fail("virtio-vsock", RX, e);
                     return false;
                 }
             }
-            let fits =
-                st.chain.writable as usize >= HDR && st.chain.write(mem, 0, &hdr.bytes()).ok() == Some(HDR);
-            let len = if fits { HDR as u32 } else { 0 };
+            ok = st.chain.writable as usize >= HDR && st.chain.write(mem, 0, &hdr.bytes()).ok() == Some(HDR);
+            let len = if ok { HDR as u32 } else { 0 };
             if let Err(e) = st.queue.push_used(mem, st.chain.head, len) {
                 drop(guard);
                 t.fail("virtio-vsock", RX, e);
                 return false;
             }
-            if fits {
-                break true;
+            any = true;
+            if ok {
+                break;
             }
-        };
+        }
         let quiet = st.queue.interrupt_suppressed(mem);
         drop(guard);
         if ok {
-            self.forget(hdr, true);
-            if !quiet {
-                t.interrupt(INT_USED);
-            }
+            self.track(hdr, true);
+        }
+        if any && !quiet {
+            t.interrupt(INT_USED);
         }
         ok
     }
@@ -318,7 +321,7 @@ impl VsockPort {
 
     /// Records (or, for an RST, forgets) the connection `hdr` belongs to.
     /// `incoming`: a packet to this VM (else one it sent).
-    fn forget(&self, hdr: &Header, incoming: bool) {
+    fn track(&self, hdr: &Header, incoming: bool) {
         let Some(peer) = self
             .link
             .slot_of(if incoming { hdr.src_cid } else { hdr.dst_cid })
@@ -388,8 +391,10 @@ impl VsockPort {
             let chunk = (hdr.len.saturating_sub(*off) as usize).min(room);
             let mut h = *hdr;
             h.len = chunk as u32;
-            let mut ok =
-                st.chain.writable as usize >= HDR && st.chain.write(mem, 0, &h.bytes()).ok() == Some(HDR);
+            // A buffer with no room for payload the packet has is too small.
+            let mut ok = st.chain.writable as usize >= HDR
+                && (chunk > 0 || hdr.len <= *off)
+                && st.chain.write(mem, 0, &h.bytes()).ok() == Some(HDR);
             let mut done = 0usize;
             while ok && done < chunk {
                 let n = (chunk - done).min(bounce.len());
@@ -420,7 +425,7 @@ impl VsockPort {
             t.interrupt(INT_USED);
         }
         if matches!(result, Delivery::Done) {
-            dst.device.forget(hdr, true);
+            dst.device.track(hdr, true);
         }
         result
     }
@@ -532,7 +537,7 @@ impl VsockPort {
             self.answer_rst(t, hdr);
             return Ok(true);
         }
-        self.forget(hdr, false);
+        self.track(hdr, false);
         let mut off = 0;
         Ok(match Self::deliver(t, chain, hdr, &mut off, bounce, dst) {
             Delivery::Done => {

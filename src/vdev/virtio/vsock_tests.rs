@@ -337,6 +337,11 @@ fn an_unknown_cid_or_a_peer_not_running_gets_an_rst_and_an_rst_gets_none() {
         assert_eq!(r.len(), 1, "dst {dst}");
         assert_eq!((r[0].0.op, r[0].0.src_cid, r[0].0.dst_cid), (OP_RST, dst, 3));
     }
+    // An RST skips a receive buffer too small for it.
+    a.post_rx_quiet(4, 10);
+    a.post_rx([5]);
+    a.send(3, &a.hdr(99, OP_REQUEST, 0), &[]);
+    assert_eq!(a.used(0), [(4, 0), (5, HDR as u32)]);
     a.post_rx(4..8);
     // B is on the link but its driver never started.
     a.send(1, &a.hdr(4, OP_REQUEST, 0), &[]);
@@ -344,7 +349,7 @@ fn an_unknown_cid_or_a_peer_not_running_gets_an_rst_and_an_rst_gets_none() {
     // An RST to nowhere is not answered.
     a.send(2, &a.hdr(99, OP_RST, 0), &[]);
     assert!(a.received().is_empty());
-    assert_eq!(a.used(1).len(), 6);
+    assert_eq!(a.used(1).len(), 7);
     drop(b);
 }
 
@@ -406,10 +411,12 @@ fn a_large_payload_is_split_over_receive_buffers_and_can_be_held_midway() {
     assert_eq!(all, body);
     assert_eq!(a.used(1), [(0, 0)]);
     // A buffer too small for a header is returned empty and skipped.
+    // So is one with room for a header but none for the payload.
     b.post_rx_quiet(3, 10);
+    b.post_rx_quiet(5, HDR as u32);
     b.post_rx_quiet(4, RXBUF);
     a.send(1, &a.hdr(4, OP_RW, 1), b"z");
-    assert_eq!(b.used(0), [(3, 0), (4, HDR as u32 + 1)]);
+    assert_eq!(b.used(0), [(3, 0), (5, 0), (4, HDR as u32 + 1)]);
 }
 
 #[test]
