@@ -11,8 +11,9 @@ pub fn all() -> Vec<Scenario> {
         hostile_queue(2),
         shmem(3),
         shmem(2),
-        vsock_linux_pair(3),
-        vsock_linux_pair(2),
+        vsock_linux_pair(3, false),
+        vsock_linux_pair(2, false),
+        vsock_linux_pair(3, true),
         vsock_hostile(3),
         vsock_hostile(2),
     ]
@@ -61,10 +62,15 @@ fn vsock_hostile(gic: u32) -> Scenario {
 /// Two Debian kernels on a vsock link: a CID not on the link refused, 64
 /// MiB over socat with matching sha256, a `reboot -f` of the receiver that
 /// resets an idle connection to it, and the link again after it.
-fn vsock_linux_pair(gic: u32) -> Scenario {
+/// `trixie`: Debian 13's 6.12 kernels instead of Debian 12's 6.1.
+fn vsock_linux_pair(gic: u32, trixie: bool) -> Scenario {
     Scenario {
         gic,
-        config: Some("tests/configs/intervm_vsock.toml"),
+        config: Some(if trixie {
+            "tests/configs/intervm_vsock_6_12.toml"
+        } else {
+            "tests/configs/intervm_vsock.toml"
+        }),
         must: &[
             "VM linux0: vsock link 0 at 0xa800000 (INTID 112), CID 3",
             "VM linux1: vsock link 0 at 0xa800000 (INTID 112), CID 4",
@@ -91,10 +97,10 @@ fn vsock_linux_pair(gic: u32) -> Scenario {
             "VM outsider: vsock link",
         ],
         timeout_secs: 900,
-        ..Scenario::new(if gic == 3 {
-            "intervm_vsock_linux_pair_gicv3"
-        } else {
-            "intervm_vsock_linux_pair_gicv2"
+        ..Scenario::new(match (gic, trixie) {
+            (3, true) => "intervm_vsock_linux_pair_gicv3_6_12",
+            (3, false) => "intervm_vsock_linux_pair_gicv3",
+            _ => "intervm_vsock_linux_pair_gicv2",
         })
     }
 }
