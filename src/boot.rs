@@ -2,19 +2,22 @@
 
 use crate::arch::aarch64::{cpu, mmu};
 use crate::config::Config;
+use crate::dt::{Dt, Tree};
 use crate::mm::{FrameAllocator, PhysRange};
 use crate::package::Package;
+use crate::platform::ranges::DtNode;
 use crate::platform::{self, Platform};
 use crate::vm::{self, vcpu};
 use crate::{console, smp, VERSION};
 use alloc::vec::Vec;
 use core::panic::PanicInfo;
-use fdt::Fdt;
 use log::{error, info, warn};
 use spin::Once;
 
 /// The board, once discovered (read-only from then on).
 pub static PLATFORM: Once<Platform> = Once::new();
+/// The board DTB's index, built once at boot.
+pub static BOARD_DTB: Once<Tree<'static>> = Once::new();
 /// The free physical memory.
 pub static FRAMES: spin::Mutex<FrameAllocator> = spin::Mutex::new(FrameAllocator::new_empty());
 
@@ -53,45 +56,47 @@ fn written_before_mmu() -> [PhysRange; 2] {
 #[no_mangle]
 extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     let t0 = cpu::counter();
-    // SAFETY: x0 holds the DTB address per the arm64 boot protocol; `Fdt`
-    // checks the header magic and sizes before reading further.
-    let Ok(size) = (unsafe { Fdt::from_ptr(dtb as *const u8) }).map(|f| f.total_size()) else {
+    // SAFETY: x0 holds the DTB address per the arm64 boot protocol: its
+    // header's first two words (magic, total size) are read, nothing more.
+    let header = unsafe { core::slice::from_raw_parts(dtb as *const u8, 8) };
+    let Some(size) = crate::dt::blob_size(header) else {
         cpu::park(); // no DTB: no console to complain on
     };
-    // SAFETY: the boot loader handed us the DTB's `size` bytes; nothing else
-    // uses them while we compact it in place.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(dtb as *mut u8, size) };
-    if platform::nops::strip_nops(bytes).is_err() {
-        cpu::park();
-    }
-    let bytes: &'static [u8] = bytes;
-    let Ok(fdt) = Fdt::new(bytes) else {
+    // SAFETY: the boot loader handed us the DTB's `size` bytes, which
+    // nothing writes for the hypervisor's life.
+    let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb as *const u8, size) };
+    // Before the heap: straight off the blob (the index needs the heap).
+    let Some(raw) = Dt::new(bytes).ok().and_then(|d| d.root()) else {
         cpu::park();
     };
     if el != 2 {
         early_complain(
-            &fdt,
+            raw,
             "tessera: not entered at EL2 (the boot loader must start us in EL2); stopping\n",
         );
     }
     let image = image_range();
-    let dtb_range = PhysRange::new(dtb as u64, fdt.total_size() as u64);
-    if mmu::init(platform::memory_ranges(&fdt), image, &written_before_mmu()).is_err() {
+    let dtb_range = PhysRange::new(dtb as u64, size as u64);
+    if mmu::init(platform::memory_ranges(raw), image, &written_before_mmu()).is_err() {
         early_complain(
-            &fdt,
+            raw,
             "tessera: cannot build the EL2 translation tables; stopping\n",
         );
     }
     crate::mm::heap::init();
-    // The board DTB's phandles, indexed in one walk (crate::dt).
-    crate::dt::set_board(bytes);
+    // The board DTB read once into an index every later question is
+    // answered from (crate::dt::tree).
+    let board = match Tree::new(bytes) {
+        Ok(t) => BOARD_DTB.call_once(|| t),
+        Err(e) => early_complain(raw, &alloc::format!("tessera: cannot boot: board DTB: {e}\n")),
+    };
 
-    let platform = match platform::discover(&fdt) {
+    let platform = match platform::discover(board) {
         Ok(p) => PLATFORM.call_once(|| p),
         Err(e) => {
             let mut msg = alloc::string::String::from("tessera: cannot boot: ");
             msg.push_str(&alloc::format!("{e}\n"));
-            early_complain(&fdt, &msg);
+            early_complain(raw, &msg);
         }
     };
     if mmu::map_device(platform.console.regs).is_err() {
@@ -127,7 +132,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
         Some(pkg) => match pkg.config().map(Config::parse) {
             Some(Ok(config)) => {
                 console::set_prefix(config.console_prefix);
-                vm::create_all(platform, &fdt, &config, &pkg, &mut FRAMES.lock())
+                vm::create_all(platform, board, &config, &pkg, &mut FRAMES.lock())
             }
             Some(Err(e)) => {
                 error!("{e}; no VM started");
@@ -369,8 +374,8 @@ fn selftest(name: &str) {
 
 /// Says `msg` on the console UART the DTB names and stops: for failures
 /// before the console is up. Without a UART Tessera drives, parks silently.
-fn early_complain(fdt: &Fdt, msg: &str) -> ! {
-    if let Some((kind, base)) = platform::early_console(fdt) {
+fn early_complain<'a>(root: impl DtNode<'a>, msg: &str) -> ! {
+    if let Some((kind, base)) = platform::early_console(root) {
         let _ = mmu::map_device(PhysRange::new(base, 0x1000));
         console::early_print(kind, base as usize, msg);
     }

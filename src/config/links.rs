@@ -13,8 +13,8 @@
 //! shmem `region-ipa-hi region-ipa-lo writable 0`.
 
 use super::{cells, err, string, u64_of, ConfigError};
+use crate::dt::Node;
 use alloc::vec::Vec;
-use fdt::node::FdtNode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkKind {
@@ -50,7 +50,7 @@ pub struct LinkConfig {
 const PORT_CELLS: usize = 8;
 
 /// Reads every `link@N` node under `root`; `vms` is how many VMs there are.
-pub fn parse(root: &FdtNode, vms: usize) -> Result<Vec<LinkConfig>, ConfigError> {
+pub fn parse(root: &Node, vms: usize) -> Result<Vec<LinkConfig>, ConfigError> {
     let mut links = Vec::new();
     for n in root.children().filter(|n| n.name.starts_with("link@")) {
         let kind = match string(&n, "kind").as_deref() {
@@ -147,8 +147,8 @@ mod tests {
                 0,
             ],
         );
-        let fdt = fdt::Fdt::new(&b).unwrap();
-        let links = parse(&fdt.find_node("/").unwrap(), 2).unwrap();
+        let fdt = crate::dt::Tree::new(&b).unwrap();
+        let links = parse(&fdt.root(), 2).unwrap();
         assert_eq!(links.len(), 1);
         assert_eq!(links[0].kind, LinkKind::Net);
         assert_eq!(links[0].ports[1].mac, [0x02, 0x54, 0x53, 0, 0, 1]);
@@ -160,13 +160,13 @@ mod tests {
     #[test]
     fn a_link_to_a_missing_vm_or_of_unknown_kind_is_refused() {
         let b = blob("net", &[5, 0, 0x0a80_0000, 112, 0, 0, 0, 0]);
-        let fdt = fdt::Fdt::new(&b).unwrap();
-        assert!(parse(&fdt.find_node("/").unwrap(), 2).is_err());
+        let fdt = crate::dt::Tree::new(&b).unwrap();
+        assert!(parse(&fdt.root(), 2).is_err());
         let b = blob("tube", &[0, 0, 0x0a80_0000, 112, 0, 0, 0, 0]);
-        let fdt = fdt::Fdt::new(&b).unwrap();
-        assert!(parse(&fdt.find_node("/").unwrap(), 2).is_err());
+        let fdt = crate::dt::Tree::new(&b).unwrap();
+        assert!(parse(&fdt.root(), 2).is_err());
         let b = blob("shmem", &[0, 0, 0x0a80_0000, 112, 0, 0x5000_0000, 1]);
-        let fdt = fdt::Fdt::new(&b).unwrap();
-        assert!(parse(&fdt.find_node("/").unwrap(), 2).is_err());
+        let fdt = crate::dt::Tree::new(&b).unwrap();
+        assert!(parse(&fdt.root(), 2).is_err());
     }
 }

@@ -3,14 +3,13 @@
 //! xtask checks the user's TOML against the board and writes it as a small
 //! flattened device tree (`compatible = "tessera,config-v1"`), packed into the
 //! image with the guest images (docs/image-format.md). The hypervisor never
-//! parses TOML; it reads that blob here with the same `fdt` crate it uses for
-//! the board, the way Xen dom0less describes its domains in the DT.
+//! parses TOML; it reads that blob here with the same reader (`crate::dt`) it
+//! uses for the board, the way Xen dom0less describes its domains in the DT.
 
+use crate::dt::{Node, Tree};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
-use fdt::node::FdtNode;
-use fdt::Fdt;
 
 pub mod links;
 #[cfg(test)]
@@ -106,7 +105,7 @@ fn err(vm: Option<&str>, what: impl Into<String>) -> ConfigError {
     }
 }
 
-fn cells(n: &FdtNode, name: &str) -> Option<Vec<u32>> {
+fn cells(n: &Node, name: &str) -> Option<Vec<u32>> {
     let v = n.property(name)?.value;
     Some(
         v.chunks_exact(4)
@@ -115,11 +114,11 @@ fn cells(n: &FdtNode, name: &str) -> Option<Vec<u32>> {
     )
 }
 
-fn string(n: &FdtNode, name: &str) -> Option<String> {
+fn string(n: &Node, name: &str) -> Option<String> {
     n.property(name)?.as_str().map(|s| s.to_string())
 }
 
-fn string_list(n: &FdtNode, name: &str) -> Vec<String> {
+fn string_list(n: &Node, name: &str) -> Vec<String> {
     match n.property(name) {
         Some(p) => p
             .value
@@ -139,8 +138,8 @@ fn u64_of(hi: u32, lo: u32) -> u64 {
 impl Config {
     /// Reads a config blob written by xtask.
     pub fn parse(blob: &[u8]) -> Result<Config, ConfigError> {
-        let fdt = Fdt::new(blob).map_err(|_| err(None, "not a config blob (bad FDT)"))?;
-        let root = fdt.find_node("/").ok_or_else(|| err(None, "no root node"))?;
+        let fdt = Tree::new(blob).map_err(|e| err(None, alloc::format!("not a config blob ({e})")))?;
+        let root = fdt.root();
         if string(&root, "compatible").as_deref() != Some("tessera,config-v1") {
             return Err(err(None, "not a tessera,config-v1 blob"));
         }
@@ -163,7 +162,7 @@ impl Config {
         })
     }
 
-    fn parse_vm(n: &FdtNode) -> Result<VmConfig, ConfigError> {
+    fn parse_vm(n: &Node) -> Result<VmConfig, ConfigError> {
         let name = string(n, "name").ok_or_else(|| err(Some(n.name), "no name"))?;
         let vm = Some(name.as_str());
         let cpus: Vec<usize> = cells(n, "cpus")

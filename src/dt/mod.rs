@@ -2,17 +2,16 @@
 //! v0.4, chapter 5): one cursor over the structure block, FDT_NOP tokens
 //! skipped wherever they stand, property names compared as bytes against
 //! the strings block (nothing is UTF-8 validated unless asked for), and no
-//! panic on any input: a malformed blob ends the walk early. The `fdt`
-//! crate this is to replace re-parses every property of a node for each
+//! panic on any input: a malformed blob ends the walk early. It replaced
+//! the `fdt` crate, which re-parses every property of a node for each
 //! lookup, validates each name as UTF-8, walks the whole tree for each
 //! phandle, loses the nodes after an FDT_NOP and can panic on a malformed
-//! blob.
+//! blob (it stays a dev-dependency: the reference of the host tests).
 //!
-//! What is here so far: the walk ([`Dt::walk`]), nodes with their
-//! properties ([`Dt::nodes`], [`Node::property`]), path lookup and a
-//! phandle index built in one pass ([`Dt::phandles`]). The board DTB the
-//! hypervisor booted with is registered once ([`set_board`]) so that
-//! [`find_phandle`] can answer the `fdt` crate's callers from that index.
+//! The walk ([`Dt::walk`]) and raw nodes read straight off it
+//! ([`Dt::nodes`], [`RawNode::property`]); [`Tree`] (tree.rs) is the index,
+//! built from one walk, that the hypervisor answers every question about
+//! the board DTB from.
 
 // Everything here reads bytes a boot loader or a config handed us.
 #![cfg_attr(
@@ -26,6 +25,12 @@
     )
 )]
 
+#[cfg(test)]
+mod golden;
+pub mod tree;
+#[cfg(test)]
+mod tree_tests;
+pub use tree::{Node, Tree};
 #[cfg(test)]
 mod proptests;
 
@@ -51,16 +56,20 @@ pub enum DtError {
     BadLayout,
     /// Not version 17 compatible.
     Version,
+    /// The structure block ends before the root node closes, or holds a
+    /// token out of place.
+    Structure,
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let w = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([
-        *w.first()?,
-        *w.get(1)?,
-        *w.get(2)?,
-        *w.get(3)?,
-    ]))
+    let w: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_be_bytes(w))
+}
+
+/// The size a DTB header gives (`totalsize`), if `header` starts with the
+/// magic: how many bytes the boot loader handed over.
+pub fn blob_size(header: &[u8]) -> Option<usize> {
+    (be32(header, 0)? == MAGIC).then_some(be32(header, 4)? as usize)
 }
 
 /// A parsed header: the structure and strings blocks.
@@ -68,6 +77,9 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
 pub struct Dt<'a> {
     structs: &'a [u8],
     strings: &'a [u8],
+    /// Where the strings block's last NUL is: a name offset up to it has
+    /// a terminated name, one past it none.
+    last_nul: Option<usize>,
 }
 
 /// One step of the walk.
@@ -111,9 +123,11 @@ impl<'a> Dt<'a> {
         if !off_struct.is_multiple_of(4) {
             return Err(DtError::BadLayout);
         }
+        let strings = block(off_strings, size_strings)?;
         Ok(Dt {
             structs: block(off_struct, size_struct)?,
-            strings: block(off_strings, size_strings)?,
+            strings,
+            last_nul: strings.iter().rposition(|&b| b == 0),
         })
     }
 
@@ -124,26 +138,56 @@ impl<'a> Dt<'a> {
             at: 0,
             depth: 0,
             done: false,
+            clean: false,
+        }
+    }
+
+    /// The value of property `name` among the properties whose tokens
+    /// start at `at` (one node's, NOPs skipped): names are compared as
+    /// bytes in place in the strings block.
+    pub fn find_prop(&self, at: usize, name: &[u8]) -> Option<&'a [u8]> {
+        self.find_prop_named(at, name).map(|(_, v)| v)
+    }
+
+    /// [`Dt::find_prop`], with the name as the strings block holds it.
+    pub fn find_prop_named(&self, mut at: usize, name: &[u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let s = self.structs;
+        loop {
+            let token = be32(s, at)?;
+            at += 4;
+            match token {
+                NOP => {}
+                PROP => {
+                    let (len, off) = (be32(s, at)? as usize, be32(s, at + 4)? as usize);
+                    let start = at + 8;
+                    let value = s.get(start..start.checked_add(len)?)?;
+                    at = (start + len).next_multiple_of(4);
+                    if self.name_is(off, name) {
+                        return self.strings.get(off..off + name.len()).map(|n| (n, value));
+                    }
+                }
+                _ => return None,
+            }
         }
     }
 
     /// Every node once, in document order.
-    pub fn nodes(&self) -> impl Iterator<Item = Node<'a>> + '_ {
+    pub fn nodes(&self) -> impl Iterator<Item = RawNode<'a>> + '_ {
         let dt = *self;
         self.walk().filter_map(move |e| match e {
-            Event::Begin { name, depth, at } => Some(Node { dt, name, depth, at }),
+            Event::Begin { name, depth, at } => Some(RawNode { dt, name, depth, at }),
             _ => None,
         })
     }
 
     /// The root node.
-    pub fn root(&self) -> Option<Node<'a>> {
+    pub fn root(&self) -> Option<RawNode<'a>> {
         self.nodes().next()
     }
 
     /// The node at absolute `path` ("/", "/soc/serial@0"): each component
     /// matches a node name exactly, or its name without the unit address.
-    pub fn find(&self, path: &str) -> Option<Node<'a>> {
+    pub fn find(&self, path: &str) -> Option<RawNode<'a>> {
         let mut want = path.split('/').filter(|c| !c.is_empty());
         let mut next = want.next();
         let mut matched = 0; // depth of the deepest node on the path so far
@@ -206,13 +250,29 @@ impl<'a> Dt<'a> {
     }
 
     /// (phandle, node) of every node that has one, sorted by phandle.
-    pub fn phandle_nodes(&self) -> Vec<(u32, Node<'a>)> {
-        let mut out: Vec<(u32, Node<'a>)> = self
+    pub fn phandle_nodes(&self) -> Vec<(u32, RawNode<'a>)> {
+        let mut out: Vec<(u32, RawNode<'a>)> = self
             .nodes()
             .filter_map(|n| Some((n.u32("phandle").or_else(|| n.u32("linux,phandle"))?, n)))
             .collect();
         out.sort_unstable_by_key(|e| e.0);
         out
+    }
+
+    /// Whether the name at `off` in the strings block is `name`.
+    pub(crate) fn name_is(&self, off: usize, name: &[u8]) -> bool {
+        let Some(end) = off.checked_add(name.len()) else {
+            return false;
+        };
+        // The first byte decides for most names, without a call to memcmp.
+        self.strings.get(off) == name.first()
+            && self.strings.get(end) == Some(&0)
+            && self.strings.get(off..end) == Some(name)
+    }
+
+    /// The first byte of the name at `off` (0 for an empty one).
+    pub(crate) fn name_start(&self, off: usize) -> u8 {
+        self.strings.get(off).copied().unwrap_or(0)
     }
 
     fn string(&self, off: usize) -> Option<&'a [u8]> {
@@ -230,16 +290,52 @@ fn component_matches(c: &str, name: &[u8]) -> bool {
 
 /// The cursor of [`Dt::walk`].
 pub struct Walk<'a> {
-    dt: Dt<'a>,
-    at: usize,
-    depth: usize,
-    done: bool,
+    pub(super) dt: Dt<'a>,
+    pub(super) at: usize,
+    pub(super) depth: usize,
+    pub(super) done: bool,
+    /// The root closed (what follows is only NOPs and FDT_END to check).
+    pub(super) clean: bool,
+}
+
+impl Walk<'_> {
+    /// Whether the walk ended where a well-formed tree ends: the root
+    /// closed, then FDT_END.
+    pub fn clean(&self) -> bool {
+        self.clean && self.done
+    }
+}
+
+/// A step of the walk with a property's name left as its offset in the
+/// strings block (checked to be a terminated string): what skipping
+/// properties, or matching a few known names in place, needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Step<'a> {
+    Begin { name: &'a [u8], at: usize },
+    Prop { name_off: usize, value: &'a [u8] },
+    End,
 }
 
 impl<'a> Iterator for Walk<'a> {
     type Item = Event<'a>;
 
     fn next(&mut self) -> Option<Event<'a>> {
+        let depth = self.depth;
+        match self.step()? {
+            Step::Begin { name, at } => Some(Event::Begin { name, depth, at }),
+            // step() checked the name is terminated: string() finds it.
+            Step::Prop { name_off, value } => Some(Event::Prop {
+                name: self.dt.string(name_off).unwrap_or(&[]),
+                value,
+            }),
+            Step::End => Some(Event::End),
+        }
+    }
+}
+
+impl<'a> Walk<'a> {
+    /// The next token that is not a NOP.
+    pub(crate) fn step(&mut self) -> Option<Step<'a>> {
         let s = self.dt.structs;
         // Every token moves the cursor on by at least 4 bytes, so this ends.
         while !self.done {
@@ -258,11 +354,7 @@ impl<'a> Iterator for Walk<'a> {
                         break;
                     }
                     self.depth += 1;
-                    return Some(Event::Begin {
-                        name,
-                        depth: self.depth - 1,
-                        at: self.at,
-                    });
+                    return Some(Step::Begin { name, at: self.at });
                 }
                 PROP => {
                     let (Some(len), Some(off)) = (be32(s, self.at), be32(s, self.at + 4)) else {
@@ -273,15 +365,16 @@ impl<'a> Iterator for Walk<'a> {
                     else {
                         break;
                     };
-                    let Some(name) = self.dt.string(off as usize) else {
+                    let name_off = off as usize;
+                    if self.dt.last_nul.is_none_or(|last| name_off > last) {
                         break;
-                    };
+                    }
                     self.at = (start + len as usize).next_multiple_of(4);
                     // A property outside any node is malformed.
                     if self.depth == 0 {
                         break;
                     }
-                    return Some(Event::Prop { name, value });
+                    return Some(Step::Prop { name_off, value });
                 }
                 END_NODE => {
                     if self.depth == 0 {
@@ -291,8 +384,9 @@ impl<'a> Iterator for Walk<'a> {
                     if self.depth == 0 {
                         // The root closed: only FDT_END (or NOPs) may follow.
                         self.done = true;
+                        self.clean = self.ends_here();
                     }
-                    return Some(Event::End);
+                    return Some(Step::End);
                 }
                 _ => break, // FDT_END, or garbage
             }
@@ -302,16 +396,30 @@ impl<'a> Iterator for Walk<'a> {
     }
 }
 
+impl Walk<'_> {
+    /// Only NOPs, then FDT_END, from the cursor on.
+    fn ends_here(&self) -> bool {
+        let mut at = self.at;
+        loop {
+            match be32(self.dt.structs, at) {
+                Some(NOP) => at += 4,
+                Some(END) => return true,
+                _ => return false,
+            }
+        }
+    }
+}
+
 /// One node: its name and where its properties are.
 #[derive(Clone, Copy, Debug)]
-pub struct Node<'a> {
+pub struct RawNode<'a> {
     dt: Dt<'a>,
     pub name: &'a [u8],
     pub depth: usize,
     at: usize,
 }
 
-impl<'a> Node<'a> {
+impl<'a> RawNode<'a> {
     /// The name as text, if it is UTF-8.
     pub fn name_str(&self) -> Option<&'a str> {
         core::str::from_utf8(self.name).ok()
@@ -324,6 +432,7 @@ impl<'a> Node<'a> {
             at: self.at,
             depth: 1,
             done: false,
+            clean: false,
         };
         core::iter::from_fn(move || match w.next()? {
             Event::Prop { name, value } => Some((name, value)),
@@ -345,7 +454,7 @@ impl<'a> Node<'a> {
 
     /// The direct children, in order (each found by skipping the subtree
     /// before it).
-    pub fn children(&self) -> impl Iterator<Item = Node<'a>> {
+    pub fn children(&self) -> impl Iterator<Item = RawNode<'a>> {
         let dt = self.dt;
         let mine = self.depth;
         let mut w = Walk {
@@ -353,11 +462,14 @@ impl<'a> Node<'a> {
             at: self.at,
             depth: 1,
             done: false,
+            clean: false,
         };
+        // Properties are skipped without reading their names.
         core::iter::from_fn(move || loop {
-            match w.next()? {
-                Event::Begin { name, depth: 1, at } => {
-                    return Some(Node {
+            let before = w.depth;
+            match w.step()? {
+                Step::Begin { name, at } if before == 1 => {
+                    return Some(RawNode {
                         dt,
                         name,
                         depth: mine + 1,
@@ -365,31 +477,27 @@ impl<'a> Node<'a> {
                     })
                 }
                 // Back at this node's level: it closed.
-                Event::End if w.depth == 0 => return None,
+                Step::End if w.depth == 0 => return None,
                 _ => {}
             }
         })
     }
 }
 
-/// The board DTB the hypervisor booted with, once known: where it is, and
-/// its phandle index.
-struct Board {
-    base: usize,
-    len: usize,
-    index: Vec<(u32, Node<'static>)>,
-}
+/// Raw nodes read straight off the blob, for what runs before the heap
+/// exists (the EL2 map's RAM, the early console): each child list is a
+/// walk, so a [`Tree`] answers everything later.
+impl<'a> crate::platform::ranges::DtNode<'a> for RawNode<'a> {
+    fn prop(&self, name: &str) -> Option<&'a [u8]> {
+        self.dt.find_prop(self.at, name.as_bytes())
+    }
 
-static BOARD: spin::Once<Board> = spin::Once::new();
+    fn name(&self) -> &'a str {
+        core::str::from_utf8(self.name).unwrap_or("\u{fffd}")
+    }
 
-/// Registers the board DTB (boot CPU, once) and indexes its phandles.
-pub fn set_board(blob: &'static [u8]) {
-    if let Ok(dt) = Dt::new(blob) {
-        BOARD.call_once(|| Board {
-            base: blob.as_ptr() as usize,
-            len: blob.len(),
-            index: dt.phandle_nodes(),
-        });
+    fn children(self) -> impl Iterator<Item = Self> {
+        RawNode::children(&self)
     }
 }
 
@@ -412,8 +520,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// From a node of the `fdt` crate.
-    pub fn of(n: &fdt::node::FdtNode) -> Self {
+    /// From a node of a [`Tree`].
+    pub fn of(n: &Node) -> Self {
         let cell = |name| n.property(name).and_then(|p| first_cell(p.value));
         Target {
             interrupt_cells: cell("#interrupt-cells"),
@@ -425,7 +533,8 @@ impl Target {
         }
     }
 
-    fn of_node(n: &Node) -> Self {
+    #[cfg(test)]
+    fn of_node(n: &RawNode) -> Self {
         let cell = |name| n.property(name).and_then(first_cell);
         Target {
             interrupt_cells: cell("#interrupt-cells"),
@@ -442,25 +551,9 @@ impl Target {
     }
 }
 
-/// The node `phandle` names in `host`, as a [`Target`]: from the board
-/// DTB's index (one walk at boot, then a binary search) when `host` parses
-/// that blob, else by the `fdt` crate's whole-tree walk.
-pub fn phandle_target(host: &fdt::Fdt, phandle: u32) -> Option<Target> {
-    let board = BOARD.get().filter(|b| {
-        // `host` reads the board blob if its strings lie inside it.
-        host.total_size() <= b.len
-            && host
-                .strings()
-                .next()
-                .is_some_and(|s| (b.base..b.base + b.len).contains(&(s.as_ptr() as usize)))
-    });
-    match board {
-        Some(b) => {
-            let i = b.index.binary_search_by_key(&phandle, |e| e.0).ok()?;
-            b.index.get(i).map(|(_, n)| Target::of_node(n))
-        }
-        None => host.find_phandle(phandle).map(|n| Target::of(&n)),
-    }
+/// The node `phandle` names in `host`, as a [`Target`].
+pub fn phandle_target(host: &Tree, phandle: u32) -> Option<Target> {
+    host.find_phandle(phandle).map(|n| Target::of(&n))
 }
 
 #[cfg(test)]
@@ -578,13 +671,23 @@ mod tests {
         for b in BOARDS {
             let blob = dtb(b);
             let dt = Dt::new(&blob).unwrap();
+            let tree = Tree::new(&blob).unwrap();
             let f = fdt::Fdt::new(&blob).unwrap();
             for (ph, n) in dt.phandle_nodes() {
-                let theirs = Target::of(&f.find_phandle(ph).unwrap());
+                let theirs = f.find_phandle(ph).unwrap();
+                let cell = |name| theirs.property(name).and_then(|p| first_cell(p.value));
+                let theirs = Target {
+                    interrupt_cells: cell("#interrupt-cells"),
+                    clock_cells: cell("#clock-cells"),
+                    compatible: theirs
+                        .property("compatible")
+                        .map(|p| p.value.to_vec())
+                        .unwrap_or_default(),
+                };
                 assert_eq!(Target::of_node(&n), theirs, "{b}: phandle {ph:#x}");
-                assert_eq!(phandle_target(&f, ph), Some(theirs));
+                assert_eq!(phandle_target(&tree, ph), Some(theirs));
             }
-            assert_eq!(phandle_target(&f, 0xdead_beef), None);
+            assert_eq!(phandle_target(&tree, 0xdead_beef), None);
         }
         let t = Target {
             compatible: b"arm,gic-v3\0arm,other\0".to_vec(),

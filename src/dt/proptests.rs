@@ -35,7 +35,50 @@ fn exercise(blob: &[u8]) -> usize {
     }
     let _ = dt.find("/soc/serial@0");
     let _ = dt.root().map(|r| r.children().count());
+    if let Some(raw) = dt.root() {
+        let _ = crate::platform::early_console(raw);
+        let _ = crate::platform::memory_ranges(raw).count();
+    }
+    exercise_tree(blob);
     nodes
+}
+
+/// Every question the hypervisor asks of a board DTB, on whatever `blob`
+/// indexes to: none may panic, and the index must be consistent.
+fn exercise_tree(blob: &[u8]) {
+    let Ok(t) = Tree::new(blob) else { return };
+    let n = t.nodes().count();
+    assert!(n >= 1 && n <= blob.len() / 8 + 1);
+    for node in t.nodes() {
+        let anc = node.ancestors();
+        assert!(anc.len() < MAX_DEPTH);
+        assert_eq!(anc.first().map(|r| r.index()), (node.index() > 0).then_some(0));
+        for c in node.children() {
+            assert_eq!(c.parent(), Some(node));
+        }
+        let _ = node.properties().count();
+        let _ = node.compatible().map(|c| c.all().count());
+        let _ = node.is_okay();
+    }
+    for (_, path) in Dt::new(blob).map(|d| d.phandles()).unwrap_or_default() {
+        let _ = t.node_at(&path);
+    }
+    let _ = t.memory_reservations().take(64).count();
+    let p = crate::platform::discover(&t);
+    let _ = crate::platform::early_console(t.root());
+    let _ = crate::drivers::smmuv3::probe::find(&t);
+    let _ = crate::vm::passthrough::foreign_regs(&t, &["/pl011@9000000"]);
+    if let Ok(p) = &p {
+        let _ = crate::vm::guard::hyp_frames(&t, &p.console.path, false);
+    }
+    for node in t.nodes().skip(1).take(24) {
+        let path = node.path();
+        let _ = crate::platform::device(&t, &path);
+        let _ = crate::vm::pcie::bridge(&t, &path, Some(1));
+        let _ = crate::vm::guard::iommu_phandles(&t, &path);
+        let one = [path.as_str()];
+        let _ = crate::vm::dtb::generate(&super::golden::spec(&t, &one));
+    }
 }
 
 proptest! {

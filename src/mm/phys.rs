@@ -31,7 +31,7 @@ pub unsafe fn zero_to_poc(pa: u64, len: u64) {
 pub unsafe fn copy_to(pa: u64, src: &[u8]) {
     // SAFETY: the caller's contract; `src` is hypervisor memory, which is
     // never handed to a VM, so the two cannot overlap.
-    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), pa as *mut u8, src.len()) };
+    unsafe { crate::arch::aarch64::copy::copy_bytes(pa as *mut u8, src.as_ptr(), src.len()) };
 }
 
 /// Copies physical `[pa, pa + dst.len())` into `dst`.
@@ -41,7 +41,7 @@ pub unsafe fn copy_to(pa: u64, src: &[u8]) {
 /// is never handed to a VM, so the two cannot overlap.
 pub unsafe fn copy_from(pa: u64, dst: &mut [u8]) {
     // SAFETY: the caller's contract.
-    unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, dst.as_mut_ptr(), dst.len()) };
+    unsafe { crate::arch::aarch64::copy::copy_bytes(dst.as_mut_ptr(), pa as *const u8, dst.len()) };
 }
 
 /// Copies `src` to physical `pa` and cleans it to PoC, for a guest that
@@ -52,6 +52,21 @@ pub unsafe fn copy_from(pa: u64, dst: &mut [u8]) {
 pub unsafe fn copy_to_poc(pa: u64, src: &[u8]) {
     // SAFETY: the caller's contract; as in `copy_to`, no overlap.
     unsafe { crate::arch::aarch64::mmu::copy_to_poc(pa, src.as_ptr() as u64, src.len() as u64) };
+}
+
+/// Stores `desc` into the translation-table entry at physical `slot` and
+/// makes it visible to the table walkers of every CPU (a single 64-bit
+/// store, so a walker sees the old or the new entry, never a torn one).
+///
+/// # Safety
+/// `slot` must be an 8-byte aligned entry of a live translation table the
+/// caller may change: an invalid entry made valid needs no TLB maintenance;
+/// a valid one made invalid needs a TLB invalidation before the memory it
+/// mapped is reused.
+pub unsafe fn set_table_entry(slot: u64, desc: u64) {
+    // SAFETY: the caller's contract; table pages are identity mapped.
+    unsafe { core::ptr::write_volatile(slot as *mut u64, desc) };
+    crate::arch::aarch64::mmu::table_write_barrier();
 }
 
 /// Translation-table pages from the frame allocator (stage-2 tables).

@@ -5,15 +5,16 @@
 //! DTBs dumped from QEMU (`tests/dtbs/`).
 
 pub use crate::drivers::uart::Kind as UartKind;
+use crate::dt::{Node, Tree};
 use crate::mm::PhysRange;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 pub use enable::EnableMethod;
-use fdt::node::FdtNode;
-use fdt::Fdt;
+use ranges::DtNode;
 
 pub mod enable;
+#[cfg(test)]
 pub mod nops;
 pub mod ranges;
 #[cfg(test)]
@@ -148,21 +149,41 @@ const TIMER_COMPAT: &[&str] = &["arm,armv8-timer", "arm,armv7-timer"];
 /// Whether a node is usable: no `status`, or "okay" (or the older "ok").
 /// Everything else ("disabled", "reserved", "fail", ...) is skipped, along
 /// with the node's children.
-pub fn is_okay(n: &FdtNode) -> bool {
-    prop_str(n, "status").is_none_or(|s| s == "okay" || s == "ok")
+pub fn is_okay(n: &Node) -> bool {
+    n.is_okay()
+}
+
+/// Property `name` of any node as a string (trailing NULs dropped).
+fn raw_str<'a>(n: &impl DtNode<'a>, name: &str) -> Option<&'a str> {
+    n.prop(name)
+        .and_then(|v| core::str::from_utf8(v).ok())
+        .map(|s| s.trim_end_matches('\0'))
+}
+
+/// [`is_okay`] for any node.
+fn raw_okay<'a>(n: &impl DtNode<'a>) -> bool {
+    raw_str(n, "status").is_none_or(|s| s == "okay" || s == "ok")
+}
+
+/// The UART driver for one of any node's compatible strings.
+fn raw_uart<'a>(n: &impl DtNode<'a>) -> Option<UartKind> {
+    n.prop("compatible")?
+        .split(|&b| b == 0)
+        .filter_map(|c| core::str::from_utf8(c).ok())
+        .find_map(UartKind::of_compatible)
 }
 
 /// A node the walk found, with its path and its `reg` translated to CPU
 /// physical addresses.
 #[derive(Clone)]
 struct Found<'b, 'a> {
-    node: FdtNode<'b, 'a>,
+    node: Node<'b, 'a>,
     path: String,
     regs: Vec<PhysRange>,
 }
 
 /// What one walk over the whole tree finds: everything discovery needs, so
-/// the tree is traversed once (the `fdt` crate re-parses nodes on every scan,
+/// the tree is traversed once (the `fdt` crate re-parsed nodes on every scan,
 /// and a scan per question cost over a million instructions at boot).
 /// Nodes whose status is not okay are not looked at, nor their children,
 /// nor the children of nodes that are no bus (no `ranges`).
@@ -171,31 +192,30 @@ struct Scan<'b, 'a> {
     memory: Vec<Found<'b, 'a>>,
     gic3: Option<Found<'b, 'a>>,
     gic2: Option<Found<'b, 'a>>,
-    timer: Option<FdtNode<'b, 'a>>,
+    timer: Option<Node<'b, 'a>>,
     uarts: Vec<(UartKind, Found<'b, 'a>)>,
-    psci: Option<FdtNode<'b, 'a>>,
+    psci: Option<Node<'b, 'a>>,
     /// Children of the root looked up by name, found on the way (each
     /// `find_node` would be another pass over the tree).
-    chosen: Option<FdtNode<'b, 'a>>,
-    aliases: Option<FdtNode<'b, 'a>>,
-    cpus: Option<FdtNode<'b, 'a>>,
-    reserved_memory: Option<FdtNode<'b, 'a>>,
+    chosen: Option<Node<'b, 'a>>,
+    aliases: Option<Node<'b, 'a>>,
+    cpus: Option<Node<'b, 'a>>,
+    reserved_memory: Option<Node<'b, 'a>>,
     /// Why `reg` entries of the nodes found were left out (no bus maps them).
     untranslated: Vec<String>,
 }
 
 impl<'b, 'a> Scan<'b, 'a> {
-    fn of(dtb: &'b Fdt<'a>) -> Self {
+    fn of(dtb: &'b Tree<'a>) -> Self {
         let mut scan = Scan::default();
-        if let Some(root) = dtb.find_node("/") {
-            let mut path = String::new();
-            let mut ancestors = alloc::vec![root];
-            scan.walk(root, &mut path, &mut ancestors);
-        }
+        let root = dtb.root();
+        let mut path = String::new();
+        let mut ancestors = alloc::vec![root];
+        scan.walk(root, &mut path, &mut ancestors);
         scan
     }
 
-    fn walk(&mut self, node: FdtNode<'b, 'a>, path: &mut String, ancestors: &mut Vec<FdtNode<'b, 'a>>) {
+    fn walk(&mut self, node: Node<'b, 'a>, path: &mut String, ancestors: &mut Vec<Node<'b, 'a>>) {
         for child in node.children() {
             if !is_okay(&child) {
                 continue;
@@ -272,15 +292,10 @@ impl<'b, 'a> Scan<'b, 'a> {
 const PSCI_COMPAT: &[&str] = &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"];
 
 /// Reads the board description out of `dtb`.
-pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
+pub fn discover(dtb: &Tree) -> Result<Platform, DiscoverError> {
     let scan = Scan::of(dtb);
     let mut warnings = scan.untranslated.clone();
-    let model = dtb
-        .find_node("/")
-        .and_then(|n| n.property("model"))
-        .and_then(|p| p.as_str())
-        .unwrap_or("unknown board")
-        .to_string();
+    let model = dtb.root().str("model").unwrap_or("unknown board").to_string();
 
     let ram: Vec<PhysRange> = scan
         .memory
@@ -294,10 +309,10 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
 
     let mut reserved: Vec<PhysRange> = dtb
         .memory_reservations()
-        .map(|r| PhysRange::new(r.address() as u64, r.size() as u64))
+        .map(|(base, size)| PhysRange::new(base, size))
         .collect();
-    if let (Some(root), Some(rm)) = (dtb.find_node("/"), scan.reserved_memory) {
-        let chain = [root, rm];
+    if let Some(rm) = scan.reserved_memory {
+        let chain = [dtb.root(), rm];
         for child in rm.children().filter(is_okay) {
             reserved.extend(ranges::regs(child, &chain));
         }
@@ -339,21 +354,17 @@ pub fn discover(dtb: &Fdt) -> Result<Platform, DiscoverError> {
     })
 }
 
-fn prop_str<'a>(n: &FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {
-    n.property(name).and_then(|p| p.as_str())
+fn prop_str<'a>(n: &Node<'_, 'a>, name: &str) -> Option<&'a str> {
+    n.str(name)
 }
 
 /// Big-endian 32-bit cells of a property.
-fn cells<'a>(n: &FdtNode<'_, 'a>, name: &str) -> Option<impl Iterator<Item = u32> + 'a> {
-    let v = n.property(name)?.value;
-    Some(
-        v.chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
-    )
+fn cells<'a>(n: &Node<'_, 'a>, name: &str) -> Option<impl Iterator<Item = u32> + 'a> {
+    n.property(name).map(|p| p.cells())
 }
 
 fn discover_cpus(
-    cpus_node: Option<FdtNode>,
+    cpus_node: Option<Node>,
     ram: &[PhysRange],
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Cpu>, DiscoverError> {
@@ -489,7 +500,7 @@ fn discover_timer(scan: &Scan) -> Result<Timer, DiscoverError> {
     })
 }
 
-fn first_intid(n: &FdtNode) -> Option<u32> {
+fn first_intid(n: &Node) -> Option<u32> {
     cells(n, "interrupts").and_then(|mut c| {
         let kind = c.next()?;
         let num = c.next()?;
@@ -525,15 +536,12 @@ const SERIAL_FOUND_BY: [&str; 8] = [
 
 /// The absolute path `name` stands for: itself if it starts with `/`, else
 /// the alias it names (stdout-path may be either, with `:options` after).
-fn resolve_path<'a>(aliases: Option<FdtNode<'_, 'a>>, name: &'a str) -> Option<&'a str> {
+fn resolve_path<'a>(aliases: Option<impl DtNode<'a>>, name: &'a str) -> Option<&'a str> {
     let name = name.split(':').next().unwrap_or(name);
     if name.starts_with('/') {
         Some(name)
     } else {
-        aliases?
-            .property(name)
-            .and_then(|p| core::str::from_utf8(p.value).ok())
-            .map(|s| s.trim_end_matches('\0'))
+        raw_str(&aliases?, name)
     }
 }
 
@@ -547,14 +555,13 @@ fn option_in<'a>(args: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|w| w.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
 }
 
-fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Result<Console, DiscoverError> {
+fn discover_console(dtb: &Tree, scan: &Scan, warnings: &mut Vec<String>) -> Result<Console, DiscoverError> {
     // The walk's paths spell every unit address; a path written without
     // one (allowed when unambiguous) is matched by following it instead.
     let uart = |path: &str| {
         scan.uart_at(path).or_else(|| {
-            let root = dtb.find_node("/")?;
-            let name = ranges::with_node(root, path, |n, _| n.name.as_ptr())?;
-            scan.uarts.iter().find(|(_, f)| f.node.name.as_ptr() == name)
+            let node = ranges::with_node(dtb.root(), path, |n, _| n.index())?;
+            scan.uarts.iter().find(|(_, f)| f.node.index() == node)
         })
     };
     let bootargs = scan.chosen.and_then(|c| prop_str(&c, "bootargs")).unwrap_or("");
@@ -599,18 +606,13 @@ fn discover_console(dtb: &Fdt, scan: &Scan, warnings: &mut Vec<String>) -> Resul
 /// RAM ranges straight from the DTB, without allocating: what the EL2 map
 /// needs before the heap exists. Memory nodes whose status is not okay
 /// (QEMU's `secure=on` adds a disabled one for the secure RAM) are not RAM.
-pub fn memory_ranges<'a>(dtb: &'a Fdt<'a>) -> impl Iterator<Item = PhysRange> + 'a {
+pub fn memory_ranges<'a, N: DtNode<'a> + 'a>(root: N) -> impl Iterator<Item = PhysRange> + 'a {
     // Memory nodes sit at the root (Devicetree spec 3.4): no deeper scan,
     // and addresses are the root's, untranslated.
-    let root = dtb.find_node("/");
-    let (ac, sc) = root.as_ref().map(ranges::cell_sizes).unwrap_or((2, 1));
-    root.into_iter()
-        .flat_map(|root| root.children())
-        .filter(|n| prop_str(n, "device_type") == Some("memory") && is_okay(n))
-        .flat_map(move |n| {
-            let reg = n.property("reg").map(|p| p.value).unwrap_or(&[]);
-            ranges::split_reg(reg, ac, sc)
-        })
+    let (ac, sc) = ranges::cell_sizes(&root);
+    root.children()
+        .filter(|n| raw_str(n, "device_type") == Some("memory") && raw_okay(n))
+        .flat_map(move |n| ranges::split_reg(n.prop("reg").unwrap_or(&[]), ac, sc))
         .filter(|r| r.size > 0)
 }
 
@@ -623,22 +625,14 @@ pub struct Device {
 
 /// The node at exactly `path` (no alias or unit-address guessing) and its
 /// ancestors, root first.
-fn node_with_ancestors<'b, 'a>(
-    dtb: &'b Fdt<'a>,
-    path: &str,
-) -> Option<(FdtNode<'b, 'a>, Vec<FdtNode<'b, 'a>>)> {
-    let mut node = dtb.find_node("/")?;
-    let mut ancestors = Vec::new();
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        ancestors.push(node);
-        node = node.children().find(|c| c.name == part)?;
-    }
-    Some((node, ancestors))
+fn node_with_ancestors<'b, 'a>(dtb: &'b Tree<'a>, path: &str) -> Option<(Node<'b, 'a>, Vec<Node<'b, 'a>>)> {
+    let node = dtb.node_at(path)?;
+    Some((node, node.ancestors()))
 }
 
 /// The node at exactly `path` (no alias or unit-address guessing).
-pub fn node_at<'b, 'a>(dtb: &'b Fdt<'a>, path: &str) -> Option<FdtNode<'b, 'a>> {
-    node_with_ancestors(dtb, path).map(|(n, _)| n)
+pub fn node_at<'b, 'a>(dtb: &'b Tree<'a>, path: &str) -> Option<Node<'b, 'a>> {
+    dtb.node_at(path)
 }
 
 /// Why [`device`] has no device to give.
@@ -661,7 +655,7 @@ impl fmt::Display for DeviceError {
 }
 
 /// The path of `ancestors[..=i]`'s last node.
-fn path_of(ancestors: &[FdtNode], i: usize) -> String {
+fn path_of(ancestors: &[Node], i: usize) -> String {
     let mut p = String::new();
     for n in ancestors.iter().take(i + 1).skip(1) {
         p.push('/');
@@ -674,7 +668,7 @@ fn path_of(ancestors: &[FdtNode], i: usize) -> String {
 }
 
 /// Says why entry `index` of `path`'s `reg` has no CPU address.
-fn untranslatable(path: &str, index: usize, ancestors: &[FdtNode], why: ranges::Untranslatable) -> String {
+fn untranslatable(path: &str, index: usize, ancestors: &[Node], why: ranges::Untranslatable) -> String {
     match why {
         ranges::Untranslatable::NoRanges { bus } => alloc::format!(
             "{path}: reg[{index}] is not memory mapped: {} has no `ranges`",
@@ -697,7 +691,7 @@ fn untranslatable(path: &str, index: usize, ancestors: &[FdtNode], why: ranges::
 /// board's own tree leaves disabled. A `reg` entry that no bus above maps
 /// is an error naming the node: mapping the rest would hand a VM part of
 /// a device.
-pub fn device(dtb: &Fdt, path: &str) -> Result<Device, DeviceError> {
+pub fn device(dtb: &Tree, path: &str) -> Result<Device, DeviceError> {
     let (node, ancestors) =
         node_with_ancestors(dtb, path).ok_or_else(|| DeviceError::NotFound(path.to_string()))?;
     let mut regs = Vec::new();
@@ -720,23 +714,22 @@ pub fn device(dtb: &Fdt, path: &str) -> Result<Device, DeviceError> {
 /// before the console is set up. The same order as [`discover`]:
 /// `tessera.console=`, stdout-path, then the serialN aliases, then the
 /// first UART Tessera drives.
-pub fn early_console(dtb: &Fdt) -> Option<(UartKind, u64)> {
-    let root = dtb.find_node("/")?;
+pub fn early_console<'a, N: DtNode<'a>>(root: N) -> Option<(UartKind, u64)> {
     let at = |path: &str| {
         ranges::with_node(root, path, |n, chain| {
-            if !is_okay(&n) || !chain.iter().all(is_okay) {
+            if !raw_okay(&n) || !chain.iter().all(raw_okay) {
                 return None;
             }
-            let kind = n.compatible()?.all().find_map(UartKind::of_compatible)?;
+            let kind = raw_uart(&n)?;
             Some((kind, ranges::regs(n, chain).next()?.base.0))
         })
         .flatten()
     };
-    let chosen = dtb.find_node("/chosen");
-    let stdout = chosen.and_then(|c| prop_str(&c, "stdout-path"));
-    let aliases = dtb.find_node("/aliases");
+    let chosen = ranges::with_node(root, "/chosen", |n, _| n);
+    let stdout = chosen.and_then(|c| raw_str(&c, "stdout-path"));
+    let aliases = ranges::with_node(root, "/aliases", |n, _| n);
     let option = chosen
-        .and_then(|c| prop_str(&c, "bootargs"))
+        .and_then(|c| raw_str(&c, "bootargs"))
         .and_then(|a| option_in(a, CONSOLE_OPTION));
     if let Some(c) = option.and_then(|s| resolve_path(aliases, s)).and_then(at) {
         return Some(c);
@@ -756,20 +749,17 @@ pub fn early_console(dtb: &Fdt) -> Option<(UartKind, u64)> {
 
 /// Depth-first: the first okay UART Tessera drives under `node`, whose
 /// ancestors are `chain[..depth - 1]` and which is `chain[depth - 1]`.
-fn first_uart_below<'b, 'a>(
-    node: FdtNode<'b, 'a>,
-    chain: &mut [FdtNode<'b, 'a>; ranges::MAX_DEPTH],
+fn first_uart_below<'a, N: DtNode<'a>>(
+    node: N,
+    chain: &mut [N; ranges::MAX_DEPTH],
     depth: usize,
 ) -> Option<(UartKind, u64)> {
     if depth >= ranges::MAX_DEPTH {
         return None;
     }
     chain[depth - 1] = node;
-    for child in node.children().filter(is_okay) {
-        let kind = child
-            .compatible()
-            .and_then(|c| c.all().find_map(UartKind::of_compatible));
-        if let Some(kind) = kind {
+    for child in node.children().filter(raw_okay) {
+        if let Some(kind) = raw_uart(&child) {
             if let Some(r) = ranges::regs(child, &chain[..depth]).next() {
                 return Some((kind, r.base.0));
             }

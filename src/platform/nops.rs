@@ -1,9 +1,9 @@
 //! Removing FDT_NOP tokens. Boot loaders edit device trees in place and
 //! overwrite what they delete with NOPs (QEMU's `-dtb` fixups, U-Boot's
 //! `fdt` commands); the `fdt` crate 0.1 loses nodes that follow some of
-//! them. Compacting the structure block first makes every DTB look like a
-//! freshly written one. Works in place: no allocation, usable before the
-//! heap exists.
+//! them. The hypervisor's own reader (`crate::dt`) reads through NOPs, so
+//! this is test code now: the `fdt` crate, the host tests' reference, is
+//! handed blobs compacted by it.
 
 const FDT_MAGIC: u32 = 0xd00d_feed;
 const BEGIN_NODE: u32 = 1;

@@ -6,10 +6,21 @@
 //!
 //! Pure and allocation free: usable before the heap exists. xtask's config
 //! check includes this very file (`#[path]`), so the device regions it
-//! checks a config against are the ones the hypervisor maps.
+//! checks a config against are the ones the hypervisor maps; each side
+//! hands its own nodes in through [`DtNode`] (the hypervisor its
+//! `dt::Tree`'s, xtask the `fdt` crate's).
 
 use super::PhysRange;
-use fdt::node::FdtNode;
+
+/// What the translation reads of a device-tree node.
+pub trait DtNode<'a>: Copy {
+    /// The raw value of property `name`.
+    fn prop(&self, name: &str) -> Option<&'a [u8]>;
+    /// The node's name, unit address included.
+    fn name(&self) -> &'a str;
+    /// Its direct children, in order.
+    fn children(self) -> impl Iterator<Item = Self>;
+}
 
 /// The deepest node path followed (the deepest real board tree is ~6).
 pub const MAX_DEPTH: usize = 16;
@@ -68,15 +79,13 @@ pub fn translate<'a>(addr: u64, buses: impl IntoIterator<Item = Bus<'a>>) -> Opt
     buses.into_iter().try_fold(addr, |a, bus| bus.parent_address(a))
 }
 
-fn cells_prop(n: &FdtNode, name: &str) -> Option<usize> {
-    n.property(name)
-        .and_then(|p| read_cells(p.value, 1))
-        .map(|v| v as usize)
+fn cells_prop<'a>(n: &impl DtNode<'a>, name: &str) -> Option<usize> {
+    n.prop(name).and_then(|v| read_cells(v, 1)).map(|v| v as usize)
 }
 
 /// `#address-cells` and `#size-cells` of `n`, with the specification's
 /// defaults (2 and 1) where absent.
-pub fn cell_sizes(n: &FdtNode) -> (usize, usize) {
+pub fn cell_sizes<'a>(n: &impl DtNode<'a>) -> (usize, usize) {
     (
         cells_prop(n, "#address-cells").unwrap_or(2),
         cells_prop(n, "#size-cells").unwrap_or(1),
@@ -85,28 +94,33 @@ pub fn cell_sizes(n: &FdtNode) -> (usize, usize) {
 
 /// The buses above a node, innermost first, given its ancestors root first.
 /// The root is no bus: its space is the CPU's.
-pub fn buses<'a>(ancestors: &'a [FdtNode<'_, 'a>]) -> impl Iterator<Item = Bus<'a>> + 'a {
-    (1..ancestors.len()).rev().map(move |i| {
-        let (addr_cells, size_cells) = cell_sizes(&ancestors[i]);
-        Bus {
-            addr_cells,
-            size_cells,
-            parent_addr_cells: cell_sizes(&ancestors[i - 1]).0,
-            ranges: ancestors[i].property("ranges").map(|p| p.value),
-        }
-    })
+pub fn buses<'s, 'a: 's, N: DtNode<'a>>(ancestors: &'s [N]) -> impl Iterator<Item = Bus<'a>> + 's {
+    (1..ancestors.len())
+        .rev()
+        .map(move |i| bus(&ancestors[i], &ancestors[i - 1]))
+}
+
+/// How `node` maps its children's addresses into `parent`'s space.
+pub fn bus<'a, N: DtNode<'a>>(node: &N, parent: &N) -> Bus<'a> {
+    let (addr_cells, size_cells) = cell_sizes(node);
+    Bus {
+        addr_cells,
+        size_cells,
+        parent_addr_cells: cell_sizes(parent).0,
+        ranges: node.prop("ranges"),
+    }
 }
 
 /// The `reg` entries of a node whose ancestors (root first, its parent
 /// last) are `ancestors`, as CPU physical ranges. Entries that do not
 /// translate (a bus without `ranges`, an address outside every window, an
 /// address wider than 64 bits) are left out.
-pub fn regs<'a>(
-    node: FdtNode<'_, 'a>,
-    ancestors: &'a [FdtNode<'_, 'a>],
-) -> impl Iterator<Item = PhysRange> + 'a {
+pub fn regs<'s, 'a: 's, N: DtNode<'a> + 's>(
+    node: N,
+    ancestors: &'s [N],
+) -> impl Iterator<Item = PhysRange> + 's {
     let (ac, sc) = ancestors.last().map(cell_sizes).unwrap_or((2, 1));
-    let reg = node.property("reg").map(|p| p.value).unwrap_or(&[]);
+    let reg = node.prop("reg").unwrap_or(&[]);
     split_reg(reg, ac, sc).filter_map(move |r| {
         let cpu = translate(r.base.0, buses(ancestors))?;
         Some(PhysRange::new(cpu, r.size))
@@ -129,16 +143,10 @@ pub enum Untranslatable {
 
 /// `addr` in the space of `ancestors`' last node's children, as a CPU
 /// address, or which bus on the way does not map it.
-pub fn translate_checked(addr: u64, ancestors: &[FdtNode]) -> Result<u64, Untranslatable> {
+pub fn translate_checked<'a, N: DtNode<'a>>(addr: u64, ancestors: &[N]) -> Result<u64, Untranslatable> {
     let mut a = addr;
     for i in (1..ancestors.len()).rev() {
-        let (addr_cells, size_cells) = cell_sizes(&ancestors[i]);
-        let bus = Bus {
-            addr_cells,
-            size_cells,
-            parent_addr_cells: cell_sizes(&ancestors[i - 1]).0,
-            ranges: ancestors[i].property("ranges").map(|p| p.value),
-        };
+        let bus = bus(&ancestors[i], &ancestors[i - 1]);
         if bus.ranges.is_none() {
             return Err(Untranslatable::NoRanges { bus: i });
         }
@@ -151,12 +159,12 @@ pub fn translate_checked(addr: u64, ancestors: &[FdtNode]) -> Result<u64, Untran
 
 /// Every `reg` entry of a node (ancestors root first, its parent last) as
 /// a CPU physical range, or why that entry has none.
-pub fn regs_checked<'a>(
-    node: FdtNode<'_, 'a>,
-    ancestors: &'a [FdtNode<'_, 'a>],
-) -> impl Iterator<Item = Result<PhysRange, Untranslatable>> + 'a {
+pub fn regs_checked<'s, 'a: 's, N: DtNode<'a> + 's>(
+    node: N,
+    ancestors: &'s [N],
+) -> impl Iterator<Item = Result<PhysRange, Untranslatable>> + 's {
     let (ac, sc) = ancestors.last().map(cell_sizes).unwrap_or((2, 1));
-    let reg = node.property("reg").map(|p| p.value).unwrap_or(&[]);
+    let reg = node.prop("reg").unwrap_or(&[]);
     let entry = 4 * (ac + sc);
     let ragged = entry == 0 || !reg.len().is_multiple_of(entry) || ac > 2 || sc > 2;
     let entries = if entry == 0 {
@@ -201,11 +209,7 @@ fn component_matches(component: &str, name: &str) -> bool {
 
 /// Follows an absolute `path` from the root: the node and its ancestors,
 /// root first, in `chain[..depth]`; calls `f(node, &chain[..depth])`.
-pub fn with_node<'b, 'a, R>(
-    root: FdtNode<'b, 'a>,
-    path: &str,
-    f: impl FnOnce(FdtNode<'b, 'a>, &[FdtNode<'b, 'a>]) -> R,
-) -> Option<R> {
+pub fn with_node<'a, N: DtNode<'a>, R>(root: N, path: &str, f: impl FnOnce(N, &[N]) -> R) -> Option<R> {
     let mut chain = [root; MAX_DEPTH];
     let mut depth = 0;
     let mut node = root;
@@ -215,7 +219,7 @@ pub fn with_node<'b, 'a, R>(
         }
         chain[depth] = node;
         depth += 1;
-        node = node.children().find(|c| component_matches(part, c.name))?;
+        node = node.children().find(|c| component_matches(part, c.name()))?;
     }
     Some(f(node, &chain[..depth]))
 }

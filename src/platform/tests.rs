@@ -6,14 +6,14 @@ fn load(name: &str) -> Platform {
     let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
     let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     super::nops::strip_nops(&mut bytes).expect("well-formed DTB");
-    let dtb = Fdt::new(&bytes).expect("valid DTB");
+    let dtb = Tree::new(&bytes).expect("valid DTB");
     discover(&dtb).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn error(name: &str) -> DiscoverError {
     let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap();
-    discover(&Fdt::new(&bytes).unwrap()).unwrap_err()
+    discover(&Tree::new(&bytes).unwrap()).unwrap_err()
 }
 
 #[test]
@@ -126,7 +126,7 @@ fn devices_by_exact_path() {
         env!("CARGO_MANIFEST_DIR")
     );
     let bytes = std::fs::read(path).unwrap();
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     let rtc = super::device(&dtb, "/pl031@9010000").unwrap();
     assert_eq!(rtc.regs, vec![PhysRange::new(0x0901_0000, 0x1000)]);
     assert_eq!(rtc.spis, vec![34]);
@@ -176,10 +176,10 @@ fn early_console_matches_discovery() {
     ] {
         let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(&path).unwrap();
-        let dtb = Fdt::new(&bytes).unwrap();
+        let dtb = Tree::new(&bytes).unwrap();
         let p = discover(&dtb).unwrap();
         assert_eq!(
-            early_console(&dtb),
+            early_console(dtb.root()),
             Some((p.console.kind, p.console.regs.base.0)),
             "{name}"
         );
@@ -189,7 +189,7 @@ fn early_console_matches_discovery() {
 fn scan_console(name: &str, drop: &[&str]) -> (Result<Console, DiscoverError>, Vec<String>) {
     let path = format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap();
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     let mut scan = Scan::of(&dtb);
     scan.uarts.retain(|(_, f)| !drop.contains(&f.path.as_str()));
     let mut warnings = Vec::new();
@@ -230,10 +230,10 @@ fn virt_secure_on_disabled_memory_and_devices_are_skipped() {
         env!("CARGO_MANIFEST_DIR")
     );
     let bytes = std::fs::read(path).unwrap();
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     // The allocation-free reader the EL2 map is built from agrees.
     assert_eq!(
-        memory_ranges(&dtb).collect::<Vec<_>>(),
+        memory_ranges(dtb.root()).collect::<Vec<_>>(),
         vec![PhysRange::new(0x4000_0000, 1 << 30)]
     );
     // Without stdout-path and aliases the fallback skips the disabled one.
@@ -353,12 +353,12 @@ fn passthrough_devices_under_buses() {
     let bytes =
         |name: &str| std::fs::read(format!("{}/tests/dtbs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let zcu = bytes("zynqmp-zcu102-rev1.0.dtb");
-    let dtb = Fdt::new(&zcu).unwrap();
+    let dtb = Tree::new(&zcu).unwrap();
     let uart1 = super::device(&dtb, "/axi/serial@ff010000").unwrap();
     assert_eq!(uart1.regs, vec![PhysRange::new(0xff01_0000, 0x1000)]);
     assert_eq!(uart1.spis, vec![32 + 22]);
     let imx = bytes("imx8mp-evk.dtb");
-    let dtb = Fdt::new(&imx).unwrap();
+    let dtb = Tree::new(&imx).unwrap();
     // UART1 and UART3 are disabled in the EVK's tree; a VM may still own
     // them, so lookup by path does not filter on status.
     let uart1 = super::device(&dtb, "/soc@0/bus@30800000/serial@30860000").unwrap();
@@ -461,12 +461,12 @@ fn offset_bus_dtb() -> Vec<u8> {
 #[test]
 fn reg_is_translated_through_bus_ranges() {
     let bytes = offset_bus_dtb();
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     let p = discover(&dtb).unwrap();
     assert_eq!(p.console.path, "/soc/serial@7e201000");
     assert_eq!(p.console.regs, PhysRange::new(0xfe20_1000, 0x200));
     assert_eq!(p.console.found_by, "stdout-path");
-    assert_eq!(early_console(&dtb), Some((UartKind::Pl011, 0xfe20_1000)));
+    assert_eq!(early_console(dtb.root()), Some((UartKind::Pl011, 0xfe20_1000)));
     assert_eq!(p.gic.dist, PhysRange::new(0xff84_1000, 0x1000));
     assert_eq!(p.gic.cpu_if, Some(PhysRange::new(0xff84_2000, 0x2000)));
     assert_eq!(p.gic.vcpu_if, Some(PhysRange::new(0xff84_6000, 0x2000)));
@@ -533,8 +533,8 @@ fn raspi4b_as_qemu_passes_it() {
     assert_eq!(c.found_by, "stdout-path");
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     let bytes = dtb_bytes("qemu-raspi4b-live.dtb");
-    let dtb = Fdt::new(&bytes).unwrap();
-    assert_eq!(early_console(&dtb), Some((UartKind::BcmAux, 0xfe21_5040)));
+    let dtb = Tree::new(&bytes).unwrap();
+    assert_eq!(early_console(dtb.root()), Some((UartKind::BcmAux, 0xfe21_5040)));
     // uart0, the PL011 a VM owns in boards/raspi4b/linux.toml.
     let uart0 = super::device(&dtb, "/soc/serial@7e201000").unwrap();
     assert_eq!(uart0.regs, vec![PhysRange::new(0xfe20_1000, 0x200)]);
@@ -552,7 +552,7 @@ fn raspi4b_as_debian_ships_it_has_no_memory() {
     // The firmware (or QEMU) fills `memory@0`; Debian's file has `reg = <0 0 0>`.
     assert_eq!(error("bcm2711-rpi-4-b.dtb"), DiscoverError::Memory);
     let bytes = dtb_bytes("bcm2711-rpi-4-b.dtb");
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     // Its HDMI blocks translate like every other /soc device: board data,
     // not translation, keeps them from VMs (boards/raspi4b/board.toml).
     let hdmi = super::device(&dtb, "/soc/hdmi@7ef00700").unwrap();
@@ -678,11 +678,11 @@ const SPIN: Option<&str> = Some("spin-table");
 fn nested_buses_translate_through_every_level() {
     let release = 0xe0u64.to_be_bytes();
     let bytes = synthetic_dtb(&[("cpu@0", SPIN, Some(&release))]);
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     let p = discover(&dtb).unwrap();
     // serial@1000 -> bus 0x1000_1000 -> CPU 0x8_1000_1000 (first window).
     assert_eq!(p.console.regs, PhysRange::new(0x8_1000_1000, 0x1000));
-    assert_eq!(early_console(&dtb), Some((UartKind::Pl011, 0x8_1000_1000)));
+    assert_eq!(early_console(dtb.root()), Some((UartKind::Pl011, 0x8_1000_1000)));
     // The GIC through the second window.
     assert_eq!(p.gic.dist, PhysRange::new(0x9000_0000, 0x1000));
     // An empty `ranges` adds nothing.
@@ -698,7 +698,7 @@ fn nested_buses_translate_through_every_level() {
 #[test]
 fn a_reg_outside_every_range_is_an_error_naming_the_node() {
     let bytes = synthetic_dtb(&[("cpu@0", None, None)]);
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     let e = super::device(&dtb, "/soc/dev@30000000").unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -726,7 +726,7 @@ fn spin_table_errors_leave_that_cpu_off_and_boot_carries_on() {
         ("cpu@4", SPIN, Some(&outside)),
         ("cpu@5", Some("brcm,bcm2836-smp"), None),
     ]);
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     let p = discover(&dtb).unwrap();
     let methods: Vec<EnableMethod> = p.cpus.iter().map(|c| c.enable).collect();
     assert_eq!(
@@ -760,7 +760,7 @@ fn spin_table_errors_leave_that_cpu_off_and_boot_carries_on() {
 #[test]
 fn psci_cpus_without_a_psci_node_are_warned_about() {
     let bytes = synthetic_dtb(&[("cpu@0", None, None), ("cpu@1", None, None)]);
-    let dtb = Fdt::new(&bytes).unwrap();
+    let dtb = Tree::new(&bytes).unwrap();
     let p = discover(&dtb).unwrap();
     assert!(p.cpus.iter().all(|c| c.enable == EnableMethod::Psci));
     assert!(
@@ -861,14 +861,14 @@ fn two_uart_dtb(bootargs: &str) -> Vec<u8> {
 fn the_console_boot_argument_overrides_stdout_path() {
     let check = |bootargs: &str, kind, base, found_by: &str| {
         let bytes = two_uart_dtb(bootargs);
-        let dtb = Fdt::new(&bytes).unwrap();
+        let dtb = Tree::new(&bytes).unwrap();
         let p = discover(&dtb).unwrap();
         assert_eq!(
             (p.console.kind, p.console.regs.base.0, p.console.found_by),
             (kind, base, found_by),
             "{bootargs:?}"
         );
-        assert_eq!(early_console(&dtb), Some((kind, base)), "{bootargs:?}");
+        assert_eq!(early_console(dtb.root()), Some((kind, base)), "{bootargs:?}");
         p.warnings
     };
     // Without it: stdout-path's mini UART.

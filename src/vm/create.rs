@@ -10,6 +10,7 @@ use super::{RamRegion, Vcpu, Vm, VmState};
 use crate::arch::aarch64::{guest, mmu, MAX_CPUS};
 use crate::config::PsciConduit;
 use crate::config::{Config, ConsoleKind, VmConfig};
+use crate::dt::Tree;
 use crate::mm::addr::GuestPhysAddr;
 use crate::mm::pagetable::{Attrs, MapError, PageTable, Regime};
 use crate::mm::phys::{self, FrameTables};
@@ -30,7 +31,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, AtomicUsize};
-use fdt::Fdt;
 use log::{error, info};
 
 /// Guest-physical base of the virtual console (QEMU `virt`'s PL011) and its SPI.
@@ -45,7 +45,7 @@ const BLOCK: u64 = 2 << 20;
 /// Builds every VM of `config`; returns those that could be built.
 pub fn create_all(
     p: &Platform,
-    dtb: &Fdt,
+    dtb: &Tree,
     config: &Config,
     pkg: &Package<'static>,
     frames: &mut FrameAllocator,
@@ -77,7 +77,7 @@ pub fn create_all(
 fn create(
     index: usize,
     p: &Platform,
-    dtb: &Fdt,
+    dtb: &Tree,
     vc: &VmConfig,
     pkg: &Package<'static>,
     frames: &mut FrameAllocator,
@@ -120,6 +120,13 @@ fn create(
             }
         }
     }
+
+    // Scrubbed at first touch, block by block, unless a device may DMA
+    // into the RAM (it would read unscrubbed memory, or lose what it wrote
+    // to a later scrub): then all of it before the VM starts (vm/lazy.rs).
+    let dma = vc.dma_unrestricted || !vc.devices.is_empty();
+    let tuples: Vec<(u64, u64, u64)> = ram.iter().map(|r| (r.ipa, r.pa, r.size)).collect();
+    let lazy = Arc::new(crate::mm::scrub::LazyRam::new(&tuples, !dma));
 
     // Passed-through devices: their MMIO (mapped at the same address) and
     // their SPIs, resolved against the live DTB.
@@ -182,7 +189,7 @@ fn create(
         mmio.add(VUART_IPA, Box::new(uart.clone())).map_err(overlap)?;
         console_uart = Some(uart);
     }
-    super::links::attach(links.vm, &vc.name, links.all, &ram, &vgic, &mut mmio)?;
+    super::links::attach(links.vm, &vc.name, links.all, &ram, &lazy, &vgic, &mut mmio)?;
     if let Some(base) = vc.test_device {
         mmio.add(base, Box::new(TestDevice::new()))
             .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
@@ -260,10 +267,6 @@ fn create(
     let mut tables = FrameTables(frames);
     let mut s2 =
         PageTable::new(Regime::Stage2, ipa_bits, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
-    for r in &ram {
-        s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables)
-            .map_err(|e| format!("stage 2: {e}"))?;
-    }
     // Shared regions of its shmem links: normal memory, never executable.
     for &(ipa, pa, size, write) in &shared {
         let attrs = Attrs {
@@ -382,7 +385,10 @@ fn create(
         dtb,
         dtb_ipa,
     };
-    load_images(&ram, &images)?;
+    // RAM in stage 2 now that the images' blocks are known; scrubbed and
+    // loaded on the VM's own CPU before it first runs (lazy::before_entry).
+    lazy.mark_covered(&image_ranges(&ram, &images)?);
+    map_ram(&ram, &lazy, &mut s2, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
 
     for &c in &vc.cpus {
         if let Some(t) = taken.get_mut(c) {
@@ -435,6 +441,7 @@ fn create(
         entry: images.kernel_ipa,
         x0: images.dtb_ipa,
         images,
+        lazy,
         config: vc.clone(),
         vcpus,
         ram,
@@ -483,16 +490,26 @@ fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Windo
     Ok(out)
 }
 
-/// Scrubs the VM's RAM and copies its pristine images in: at creation and
-/// on every reset, so nothing of a previous run survives. What the images
-/// overwrite is not scrubbed first; everything else is.
-pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
+/// The guest-physical ranges the images occupy, each checked to lie inside
+/// one RAM region.
+fn image_ranges(ram: &[RamRegion], im: &Images) -> Result<Vec<(u64, u64)>, String> {
+    placed(ram, im)?;
+    Ok(parts(im).iter().map(|&(ipa, b)| (ipa, b.len() as u64)).collect())
+}
+
+/// The images and where they go (guest-physical).
+fn parts(im: &Images) -> Vec<(u64, &[u8])> {
     let mut parts: Vec<(u64, &[u8])> = alloc::vec![(im.kernel_ipa, im.kernel)];
     if let Some((b, at)) = im.initrd {
         parts.push((at, b));
     }
     parts.push((im.dtb_ipa, &im.dtb));
-    // Each part inside one RAM region, as physical (pa, bytes).
+    parts
+}
+
+/// Each image as physical (pa, bytes), each inside one RAM region.
+fn placed<'a>(ram: &[RamRegion], im: &'a Images) -> Result<Vec<(u64, &'a [u8])>, String> {
+    let parts = parts(im);
     let mut placed = Vec::with_capacity(parts.len());
     for &(ipa, bytes) in &parts {
         let r = ram
@@ -501,9 +518,44 @@ pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
             .ok_or_else(|| format!("{ipa:#x} (+{:#x}) is not inside the VM's RAM", bytes.len()))?;
         placed.push((r.pa + (ipa - r.ipa), bytes));
     }
+    Ok(placed)
+}
+
+/// Maps the VM's RAM in stage 2: eager parts as usual, each lazy block's
+/// level-2 slot prepared but left invalid (mapped at its first touch).
+fn map_ram(
+    ram: &[RamRegion],
+    lazy: &crate::mm::scrub::LazyRam,
+    s2: &mut PageTable,
+    tables: &mut FrameTables,
+) -> Result<(), MapError> {
+    for (i, r) in ram.iter().enumerate() {
+        let blocks = lazy.lazy_blocks(i);
+        for (ipa, len) in crate::mm::scrub::uncovered(r.ipa, r.size, &blocks) {
+            s2.map(ipa, r.pa + (ipa - r.ipa), len, Attrs::RAM, tables)?;
+        }
+        let mut slots = Vec::with_capacity(blocks.len());
+        for &(ipa, len) in &blocks {
+            let pa = r.pa + (ipa - r.ipa);
+            for (k, slot) in s2.block_slots(ipa, len, tables)?.into_iter().enumerate() {
+                let off = k as u64 * crate::mm::scrub::BLOCK;
+                slots.push((ipa + off, slot, s2.block_desc(pa + off, Attrs::RAM)));
+            }
+        }
+        lazy.set_slots(i, &slots);
+    }
+    Ok(())
+}
+
+/// Scrubs the VM's eager RAM and copies its pristine images in: before its
+/// first entry and on every reset, so nothing of a previous run survives
+/// there (lazy blocks are scrubbed at their first touch instead). What the
+/// images overwrite is not scrubbed first; everything else is.
+pub fn load_images(ram: &[RamRegion], im: &Images, lazy: &crate::mm::scrub::LazyRam) -> Result<(), String> {
+    let placed = placed(ram, im)?;
     let covered: Vec<(u64, u64)> = placed.iter().map(|&(pa, b)| (pa, b.len() as u64)).collect();
-    for r in ram {
-        for (pa, len) in crate::mm::scrub::uncovered(r.pa, r.size, &covered) {
+    for (base, size) in lazy.eager_ranges() {
+        for (pa, len) in crate::mm::scrub::uncovered(base, size, &covered) {
             // SAFETY: the VM's own RAM, identity mapped; no vCPU of it runs.
             // Cleaned to PoC too: a guest starts with its MMU off (non-cacheable
             // accesses), so it must read the zeros from memory, and a dirty line
@@ -516,6 +568,8 @@ pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
         // start with their MMU and caches off, so the bytes go to PoC.
         unsafe { phys::copy_to_poc(pa, bytes) };
     }
+    // No stale instruction-cache line of a previous run is fetched instead.
+    mmu::invalidate_icache_all();
     Ok(())
 }
 

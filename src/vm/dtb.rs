@@ -4,7 +4,8 @@
 //! CPUs, RAM, the (emulated) GIC, the architected timer, PSCI, an optional
 //! virtual PL011, `/chosen`, and copies of the board's passed-through devices
 //! taken from the host DTB. It is pure logic: no hardware access, no global
-//! state, tested on the host by parsing the blob back with `fdt`.
+//! state, tested on the host by parsing the blob back with `fdt`. The host
+//! tree is a [`Tree`], the board DTB's index.
 //!
 //! Passed-through devices keep their node name, physical `reg` and physical
 //! SPI numbers (the hypervisor routes each physical SPI to the same virtual
@@ -15,14 +16,13 @@
 //! IOMMU/MSI links), and refused where the device would not work without them
 //! (DMA channels, resets, GPIOs, PHYs, `interrupts-extended`, interrupt maps).
 
+use crate::dt::{Node, Tree};
 use crate::mm::addr::GuestPhysAddr;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use fdt::node::FdtNode;
-use fdt::Fdt;
 use vm_fdt::FdtWriter;
 
 /// Phandle of the guest GIC.
@@ -108,7 +108,7 @@ pub struct GuestDtbSpec<'a> {
     /// Each component must match a node name exactly (unit address included).
     pub passthrough: &'a [&'a str],
     /// The board DTB the passed-through nodes are copied from.
-    pub host: Option<&'a Fdt<'a>>,
+    pub host: Option<&'a Tree<'a>>,
 }
 
 /// Why a guest DTB could not be built.
@@ -470,12 +470,12 @@ fn write_passthrough(
 }
 
 /// The nodes from the root down to `path`, matching each component exactly
-/// (the `fdt` crate's own lookup would also accept `/virtio_mmio` for the
+/// (a looser lookup would also accept `/virtio_mmio` for the
 /// first of many `virtio_mmio@…`, and resolve aliases).
-fn find_path<'b, 'a>(host: &'b Fdt<'a>, path: &str) -> Result<Vec<FdtNode<'b, 'a>>, DtbError> {
+fn find_path<'b, 'a>(host: &'b Tree<'a>, path: &str) -> Result<Vec<Node<'b, 'a>>, DtbError> {
     let missing = || DtbError::NoSuchDevice(path.to_string());
     let rest = path.strip_prefix('/').ok_or_else(missing)?;
-    let mut chain = vec![host.find_node("/").ok_or_else(missing)?];
+    let mut chain = vec![host.root()];
     for component in rest.split('/') {
         let parent = *chain.last().ok_or_else(missing)?;
         let child = parent
@@ -526,8 +526,8 @@ fn handling(property: &str) -> Handling {
 /// node's own `reg` (the top-level copy, re-encoded for the guest root).
 fn copy_node<'b, 'a>(
     w: &mut FdtWriter,
-    host: &'b Fdt<'a>,
-    chain: &mut Vec<FdtNode<'b, 'a>>,
+    host: &'b Tree<'a>,
+    chain: &mut Vec<Node<'b, 'a>>,
     path: &str,
     reg: Option<&[u64]>,
 ) -> Result<(), DtbError> {
@@ -572,7 +572,7 @@ fn copy_node<'b, 'a>(
             (Handling::Special, _) => {}
         }
     }
-    let children: Vec<FdtNode<'b, 'a>> = node.children().collect();
+    let children: Vec<Node<'b, 'a>> = node.children().collect();
     for child in children {
         chain.push(child);
         let result = copy_node(w, host, chain, &format!("{path}/{}", child.name), None);
@@ -596,7 +596,7 @@ fn cells(value: &[u8]) -> Option<Vec<u32>> {
     )
 }
 
-fn u32_property(node: &FdtNode, name: &str) -> Option<u32> {
+fn u32_property(node: &Node, name: &str) -> Option<u32> {
     node.property(name)
         .and_then(|p| cells(p.value))
         .and_then(|c| c.first().copied())
@@ -604,7 +604,7 @@ fn u32_property(node: &FdtNode, name: &str) -> Option<u32> {
 
 /// `#address-cells` and `#size-cells` a node gives its children (DT spec
 /// defaults: 2 and 1).
-fn child_cells(node: &FdtNode) -> (usize, usize) {
+fn child_cells(node: &Node) -> (usize, usize) {
     let address = u32_property(node, "#address-cells").unwrap_or(2);
     let size = u32_property(node, "#size-cells").unwrap_or(1);
     (address as usize, size as usize)
@@ -623,7 +623,7 @@ fn take_number(cells: &mut &[u32], count: usize) -> Option<u64> {
 /// The top-level copy's `reg` as (address, size) pairs in CPU addresses,
 /// ready for the guest root's 2+2 cells: decoded with the host parent's cell
 /// counts and translated through every bus's `ranges` up to the root.
-fn translated_reg(chain: &[FdtNode], path: &str) -> Result<Option<Vec<u64>>, DtbError> {
+fn translated_reg(chain: &[Node], path: &str) -> Result<Option<Vec<u64>>, DtbError> {
     let unsupported = || DtbError::UnsupportedReg(path.to_string());
     let (node, buses) = chain.split_last().ok_or_else(unsupported)?;
     let Some(prop) = node.property("reg") else {
@@ -647,7 +647,7 @@ fn translated_reg(chain: &[FdtNode], path: &str) -> Result<Option<Vec<u64>>, Dtb
 }
 
 /// Translates `address` on the bus `buses.last()` to a root (CPU) address.
-fn translate_to_root(buses: &[FdtNode], mut address: u64, size: u64) -> Option<u64> {
+fn translate_to_root(buses: &[Node], mut address: u64, size: u64) -> Option<u64> {
     for pair in buses.windows(2).rev() {
         let [bus_parent, bus] = pair else { return None };
         address = translate_one(bus, bus_parent, address, size)?;
@@ -656,7 +656,7 @@ fn translate_to_root(buses: &[FdtNode], mut address: u64, size: u64) -> Option<u
 }
 
 /// One bus hop: `ranges` absent means no mapping, empty means identity.
-fn translate_one(bus: &FdtNode, bus_parent: &FdtNode, address: u64, size: u64) -> Option<u64> {
+fn translate_one(bus: &Node, bus_parent: &Node, address: u64, size: u64) -> Option<u64> {
     let ranges = cells(bus.property("ranges")?.value)?;
     if ranges.is_empty() {
         return Some(address);
@@ -680,7 +680,7 @@ fn translate_one(bus: &FdtNode, bus_parent: &FdtNode, address: u64, size: u64) -
 /// own `interrupt-parent`, else the nearest ancestor's, stopping at the first
 /// node with `#interrupt-cells`. A phandle target without `#interrupt-cells`
 /// (an interrupt parent that is itself a nexus) is not followed.
-fn interrupt_parent(host: &Fdt, chain: &[FdtNode]) -> Option<crate::dt::Target> {
+fn interrupt_parent(host: &Tree, chain: &[Node]) -> Option<crate::dt::Target> {
     for (depth, node) in chain.iter().enumerate().rev() {
         if let Some(phandle) = u32_property(node, "interrupt-parent") {
             return crate::dt::phandle_target(host, phandle).filter(|p| p.interrupt_cells.is_some());
@@ -699,7 +699,7 @@ fn is_gic(node: &crate::dt::Target) -> bool {
 
 /// Accepts `interrupts` only as 3-cell GIC SPIs: those keep their physical
 /// numbers in the guest.
-fn check_interrupts(host: &Fdt, chain: &[FdtNode], value: &[u8], path: &str) -> Result<(), DtbError> {
+fn check_interrupts(host: &Tree, chain: &[Node], value: &[u8], path: &str) -> Result<(), DtbError> {
     let unsupported = || DtbError::UnsupportedInterrupts(path.to_string());
     if !interrupt_parent(host, chain).is_some_and(|p| is_gic(&p)) {
         return Err(unsupported());
@@ -719,7 +719,7 @@ fn check_interrupts(host: &Fdt, chain: &[FdtNode], value: &[u8], path: &str) -> 
 
 /// One guest `apb-pclk` reference per host clock specifier (a phandle and
 /// its provider's `#clock-cells` arguments).
-fn guest_clocks(host: &Fdt, value: &[u8], path: &str) -> Result<Vec<u32>, DtbError> {
+fn guest_clocks(host: &Tree, value: &[u8], path: &str) -> Result<Vec<u32>, DtbError> {
     let bad = || DtbError::BadClocks(path.to_string());
     let all = cells(value).ok_or_else(bad)?;
     let mut rest = all.as_slice();
@@ -739,6 +739,7 @@ fn guest_clocks(host: &Fdt, value: &[u8], path: &str) -> Result<Vec<u32>, DtbErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fdt::Fdt;
     use std::collections::BTreeSet;
 
     const QEMU_V3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dtbs/qemu-virt-gicv3-smp4.dtb");
@@ -758,7 +759,7 @@ mod tests {
     const QEMU_TIMER: [u32; 4] = [29, 30, 27, 26];
     const PASSTHROUGH: [&str; 2] = ["/pl031@9010000", "/virtio_mmio@a000000"];
 
-    fn spec<'a>(gic: GuestGic, host: Option<&'a Fdt<'a>>, passthrough: &'a [&'a str]) -> GuestDtbSpec<'a> {
+    fn spec<'a>(gic: GuestGic, host: Option<&'a Tree<'a>>, passthrough: &'a [&'a str]) -> GuestDtbSpec<'a> {
         GuestDtbSpec {
             name: "linux",
             vcpus: 2,
@@ -780,14 +781,14 @@ mod tests {
     /// The 2-vCPU GICv3 VM with console, initrd and two devices from QEMU's DTB.
     fn v3_blob() -> Vec<u8> {
         let host_blob = std::fs::read(QEMU_V3).unwrap();
-        let host = Fdt::new(&host_blob).unwrap();
+        let host = Tree::new(&host_blob).unwrap();
         generate(&spec(V3, Some(&host), &PASSTHROUGH)).unwrap()
     }
 
     /// A 1-vCPU GICv2 VM without console, same two devices.
     fn v2_blob() -> Vec<u8> {
         let host_blob = std::fs::read(QEMU_V2).unwrap();
-        let host = Fdt::new(&host_blob).unwrap();
+        let host = Tree::new(&host_blob).unwrap();
         let spec = GuestDtbSpec {
             vcpus: 1,
             memory: &RAM[..1],
@@ -1086,7 +1087,7 @@ mod tests {
     #[test]
     fn missing_path_is_no_such_device() {
         let host_blob = std::fs::read(QEMU_V3).unwrap();
-        let host = Fdt::new(&host_blob).unwrap();
+        let host = Tree::new(&host_blob).unwrap();
         for path in [
             "/pl031@9999999",
             "/pl031",
@@ -1108,7 +1109,7 @@ mod tests {
     #[test]
     fn passthrough_at_the_console_address_clashes() {
         let host_blob = std::fs::read(QEMU_V3).unwrap();
-        let host = Fdt::new(&host_blob).unwrap();
+        let host = Tree::new(&host_blob).unwrap();
         let paths = ["/pl011@9000000"];
         let err = generate(&spec(V3, Some(&host), &paths)).unwrap_err();
         assert_eq!(err, DtbError::DuplicateNode("pl011@9000000".to_string()));
@@ -1250,7 +1251,7 @@ mod tests {
     }
 
     fn guest_from(host_blob: &[u8]) -> Result<Vec<u8>, DtbError> {
-        let host = Fdt::new(host_blob).unwrap();
+        let host = Tree::new(host_blob).unwrap();
         let paths = ["/soc/mmc@20000"];
         generate(&spec(V3, Some(&host), &paths))
     }

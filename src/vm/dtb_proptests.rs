@@ -189,7 +189,7 @@ proptest! {
             2 => Some(QEMU_V2),
             _ => None,
         };
-        let host = host_blob.map(|b| Fdt::new(b).unwrap());
+        let host = host_blob.map(|b| crate::dt::Tree::new(b).unwrap());
         let spec = GuestDtbSpec {
             name: &s.name,
             vcpus: s.vcpus,
@@ -285,7 +285,7 @@ proptest! {
 /// two top-level nodes of that name instead of `DuplicateNode`.
 #[test]
 fn passing_through_a_node_the_generator_writes_is_refused() {
-    let host = Fdt::new(QEMU_V3).unwrap();
+    let host = crate::dt::Tree::new(QEMU_V3).unwrap();
     let memory = [GuestRegion::new(0x4000_0000, 0x1000)];
     for path in ["/psci", "/timer", "/cpus", "/chosen", "/apb-pclk"] {
         let passthrough = [path];

@@ -4,9 +4,9 @@
 //! console UART (`passthrough::forbidden`). Pure (no hardware), so it is
 //! tested on the host against real DTBs.
 
+use crate::dt::{Node, Tree};
 use crate::platform::{self, ranges};
 use alloc::vec::Vec;
-use fdt::node::FdtNode;
 
 /// IOMMUs: an SMMUv3 (Tessera's own, or one it refused, which must stay
 /// aborting), and the SMMUv1/v2 families Tessera does not drive (a VM
@@ -26,9 +26,8 @@ pub const BCM_AUX: &str = "brcm,bcm2835-aux";
 /// The mini UART inside it.
 pub const BCM_AUX_UART: &str = "brcm,bcm2835-aux-uart";
 
-fn is(node: &FdtNode, compatibles: &[&str]) -> bool {
-    node.compatible()
-        .is_some_and(|c| c.all().any(|s| compatibles.contains(&s)))
+fn is(node: &Node, compatibles: &[&str]) -> bool {
+    node.is_compatible(compatibles)
 }
 
 /// The register frames of the hypervisor's devices no VM may be given
@@ -40,7 +39,7 @@ type Frames = Vec<(&'static str, u64, u64)>;
 /// [`hyp_frames`] of the boot's DTB, walked once per console mode rather than once per VM
 /// (the tree and the console do not change after boot).
 pub fn hyp_frames_cached(
-    dtb: &fdt::Fdt,
+    dtb: &Tree,
     console_path: &str,
     console_passthrough: bool,
 ) -> &'static [(&'static str, u64, u64)] {
@@ -55,54 +54,37 @@ pub fn hyp_frames_cached(
 }
 
 pub fn hyp_frames(
-    dtb: &fdt::Fdt,
+    dtb: &Tree,
     console_path: &str,
     console_passthrough: bool,
 ) -> Vec<(&'static str, u64, u64)> {
     let aux_console =
         !console_passthrough && platform::node_at(dtb, console_path).is_some_and(|n| is(&n, &[BCM_AUX_UART]));
     let mut out = Vec::new();
-    if let Some(root) = dtb.find_node("/") {
-        let mut chain = [root; ranges::MAX_DEPTH];
-        collect(root, &mut chain, 0, aux_console, &mut out);
-    }
+    dtb.with_ancestors(ranges::MAX_DEPTH, |node, ancestors| {
+        let what = if is(&node, IOMMU_COMPATIBLES) {
+            Some("an IOMMU (the hypervisor's DMA isolation)")
+        } else if aux_console && is(&node, &[BCM_AUX]) {
+            Some("the aux block of the hypervisor's console")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            out.extend(
+                ranges::regs(node, ancestors)
+                    .filter(|r| r.size != 0)
+                    .map(|r| (what, r.base.0, r.size)),
+            );
+        }
+    });
     out
-}
-
-fn collect<'b, 'a>(
-    node: FdtNode<'b, 'a>,
-    chain: &mut [FdtNode<'b, 'a>; ranges::MAX_DEPTH],
-    depth: usize,
-    aux_console: bool,
-    out: &mut Vec<(&'static str, u64, u64)>,
-) {
-    let what = if is(&node, IOMMU_COMPATIBLES) {
-        Some("an IOMMU (the hypervisor's DMA isolation)")
-    } else if aux_console && is(&node, &[BCM_AUX]) {
-        Some("the aux block of the hypervisor's console")
-    } else {
-        None
-    };
-    if let Some(what) = what.filter(|_| depth > 0) {
-        let ancestors = chain.get(..depth).unwrap_or(&[]);
-        out.extend(
-            ranges::regs(node, ancestors)
-                .filter(|r| r.size != 0)
-                .map(|r| (what, r.base.0, r.size)),
-        );
-    }
-    let Some(slot) = chain.get_mut(depth) else { return };
-    *slot = node;
-    for c in node.children() {
-        collect(c, chain, depth + 1, aux_console, out);
-    }
 }
 
 /// The IOMMU phandles the node at `path` names: every `iommu-map` entry's
 /// (rid-base, phandle, iommu-base, length; `#iommu-cells` = 1, as for an
 /// SMMUv3) and the first cell of `iommus` (the phandle, whatever the
 /// specifier). Empty for a device no IOMMU sits in front of.
-pub fn iommu_phandles(dtb: &fdt::Fdt, path: &str) -> Vec<u32> {
+pub fn iommu_phandles(dtb: &Tree, path: &str) -> Vec<u32> {
     let Some(node) = platform::node_at(dtb, path) else {
         return Vec::new();
     };
@@ -129,7 +111,7 @@ pub fn iommu_phandles(dtb: &fdt::Fdt, path: &str) -> Vec<u32> {
 /// one Tessera drives (`smmu`: the phandle of the operational SMMU, if any).
 /// With the SMMU refused (no stage 2, not coherent) or absent, the device's
 /// DMA would reach physical memory untranslated: the hypervisor's included.
-pub fn untranslated_dma(dtb: &fdt::Fdt, path: &str, smmu: Option<u32>) -> Option<&'static str> {
+pub fn untranslated_dma(dtb: &Tree, path: &str, smmu: Option<u32>) -> Option<&'static str> {
     let phandles = iommu_phandles(dtb, path);
     if phandles.is_empty() {
         return None;
@@ -160,7 +142,7 @@ mod tests {
     #[test]
     fn a_bridge_behind_a_refused_smmu_is_untranslated() {
         let bytes = dtb("qemu-virt-smmuv3.dtb");
-        let fdt = fdt::Fdt::new(&bytes).unwrap();
+        let fdt = crate::dt::Tree::new(&bytes).unwrap();
         assert_eq!(iommu_phandles(&fdt, "/pcie@10000000"), [0x8007]);
         assert!(untranslated_dma(&fdt, "/pcie@10000000", None).is_some());
         assert!(untranslated_dma(&fdt, "/pcie@10000000", Some(0x1234)).is_some());
@@ -188,7 +170,7 @@ mod tests {
     #[test]
     fn the_smmu_frame_is_the_hypervisors() {
         let bytes = dtb("qemu-virt-smmuv3.dtb");
-        let fdt = fdt::Fdt::new(&bytes).unwrap();
+        let fdt = crate::dt::Tree::new(&bytes).unwrap();
         let f = hyp_frames(&fdt, "/pl011@9000000", false);
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].1, f[0].2), (0x905_0000, 0x2_0000));
@@ -201,7 +183,7 @@ mod tests {
     #[test]
     fn the_mini_uarts_aux_block_is_the_hypervisors_when_it_is_the_console() {
         let bytes = dtb("bcm2711-rpi-4-b.dtb");
-        let fdt = fdt::Fdt::new(&bytes).unwrap();
+        let fdt = crate::dt::Tree::new(&bytes).unwrap();
         let f = hyp_frames(&fdt, "/soc/serial@7e215040", false);
         assert!(
             f.iter()

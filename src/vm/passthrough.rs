@@ -3,11 +3,10 @@
 //! the rule of [`crate::vdev::page_share`]. Pure (no hardware), so the
 //! decision the hypervisor acts on is tested on the host against real DTBs.
 
-use crate::platform::{self, ranges, Platform};
+use crate::dt::Tree;
+use crate::platform::{ranges, Platform};
 use crate::vdev::page_share::{self, Run};
 use alloc::vec::Vec;
-use fdt::node::FdtNode;
-use fdt::Fdt;
 
 /// What no passed-through device may overlap, whatever the config says:
 /// the hypervisor's own devices (every GIC frame, and the console unless
@@ -47,49 +46,30 @@ pub fn clash(
 /// buses' `ranges` like the VM's own) of every node of `dtb` except those at
 /// the paths `own` (the VM's devices): other VMs', unassigned ones, disabled
 /// ones, the hypervisor's, buses and controllers alike.
-pub fn foreign_regs(dtb: &Fdt, own: &[&str]) -> Vec<(u64, u64)> {
-    // fdt 0.1 has no node identity; a node's name points into the blob.
-    let own: Vec<*const u8> = own
+pub fn foreign_regs(dtb: &Tree, own: &[&str]) -> Vec<(u64, u64)> {
+    let own: Vec<usize> = own
         .iter()
-        .filter_map(|p| platform::node_at(dtb, p))
-        .map(|n| n.name.as_ptr())
+        .filter_map(|p| dtb.node_at(p))
+        .map(|n| n.index())
         .collect();
     let mut out = Vec::new();
-    if let Some(root) = dtb.find_node("/") {
-        let mut chain = [root; ranges::MAX_DEPTH];
-        collect_foreign(root, &mut chain, 0, &own, &mut out);
-    }
-    out
-}
-
-/// [`foreign_regs`] below `node`, whose ancestors are `chain[..depth]`.
-fn collect_foreign<'b, 'a>(
-    node: FdtNode<'b, 'a>,
-    chain: &mut [FdtNode<'b, 'a>; ranges::MAX_DEPTH],
-    depth: usize,
-    own: &[*const u8],
-    out: &mut Vec<(u64, u64)>,
-) {
-    if depth > 0 && !own.contains(&node.name.as_ptr()) {
-        let ancestors = chain.get(..depth).unwrap_or(&[]);
-        out.extend(
-            ranges::regs(node, ancestors)
-                .filter(|r| r.size != 0)
-                .map(|r| (r.base.0, r.size)),
-        );
-    }
     // Deeper than any real board: what lies below cannot be translated.
-    let Some(slot) = chain.get_mut(depth) else { return };
-    *slot = node;
-    for c in node.children() {
-        collect_foreign(c, chain, depth + 1, own, out);
-    }
+    dtb.with_ancestors(ranges::MAX_DEPTH, |node, ancestors| {
+        if !own.contains(&node.index()) {
+            out.extend(
+                ranges::regs(node, ancestors)
+                    .filter(|r| r.size != 0)
+                    .map(|r| (r.base.0, r.size)),
+            );
+        }
+    });
+    out
 }
 
 /// The pages the devices at `paths` (whose `reg`s are `regs`) touch, as runs
 /// mapped directly or filtered. Nothing to decide (and no walk over the
 /// whole tree) for a VM without devices.
-pub fn plan(dtb: &Fdt, paths: &[&str], regs: &[(u64, u64)]) -> Vec<Run> {
+pub fn plan(dtb: &Tree, paths: &[&str], regs: &[(u64, u64)]) -> Vec<Run> {
     if regs.is_empty() {
         return Vec::new();
     }
@@ -99,17 +79,18 @@ pub fn plan(dtb: &Fdt, paths: &[&str], regs: &[(u64, u64)]) -> Vec<Run> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform;
 
-    fn with_dtb(f: impl FnOnce(&Fdt)) {
+    fn with_dtb(f: impl FnOnce(&Tree)) {
         let path = format!(
             "{}/tests/dtbs/qemu-virt-gicv3-smp4.dtb",
             env!("CARGO_MANIFEST_DIR")
         );
         let bytes = std::fs::read(path).unwrap();
-        f(&Fdt::new(&bytes).unwrap());
+        f(&Tree::new(&bytes).unwrap());
     }
 
-    fn regs(dtb: &Fdt, paths: &[&str]) -> Vec<(u64, u64)> {
+    fn regs(dtb: &Tree, paths: &[&str]) -> Vec<(u64, u64)> {
         paths
             .iter()
             .flat_map(|p| platform::device(dtb, p).unwrap().regs)
@@ -165,7 +146,7 @@ mod tests {
         );
         let mut bytes = std::fs::read(path).unwrap();
         platform::nops::strip_nops(&mut bytes).unwrap();
-        let dtb = Fdt::new(&bytes).unwrap();
+        let dtb = Tree::new(&bytes).unwrap();
         let p = platform::discover(&dtb).unwrap();
         let f = forbidden(&p, false);
         // GICv2's virtual CPU interface, the hypervisor's PL011, RAM.
@@ -223,7 +204,7 @@ mod tests {
         w.end_node(soc).unwrap();
         w.end_node(root).unwrap();
         let blob = w.finish().unwrap();
-        let dtb = Fdt::new(&blob).unwrap();
+        let dtb = Tree::new(&blob).unwrap();
         let own = "/soc/a@7e201000";
         let foreign = foreign_regs(&dtb, &[own]);
         assert_eq!(foreign, [(0xfe20_1200, 0x200)]);

@@ -7,11 +7,10 @@
 //! guest's bridge has no `msi-parent`/`msi-map` (no virtual ITS yet), and
 //! no `iommu-map` (the SMMU belongs to the hypervisor).
 
+use crate::dt::{Node, Tree};
 use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::ops::{Range, RangeInclusive};
-use fdt::node::FdtNode;
-use fdt::Fdt;
 
 /// The bridge's resources beyond its `reg`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,7 +30,7 @@ fn be_cells(value: &[u8]) -> Vec<u32> {
         .collect()
 }
 
-fn prop_cells(node: &FdtNode, name: &str) -> Option<Vec<u32>> {
+fn prop_cells(node: &Node, name: &str) -> Option<Vec<u32>> {
     node.property(name).map(|p| be_cells(p.value))
 }
 
@@ -40,7 +39,7 @@ fn number(cells: &[u32]) -> u64 {
 }
 
 /// Whether the node at `path` is a PCI host bridge.
-pub fn is_bridge(dtb: &Fdt, path: &str) -> bool {
+pub fn is_bridge(dtb: &Tree, path: &str) -> bool {
     crate::platform::node_at(dtb, path)
         .and_then(|n| n.property("device_type"))
         .is_some_and(|p| p.value == b"pci\0")
@@ -48,12 +47,12 @@ pub fn is_bridge(dtb: &Fdt, path: &str) -> bool {
 
 /// The resources of the bridge at `path`, or `None` if it is no bridge.
 /// Addresses are taken as the root's (QEMU `virt` puts its bridge there).
-pub fn bridge(dtb: &Fdt, path: &str, smmu: Option<u32>) -> Option<Bridge> {
+pub fn bridge(dtb: &Tree, path: &str, smmu: Option<u32>) -> Option<Bridge> {
     if !is_bridge(dtb, path) {
         return None;
     }
     let node = crate::platform::node_at(dtb, path)?;
-    let root = dtb.find_node("/")?;
+    let root = dtb.root();
     let parent_ac = root
         .property("#address-cells")
         .and_then(|p| p.as_usize())
@@ -101,7 +100,7 @@ pub fn windows(ranges: &[u32], parent_ac: usize, sc: usize) -> Vec<(u64, u64)> {
 /// address, 1-cell pin, parent phandle, the parent's `#address-cells`
 /// unit address, its `#interrupt-cells` specifier). Stops at an entry
 /// whose parent it cannot size.
-pub fn intx_spis(dtb: &Fdt, map: &[u32]) -> Vec<u32> {
+pub fn intx_spis(dtb: &Tree, map: &[u32]) -> Vec<u32> {
     let mut out = BTreeSet::new();
     let mut rest = map;
     while let Some(&phandle) = rest.get(4) {
@@ -119,7 +118,7 @@ pub fn intx_spis(dtb: &Fdt, map: &[u32]) -> Vec<u32> {
     out.into_iter().collect()
 }
 
-fn parent_cells(dtb: &Fdt, phandle: u32) -> Option<(usize, usize)> {
+fn parent_cells(dtb: &Tree, phandle: u32) -> Option<(usize, usize)> {
     let p = dtb.find_phandle(phandle)?;
     let ac = p
         .property("#address-cells")
@@ -132,7 +131,7 @@ fn parent_cells(dtb: &Fdt, phandle: u32) -> Option<(usize, usize)> {
 /// The guest's `interrupt-map`: each entry's parent becomes the virtual GIC
 /// (`gic_phandle`, two address cells, as the guest's GIC node says), its
 /// specifier kept. `None` if an entry points at anything but a 3-cell GIC.
-pub fn guest_interrupt_map(dtb: &Fdt, map: &[u32], gic_phandle: u32) -> Option<Vec<u32>> {
+pub fn guest_interrupt_map(dtb: &Tree, map: &[u32], gic_phandle: u32) -> Option<Vec<u32>> {
     let mut out = Vec::new();
     let mut rest = map;
     while !rest.is_empty() {
@@ -276,10 +275,10 @@ fn masked_ids(ids: Range<u64>, mask: u64) -> Vec<Range<u64>> {
 mod tests {
     use super::*;
 
-    fn with_dtb(f: impl FnOnce(&Fdt)) {
+    fn with_dtb(f: impl FnOnce(&Tree)) {
         let path = format!("{}/tests/dtbs/qemu-virt-smmuv3.dtb", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(path).unwrap();
-        f(&Fdt::new(&bytes).unwrap());
+        f(&Tree::new(&bytes).unwrap());
     }
 
     #[test]
@@ -347,8 +346,8 @@ mod tests {
                 host: Some(host),
             };
             let blob = generate(&spec).unwrap();
-            let g = Fdt::new(&blob).unwrap();
-            let node = g.find_node("/pcie@10000000").unwrap();
+            let g = Tree::new(&blob).unwrap();
+            let node = g.node_at("/pcie@10000000").unwrap();
             for gone in ["msi-map", "msi-parent", "iommu-map", "iommu-map-mask"] {
                 assert!(node.property(gone).is_none(), "{gone} in the guest's bridge");
             }

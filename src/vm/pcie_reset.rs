@@ -9,10 +9,10 @@
 use super::Vm;
 use crate::arch::aarch64::mmu;
 use crate::drivers::pci_ecam::{self, Hw};
+use crate::dt::Tree;
 use crate::mm::PhysRange;
 use alloc::vec::Vec;
 use core::ops::RangeInclusive;
-use fdt::Fdt;
 use log::error;
 use spin::Mutex;
 
@@ -27,7 +27,7 @@ static ECAMS: Mutex<Vec<Ecam>> = Mutex::new(Vec::new());
 
 /// Maps the ECAM window of each PCIe host bridge `vm` owns at EL2, for
 /// [`quiesce`].
-pub fn register(vm: &Vm, dtb: &Fdt) {
+pub fn register(vm: &Vm, dtb: &Tree) {
     for path in vm
         .config
         .devices

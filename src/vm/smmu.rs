@@ -14,11 +14,11 @@ use crate::drivers::gic;
 use crate::drivers::smmuv3::{
     abort_bypass, event, probe, ste::Stage2, Features, Hw, Smmu, Tables, FRAME_SIZE,
 };
+use crate::dt::Tree;
 use crate::mm::{FrameAllocator, PhysAddr, PhysRange};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::ops::Range;
-use fdt::Fdt;
 use log::{error, info, warn};
 use spin::{Mutex, Once};
 
@@ -47,7 +47,7 @@ pub fn present() -> bool {
 /// Finds the SMMU, takes it over (every stream aborts) and takes its
 /// interrupts on this CPU. Without one, DMA is not translated (xtask then
 /// demands `dma = "unrestricted"` of a VM with DMA-capable devices).
-pub fn init(dtb: &Fdt, frames: &mut FrameAllocator) {
+pub fn init(dtb: &Tree, frames: &mut FrameAllocator) {
     let Some(found) = probe::find(dtb) else { return };
     if let Err(e) = mmu::map_device(PhysRange::new(found.base, FRAME_SIZE.max(found.size))) {
         error!("SMMU at {:#x}: cannot map its registers: {e}", found.base);
@@ -126,7 +126,7 @@ pub fn irqs() -> Vec<(u32, &'static str)> {
 
 /// The streams of the devices at `paths`: a PCIe bridge's `iommu-map`, a
 /// device's `iommus` (one cell: the stream ID).
-pub fn streams_of(dtb: &Fdt, paths: &[&str]) -> Vec<Range<u32>> {
+pub fn streams_of(dtb: &Tree, paths: &[&str]) -> Vec<Range<u32>> {
     let Some(smmu) = FOUND.get().and_then(|f| f.phandle) else {
         return Vec::new();
     };
@@ -154,7 +154,7 @@ pub fn streams_of(dtb: &Fdt, paths: &[&str]) -> Vec<Range<u32>> {
 
 /// Routes the streams of `vm`'s devices through its stage 2. A stream that
 /// cannot be assigned stays aborting: the device fails, nothing else.
-pub fn assign(vm: &Vm, dtb: &Fdt) {
+pub fn assign(vm: &Vm, dtb: &Tree) {
     let paths: Vec<&str> = vm.config.devices.iter().map(|d| d.as_str()).collect();
     let sids = streams_of(dtb, &paths);
     if sids.is_empty() {

@@ -56,13 +56,18 @@ pub const MARKER: &str = "TESSERA-LINUX-UP";
 /// `libssl3t64`) but for [`GUEST_SKIP`].
 pub const GUEST_PACKAGES: &[&str] = &[
     // VSOCK-LISTEN / VSOCK-CONNECT for the vsock links (issue 12).
-    "socat",
+    "socat", // The bench's TCP rows.
+    "iperf3",
 ];
 
-/// Dependencies of [`GUEST_PACKAGES`] nothing in the guest loads at run time: compiler
-/// documentation packages, `libgcc_s` (only for `pthread_cancel`), OpenSSL's legacy
-/// provider, `/etc/netconfig`.
+/// Dependencies of [`GUEST_PACKAGES`] nothing in the guest loads at run time: packaging
+/// and service-account tooling (iperf3's maintainer scripts: a whole perl, PAM, dpkg),
+/// compiler documentation packages, `libgcc_s` (only for `pthread_cancel`), OpenSSL's
+/// legacy provider, `/etc/netconfig`.
 pub const GUEST_SKIP: &[&str] = &[
+    "init-system-helpers",
+    "debconf",
+    "adduser",
     "gcc-12-base",
     "gcc-14-base",
     "libgcc-s1",

@@ -8,10 +8,14 @@
 //!   `doorbell_rtt`, ring to the answer's wake-up.
 //! - Linux on a net link (tests/configs/intervm_bench.toml): ping round trip
 //!   to the peer against ping of 127.0.0.1 inside the VM, and TCP throughput
-//!   (32 MiB through busybox `nc`) to the peer against loopback inside the
-//!   VM, the ceiling of the guest's own stack on this CPU. Times are the
-//!   guest's clock, which under icount counts instructions of every CPU, so
-//!   both sides of either transfer are paid for.
+//!   (iperf3, 32 MiB in 128 KiB writes, the receiver's figure) to the peer
+//!   against loopback inside the VM, the ceiling of the guest's own stack on
+//!   this CPU. Times are the guest's clock, which under icount counts
+//!   instructions of every CPU, so both sides of either transfer are paid
+//!   for. Both VMs' CRNGs are made ready first (xtask/src/guest_links.rs:
+//!   without an entropy source every syscall would pay for an unseeded
+//!   get_random_u16, and iperf3's /dev/urandom read for the jitter
+//!   generator).
 
 use crate::bench::{capture, parse, tessera_command, Sample, INSTRUCTIONS_PER_TICK};
 use crate::images::Built;
@@ -101,7 +105,7 @@ pub fn run(qemu: &Path, built: &Built, logs: &Path, ipi: Option<f64>, linux: boo
         }
         match (tl, tk) {
             (Some(l), Some(k)) => println!(
-                "  TCP throughput (32 MiB, busybox nc): link {k:.1} MB/s, loopback {l:.1} MB/s, ratio {:.2}, target >= {TCP_FRACTION}: {}",
+                "  TCP throughput (iperf3, 32 MiB): link {k:.1} MB/s, loopback {l:.1} MB/s, ratio {:.2}, target >= {TCP_FRACTION}: {}",
                 k / l,
                 verdict(k >= l * TCP_FRACTION)
             ),

@@ -35,6 +35,7 @@ pub mod qemu;
 pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
+pub mod scrub_scenarios;
 pub mod smmu_linux;
 pub mod smmu_scenarios;
 pub mod soak;

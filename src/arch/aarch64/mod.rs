@@ -10,6 +10,8 @@ pub mod frame;
 pub mod pmu;
 
 #[cfg(target_os = "none")]
+pub mod copy;
+#[cfg(target_os = "none")]
 pub mod cpu;
 #[cfg(target_os = "none")]
 pub mod devio;

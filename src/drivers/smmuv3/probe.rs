@@ -1,8 +1,7 @@
 //! Finding the SMMU in the board's device tree.
 
+use crate::dt::Tree;
 use alloc::string::String;
-use fdt::node::FdtNode;
-use fdt::Fdt;
 
 /// An SMMUv3 the device tree describes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,11 +19,12 @@ pub struct Found {
 
 pub const COMPATIBLE: &str = "arm,smmu-v3";
 
-/// The first enabled `arm,smmu-v3` node.
-pub fn find(dtb: &Fdt) -> Option<Found> {
-    let root = dtb.find_node("/")?;
-    let mut path = String::new();
-    let node = walk(root, &mut path)?;
+/// The first enabled `arm,smmu-v3` node (under enabled ancestors only).
+pub fn find(dtb: &Tree) -> Option<Found> {
+    let node = dtb.nodes().skip(1).find(|n| {
+        n.is_compatible(&[COMPATIBLE]) && n.is_okay() && n.ancestors().iter().all(|a| a.is_okay())
+    })?;
+    let path = node.path();
     let dev = crate::platform::device(dtb, &path).ok()?;
     let reg = dev.regs.first()?;
     let spi = |name: &str| {
@@ -49,31 +49,6 @@ pub fn find(dtb: &Fdt) -> Option<Found> {
     })
 }
 
-fn walk<'b, 'a>(node: FdtNode<'b, 'a>, path: &mut String) -> Option<FdtNode<'b, 'a>> {
-    for child in node.children() {
-        let len = path.len();
-        path.push('/');
-        path.push_str(child.name);
-        let okay = child
-            .property("status")
-            .and_then(|s| s.as_str())
-            .is_none_or(|s| s == "okay" || s == "ok");
-        if okay {
-            if child
-                .compatible()
-                .is_some_and(|c| c.all().any(|s| s == COMPATIBLE))
-            {
-                return Some(child);
-            }
-            if let Some(found) = walk(child, path) {
-                return Some(found);
-            }
-        }
-        path.truncate(len);
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,7 +57,7 @@ mod tests {
     fn qemu_virts_smmu_is_found_with_its_interrupts() {
         let path = format!("{}/tests/dtbs/qemu-virt-smmuv3.dtb", env!("CARGO_MANIFEST_DIR"));
         let bytes = std::fs::read(path).unwrap();
-        let dtb = Fdt::new(&bytes).unwrap();
+        let dtb = Tree::new(&bytes).unwrap();
         let s = find(&dtb).unwrap();
         assert_eq!(s.path, "/smmuv3@9050000");
         assert_eq!((s.base, s.size), (0x905_0000, 0x2_0000));
@@ -95,6 +70,6 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         let bytes = std::fs::read(path).unwrap();
-        assert_eq!(find(&Fdt::new(&bytes).unwrap()), None);
+        assert_eq!(find(&Tree::new(&bytes).unwrap()), None);
     }
 }

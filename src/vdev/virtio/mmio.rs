@@ -80,6 +80,9 @@ pub trait Device: Send + Sync {
     fn notify(&self, t: &Transport, queue: usize);
     /// The device was reset (queues are reset by the transport).
     fn reset(&self) {}
+    /// The driver acknowledged interrupts: a device that stopped at its
+    /// per-exit budget goes on here (runs on the driver's exit).
+    fn resume(&self, _t: &Transport) {}
 }
 
 /// A queue and the device's scratch chain for it, under one lock.
@@ -136,6 +139,11 @@ impl Transport {
     #[cfg(test)]
     pub fn hold_registers(&self) -> HeldRegisters<'_> {
         HeldRegisters(self.regs.lock())
+    }
+
+    /// Features both sides agreed on (0 until FEATURES_OK is accepted).
+    pub fn features(&self) -> u64 {
+        self.agreed.load(Ordering::Acquire)
     }
 
     /// The VM this device belongs to.
@@ -329,6 +337,9 @@ impl<D: Device> VirtioMmio<D> {
                 drop(r);
                 t.int_status.fetch_and(!v, Ordering::SeqCst);
                 t.line();
+                if t.live() {
+                    self.device.resume(t);
+                }
             }
             _ => {}
         }

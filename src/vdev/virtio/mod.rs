@@ -5,6 +5,9 @@
 
 pub mod mmio;
 pub mod net;
+pub mod net_hdr;
+#[cfg(test)]
+mod net_hdr_proptests;
 #[cfg(test)]
 mod proptests;
 pub mod queue;

@@ -3,8 +3,17 @@
 //! frame the guest queues for transmission is copied, on that guest's own
 //! exit, into hypervisor memory (read once), then into a receive buffer the
 //! peer posted. A peer with no buffer posted loses the frame: the sender
-//! never waits for it. Work per exit is bounded by the transmit queue's
-//! size (the avail index cannot run further ahead) and the frame size.
+//! never waits for it.
+//!
+//! Offloads (checksum, TCP segmentation: [`super::net_hdr`]) pass between
+//! peers that both negotiated them; for a receiver that did not, the
+//! hypervisor completes the checksum or cuts the frame into segments.
+//!
+//! Work per exit is bounded: one transmit exit moves at most [`TX_BUDGET`]
+//! bytes. What is left waits in the guest's ring, and the device asks for
+//! the guest's attention with a used-buffer interrupt; its handler's
+//! InterruptAck (virtio_mmio acknowledges before it looks at the rings)
+//! resumes the transmission, so the leftover goes without a new kick.
 //!
 //! A link of more than two VMs is a learning switch: source MACs are
 //! learnt per port; a frame to a known MAC goes to that port only, a
@@ -12,9 +21,10 @@
 //! Nothing leaves the link.
 
 use super::mmio::{Device, Transport, VirtioMmio, INT_USED};
+use super::net_hdr::{self, HdrError, NetHdr, Offload, Tso};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::{Mutex, Once};
 
 pub const DEVICE_ID: u32 = 1;
@@ -28,8 +38,16 @@ pub const MTU: u16 = 65520;
 /// struct virtio_net_hdr with num_buffers (always present with VERSION_1).
 pub const HDR: usize = 12;
 const ETH_HDR: usize = 14;
-/// The largest frame a port carries: header + Ethernet header + MTU.
-pub const MAX_FRAME: usize = HDR + ETH_HDR + MTU as usize;
+/// The largest frame a port carries: header + Ethernet header + the
+/// largest segmentation offload frame (an IPv6 header and 64 KiB of
+/// payload; IPv4's total length stops below that).
+pub const MAX_FRAME: usize = HDR + ETH_HDR + 40 + 65535;
+/// Bytes one transmit exit moves at most (frames taken, or written into
+/// receivers, whichever is more): four of the largest frames.
+pub const TX_BUDGET: usize = 4 * MAX_FRAME;
+/// Room for the headers of one segment: Ethernet, IPv4 or IPv6 with
+/// options, TCP with options.
+const SEG_HDR: usize = ETH_HDR + 60 + 60;
 /// Receive buffers one frame may span with mergeable receive buffers.
 const MAX_MERGE: usize = 64;
 const RX: usize = 0;
@@ -46,6 +64,14 @@ pub struct Counters {
     pub dropped_no_buffer: AtomicU64,
     /// Frames the guest sent that were too short or too long.
     pub dropped_bad: AtomicU64,
+    /// Frames the guest sent whose virtio_net_hdr was refused.
+    pub dropped_bad_hdr: AtomicU64,
+    /// Frames completed or segmented here for a receiver without the
+    /// offload (counted at the receiver).
+    pub csum_completed: AtomicU64,
+    pub segmented: AtomicU64,
+    /// Transmit exits that stopped at [`TX_BUDGET`] with frames left.
+    pub budget_stops: AtomicU64,
 }
 
 /// One VM's end of a net link.
@@ -55,6 +81,8 @@ pub struct NetPort {
     slot: usize,
     /// The transmit bounce buffer: the frame, read once.
     tx: Mutex<Vec<u8>>,
+    /// A transmit exit stopped at its budget: resume on InterruptAck.
+    resume: AtomicBool,
     pub counters: Counters,
 }
 
@@ -127,10 +155,12 @@ impl Switch {
             .map(|e| e.1)
     }
 
-    /// Forwards `frame` (Ethernet, no virtio header) from port `from`.
-    pub fn forward(&self, from: usize, frame: &[u8]) {
+    /// Forwards `frame` (Ethernet, no virtio header; its offload request
+    /// `o` validated) from port `from`. Returns the bytes written into
+    /// receivers.
+    pub fn forward(&self, from: usize, o: &Offload, frame: &[u8]) -> usize {
         let (Some(dst), Some(src)) = (frame.get(..6), frame.get(6..12)) else {
-            return;
+            return 0;
         };
         let mut s = [0u8; 6];
         s.copy_from_slice(src);
@@ -141,19 +171,19 @@ impl Switch {
         d.copy_from_slice(dst);
         let to = if d[0] & 1 == 0 { self.lookup(&d) } else { None };
         match to {
-            Some(p) if p == from => {}
-            Some(p) => self.deliver(p, frame),
-            None => {
-                for p in (0..self.ports.len()).filter(|&p| p != from) {
-                    self.deliver(p, frame);
-                }
-            }
+            Some(p) if p == from => 0,
+            Some(p) => self.deliver(p, o, frame),
+            None => (0..self.ports.len())
+                .filter(|&p| p != from)
+                .map(|p| self.deliver(p, o, frame))
+                .sum(),
         }
     }
 
-    fn deliver(&self, slot: usize, frame: &[u8]) {
-        if let Some(dev) = self.port(slot) {
-            dev.device.receive(&dev.transport, dev.negotiated(), frame);
+    fn deliver(&self, slot: usize, o: &Offload, frame: &[u8]) -> usize {
+        match self.port(slot) {
+            Some(dev) => dev.device.receive(&dev.transport, dev.negotiated(), o, frame),
+            None => 0,
         }
     }
 }
@@ -171,19 +201,68 @@ impl NetPort {
             switch,
             slot,
             tx: Mutex::new(tx),
+            resume: AtomicBool::new(false),
             counters: Counters::default(),
         })
     }
 
-    /// Takes `frame` into this VM's receive queue, if it has buffers.
-    /// Runs on the sender's CPU, holding only this queue's lock.
-    pub fn receive(&self, t: &Transport, features: u64, frame: &[u8]) {
+    /// Takes `frame`, sent with offload request `o`, into this VM's receive
+    /// queue as its negotiated `features` allow: offloads it shares pass in
+    /// the header; a checksum it cannot take is completed here, a TCP
+    /// segmentation frame it cannot take is cut into segments. Returns the
+    /// bytes written. Runs on the sender's CPU.
+    pub fn receive(&self, t: &Transport, features: u64, o: &Offload, frame: &[u8]) -> usize {
+        let (hdr, work) = net_hdr::for_receiver(o, features);
+        match work {
+            Offload::Csum { start, offset } => {
+                let at = usize::from(start) + usize::from(offset);
+                let (Some(head), Some(tail)) = (frame.get(..at), frame.get(at + 2..)) else {
+                    return 0;
+                };
+                let field = net_hdr::complete(frame, start);
+                self.counters.csum_completed.fetch_add(1, Ordering::Relaxed);
+                // The sum covered the field's old bytes: the pseudo-header
+                // sum Linux leaves there, as the checksum must.
+                self.take(t, features, &hdr, &[head, &field, tail])
+            }
+            Offload::Tso(tso) => self.segments(t, features, &tso, frame),
+            Offload::None => self.take(t, features, &hdr, &[frame]),
+        }
+    }
+
+    /// Delivers `frame` as segments of `tso.mss` payload bytes, each with
+    /// complete headers and checksums.
+    fn segments(&self, t: &Transport, features: u64, tso: &Tso, frame: &[u8]) -> usize {
+        self.counters.segmented.fetch_add(1, Ordering::Relaxed);
+        let hl = usize::from(tso.hdr_len);
+        let Some(payload) = frame.get(hl..) else { return 0 };
+        let mut out = [0u8; SEG_HDR];
+        let mut written = 0;
+        let chunks = payload.chunks(usize::from(tso.mss).max(1));
+        let n = chunks.len();
+        for (i, seg) in chunks.enumerate() {
+            let at = hl + i * usize::from(tso.mss);
+            if net_hdr::segment_headers(frame, tso, i, at, seg, i + 1 == n, &mut out).is_none() {
+                self.counters.dropped_bad.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            let Some(h) = out.get(..hl) else { break };
+            written += self.take(t, features, &NetHdr::default(), &[h, seg]);
+        }
+        written
+    }
+
+    /// Takes the frame made of `parts` into this VM's receive queue with
+    /// header `hdr`, if it has buffers; returns the bytes written. Holds
+    /// only this queue's lock.
+    fn take(&self, t: &Transport, features: u64, hdr: &NetHdr, parts: &[&[u8]]) -> usize {
         let c = &self.counters;
-        let Some(q) = t.queue(RX) else { return };
+        let Some(q) = t.queue(RX) else { return 0 };
         if !t.live() {
             c.dropped_no_buffer.fetch_add(1, Ordering::Relaxed);
-            return;
+            return 0;
         }
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut guard = q.lock();
         let st = &mut *guard;
         let mem = t.mem();
@@ -193,21 +272,38 @@ impl NetPort {
         // num_buffers is known (5.1.6.4: 1 unless buffers were merged).
         let mut used: [(u16, u32); MAX_MERGE] = [(0, 0); MAX_MERGE];
         let mut n = 0usize;
-        let mut left = frame;
+        // Where the copy stands: part `p`, byte `at` in it; bytes done.
+        let (mut p, mut at, mut done) = (0usize, 0usize, 0usize);
         loop {
             match st.queue.pop(mem, &mut st.chain) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
                     drop(guard);
-                    return t.fail("virtio-net", RX, e);
+                    t.fail("virtio-net", RX, e);
+                    return 0;
                 }
             }
             let off = if n == 0 { HDR } else { 0 };
             let room = (st.chain.writable as usize).saturating_sub(off);
-            let (part, rest) = left.split_at(left.len().min(room));
-            let wrote = st.chain.write(mem, off, part).unwrap_or(0);
-            left = rest;
+            let mut wrote = 0;
+            // At most one step per part and one per chain-full: bounded.
+            while wrote < room {
+                let Some(rest) = parts.get(p).and_then(|s| s.get(at..)) else {
+                    break;
+                };
+                let piece = rest.get(..rest.len().min(room - wrote)).unwrap_or(&[]);
+                let w = st.chain.write(mem, off + wrote, piece).unwrap_or(0);
+                wrote += w;
+                at += w;
+                if at >= parts.get(p).map_or(0, |s| s.len()) {
+                    p += 1;
+                    at = 0;
+                } else if w < piece.len() || w == 0 {
+                    break;
+                }
+            }
+            done += wrote;
             if let Some(u) = used.get_mut(n) {
                 *u = (st.chain.head, (off + wrote) as u32);
             }
@@ -215,31 +311,40 @@ impl NetPort {
                 core::mem::swap(&mut st.chain, &mut st.spare);
             }
             n += 1;
-            if left.is_empty() || !merge || n == MAX_MERGE {
+            if done == total || !merge || n == MAX_MERGE {
                 break;
             }
         }
-        let fits = n > 0 && left.is_empty() && st.spare.writable as usize >= HDR;
+        let fits = n > 0 && done == total && st.spare.writable as usize >= HDR;
         if fits {
-            let mut hdr = [0u8; HDR];
-            hdr[10..12].copy_from_slice(&(n as u16).to_le_bytes());
-            let _ = st.spare.write(mem, 0, &hdr);
+            let _ = st.spare.write(mem, 0, &hdr.bytes(n as u16));
             c.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
             // No buffer, or too little room: the frame is lost, never
             // waited for; buffers taken go back empty.
             self.dropped(t);
         }
-        for &(head, len) in used.iter().take(n) {
-            if let Err(e) = st.queue.push_used(mem, head, if fits { len } else { 0 }) {
-                drop(guard);
-                return t.fail("virtio-net", RX, e);
-            }
+        // All of the frame's buffers, then one index: the driver never sees
+        // a first buffer whose num_buffers names buffers not yet used.
+        let published = used
+            .iter()
+            .take(n)
+            .try_for_each(|&(head, len)| st.queue.put_used(mem, head, if fits { len } else { 0 }))
+            .and_then(|()| if n > 0 { st.queue.publish_used(mem) } else { Ok(()) });
+        if let Err(e) = published {
+            drop(guard);
+            t.fail("virtio-net", RX, e);
+            return 0;
         }
         let quiet = n == 0 || st.queue.interrupt_suppressed(mem);
         drop(guard);
         if !quiet {
             t.interrupt(INT_USED);
+        }
+        if fits {
+            HDR + total
+        } else {
+            0
         }
     }
 
@@ -257,15 +362,49 @@ impl NetPort {
         }
     }
 
-    /// Sends every frame the guest queued (at most the queue size).
+    /// Counts a frame whose header was refused; logs the first few and
+    /// then every 4096th.
+    fn bad_header(&self, t: &Transport, e: HdrError) {
+        let n = self.counters.dropped_bad_hdr.fetch_add(1, Ordering::Relaxed);
+        if n < 4 || (n + 1).is_multiple_of(4096) {
+            log::info!(
+                "VM {} virtio-net: frame dropped, its header is refused ({e:?}): {} so far",
+                t.vm(),
+                n + 1
+            );
+        }
+    }
+
+    /// Counts a frame too short or too long (`len` bytes with the header);
+    /// logs the first few and then every 4096th.
+    fn bad_length(&self, t: &Transport, len: usize) {
+        let n = self.counters.dropped_bad.fetch_add(1, Ordering::Relaxed);
+        if n < 4 || (n + 1).is_multiple_of(4096) {
+            log::info!(
+                "VM {} virtio-net: a {len}-byte frame is not {}..={MAX_FRAME} bytes: {} dropped so far",
+                t.vm(),
+                HDR + ETH_HDR,
+                n + 1
+            );
+        }
+    }
+
+    /// Sends the frames the guest queued, up to the queue size and
+    /// [`TX_BUDGET`] bytes.
     fn transmit(&self, t: &Transport) {
         let Some(q) = t.queue(TX) else { return };
+        self.resume.store(false, Ordering::Relaxed);
+        let features = t.features();
         let mut buf = self.tx.lock();
         let mut guard = q.lock();
         let st = &mut *guard;
         let mem = t.mem();
         let mut any = false;
+        let mut budget = TX_BUDGET;
         for _ in 0..st.queue.size {
+            if budget == 0 {
+                break;
+            }
             match st.queue.pop(mem, &mut st.chain) {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -279,25 +418,45 @@ impl NetPort {
             if (HDR + ETH_HDR..=MAX_FRAME).contains(&len) {
                 match st.chain.read(mem, 0, &mut buf) {
                     Ok(n) if n == len => {
-                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                        self.switch.forward(self.slot, buf.get(HDR..n).unwrap_or(&[]));
+                        let mut raw = [0u8; 10];
+                        raw.copy_from_slice(buf.get(..10).unwrap_or(&[0; 10]));
+                        let frame = buf.get(HDR..n).unwrap_or(&[]);
+                        match net_hdr::validate(&NetHdr::parse(&raw), frame, features) {
+                            Ok(o) => {
+                                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                                let moved = self.switch.forward(self.slot, &o, frame);
+                                budget = budget.saturating_sub(len.max(moved));
+                            }
+                            Err(e) => self.bad_header(t, e),
+                        }
                     }
-                    _ => {
-                        self.counters.dropped_bad.fetch_add(1, Ordering::Relaxed);
-                    }
+                    _ => self.bad_length(t, len),
                 }
             } else {
-                self.counters.dropped_bad.fetch_add(1, Ordering::Relaxed);
+                self.bad_length(t, len);
             }
-            if let Err(e) = st.queue.push_used(mem, st.chain.head, 0) {
+            if let Err(e) = st.queue.put_used(mem, st.chain.head, 0) {
                 drop(guard);
                 t.fail("virtio-net", TX, e);
                 return;
             }
             any = true;
         }
-        let quiet = st.queue.interrupt_suppressed(mem);
+        if let Err(e) = st.queue.publish_used(mem) {
+            drop(guard);
+            t.fail("virtio-net", TX, e);
+            return;
+        }
+        // Stopped at the budget with frames left: the interrupt (asked
+        // for or not) brings the guest's InterruptAck, which resumes.
+        let left = budget == 0 && st.queue.pending(mem).is_ok_and(|n| n > 0);
+        let quiet = st.queue.interrupt_suppressed(mem) && !left;
         drop(guard);
+        drop(buf);
+        if left {
+            self.counters.budget_stops.fetch_add(1, Ordering::Relaxed);
+            self.resume.store(true, Ordering::Relaxed);
+        }
         if any && !quiet {
             t.interrupt(INT_USED);
         }
@@ -312,7 +471,7 @@ impl Device for NetPort {
         DEVICE_ID
     }
     fn features(&self) -> u64 {
-        F_MAC | F_STATUS | F_MTU | F_MRG_RXBUF
+        F_MAC | F_STATUS | F_MTU | F_MRG_RXBUF | net_hdr::OFFLOADS
     }
     fn queues(&self) -> usize {
         2
@@ -335,5 +494,13 @@ impl Device for NetPort {
         if queue == TX {
             self.transmit(t);
         }
+    }
+    fn resume(&self, t: &Transport) {
+        if self.resume.load(Ordering::Relaxed) {
+            self.transmit(t);
+        }
+    }
+    fn reset(&self) {
+        self.resume.store(false, Ordering::Relaxed);
     }
 }

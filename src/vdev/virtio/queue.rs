@@ -275,6 +275,15 @@ impl Queue {
     /// Returns chain `head` to the driver with `written` bytes written into
     /// it: the used element first, then (release) the index.
     pub fn push_used(&mut self, mem: &dyn GuestMemory, head: u16, written: u32) -> Result<(), QueueError> {
+        self.put_used(mem, head, written)?;
+        self.publish_used(mem)
+    }
+
+    /// Writes the used element of chain `head` without publishing it: the
+    /// driver sees it only at the next [`Self::publish_used`]. A frame
+    /// spread over several buffers (mergeable receive buffers) is published
+    /// whole, never its first buffer before the rest (5.1.6.4.2).
+    pub fn put_used(&mut self, mem: &dyn GuestMemory, head: u16, written: u32) -> Result<(), QueueError> {
         if !self.ready {
             return Ok(());
         }
@@ -286,7 +295,15 @@ impl Queue {
         mem.write(self.used.wrapping_add(4 + 8 * slot), &elem)
             .map_err(|_| QueueError::Ring)?;
         self.next_used = self.next_used.wrapping_add(1);
-        // 2.7.8.2: the element is visible before the index that covers it.
+        Ok(())
+    }
+
+    /// Publishes the used elements written so far: (release) the index.
+    pub fn publish_used(&mut self, mem: &dyn GuestMemory) -> Result<(), QueueError> {
+        if !self.ready {
+            return Ok(());
+        }
+        // 2.7.8.2: the elements are visible before the index that covers them.
         fence(Ordering::Release);
         mem.write(self.used.wrapping_add(2), &self.next_used.to_le_bytes())
             .map_err(|_| QueueError::Ring)

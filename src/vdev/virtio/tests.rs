@@ -378,3 +378,285 @@ fn delivery_does_not_wait_for_the_receivers_register_lock() {
     sender.join().unwrap();
     assert_eq!(b.used(0).len(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// Offloads, whole-frame publishing and the per-exit budget.
+
+use super::net::{MAX_FRAME, TX_BUDGET};
+use super::net_hdr::testframe::{tcp, tcp_ok};
+use super::net_hdr::{self as nh, NetHdr};
+
+const OFFLOADING: u64 = BASIC | nh::OFFLOADS | (1 << 15);
+
+impl Driver {
+    /// Queues `frame` behind header `h` in tx slot `i` without notifying.
+    fn queue_tx(&mut self, i: u16, h: &NetHdr, frame: &[u8]) {
+        let at = RAM + 0x4_0000 + 0x1_0000 * u64::from(i % 4);
+        let mut b = h.bytes(0).to_vec();
+        b.extend_from_slice(frame);
+        self.mem.put(at, &b);
+        self.desc(1, i, at, b.len() as u32, 0, 0);
+        self.offer(1, i);
+    }
+    fn send_with(&mut self, i: u16, h: &NetHdr, frame: &[u8]) {
+        self.queue_tx(i, h, frame);
+        self.w(0x50, 1);
+    }
+    /// The header and frame received in buffer `i` (used length `len`).
+    fn rx(&self, i: u16, len: u32) -> (NetHdr, Vec<u8>) {
+        let b = self.rx_bytes(i, len as usize);
+        (NetHdr::parse(b[..10].try_into().unwrap()), b[HDR..].to_vec())
+    }
+}
+
+/// NEEDS_CSUM for the TCP checksum of an IPv4 frame.
+fn partial() -> NetHdr {
+    NetHdr {
+        flags: nh::NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 16,
+        ..NetHdr::default()
+    }
+}
+
+#[test]
+fn offloads_both_peers_negotiated_pass_in_the_header() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(OFFLOADING);
+    let mut b = Driver::new(&sw, 1, 2).up(OFFLOADING);
+    b.post_rx(0, 0x1_0000);
+    let f = tcp(false, 0, b"partial checksum", 0x18);
+    a.send_with(0, &partial(), &f);
+    let u = b.used(0);
+    assert_eq!(u.len(), 1);
+    let (h, got) = b.rx(0, u[0].1);
+    assert_eq!((h.flags, h.csum_start, h.csum_offset), (nh::NEEDS_CSUM, 34, 16));
+    assert_eq!(got, f, "the frame as sent, checksum still partial");
+    assert!(!tcp_ok(&got));
+}
+
+#[test]
+fn a_receiver_without_guest_csum_gets_the_checksum_completed() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(OFFLOADING);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC | (1 << 15));
+    b.post_rx(0, 0x1_0000);
+    let f = tcp(false, 0, b"partial checksum, odd length", 0x18);
+    a.send_with(0, &partial(), &f);
+    let u = b.used(0);
+    assert_eq!(u.len(), 1);
+    let (h, got) = b.rx(0, u[0].1);
+    assert_eq!(h, NetHdr::default());
+    assert!(tcp_ok(&got), "checksum completed by the hypervisor");
+    assert_eq!(got[..50], f[..50]);
+    assert_eq!(got[52..], f[52..]);
+    assert_eq!(
+        b.dev
+            .device
+            .counters
+            .csum_completed
+            .load(core::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn a_receiver_without_guest_tso_gets_segments() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(OFFLOADING);
+    // Offloads but TSO: checksums only.
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC | (1 << 15) | nh::F_CSUM | nh::F_GUEST_CSUM);
+    for i in 0..4 {
+        b.post_rx(i, 0x1_0000);
+    }
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();
+    let f = tcp(false, 0, &payload, 0x19);
+    let h = NetHdr {
+        gso_type: nh::GSO_TCPV4,
+        gso_size: 1448,
+        ..partial()
+    };
+    a.send_with(0, &h, &f);
+    let u = b.used(0);
+    assert_eq!(u.len(), 3, "3000 bytes in 1448-byte segments");
+    let mut joined = Vec::new();
+    for (k, &(id, len)) in u.iter().enumerate() {
+        let (h, s) = b.rx(id as u16, len);
+        assert_eq!(h, NetHdr::default());
+        assert!(tcp_ok(&s), "segment {k}");
+        assert!(s.len() <= 54 + 1448);
+        joined.extend_from_slice(&s[54..]);
+    }
+    assert_eq!(joined, payload);
+}
+
+#[test]
+fn a_hostile_header_drops_the_frame_only() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(OFFLOADING);
+    let mut b = Driver::new(&sw, 1, 2).up(OFFLOADING);
+    b.post_rx(0, 0x1_0000);
+    let f = tcp(false, 0, &[5; 3000], 0x18);
+    let bad = [
+        NetHdr {
+            flags: 2,
+            ..partial()
+        },
+        NetHdr {
+            csum_start: 0xffff,
+            ..partial()
+        },
+        NetHdr {
+            csum_offset: 4000,
+            ..partial()
+        },
+        NetHdr {
+            gso_type: nh::GSO_TCPV4,
+            gso_size: 0,
+            ..partial()
+        },
+        NetHdr {
+            gso_type: nh::GSO_TCPV4,
+            gso_size: 1,
+            ..partial()
+        },
+        NetHdr {
+            gso_type: nh::GSO_TCPV6,
+            gso_size: 1448,
+            ..partial()
+        },
+        NetHdr {
+            gso_type: 3,
+            gso_size: 1448,
+            ..partial()
+        },
+        NetHdr {
+            gso_type: nh::GSO_TCPV4,
+            gso_size: 1448,
+            csum_start: 20,
+            ..partial()
+        },
+    ];
+    for (i, h) in bad.iter().enumerate() {
+        a.send_with(i as u16 % SIZE, h, &f);
+    }
+    assert_eq!(a.used(1).len(), bad.len(), "each chain returned");
+    assert!(b.used(0).is_empty(), "none delivered");
+    let c = &a.dev.device.counters;
+    assert_eq!(
+        c.dropped_bad_hdr.load(core::sync::atomic::Ordering::Relaxed),
+        bad.len() as u64
+    );
+    assert_eq!(
+        a.r(0x70) & STATUS_NEEDS_RESET,
+        0,
+        "a bad header is not a broken queue"
+    );
+    // The link still works.
+    a.send_with(0, &partial(), &f);
+    assert_eq!(b.used(0).len(), 1);
+}
+
+#[test]
+fn a_merged_frame_is_published_under_one_used_index() {
+    /// Records the writes to the receive ring's used index.
+    struct Watch(Arc<VecMemory>, std::sync::Mutex<Vec<(u64, usize)>>);
+    impl GuestMemory for Watch {
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+            self.0.read(gpa, buf)
+        }
+        fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+            self.1.lock().unwrap().push((gpa, data.len()));
+            self.0.write(gpa, data)
+        }
+        fn contains(&self, gpa: u64, len: u64) -> bool {
+            self.0.contains(gpa, len)
+        }
+    }
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC | (1 << 15));
+    // B's device over a memory that watches its writes.
+    let mem = Arc::new(VecMemory::new(RAM, 0x10_0000));
+    let watch = Arc::new(Watch(mem.clone(), Default::default()));
+    struct Shared2(Arc<Watch>);
+    impl GuestMemory for Shared2 {
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+            self.0.read(gpa, buf)
+        }
+        fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+            self.0.write(gpa, data)
+        }
+        fn contains(&self, gpa: u64, len: u64) -> bool {
+            self.0.contains(gpa, len)
+        }
+    }
+    let port = NetPort::new([2, 0, 0, 0, 0, 2], sw.clone(), 1).unwrap();
+    let dev = Arc::new(NetDevice::new("vm", port, Box::new(Shared2(watch.clone())), None));
+    sw.attach(1, dev.clone());
+    let mut b = Driver {
+        dev,
+        mem,
+        avail: [0; 2],
+        used_seen: [0; 2],
+    }
+    .up(BASIC | (1 << 15));
+    for i in 0..3 {
+        b.post_rx(i, 2048);
+    }
+    watch.1.lock().unwrap().clear();
+    a.send(0, &frame(2, 1, &[9u8; 5000]));
+    let used_idx = ring(0).2 + 2;
+    let w = watch.1.lock().unwrap().clone();
+    let idx_writes: Vec<_> = w.iter().enumerate().filter(|(_, x)| x.0 == used_idx).collect();
+    assert_eq!(idx_writes.len(), 1, "one used-index write for the frame: {w:x?}");
+    let last_elem = w
+        .iter()
+        .rposition(|x| (ring(0).2 + 4..ring(0).2 + 4 + 8 * 8).contains(&x.0))
+        .unwrap();
+    assert!(idx_writes[0].0 > last_elem, "the index after every element");
+    assert_eq!(b.used(0).len(), 3);
+}
+
+#[test]
+fn a_transmit_exit_stops_at_its_budget_and_the_interrupt_ack_resumes() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC | (1 << 15));
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC | (1 << 15));
+    for i in 0..8 {
+        b.post_rx(i, 0x1_0000);
+    }
+    // The largest frames fit RX buffers of 64 KiB only without the header
+    // overhead: send frames of 60000 bytes, 8 of them, one kick.
+    let f = frame(2, 1, &[3u8; 60000]);
+    for i in 0..8 {
+        a.queue_tx(i, &NetHdr::default(), &f);
+    }
+    a.w(0x50, 1);
+    let first = a.used(1).len();
+    assert!(
+        first < 8,
+        "one exit moved {first} frames of {}: over the budget",
+        f.len()
+    );
+    assert!(first * (HDR + f.len()) <= TX_BUDGET + HDR + MAX_FRAME);
+    assert_eq!(b.used(0).len(), first);
+    // The used interrupt is up; the guest acknowledges it: the rest goes,
+    // a budget at a time, each acknowledgement resuming.
+    let mut acks = 0;
+    while a.used_seen[1] != 8 && acks < 8 {
+        assert_ne!(a.r(0x60) & INT_USED, 0, "interrupt raised for the leftover");
+        a.w(0x64, INT_USED);
+        a.used(1);
+        acks += 1;
+    }
+    assert_eq!(a.used_seen[1], 8, "all frames sent after {acks} acknowledgements");
+    assert_eq!(b.used(0).len(), 8 - first);
+    assert!(
+        a.dev
+            .device
+            .counters
+            .budget_stops
+            .load(core::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}

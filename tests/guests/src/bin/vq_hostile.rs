@@ -68,6 +68,15 @@ mod guest {
 
     /// A driver's setup: reset, VERSION_1 only, both queues at AREA.
     fn setup() -> bool {
+        setup_with(0)
+    }
+
+    /// VIRTIO_NET_F_CSUM, HOST_TSO4 and HOST_TSO6: what a sender's
+    /// virtio_net_hdr may then ask for.
+    const OFFLOADS: u32 = 1 | (1 << 11) | (1 << 12);
+
+    /// [`setup`], accepting feature bits `low` (0..31) as well.
+    fn setup_with(low: u32) -> bool {
         DEV.write32(0x70, 0);
         for i in 0..0x8000u64 {
             put::<u8>(base() + i, 0);
@@ -76,7 +85,7 @@ mod guest {
         DEV.write32(0x24, 1);
         DEV.write32(0x20, 1);
         DEV.write32(0x24, 0);
-        DEV.write32(0x20, 0);
+        DEV.write32(0x20, low);
         DEV.write32(0x70, 1 | 2 | 8);
         if status() & 8 == 0 {
             return false;
@@ -132,6 +141,52 @@ mod guest {
         c.check(name, s & NEEDS_RESET != 0, format_args!("status {s:#x}"));
     }
 
+    /// One attack on the offload header: a device with the offloads, a
+    /// broadcast IPv4/TCP frame (3000 payload bytes) behind header `hdr`
+    /// (flags, gso_type, gso_size, csum_start, csum_offset). The frame must
+    /// be dropped and its chain returned; the device stays usable.
+    fn header_attack(c: &mut Checker, name: &str, features: u32, hdr: (u8, u8, u16, u16, u16)) {
+        if !setup_with(features) {
+            c.fail(name, "setup failed");
+            return;
+        }
+        let f = data();
+        let (flags, gso_type, gso_size, start, offset) = hdr;
+        let mut h = [0u8; 12];
+        h[0] = flags;
+        h[1] = gso_type;
+        h[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        h[6..8].copy_from_slice(&start.to_le_bytes());
+        h[8..10].copy_from_slice(&offset.to_le_bytes());
+        // Ethernet broadcast from 02:54:53:00:00:03, IPv4 10.0.0.3 ->
+        // 10.0.0.99 (nobody), TCP 5000 -> 5001.
+        let mut head = [0u8; 12 + 54];
+        head[..12].copy_from_slice(&h);
+        head[12..26].copy_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0x54, 0x53, 0, 0, 3, 8, 0]);
+        head[26..46].copy_from_slice(&[
+            0x45, 0, 0x0b, 0xe0, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 3, 10, 0, 0, 99,
+        ]);
+        head[46..50].copy_from_slice(&[0x13, 0x88, 0x13, 0x89]);
+        head[58] = 0x50;
+        head[59] = 0x18;
+        for (i, b) in head.iter().enumerate() {
+            put::<u8>(f + i as u64, *b);
+        }
+        for i in 0..3000u64 {
+            put::<u8>(f + 66 + i, i as u8);
+        }
+        desc(1, 0, f, 66 + 3000, 0, 0);
+        offer(1, 0, 0, 1);
+        notify(1);
+        let used: u16 = get(used_at(1) + 2);
+        let s = status();
+        c.check(
+            name,
+            used == 1 && s & NEEDS_RESET == 0,
+            format_args!("used index {used}, status {s:#x}"),
+        );
+    }
+
     tessera_guests::entry!(run);
 
     fn run() -> ! {
@@ -181,6 +236,24 @@ mod guest {
             desc(1, 0, data(), 32, F_INDIRECT, 0);
             offer(1, 0, 0, 1);
         });
+        // Offload headers as hostile input: each frame is dropped (and
+        // counted), the device keeps working.
+        for (name, features, hdr) in [
+            ("hdr_data_valid_flag", OFFLOADS, (2, 0, 0, 0, 0)),
+            ("hdr_csum_not_negotiated", 0, (1, 0, 0, 34, 16)),
+            ("hdr_csum_start_outside", OFFLOADS, (1, 0, 0, 0xffff, 16)),
+            ("hdr_csum_offset_outside", OFFLOADS, (1, 0, 0, 34, 0x7000)),
+            ("hdr_gso_size_zero", OFFLOADS, (1, 1, 0, 34, 16)),
+            ("hdr_gso_size_tiny", OFFLOADS, (1, 1, 1, 34, 16)),
+            ("hdr_gso_udp", OFFLOADS, (1, 3, 1448, 34, 16)),
+            ("hdr_gso_ecn", OFFLOADS, (1, 0x81, 1448, 34, 16)),
+            ("hdr_gso_v6_on_v4", OFFLOADS, (1, 4, 1448, 34, 16)),
+            ("hdr_gso_csum_not_tcp", OFFLOADS, (1, 1, 1448, 20, 16)),
+            ("hdr_gso_without_csum", OFFLOADS, (0, 1, 1448, 34, 16)),
+            ("hdr_gso_not_negotiated", 1, (1, 1, 1448, 34, 16)),
+        ] {
+            header_attack(&mut c, name, features, hdr);
+        }
         // Rings outside its RAM: refused when the queue goes ready.
         if setup() {
             DEV.write32(0x44, 0);
