@@ -350,6 +350,7 @@ fn create(
             };
             let paths = &device_paths;
             let t = p.timer;
+            let seed = super::seed::next(index);
             let spec = GuestDtbSpec {
                 name: &vc.name,
                 vcpus: vc.cpus.len(),
@@ -365,6 +366,7 @@ fn create(
                 initrd: initrd.map(|(b, at)| GuestRegion::new(at, b.len() as u64)),
                 passthrough: paths,
                 host: Some(dtb),
+                seed: seed.as_ref(),
             };
             let link_nodes = super::links::guest_links(links.all, links.vm);
             generate_with_links(&spec, &link_nodes)
@@ -379,6 +381,11 @@ fn create(
         kernel,
         kernel_ipa: first.ipa + text_offset,
         initrd,
+        seed: vc
+            .dtb
+            .is_none()
+            .then(|| super::seed::SeedSlots::find(&dtb, index))
+            .flatten(),
         dtb,
         dtb_ipa,
     };
@@ -487,11 +494,13 @@ fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Windo
 /// on every reset, so nothing of a previous run survives. What the images
 /// overwrite is not scrubbed first; everything else is.
 pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
+    // A fresh guest seed for every start.
+    let dtb = super::seed::fresh(&im.dtb, im.seed);
     let mut parts: Vec<(u64, &[u8])> = alloc::vec![(im.kernel_ipa, im.kernel)];
     if let Some((b, at)) = im.initrd {
         parts.push((at, b));
     }
-    parts.push((im.dtb_ipa, &im.dtb));
+    parts.push((im.dtb_ipa, &dtb));
     // Each part inside one RAM region, as physical (pa, bytes).
     let mut placed = Vec::with_capacity(parts.len());
     for &(ipa, bytes) in &parts {
