@@ -367,6 +367,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend([console_burst(3), console_burst(2)]);
     all.extend(crate::media::scenarios::all());
     all.extend(crate::smmu_scenarios::all());
+    all.extend(crate::seed_scenarios::all());
     all
 }
 
