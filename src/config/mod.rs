@@ -69,6 +69,9 @@ pub struct VmConfig {
     /// translates (so it may be given a device behind an SMMU Tessera
     /// cannot drive).
     pub dma_unrestricted: bool,
+    /// `scrub = "boot"`: all of the VM's RAM is scrubbed before it enters,
+    /// none at first touch (no stage-2 faults once it runs).
+    pub scrub_at_boot: bool,
 }
 
 /// The whole configuration.
@@ -212,6 +215,7 @@ impl Config {
                 .filter(|c| c.len() == 2)
                 .map(|c| u64_of(c[0], c[1])),
             dma_unrestricted: n.property("dma-unrestricted").is_some(),
+            scrub_at_boot: n.property("scrub-at-boot").is_some(),
             name,
             cpus,
             memory,

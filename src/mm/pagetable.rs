@@ -305,6 +305,62 @@ impl PageTable {
         }
     }
 
+    /// A valid 2 MiB block descriptor (level 2) for `pa` with `attrs`: what
+    /// a slot from [`Self::block_slots`] is set to when its block is mapped.
+    pub fn block_desc(&self, pa: u64, attrs: Attrs) -> u64 {
+        (pa & ADDR_MASK) | self.regime.leaf_bits(attrs) | VALID
+    }
+
+    /// Builds the tables down to level 2 for `[va, va + size)` (2 MiB
+    /// aligned) without mapping anything, and returns the physical address
+    /// of each 2 MiB block's level-2 slot, in order: a block is mapped later
+    /// by one store of [`Self::block_desc`] there, with no allocation (the
+    /// stage-2 fault path). Every slot must still be invalid.
+    pub fn block_slots(
+        &mut self,
+        va: u64,
+        size: u64,
+        mem: &mut impl TableMemory,
+    ) -> Result<alloc::vec::Vec<u64>, MapError> {
+        const BLOCK: u64 = 1 << 21;
+        if !va.is_multiple_of(BLOCK) || !size.is_multiple_of(BLOCK) || self.start_level > 2 {
+            return Err(MapError::Unaligned);
+        }
+        let end = va.checked_add(size).ok_or(MapError::OutOfRange)?;
+        if self.input_bits < 64 && end > 1u64 << self.input_bits {
+            return Err(MapError::OutOfRange);
+        }
+        let mut out = alloc::vec::Vec::with_capacity((size / BLOCK) as usize);
+        let mut at = va;
+        while at < end {
+            let mut table = self.root;
+            let mut l = self.start_level;
+            loop {
+                let (tpa, slot) = self.slot(table, at, l);
+                let entry = mem.table(tpa)[slot];
+                if l == 2 {
+                    if entry & VALID != 0 {
+                        return Err(MapError::AlreadyMapped { va: at });
+                    }
+                    out.push(tpa + slot as u64 * 8);
+                    break;
+                }
+                if entry & VALID == 0 {
+                    let next = mem.alloc_tables(1)?;
+                    mem.table(tpa)[slot] = next | VALID | TABLE_OR_PAGE;
+                    table = next;
+                } else if entry & TABLE_OR_PAGE == 0 {
+                    return Err(MapError::AlreadyMapped { va: at });
+                } else {
+                    table = entry & ADDR_MASK;
+                }
+                l += 1;
+            }
+            at += BLOCK;
+        }
+        Ok(out)
+    }
+
     /// Software walk: the output address and attributes `va` translates to.
     pub fn translate(&self, va: u64, mem: &mut impl TableMemory) -> Option<(u64, Attrs)> {
         if self.input_bits < 64 && va >> self.input_bits != 0 {
@@ -401,6 +457,43 @@ pub mod tests {
         }
         assert_eq!(pt.translate(0x4000_0000 + size, &mut m), None);
         assert_eq!(pt.translate(0x3fff_ffff, &mut m), None);
+    }
+
+    #[test]
+    fn block_slots_prepare_tables_and_one_store_maps_a_block() {
+        let mut m = HostTables::default();
+        let mut pt = PageTable::new(Regime::Stage2, 40, &mut m).unwrap();
+        // 6 MiB across a 1 GiB boundary: two level-2 tables.
+        let va = 0x7fc0_0000;
+        let slots = pt.block_slots(va, 6 << 20, &mut m).unwrap();
+        assert_eq!(slots.len(), 3);
+        assert_eq!(m.count(), 2 + 2);
+        for i in 0..3u64 {
+            assert_eq!(
+                pt.translate(va + i * (2 << 20), &mut m),
+                None,
+                "nothing mapped yet"
+            );
+        }
+        // Map the middle block by one store into its slot.
+        let s = slots[1];
+        let desc = pt.block_desc(0x9020_0000, Attrs::RAM);
+        m.table(s & !0xfff)[((s & 0xfff) / 8) as usize] = desc;
+        assert_eq!(
+            pt.translate(va + (2 << 20) + 0x1234, &mut m),
+            Some((0x9020_1234, Attrs::RAM))
+        );
+        assert_eq!(pt.translate(va, &mut m), None);
+        assert_eq!(pt.translate(va + (4 << 20), &mut m), None);
+        // A mapped slot is refused; unaligned requests too.
+        assert_eq!(
+            pt.block_slots(va + (2 << 20), 2 << 20, &mut m),
+            Err(MapError::AlreadyMapped { va: va + (2 << 20) })
+        );
+        assert_eq!(
+            pt.block_slots(va + 4096, 2 << 20, &mut m),
+            Err(MapError::Unaligned)
+        );
     }
 
     #[test]

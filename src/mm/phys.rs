@@ -54,6 +54,21 @@ pub unsafe fn copy_to_poc(pa: u64, src: &[u8]) {
     unsafe { crate::arch::aarch64::mmu::copy_to_poc(pa, src.as_ptr() as u64, src.len() as u64) };
 }
 
+/// Stores `desc` into the translation-table entry at physical `slot` and
+/// makes it visible to the table walkers of every CPU (a single 64-bit
+/// store, so a walker sees the old or the new entry, never a torn one).
+///
+/// # Safety
+/// `slot` must be an 8-byte aligned entry of a live translation table the
+/// caller may change: an invalid entry made valid needs no TLB maintenance;
+/// a valid one made invalid needs a TLB invalidation before the memory it
+/// mapped is reused.
+pub unsafe fn set_table_entry(slot: u64, desc: u64) {
+    // SAFETY: the caller's contract; table pages are identity mapped.
+    unsafe { core::ptr::write_volatile(slot as *mut u64, desc) };
+    crate::arch::aarch64::mmu::table_write_barrier();
+}
+
 /// Translation-table pages from the frame allocator (stage-2 tables).
 pub struct FrameTables<'a>(pub &'a mut FrameAllocator);
 

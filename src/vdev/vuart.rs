@@ -8,6 +8,7 @@ use super::vgic::Vgic;
 use super::{BusError, MmioDevice};
 use alloc::string::String;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 /// Where finished lines go: (VM name, line without its newline).
@@ -81,6 +82,9 @@ pub struct VirtualUart {
     state: Mutex<State>,
     /// The interrupt line, once wired to the VM's vGIC.
     irq: Option<(Arc<Vgic>, u32)>,
+    /// FR as the state last left it, written under the state lock: the
+    /// guest's polling of FR (every byte it prints) takes no lock.
+    fr: AtomicU64,
 }
 
 impl VirtualUart {
@@ -106,7 +110,14 @@ impl VirtualUart {
                 rx_dropped: 0,
             }),
             irq: None,
+            fr: AtomicU64::new(FR_TXFE | FR_RXFE),
         }
+    }
+
+    /// Republishes FR after `s.rx_len` changed (the state locked).
+    fn publish_fr(&self, s: &State) {
+        let fr = FR_TXFE | if s.rx_len == 0 { FR_RXFE } else { 0 };
+        self.fr.store(fr, Ordering::Release);
     }
 
     fn signal(&self, level: bool) {
@@ -129,6 +140,7 @@ impl VirtualUart {
                     s.rx_dropped += 1;
                 }
             }
+            self.publish_fr(&s);
             s.level()
         };
         self.signal(level);
@@ -196,6 +208,9 @@ impl MmioDevice for VirtualUart {
     }
 
     fn read(&self, offset: u64, _width: u8, _vcpu: usize) -> Result<u64, BusError> {
+        if offset == FR {
+            return Ok(self.fr.load(Ordering::Acquire));
+        }
         let mut s = self.state.lock();
         if offset == DR {
             if s.rx_len == 0 {
@@ -205,6 +220,7 @@ impl MmioDevice for VirtualUart {
             let n = s.rx_len;
             s.rx.copy_within(1..n, 0);
             s.rx_len -= 1;
+            self.publish_fr(&s);
             let level = s.level();
             drop(s);
             self.signal(level);
@@ -212,7 +228,6 @@ impl MmioDevice for VirtualUart {
         }
         Ok(match offset {
             RSR => 0,
-            FR => FR_TXFE | if s.rx_len == 0 { FR_RXFE } else { 0 },
             IBRD => s.ibrd,
             FBRD => s.fbrd,
             LCR_H => s.lcr_h,
@@ -254,6 +269,7 @@ impl MmioDevice for VirtualUart {
         }
         let mut s = self.state.lock();
         s.rx_len = 0;
+        self.publish_fr(&s);
         s.imsc = 0;
         s.cr = 0x300;
         drop(s);

@@ -121,6 +121,17 @@ fn create(
         }
     }
 
+    // Scrubbed at first touch, block by block, unless a device may DMA
+    // into the RAM (it would read unscrubbed memory, or lose what it wrote
+    // to a later scrub) or the config asks for all of it before the VM
+    // starts (vm/lazy.rs). Only devices known never to master the bus
+    // (guard::never_masters) leave a VM lazy.
+    let dma = vc.dma_unrestricted
+        || vc.scrub_at_boot
+        || vc.devices.iter().any(|d| !super::guard::never_masters(dtb, d));
+    let tuples: Vec<(u64, u64, u64)> = ram.iter().map(|r| (r.ipa, r.pa, r.size)).collect();
+    let lazy = Arc::new(crate::mm::scrub::LazyRam::new(&tuples, !dma));
+
     // Passed-through devices: their MMIO (mapped at the same address) and
     // their SPIs, resolved against the live DTB.
     let mut passthrough: Vec<(u64, u64)> = Vec::new();
@@ -182,7 +193,7 @@ fn create(
         mmio.add(VUART_IPA, Box::new(uart.clone())).map_err(overlap)?;
         console_uart = Some(uart);
     }
-    super::links::attach(links.vm, &vc.name, links.all, &ram, &vgic, &mut mmio)?;
+    super::links::attach(links.vm, &vc.name, links.all, &ram, &lazy, &vgic, &mut mmio)?;
     if let Some(base) = vc.test_device {
         mmio.add(base, Box::new(TestDevice::new()))
             .map_err(|a| format!("emulated device overlaps at {a:#x}"))?;
@@ -260,10 +271,6 @@ fn create(
     let mut tables = FrameTables(frames);
     let mut s2 =
         PageTable::new(Regime::Stage2, ipa_bits, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
-    for r in &ram {
-        s2.map(r.ipa, r.pa, r.size, Attrs::RAM, &mut tables)
-            .map_err(|e| format!("stage 2: {e}"))?;
-    }
     // Shared regions of its shmem links: normal memory, never executable.
     for &(ipa, pa, size, write) in &shared {
         let attrs = Attrs {
@@ -389,7 +396,10 @@ fn create(
         dtb,
         dtb_ipa,
     };
-    load_images(&ram, &images)?;
+    // RAM in stage 2 now that the images' blocks are known; scrubbed and
+    // loaded on the VM's own CPU before it first runs (lazy::before_entry).
+    lazy.mark_covered(&image_ranges(&ram, &images)?);
+    map_ram(&ram, &lazy, &mut s2, &mut tables).map_err(|e| format!("stage 2: {e}"))?;
 
     for &c in &vc.cpus {
         if let Some(t) = taken.get_mut(c) {
@@ -442,6 +452,7 @@ fn create(
         entry: images.kernel_ipa,
         x0: images.dtb_ipa,
         images,
+        lazy,
         config: vc.clone(),
         vcpus,
         ram,
@@ -490,18 +501,26 @@ fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Windo
     Ok(out)
 }
 
-/// Scrubs the VM's RAM and copies its pristine images in: at creation and
-/// on every reset, so nothing of a previous run survives. What the images
-/// overwrite is not scrubbed first; everything else is.
-pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
-    // A fresh guest seed for every start.
-    let dtb = super::seed::fresh(&im.dtb, im.seed);
+/// The guest-physical ranges the images occupy, each checked to lie inside
+/// one RAM region.
+fn image_ranges(ram: &[RamRegion], im: &Images) -> Result<Vec<(u64, u64)>, String> {
+    placed(ram, im)?;
+    Ok(parts(im).iter().map(|&(ipa, b)| (ipa, b.len() as u64)).collect())
+}
+
+/// The images and where they go (guest-physical).
+fn parts(im: &Images) -> Vec<(u64, &[u8])> {
     let mut parts: Vec<(u64, &[u8])> = alloc::vec![(im.kernel_ipa, im.kernel)];
     if let Some((b, at)) = im.initrd {
         parts.push((at, b));
     }
-    parts.push((im.dtb_ipa, &dtb));
-    // Each part inside one RAM region, as physical (pa, bytes).
+    parts.push((im.dtb_ipa, &im.dtb));
+    parts
+}
+
+/// Each image as physical (pa, bytes), each inside one RAM region.
+fn placed<'a>(ram: &[RamRegion], im: &'a Images) -> Result<Vec<(u64, &'a [u8])>, String> {
+    let parts = parts(im);
     let mut placed = Vec::with_capacity(parts.len());
     for &(ipa, bytes) in &parts {
         let r = ram
@@ -510,9 +529,44 @@ pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
             .ok_or_else(|| format!("{ipa:#x} (+{:#x}) is not inside the VM's RAM", bytes.len()))?;
         placed.push((r.pa + (ipa - r.ipa), bytes));
     }
+    Ok(placed)
+}
+
+/// Maps the VM's RAM in stage 2: eager parts as usual, each lazy block's
+/// level-2 slot prepared but left invalid (mapped at its first touch).
+fn map_ram(
+    ram: &[RamRegion],
+    lazy: &crate::mm::scrub::LazyRam,
+    s2: &mut PageTable,
+    tables: &mut FrameTables,
+) -> Result<(), MapError> {
+    for (i, r) in ram.iter().enumerate() {
+        let blocks = lazy.lazy_blocks(i);
+        for (ipa, len) in crate::mm::scrub::uncovered(r.ipa, r.size, &blocks) {
+            s2.map(ipa, r.pa + (ipa - r.ipa), len, Attrs::RAM, tables)?;
+        }
+        let mut slots = Vec::with_capacity(blocks.len());
+        for &(ipa, len) in &blocks {
+            let pa = r.pa + (ipa - r.ipa);
+            for (k, slot) in s2.block_slots(ipa, len, tables)?.into_iter().enumerate() {
+                let off = k as u64 * crate::mm::scrub::BLOCK;
+                slots.push((ipa + off, slot, s2.block_desc(pa + off, Attrs::RAM)));
+            }
+        }
+        lazy.set_slots(i, &slots);
+    }
+    Ok(())
+}
+
+/// Scrubs the VM's eager RAM and copies its pristine images in: before its
+/// first entry and on every reset, so nothing of a previous run survives
+/// there (lazy blocks are scrubbed at their first touch instead). What the
+/// images overwrite is not scrubbed first; everything else is.
+pub fn load_images(ram: &[RamRegion], im: &Images, lazy: &crate::mm::scrub::LazyRam) -> Result<(), String> {
+    let placed = placed(ram, im)?;
     let covered: Vec<(u64, u64)> = placed.iter().map(|&(pa, b)| (pa, b.len() as u64)).collect();
-    for r in ram {
-        for (pa, len) in crate::mm::scrub::uncovered(r.pa, r.size, &covered) {
+    for (base, size) in lazy.eager_ranges() {
+        for (pa, len) in crate::mm::scrub::uncovered(base, size, &covered) {
             // SAFETY: the VM's own RAM, identity mapped; no vCPU of it runs.
             // Cleaned to PoC too: a guest starts with its MMU off (non-cacheable
             // accesses), so it must read the zeros from memory, and a dirty line
@@ -520,11 +574,20 @@ pub fn load_images(ram: &[RamRegion], im: &Images) -> Result<(), String> {
             unsafe { phys::zero_to_poc(pa, len) };
         }
     }
+    // A fresh guest seed for every start (crate::vm::seed).
+    let dtb = super::seed::fresh(&im.dtb, im.seed);
     for (pa, bytes) in placed {
+        let bytes = if bytes.as_ptr() == im.dtb.as_ptr() {
+            &dtb
+        } else {
+            bytes
+        };
         // SAFETY: inside one of the VM's RAM regions (checked above); vCPUs
         // start with their MMU and caches off, so the bytes go to PoC.
         unsafe { phys::copy_to_poc(pa, bytes) };
     }
+    // No stale instruction-cache line of a previous run is fetched instead.
+    mmu::invalidate_icache_all();
     Ok(())
 }
 

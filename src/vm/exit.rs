@@ -55,32 +55,35 @@ extern "C" fn hvc_exit(frame: &mut TrapFrame, esr: u64) {
     }
 }
 
-/// The frequent synchronous exits whose register is not one of x19-x29: an
-/// emulated device access and an SGI. `vectors.S` calls this with the
-/// caller-saved registers and the return state in `frame` (x19-x29 are live
-/// in the CPU and untouched by Rust); `false` sends the exit, not begun, on
-/// to [`lower_sync`] with the whole frame.
+/// A data abort whose register (if the syndrome names one) is not one of
+/// x19-x29: `vectors.S` calls this with the caller-saved registers and the
+/// return state in `frame` (x19-x29 are live in the CPU and untouched by
+/// Rust). Nearly always an emulated device access.
 #[no_mangle]
-extern "C" fn lower_sync_short(frame: &mut TrapFrame, esr: u64) -> bool {
-    let ec = esr >> 26;
-    if ec == EC_DABT_LOW {
-        // SRT is only meaningful with ISV set; without it no register is read.
-        if esr & ISV != 0 && callee_saved((esr >> 16) & 0x1f) {
-            return false;
-        }
-        data_abort(frame, Esr(esr));
-        true
-    } else if ec == EC_SYSREG && esr & SYSREG_KEY_MASK == SGI1R_WRITE {
-        let rt = (esr >> 5) & 0x1f;
-        if callee_saved(rt) {
-            return false;
-        }
-        super::irq::guest_sgi(frame.reg(rt as usize));
-        frame.elr += 4;
-        true
-    } else {
-        false
+extern "C" fn mmio_exit_short(frame: &mut TrapFrame, esr: u64) {
+    data_abort(frame, Esr(esr));
+}
+
+/// A system register trap (EC 0x18), from `vectors.S` with x0-x18 and x30
+/// in `frame` and nothing else: ELR_EL2 and SPSR_EL2 are only in the CPU,
+/// so this must take no exception and leave them alone. Takes an
+/// ICC_SGI1R_EL1 write whose register is not one of x19-x29 (`vectors.S`
+/// then moves the PC on); `false` sends the exit, not begun, on to
+/// [`lower_sync`] with the whole frame.
+#[no_mangle]
+extern "C" fn sgi_exit_short(frame: &TrapFrame, esr: u64) -> bool {
+    // The whole syndrome but Rt in one compare: EC 0x18 with IL set (a
+    // trapped MSR is always a 32-bit instruction), ISS[24:22] RES0, no
+    // ISS2 (Arm ARM D19.2.45).
+    if esr | ESR_RT != SGI1R_WRITE_ESR {
+        return false;
     }
+    let rt = (esr >> 5) & 0x1f;
+    if callee_saved(rt) {
+        return false;
+    }
+    super::irq::guest_sgi(frame.reg(rt as usize));
+    true
 }
 
 /// x19-x29: not in the short frame.
@@ -116,6 +119,10 @@ const EC_SYSREG: u64 = 0x18;
 const SYSREG_KEY_MASK: u64 = 0x3f_fc1f;
 /// ICC_SGI1R_EL1 (S3_0_C12_C11_5), written (direction 0).
 const SGI1R_WRITE: u64 = esr::ICC_SGI1R_EL1 as u64;
+/// ESR_EL2.ISS.Rt of a trapped MSR/MRS.
+const ESR_RT: u64 = 0x1f << 5;
+/// The ESR_EL2 of an ICC_SGI1R_EL1 write, Rt all ones.
+const SGI1R_WRITE_ESR: u64 = EC_SYSREG << 26 | 1 << 25 | SGI1R_WRITE | ESR_RT;
 
 /// Every synchronous exit but the hot ones: decided by [`trap::decide`],
 /// carried out here.
@@ -133,6 +140,9 @@ fn other_sync(frame: &mut TrapFrame, esr: Esr) {
         }
         TrapAction::Mmio(_) | TrapAction::DataAbort { .. } => data_abort(frame, esr),
         TrapAction::InstrAbort => {
+            if super::lazy::on_fault(vm, guest::fault_ipa()) {
+                return;
+            }
             let far = guest::far();
             if vm.should_log_fault() {
                 warn!(
@@ -219,6 +229,9 @@ fn undefined(frame: &mut TrapFrame, esr: Esr, why: Undef) {
     inject_into(frame, Injected::Undefined);
 }
 
+/// A physical interrupt while the guest ran. `vectors.S` saved x0-x18 and
+/// x30 only: the frame's ELR and SPSR are stale, this path leaves the
+/// CPU's alone.
 #[no_mangle]
 extern "C" fn lower_irq(_frame: &mut TrapFrame) {
     super::irq::handle_irq();
@@ -266,32 +279,58 @@ fn power_action(frame: &mut TrapFrame, vm: &'static Vm, vcpu: &'static super::Vc
     }
 }
 
+/// A stage-2 data abort: an emulated device access, decided from the
+/// syndrome's bits directly (the same rule as [`trap::data_abort`]), or an
+/// abort to inject.
 #[inline(always)]
 fn data_abort(frame: &mut TrapFrame, esr: Esr) {
+    let iss = esr.iss();
+    if !esr::is_device_access(iss) {
+        return data_abort_other(frame, esr);
+    }
+    let (vm, vcpu) = current();
+    let ipa = guest::fault_ipa();
+    let Some((dev, offset)) = vm.mmio.find(ipa) else {
+        return abort(frame, vm, vcpu.index, ipa, iss & WNR != 0, "outside the VM");
+    };
+    let size = (iss >> 22) & 3;
+    let srt = ((iss >> 16) & 0x1f) as usize;
+    let done = if iss & WNR != 0 {
+        let value = frame.reg(srt) & trap::load_mask(size | 4);
+        dev.write(offset, 1 << size, value, vcpu.index).is_ok()
+    } else {
+        match dev.read(offset, 1 << size, vcpu.index) {
+            Ok(v) => {
+                frame.set_reg(srt, trap::load_value(v, iss));
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    if done {
+        frame.elr += esr.insn_len();
+    } else {
+        abort(
+            frame,
+            vm,
+            vcpu.index,
+            ipa,
+            iss & WNR != 0,
+            "refused by the device",
+        );
+    }
+}
+
+/// ESR_EL2.WnR of a data abort.
+const WNR: u32 = 1 << 6;
+
+/// A data abort that is no device access: an abort to inject, logged.
+#[cold]
+#[inline(never)]
+fn data_abort_other(frame: &mut TrapFrame, esr: Esr) {
     let (vm, vcpu) = current();
     let ipa = guest::fault_ipa();
     let (write, why) = match trap::data_abort(esr.iss()) {
-        TrapAction::Mmio(da) => {
-            let Some((dev, offset)) = vm.mmio.find(ipa) else {
-                return abort(frame, vm, vcpu.index, ipa, da.wnr, "outside the VM");
-            };
-            let result = if da.wnr {
-                dev.write(
-                    offset,
-                    da.sas,
-                    esr::store_value(frame.reg(da.srt as usize), &da),
-                    vcpu.index,
-                )
-            } else {
-                dev.read(offset, da.sas, vcpu.index)
-                    .map(|v| frame.set_reg(da.srt as usize, esr::load_result(v, &da)))
-            };
-            if result.is_ok() {
-                frame.elr += esr.insn_len();
-                return;
-            }
-            (da.wnr, "refused by the device")
-        }
         TrapAction::DataAbort { write, why } => (write, why.message()),
         _ => (false, "not a data abort"),
     };
@@ -299,8 +338,13 @@ fn data_abort(frame: &mut TrapFrame, esr: Esr) {
 }
 
 /// Injects an external data abort for an access to `ipa`, logged.
+#[cold]
 #[inline(never)]
 fn abort(frame: &mut TrapFrame, vm: &Vm, vcpu: usize, ipa: u64, write: bool, why: &str) {
+    // The first touch of a lazily scrubbed RAM block: now mapped, retry.
+    if super::lazy::on_fault(vm, ipa) {
+        return;
+    }
     if vm.should_log_fault() {
         warn!(
             "VM {} vCPU {}: {} of IPA {:#x} at {:#x} {}; external abort injected",
@@ -418,7 +462,7 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
         }
         r.device.reset();
     }
-    if let Err(e) = super::create::load_images(&vm.ram, &vm.images) {
+    if let Err(e) = super::lazy::reload(vm) {
         log::error!("VM {}: {e}", vm.name());
         stop_vm(vm, vcpu, "SYSTEM_RESET: cannot reload its images", 0);
     }

@@ -123,6 +123,38 @@ pub fn untranslated_dma(dtb: &Tree, path: &str, smmu: Option<u32>) -> Option<&'s
     }
 }
 
+/// Programming models of devices that never master the bus themselves
+/// (UARTs, RTCs, GPIO blocks, watchdogs: a DMA engine serving them is a node
+/// of its own). Anything else may do DMA as far as the hypervisor knows.
+const NEVER_MASTERS: &[&str] = &[
+    "arm,pl011",
+    "arm,sbsa-uart",
+    "arm,pl031",
+    "arm,pl061",
+    "arm,sp805",
+    "cdns,uart-r1p8",
+    "cdns,uart-r1p12",
+    "xlnx,xuartps",
+    "brcm,bcm2835-aux-uart",
+    "fsl,imx21-uart",
+    "fsl,imx6q-uart",
+    "ns16550a",
+];
+
+/// True if the node at `path` is one of [`NEVER_MASTERS`] and nothing
+/// says it does DMA (`iommus`, `iommu-map`, `dma-coherent`): its VM's RAM
+/// may then be scrubbed at first touch. False for anything else, and for a
+/// path the DTB lacks.
+pub fn never_masters(dtb: &Tree, path: &str) -> bool {
+    let Some(node) = platform::node_at(dtb, path) else {
+        return false;
+    };
+    let dma = ["iommus", "iommu-map", "dma-coherent"]
+        .iter()
+        .any(|p| node.property(p).is_some());
+    !dma && is(&node, NEVER_MASTERS)
+}
+
 /// The first of `spis` (a VM's hardware interrupts) that is one of the
 /// hypervisor's own (`hyp`: INTID and what it is). Rerouted to the guest,
 /// the hypervisor would lose it (the SMMU's event queue, the console's
@@ -149,6 +181,29 @@ mod tests {
         assert_eq!(untranslated_dma(&fdt, "/pcie@10000000", Some(0x8007)), None);
         // No IOMMU in front of it: nothing to say (config_dma's business).
         assert_eq!(untranslated_dma(&fdt, "/pl031@9010000", None), None);
+    }
+
+    #[test]
+    fn only_uarts_rtcs_and_gpio_leave_a_vm_scrubbed_at_first_touch() {
+        let bytes = dtb("qemu-virt-smmuv3.dtb");
+        let virt = crate::dt::Tree::new(&bytes).unwrap();
+        assert!(never_masters(&virt, "/pl031@9010000"));
+        assert!(never_masters(&virt, "/pl011@9000000"));
+        assert!(never_masters(&virt, "/pl061@9030000"));
+        // Bus masters, or unknown: scrubbed before the VM enters.
+        assert!(!never_masters(&virt, "/pcie@10000000"));
+        assert!(!never_masters(&virt, "/virtio_mmio@a000000"));
+        assert!(!never_masters(&virt, "/fw-cfg@9020000"));
+        assert!(!never_masters(&virt, "/no/such/node"));
+        let bytes = dtb("zynqmp-zcu102-rev1.0.dtb");
+        let zcu = crate::dt::Tree::new(&bytes).unwrap();
+        assert!(never_masters(&zcu, "/axi/serial@ff010000"));
+        // GEM Ethernet: a DMA master behind the SMMU.
+        assert!(!never_masters(&zcu, "/axi/ethernet@ff0e0000"));
+        let bytes = dtb("imx8mp-evk.dtb");
+        let evk = crate::dt::Tree::new(&bytes).unwrap();
+        assert!(never_masters(&evk, "/soc@0/bus@30800000/serial@30890000"));
+        assert!(!never_masters(&evk, "/soc@0/bus@30800000/mmc@30b50000"));
     }
 
     #[test]

@@ -40,6 +40,27 @@ fn to_lr(q: &crate::vdev::vgic::Queued) -> Lr {
 }
 static MAINTENANCE: AtomicU32 = AtomicU32::new(25);
 
+/// Whether the GIC is a GICv3, so the interrupt exit picks its CPU
+/// interface with one load instead of the driver's `Once` and enum.
+static GIC_V3: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// The GICv2 driver, likewise, for GICv2's interrupt exit (null on GICv3).
+static GIC_V2: core::sync::atomic::AtomicPtr<crate::drivers::gicv2::Gicv2> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+/// Per physical CPU, the ICC_SGI1R_EL1 value that kicks it (GICv3; 0 until
+/// that CPU came up, or on GICv2: then the driver sends the kick).
+static KICK_WORD: [core::sync::atomic::AtomicU64; crate::arch::aarch64::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; crate::arch::aarch64::MAX_CPUS];
+
+/// Sends the kick SGI to `pcpu`: on GICv3 the precomputed ICC_SGI1R_EL1
+/// value, one load and the write.
+#[inline(always)]
+fn send_kick(pcpu: usize) {
+    match KICK_WORD.get(pcpu).map_or(0, |w| w.load(Ordering::Relaxed)) {
+        0 => kick_slow(pcpu),
+        w => icc::send_sgi1r(w),
+    }
+}
+
 /// The list registers of this CPU.
 struct LocalLrs(&'static PhysGic);
 
@@ -150,8 +171,17 @@ pub fn init_cpu(cpu: usize, maintenance: u32) {
     g.set_priority(hyptimer::INTID, cpu, gic::URGENT);
     g.set_enabled(hyptimer::INTID, cpu, true);
     let n = match g {
-        PhysGic::V3(_) => (icc::ich_vtr() & 0x1f) as usize + 1,
-        PhysGic::V2(v2) => v2.lr_count(),
+        PhysGic::V3(v3) => {
+            GIC_V3.store(true, Ordering::Relaxed);
+            if let Some(w) = KICK_WORD.get(cpu) {
+                w.store(v3.sgi_value(KICK_SGI, cpu), Ordering::Relaxed);
+            }
+            (icc::ich_vtr() & 0x1f) as usize + 1
+        }
+        PhysGic::V2(v2) => {
+            GIC_V2.store(core::ptr::from_ref(v2).cast_mut(), Ordering::Relaxed);
+            v2.lr_count()
+        }
     };
     LR_COUNT.store(n.min(16), Ordering::Relaxed);
 }
@@ -198,22 +228,29 @@ pub fn reset_vcpu_interface(vgic: &Vgic) {
 /// Moves what is queued for `vcpu` (running here) into the list registers.
 pub fn flush(vgic: &Vgic, vcpu: usize) {
     match gic::get() {
-        PhysGic::V3(_) => flush_on(V3If, vgic, vcpu),
-        PhysGic::V2(g) => flush_on(V2If(g), vgic, vcpu),
+        PhysGic::V3(_) => flush_on(V3If, vgic, vcpu, true),
+        PhysGic::V2(g) => flush_on(V2If(g), vgic, vcpu, true),
     }
 }
 
 /// [`flush`] on a known CPU interface: the SGI mailbox straight into list
 /// registers, then (rarely) the locked queue and the maintenance requests.
+/// The fast-SPI mailbox is looked at when `kicked` (whoever posts to it
+/// kicks this CPU, and that exit drains it) or when this CPU asked for
+/// maintenance (a drain that found no free list register), not on every
+/// maintenance exit of GICv2's EOI workaround.
 #[inline(always)]
-fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize) {
+fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize, kicked: bool) {
     let mut full = false;
+    let watching = watched();
     if let Some(b) = vgic.sgi_box(vcpu) {
-        if b.any() {
-            full = drain_sgis(&mut c, b);
+        // No look first: the swap of an empty mailbox costs what the look would.
+        full = drain_sgis(&mut c, b);
+        if (kicked || watching) && b.spis.any() {
+            full |= drain_spis(&mut c, vgic, vcpu, &b.spis);
         }
     }
-    if full || vgic.queue_nonempty(vcpu) || watched() {
+    if full || watching || vgic.queue_nonempty(vcpu) {
         flush_queue(vgic, vcpu, full);
     }
 }
@@ -223,6 +260,49 @@ fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize) {
 #[inline(always)]
 fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
     let mut bits = b.take_all();
+    if bits == 0 {
+        return false;
+    }
+    let all = (1u64 << c.count()) - 1;
+    let mut empty = c.empty() & all;
+    if empty == all {
+        // Nothing listed, so nothing to merge with: straight into the free
+        // list registers from the first (LR0), no list register read.
+        let t = b.entry(bits.trailing_zeros());
+        c.write_first(Lr {
+            vintid: t.sgi,
+            pintid: None,
+            priority: t.priority,
+            state: crate::vdev::vgic::lr::LrState::Pending,
+            group1: t.group1,
+            eoi: false,
+            source: t.lane,
+        });
+        empty &= empty - 1;
+        bits &= bits - 1;
+        while bits != 0 {
+            if empty == 0 {
+                b.repost(bits);
+                return true;
+            }
+            let t = b.entry(bits.trailing_zeros());
+            c.write(
+                empty.trailing_zeros() as usize,
+                Lr {
+                    vintid: t.sgi,
+                    pintid: None,
+                    priority: t.priority,
+                    state: crate::vdev::vgic::lr::LrState::Pending,
+                    group1: t.group1,
+                    eoi: false,
+                    source: t.lane,
+                },
+            );
+            empty &= empty - 1;
+            bits &= bits - 1;
+        }
+        return false;
+    }
     while bits != 0 {
         let t = b.entry(bits.trailing_zeros());
         let lr = Lr {
@@ -237,6 +317,39 @@ fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
         if place(c, lr) == Placed::Full {
             b.repost(bits);
             return true;
+        }
+        bits &= bits - 1;
+    }
+    false
+}
+
+/// [`drain_sgis`] for the fast SPIs posted to `b` (a doorbell's ring). One
+/// that is no longer deliverable (its post raced with the guest disabling
+/// it, or with a VM reset) is latched in the distributor instead, as the
+/// locked path would have: it is not listed behind the guest's back.
+#[inline(never)]
+fn drain_spis<C: CpuIf>(c: &mut C, vgic: &Vgic, vcpu: usize, b: &crate::vdev::vgic::sgi::SpiBox) -> bool {
+    let mut bits = b.take_all();
+    while bits != 0 {
+        if let Some(f) = vgic.fast_spi(bits.trailing_zeros() as usize) {
+            let Some(e) = f.entry_if_ready() else {
+                vgic.raise_locked(f.intid, vcpu, 0);
+                bits &= bits - 1;
+                continue;
+            };
+            let lr = Lr {
+                vintid: e.intid,
+                pintid: None,
+                priority: e.priority,
+                state: crate::vdev::vgic::lr::LrState::Pending,
+                group1: e.group1,
+                eoi: e.eoi,
+                source: 0,
+            };
+            if place(c, lr) == Placed::Full {
+                b.repost(bits);
+                return true;
+            }
         }
         bits &= bits - 1;
     }
@@ -313,7 +426,7 @@ impl VgicHost for Host {
             let (vm, v) = current();
             flush(&vm.vgic, v.index);
         } else {
-            gic::get().send_sgi(KICK_SGI, p);
+            send_kick(p);
         }
     }
 
@@ -444,7 +557,13 @@ fn ask(pcpu: usize, change: Option<(u32, bool)>) -> ActiveSet {
 /// `running`: a vCPU runs here (else its list registers mean nothing).
 #[inline(always)]
 fn answer_questions(running: bool) {
-    let Some(m) = MAILBOX.get(cpu::index()) else {
+    answer_questions_of(cpu::index(), running)
+}
+
+/// [`answer_questions`] where this CPU's index is known already.
+#[inline(always)]
+fn answer_questions_of(this_cpu: usize, running: bool) {
+    let Some(m) = MAILBOX.get(this_cpu) else {
         return;
     };
     let asked = m.asked.load(Ordering::Acquire);
@@ -542,21 +661,45 @@ pub fn wait_for_kick() {
 
 /// Makes another CPU take a look at its vCPU (its VM stopped, say).
 pub fn kick_cpu(pcpu: usize) {
-    gic::get().send_sgi(KICK_SGI, pcpu);
+    send_kick(pcpu);
 }
 
 /// A physical IRQ while a guest ran on this CPU.
 pub fn handle_irq() {
-    // Decide the GIC version once; the hot path below is compiled for each.
-    match gic::get() {
-        PhysGic::V3(_) => handle_irq_on(V3If),
-        PhysGic::V2(g) => handle_irq_on(V2If(g)),
+    // Decide the GIC version once; the hot path below is compiled for each,
+    // once (the fallback before `init_cpu` reuses the two copies).
+    if GIC_V3.load(Ordering::Relaxed) {
+        return irq_v3();
     }
+    let v2 = GIC_V2.load(Ordering::Relaxed);
+    if !v2.is_null() {
+        // SAFETY: set in `init_cpu` from the driver, which lives in a
+        // `static` for ever and is never moved or written again.
+        return irq_v2(unsafe { &*v2 });
+    }
+    match gic::get() {
+        PhysGic::V3(_) => irq_v3(),
+        PhysGic::V2(g) => irq_v2(g),
+    }
+}
+
+#[inline(never)]
+fn irq_v3() {
+    handle_irq_on(V3If)
+}
+
+#[inline(never)]
+fn irq_v2(g: &'static crate::drivers::gicv2::Gicv2) {
+    handle_irq_on(V2If(g))
 }
 
 /// The physical CPU interface and list registers, per GIC version, so the
 /// interrupt exit does not test the version at every register access.
 trait CpuIf: ListRegs + Copy {
+    /// Writes list register 0.
+    fn write_first(&mut self, lr: Lr) {
+        self.write(0, lr)
+    }
     fn ack(self) -> (u32, u32);
     fn eoi(self, raw: u32);
     fn deactivate(self, raw: u32);
@@ -587,6 +730,10 @@ impl ListRegs for V3If {
 }
 
 impl CpuIf for V3If {
+    #[inline(always)]
+    fn write_first(&mut self, lr: Lr) {
+        icc::set_ich_lr0(lr.encode_v3())
+    }
     #[inline(always)]
     fn ack(self) -> (u32, u32) {
         let iar = icc::icc_iar1() as u32;
@@ -648,10 +795,11 @@ fn handle_irq_on<C: CpuIf>(mut c: C) {
         // registers, or wants it to look at its power state: the IPI path.
         c.eoi(raw);
         c.deactivate(raw);
-        answer_questions(true);
+        answer_questions_of(vcpu.pcpu, true);
         if vm.state() != VmState::Running || vcpu.power() != super::psci::Power::On {
             abandon_guest();
         }
+        return flush_on(c, &vm.vgic, vcpu.index, true);
     } else if intid >= 1020 {
         return; // spurious
     } else if let Some(q) = vm.vgic.hw_fired(intid, vcpu.index) {
@@ -676,7 +824,7 @@ fn handle_irq_on<C: CpuIf>(mut c: C) {
     } else {
         other_irq(gic::get(), intid, raw);
     }
-    flush_on(c, &vm.vgic, vcpu.index);
+    flush_on(c, &vm.vgic, vcpu.index, false);
 }
 
 /// Whether this CPU asked for maintenance or asserts the virtual IRQ by
@@ -750,8 +898,41 @@ fn maintenance_eoi(g: &'static PhysGic, vgic: &Vgic, vcpu: usize) {
 
 /// A guest's write to ICC_SGI1R_EL1 (or ICC_SGI0R/ASGI1R): SGIs to its own
 /// vCPUs only; affinities it does not have are dropped.
+#[inline(always)]
 pub fn guest_sgi(value: u64) {
     let (vm, vcpu) = current();
+    // The usual IPI: one SGI to one other vCPU by its Aff0 (no Aff1-3, no
+    // range selector, no broadcast), into its mailbox with one atomic OR.
+    let list = value & 0xffff;
+    if value & !SGI_ONE_TARGET == 0 && list & list.wrapping_sub(1) == 0 {
+        let t = list.trailing_zeros() as usize;
+        if let (Some(b), Some(v)) = (vm.vgic.sgi_box(t), vm.vcpus.get(t)) {
+            if t != vcpu.index {
+                // ICC_SGI1R_EL1 is GICv3's: its SGIs carry no source (lane 0).
+                match b.post((value >> 24) as u32, 0) {
+                    // This exit returns to the guest next: no ISB needed.
+                    Some(true) => match KICK_WORD.get(v.pcpu).map_or(0, |w| w.load(Ordering::Relaxed)) {
+                        0 => kick_slow(v.pcpu),
+                        w => icc::send_sgi1r_before_eret(w),
+                    },
+                    Some(false) => {}
+                    None => vm.vgic.send_sgi((value >> 24) as u32 & 0xf, vcpu.index, 1 << t),
+                }
+                return;
+            }
+        }
+    }
+    guest_sgi_any(vm, vcpu, value)
+}
+
+/// ICC_SGI1R_EL1 fields an SGI to one listed vCPU may use: INTID and the
+/// target list (one bit).
+const SGI_ONE_TARGET: u64 = 0x0f00_ffff;
+
+/// Every other SGI register value: broadcast, ranges, several targets,
+/// itself, affinities this VM does not have.
+#[inline(never)]
+fn guest_sgi_any(vm: &super::Vm, vcpu: &super::Vcpu, value: u64) {
     let n = vm.vcpus.len();
     let all: u64 = if n >= 64 { !0 } else { (1 << n) - 1 };
     let intid = ((value >> 24) & 0xf) as u32;
@@ -766,5 +947,31 @@ pub fn guest_sgi(value: u64) {
             ((value & 0xffff) << (16 * rs)) & all
         }
     };
-    vm.vgic.send_sgi(intid, vcpu.index, targets);
+    let mut kicks = vm.vgic.post_sgis(intid, vcpu.index, targets);
+    // The kicks straight to the targets' CPUs, not through the vGIC's host.
+    while kicks != 0 {
+        let t = kicks.trailing_zeros() as usize;
+        kicks &= kicks - 1;
+        let Some(v) = vm.vcpus.get(t) else { continue };
+        match KICK_WORD.get(v.pcpu).map_or(0, |w| w.load(Ordering::Relaxed)) {
+            _ if t == vcpu.index => flush_self(),
+            0 => kick_slow(v.pcpu),
+            w => icc::send_sgi1r(w),
+        }
+    }
+}
+
+/// An SGI a vCPU sent itself: into its own list registers now.
+#[cold]
+#[inline(never)]
+fn flush_self() {
+    let (vm, vcpu) = current();
+    flush(&vm.vgic, vcpu.index);
+}
+
+/// The kick through the driver (GICv2, or a CPU not up yet).
+#[cold]
+#[inline(never)]
+fn kick_slow(pcpu: usize) {
+    gic::get().send_sgi(KICK_SGI, pcpu);
 }

@@ -103,13 +103,34 @@ pub fn write_dtb(w: &mut vm_fdt::FdtWriter, links: &[GuestLink]) -> Result<(), v
 /// hypervisor memory, no shared region).
 pub struct VmRam {
     regions: Vec<RamRegion>,
+    /// The VM's scrub state: a lazy block is scrubbed (and mapped) before
+    /// the hypervisor reads or writes it, so it neither hands a peer what a
+    /// previous owner left there nor has its own write erased by a later scrub.
+    lazy: Option<alloc::sync::Arc<crate::mm::scrub::LazyRam>>,
 }
 
 impl VmRam {
     pub fn new(regions: &[RamRegion]) -> Self {
         Self {
             regions: regions.to_vec(),
+            lazy: None,
         }
+    }
+
+    /// The same, for a VM whose RAM may be scrubbed lazily.
+    pub fn with_lazy(mut self, lazy: alloc::sync::Arc<crate::mm::scrub::LazyRam>) -> Self {
+        self.lazy = Some(lazy);
+        self
+    }
+
+    /// Makes `[gpa, gpa + len)` scrubbed before the hypervisor touches it.
+    fn ensure_scrubbed(&self, gpa: u64, len: u64) {
+        #[cfg(target_os = "none")]
+        if let Some(l) = &self.lazy {
+            l.touch_range(gpa, len, &crate::vm::lazy::HwBlocks::TOUCH);
+        }
+        #[cfg(not(target_os = "none"))]
+        let _ = (gpa, len, &self.lazy);
     }
 
     /// The physical address of `gpa` and how many bytes from it are
@@ -155,6 +176,7 @@ impl GuestMemory for VmRam {
         if !self.contains(gpa, buf.len() as u64) {
             return Err(OutsideRam);
         }
+        self.ensure_scrubbed(gpa, buf.len() as u64);
         self.pieces(gpa, buf.len() as u64, |pa, off, n| {
             if let Some(dst) = buf.get_mut(off..off + n) {
                 read_phys(pa, dst);
@@ -166,6 +188,7 @@ impl GuestMemory for VmRam {
         if !self.contains(gpa, data.len() as u64) {
             return Err(OutsideRam);
         }
+        self.ensure_scrubbed(gpa, data.len() as u64);
         self.pieces(gpa, data.len() as u64, |pa, off, n| {
             if let Some(src) = data.get(off..off + n) {
                 write_phys(pa, src);
@@ -281,6 +304,7 @@ mod switches {
         name: &str,
         links: &[LinkConfig],
         ram: &[RamRegion],
+        lazy: &Arc<crate::mm::scrub::LazyRam>,
         vgic: &Arc<Vgic>,
         mmio: &mut MmioBus,
     ) -> Result<(), String> {
@@ -303,7 +327,7 @@ mod switches {
                     let dev = Arc::new(NetDevice::new(
                         name,
                         net_port,
-                        Box::new(VmRam::new(ram)),
+                        Box::new(VmRam::new(ram).with_lazy(lazy.clone())),
                         Some((vgic.clone(), port.intid)),
                     ));
                     mmio.add(port.ipa, Box::new(dev.clone()))

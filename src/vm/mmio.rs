@@ -42,14 +42,15 @@ impl MmioBus {
     /// binary search where there are many.
     #[inline]
     pub fn find(&self, ipa: u64) -> Option<(&dyn MmioDevice, u64)> {
-        let r = if self.regions.len() <= LINEAR {
-            self.regions
-                .iter()
-                .find(|r| ipa >= r.base && ipa - r.base < r.size)?
-        } else {
-            let after = self.regions.partition_point(|r| r.base <= ipa);
-            self.regions.get(after.checked_sub(1)?)?
-        };
+        if self.regions.len() <= LINEAR {
+            // `wrapping_sub`: below the base wraps to a huge offset.
+            return self.regions.iter().find_map(|r| {
+                let offset = ipa.wrapping_sub(r.base);
+                (offset < r.size).then_some((r.device.as_ref(), offset))
+            });
+        }
+        let after = self.regions.partition_point(|r| r.base <= ipa);
+        let r = self.regions.get(after.checked_sub(1)?)?;
         let offset = ipa.checked_sub(r.base)?;
         (offset < r.size).then_some((r.device.as_ref(), offset))
     }

@@ -34,6 +34,8 @@ pub mod exit;
 #[cfg(target_os = "none")]
 pub mod irq;
 #[cfg(target_os = "none")]
+pub mod lazy;
+#[cfg(target_os = "none")]
 pub mod pcie_reset;
 #[cfg(target_os = "none")]
 pub mod smmu;
@@ -183,6 +185,8 @@ pub struct Vm {
     pub entry: u64,
     pub x0: u64,
     pub images: Images,
+    /// Which of its RAM is scrubbed (lazy blocks at first touch).
+    pub lazy: alloc::sync::Arc<crate::mm::scrub::LazyRam>,
     state: AtomicU8,
     /// Guest faults logged so far (logging is rate-limited per VM).
     pub faults_logged: AtomicUsize,

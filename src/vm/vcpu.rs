@@ -116,6 +116,8 @@ pub extern "C" fn cpu_loop() -> ! {
         }
         super::irq::wait_for_kick();
     };
+    // The first entry scrubs the VM's eager RAM here, on its own CPU.
+    super::lazy::before_entry(vm);
     guest::load_vm(
         vm.vttbr,
         vm.vtcr,

@@ -145,6 +145,10 @@ pub struct VmToml {
     /// `"unrestricted"`: the VM's DMA-capable devices are not behind an SMMU
     /// and may reach any physical address (config_dma.rs).
     pub dma: Option<String>,
+    /// `"boot"`: all RAM scrubbed before the VM enters; `"lazy"` (default):
+    /// blocks its images do not touch scrubbed at first touch where no
+    /// device of the VM may do DMA.
+    pub scrub: Option<String>,
     /// Guest-physical base of the scratch MMIO test device (tests only).
     pub test_device: Option<u64>,
 }
@@ -270,6 +274,8 @@ pub struct ResolvedVm {
     pub test_device: Option<u64>,
     /// `dma = "unrestricted"` (checked): written as `dma-unrestricted`.
     pub dma_unrestricted: bool,
+    /// `scrub = "boot"`: written as `scrub-at-boot`.
+    pub scrub_at_boot: bool,
 }
 
 /// A checked configuration.
@@ -626,6 +632,17 @@ pub fn check(
         }
         crate::config_dma::check_vm(vm.dma.as_deref(), &vm.devices, &board.dma)
             .map_err(|(field, message)| err(n, field, message))?;
+        let scrub_at_boot = match vm.scrub.as_deref() {
+            None | Some("lazy") => false,
+            Some("boot") => true,
+            Some(other) => {
+                return Err(err(
+                    n,
+                    "scrub".into(),
+                    format!("{other:?}: the values are \"lazy\" (the default) and \"boot\""),
+                ))
+            }
+        };
         let identity: Vec<bool> = vm.memory.iter().map(|m| m.identity).collect();
         crate::config_dma::check_identity(vm.dma.as_deref(), &vm.devices, &identity, &board.dma)
             .map_err(|(field, message)| err(n, field, message))?;
@@ -686,6 +703,7 @@ pub fn check(
             devices: vm.devices.clone(),
             test_device: vm.test_device,
             dma_unrestricted: vm.dma.as_deref() == Some("unrestricted"),
+            scrub_at_boot,
         });
     }
     // What the hypervisor will map and what it will trap (it decides again
@@ -838,6 +856,9 @@ pub fn blob(r: &Resolved) -> Result<Vec<u8>> {
         }
         if vm.dma_unrestricted {
             w.property_null("dma-unrestricted").map_err(e)?;
+        }
+        if vm.scrub_at_boot {
+            w.property_null("scrub-at-boot").map_err(e)?;
         }
         w.end_node(n).map_err(e)?;
     }
@@ -1077,6 +1098,7 @@ mod tests {
             devices: vec![],
             test_device: None,
             dma_unrestricted: false,
+            scrub_at_boot: false,
         }
     }
 

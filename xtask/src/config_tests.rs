@@ -157,6 +157,7 @@ fn resolved_with(fixed: &[(u64, u64)]) -> Resolved {
             devices: vec![],
             test_device: None,
             dma_unrestricted: false,
+            scrub_at_boot: false,
         }],
         console_prefix: true,
         qemu: Default::default(),

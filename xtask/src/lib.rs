@@ -34,6 +34,7 @@ pub mod qemu;
 pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
+pub mod scrub_scenarios;
 pub mod seed_scenarios;
 pub mod smmu_linux;
 pub mod smmu_scenarios;

@@ -377,6 +377,7 @@ mod tests {
             devices: vec![],
             test_device: None,
             dma_unrestricted: false,
+            scrub_at_boot: false,
         }
     }
 

@@ -366,6 +366,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend([device_abort(3), device_abort(2)]);
     all.extend([console_burst(3), console_burst(2)]);
     all.extend(crate::media::scenarios::all());
+    all.extend(crate::scrub_scenarios::all());
     all.extend(crate::smmu_scenarios::all());
     all.extend(crate::seed_scenarios::all());
     all

@@ -50,6 +50,47 @@ sysreg_rw!(ich_vmcr, set_ich_vmcr, "s3_4_c12_c11_7");
 sysreg_rw!(ich_ap0r0, set_ich_ap0r0, "s3_4_c12_c8_0");
 sysreg_rw!(ich_ap1r0, set_ich_ap1r0, "s3_4_c12_c9_0");
 
+/// Sends the SGI that ICC_SGI1R_EL1 value `v` names, after the stores
+/// before it (the mailbox bits it announces) are visible to the target.
+#[inline(always)]
+pub fn send_sgi1r(v: u64) {
+    // SAFETY: generating an SGI only signals another CPU's hypervisor;
+    // the barriers order memory, no memory is accessed.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "msr s3_0_c12_c11_5, {}",
+            "isb",
+            in(reg) v,
+            options(nostack)
+        )
+    };
+}
+
+/// [`send_sgi1r`] without the ISB, for an exit that returns to its guest
+/// right after: the ERET is a context synchronization event, so the write
+/// takes effect by then at the latest. Nowhere a CPU may wait or spin after.
+#[inline(always)]
+pub fn send_sgi1r_before_eret(v: u64) {
+    // SAFETY: as for `send_sgi1r`.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "msr s3_0_c12_c11_5, {}",
+            in(reg) v,
+            options(nostack)
+        )
+    };
+}
+
+/// Writes list register 0 (the first free one after an exit that found
+/// none in use).
+#[inline(always)]
+pub fn set_ich_lr0(v: u64) {
+    // SAFETY: as in `set_ich_lr`.
+    unsafe { asm!("msr s3_4_c12_c12_0, {}", in(reg) v, options(nomem, nostack)) }
+}
+
 /// Reads list register `n` (0..16).
 #[inline(always)]
 pub fn ich_lr(n: usize) -> u64 {

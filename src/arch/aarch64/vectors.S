@@ -26,6 +26,24 @@
     str     x1, [sp, #16 * 16]
 .endm
 
+// The registers of SAVE_CALLER without the return state: for the
+// interrupt exit, which takes no exception and changes neither ELR_EL2 nor
+// SPSR_EL2, so they stay in the CPU (the frame's fields are stale there).
+.macro SAVE_CALLER_REGS
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #16 * 0]
+    stp     x2, x3, [sp, #16 * 1]
+    stp     x4, x5, [sp, #16 * 2]
+    stp     x6, x7, [sp, #16 * 3]
+    stp     x8, x9, [sp, #16 * 4]
+    stp     x10, x11, [sp, #16 * 5]
+    stp     x12, x13, [sp, #16 * 6]
+    stp     x14, x15, [sp, #16 * 7]
+    stp     x16, x17, [sp, #16 * 8]
+    str     x18, [sp, #16 * 9]
+    str     x30, [sp, #16 * 15]
+.endm
+
 // A lower-EL synchronous exception: x0-x3 saved, x1 = ESR_EL2, then on to
 // `next`, which saves what its exits need.
 .macro LOWER_SYNC next
@@ -127,7 +145,7 @@
     // Lower EL, AArch64: the guests.
     LOWER_SYNC \sync
 .balign 0x80
-    SAVE_CALLER
+    SAVE_CALLER_REGS
     b       guest_irq
     LOWER   lower_fiq
     LOWER   lower_serror
@@ -136,7 +154,7 @@
     // the same (r0-r14 are x0-x14), so the same handlers take them.
     LOWER_SYNC \sync
 .balign 0x80
-    SAVE_CALLER
+    SAVE_CALLER_REGS
     b       guest_irq
     LOWER   lower_fiq
     LOWER   lower_serror
@@ -175,28 +193,64 @@ guest_sync_hvc:
     b       exception_return
 
 // Every other synchronous exit (x1 = ESR): first with the caller-saved
-// frame only, which `lower_sync_short` takes for the frequent exits whose
-// register is not one of x19-x29 (an emulated device access, an SGI); if it
-// declines, the whole frame and `lower_sync`.
+// frame only, for the frequent exits whose register is not one of x19-x29:
+// an SGI (a system register trap, EC 0x18, that `sgi_exit_short` takes:
+// no exception, ELR_EL2 and SPSR_EL2 stay in the CPU and the PC moves on
+// here) and an emulated device access (a data abort, EC 0x24,
+// `mmio_exit_short`); everything else, or an SGI that `sgi_exit_short`
+// declines, gets the whole frame and `lower_sync`.
 guest_sync:
     SAVE_X4_X30
+    lsr     x2, x1, #26
+    cmp     x2, #0x24
+    b.ne    7f
+    // A data abort whose register, if it names one (ISV), is not one of
+    // x19-x29.
     mrs     x0, elr_el2
-    mrs     x2, spsr_el2
+    mrs     x3, spsr_el2
     str     x0, [sp, #16 * 15 + 8]
-    str     x2, [sp, #16 * 16]
+    str     x3, [sp, #16 * 16]
     mov     x0, sp
-    bl      lower_sync_short
-    cbnz    w0, return_caller
-    SAVE_CALLEE
+    tbz     x1, #24, 1f
+    ubfx    x2, x1, #16, #5
+    sub     x2, x2, #19
+    cmp     x2, #11
+    b.lo    3f
+1:  bl      mmio_exit_short
+    b       return_caller
+7:  cmp     x2, #0x18
+    b.eq    4f
+5:  mrs     x0, elr_el2
+    mrs     x3, spsr_el2
+    str     x0, [sp, #16 * 15 + 8]
+    str     x3, [sp, #16 * 16]
+3:  SAVE_CALLEE
     mov     x0, sp
     bl      lower_sync
     b       exception_return
+4:  mov     x0, sp
+    bl      sgi_exit_short          // frame, ESR -> w0 = handled
+    cbz     w0, 6f
+    mrs     x0, elr_el2
+    add     x0, x0, #4
+    msr     elr_el2, x0
+    RESTORE_X4_X30
+    ldp     x0, x1, [sp, #16 * 0]
+    ldp     x2, x3, [sp, #16 * 1]
+    add     sp, sp, #FRAME_SIZE
+    eret
+6:  b       5b
 
-// A physical interrupt: the handler never reads guest registers.
+// A physical interrupt: the handler never reads guest registers, takes
+// no exception and leaves ELR_EL2 and SPSR_EL2 alone (it returns, or
+// abandons the guest for good). It must never make a forwarded device
+// access (`devio`): the one EL2 exception the hypervisor survives would
+// leave ELR_EL2 pointing at its fixup.
 guest_irq:
     mov     x0, sp
     bl      lower_irq
-    b       return_caller
+    ldr     x30, [sp, #16 * 15]
+    b       return_regs
 
 
 // Restores the TrapFrame at SP and returns to where it points: x19-x29,
@@ -217,6 +271,10 @@ return_caller:
     ldr     x1, [sp, #16 * 16]
     msr     elr_el2, x0
     msr     spsr_el2, x1
+    // Fall through.
+
+// x0-x18 back and `eret` (ELR_EL2, SPSR_EL2 and x30 already in place).
+return_regs:
     ldp     x0, x1, [sp, #16 * 0]
     ldp     x2, x3, [sp, #16 * 1]
     ldp     x4, x5, [sp, #16 * 2]

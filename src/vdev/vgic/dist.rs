@@ -178,10 +178,12 @@ impl Vgic {
         for i in 0..n {
             self.plain_byte_locked(&mut s, off + i, (value >> (8 * i)) as u8, vcpu, bank);
         }
-        // SGI groups and priorities are mirrored in the mailbox.
+        // SGI groups and priorities are mirrored in the mailbox, fast SPIs'
+        // with their trigger too.
         if vcpu < self.nvcpus && (bank != Bank::Shared) {
             self.mirror_sgis(&s, vcpu);
         }
+        self.mirror_spis(&s);
     }
 
     /// One byte of IGROUPR, IPRIORITYR or ICFGR, the state locked.
@@ -287,6 +289,7 @@ impl Vgic {
             for v in 0..self.nvcpus {
                 self.mirror_sgis(&s, v);
             }
+            self.mirror_spis(&s);
             // Enabling a group releases what was latched pending.
             let mut kicks = alloc::vec::Vec::new();
             for v in 0..self.nvcpus {
@@ -344,14 +347,7 @@ impl Distributor {
                     Version::V2 => ctlr,
                 }
             }
-            TYPER => {
-                let lines = u64::from((32 + g.nspis) / 32 - 1);
-                let cpus = (g.nvcpus.min(8) as u64 - 1) << 5;
-                match g.version {
-                    Version::V3 => lines | cpus | (9 << 19),
-                    Version::V2 => lines | cpus,
-                }
-            }
+            TYPER => g.typer,
             IIDR => IIDR_VALUE,
             0x080..=0xcff => {
                 let bank = if g.version == Version::V3 {
@@ -369,17 +365,7 @@ impl Distributor {
         let g = &self.vgic;
         match off {
             CTLR => g.set_ctlr(value),
-            SGIR if g.version == Version::V2 => {
-                let intid = value & 0xf;
-                let all = (1u64 << g.nvcpus.min(8)) - 1;
-                let targets = match (value >> 24) & 3 {
-                    0 => u64::from((value >> 16) & 0xff) & all,
-                    1 => all & !(1 << vcpu),
-                    2 => 1 << vcpu,
-                    _ => 0,
-                };
-                g.send_sgi(intid, vcpu, targets);
-            }
+            SGIR if g.version == Version::V2 => self.sgir(value, vcpu),
             0x080..=0xcff => {
                 let bank = if g.version == Version::V3 {
                     Bank::Shared
@@ -390,6 +376,23 @@ impl Distributor {
             }
             _ => {}
         }
+    }
+}
+
+impl Distributor {
+    /// A GICv2 GICD_SGIR write: SGIs to this VM's own vCPUs only.
+    #[inline(always)]
+    fn sgir(&self, value: u32, vcpu: usize) {
+        let g = &self.vgic;
+        let intid = value & 0xf;
+        let all = (1u64 << g.nvcpus.min(8)) - 1;
+        let targets = match (value >> 24) & 3 {
+            0 => u64::from((value >> 16) & 0xff) & all,
+            1 => all & !(1 << vcpu),
+            2 => 1 << vcpu,
+            _ => 0,
+        };
+        g.send_sgi(intid, vcpu, targets);
     }
 }
 
@@ -434,6 +437,11 @@ impl MmioDevice for Distributor {
 
     fn write(&self, offset: u64, width: u8, value: u64, vcpu: usize) -> Result<(), BusError> {
         let g = &self.vgic;
+        // GICv2's IPI register first: the guest's most frequent write here.
+        if offset == SGIR && width == 4 && g.version == Version::V2 {
+            self.sgir(value as u32, vcpu);
+            return Ok(());
+        }
         if g.version == Version::V3 && (IROUTER..IROUTER + 8 * 1020).contains(&offset) {
             let intid = ((offset - IROUTER) / 8) as u32;
             let old = g.with_irq(intid, 0, |i| i.router).unwrap_or(0);

@@ -65,6 +65,7 @@ impl Lr {
         v
     }
 
+    #[inline(always)]
     pub fn decode_v3(v: u64) -> Lr {
         let hw = v & (1 << 61) != 0;
         Lr {
@@ -79,6 +80,7 @@ impl Lr {
     }
 
     /// GICH_LR<n> (GICv2 spec 5.3.11): priority keeps its top 5 bits.
+    #[inline(always)]
     pub fn encode_v2(&self) -> u32 {
         let mut v = (self.vintid & 0x3ff)
             | (u32::from(self.priority >> 3) << 23)
@@ -91,6 +93,7 @@ impl Lr {
         v
     }
 
+    #[inline(always)]
     pub fn decode_v2(v: u32) -> Lr {
         let hw = v & (1 << 31) != 0;
         Lr {

@@ -117,6 +117,7 @@ pub struct Queued {
 }
 
 impl Queued {
+    #[inline(always)]
     pub fn lr(&self) -> Lr {
         Lr {
             vintid: self.vintid,
@@ -241,12 +242,17 @@ pub struct Vgic {
     queues: Vec<Mutex<Queue>>,
     /// Each vCPU's SGI mailbox: the IPI path without a lock.
     sgis: Vec<sgi::SgiBox>,
+    /// The virtual SPIs that take the mailbox path ([`sgi::FastSpi`]):
+    /// the first [`sgi::MAX_FAST_SPIS`] the hypervisor raises itself.
+    fast_spis: Vec<sgi::FastSpi>,
     /// Whether each vCPU's queue may be non-empty, readable without its
     /// lock (the interrupt exit checks it before taking the lock).
     queued: Vec<core::sync::atomic::AtomicBool>,
     host: Box<dyn VgicHost>,
     /// Interrupts lost to a full queue.
     pub dropped: AtomicU64,
+    /// GICD_TYPER, fixed at creation (the guest reads it often).
+    typer: u64,
 }
 
 impl Vgic {
@@ -284,11 +290,32 @@ impl Vgic {
             }),
             queues: (0..nvcpus).map(|_| Mutex::new(Queue::new())).collect(),
             sgis: (0..nvcpus).map(|_| sgi::SgiBox::new()).collect(),
+            fast_spis: {
+                let mut v: Vec<u32> = owned
+                    .iter()
+                    .filter(|o| o.0 >= 32 && o.1 == Owner::Virtual)
+                    .map(|o| o.0)
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v.into_iter()
+                    .take(sgi::MAX_FAST_SPIS)
+                    .map(sgi::FastSpi::new)
+                    .collect()
+            },
             queued: (0..nvcpus)
                 .map(|_| core::sync::atomic::AtomicBool::new(false))
                 .collect(),
             host,
             dropped: AtomicU64::new(0),
+            typer: {
+                let lines = u64::from((32 + nspis) / 32 - 1);
+                let cpus = (nvcpus.clamp(1, 8) as u64 - 1) << 5;
+                match version {
+                    Version::V3 => lines | cpus | (9 << 19),
+                    Version::V2 => lines | cpus,
+                }
+            },
         }
     }
 
@@ -332,8 +359,12 @@ impl Vgic {
                 if let Some(b) = self.sgis.get(v) {
                     b.clear();
                 }
+                if let Some(b) = self.spi_box(v) {
+                    b.clear();
+                }
                 self.mirror_sgis(&s, v);
             }
+            self.mirror_spis(&s);
             hw
         };
         for v in 0..self.nvcpus {
@@ -396,6 +427,48 @@ impl Vgic {
         }
     }
 
+    /// Republishes every fast SPI (see [`sgi::FastSpi`]): called with the
+    /// state locked after anything that may change whether one is
+    /// deliverable, its target, priority, group or trigger. A few words.
+    fn mirror_spis(&self, s: &State) {
+        for f in &self.fast_spis {
+            let Some(irq) = s.spis.get((f.intid as usize).wrapping_sub(32)) else {
+                continue;
+            };
+            let ready = irq.enabled && self.group_enabled(s, irq.group1);
+            let target = usize::from(irq.target).min(self.nvcpus.saturating_sub(1));
+            f.mirror(ready, target, irq.priority, irq.group1, !irq.edge);
+        }
+    }
+
+    /// The fast SPI slot of `intid`, if it has one.
+    #[inline(always)]
+    fn fast_slot(&self, intid: u32) -> Option<usize> {
+        self.fast_spis.iter().position(|f| f.intid == intid)
+    }
+
+    /// Fast SPI slot `k`.
+    #[inline(always)]
+    pub fn fast_spi(&self, k: usize) -> Option<&sgi::FastSpi> {
+        self.fast_spis.get(k)
+    }
+
+    /// `vcpu`'s posted fast SPIs.
+    #[inline(always)]
+    pub fn spi_box(&self, vcpu: usize) -> Option<&sgi::SpiBox> {
+        self.sgis.get(vcpu).map(|b| &b.spis)
+    }
+
+    /// Posts fast SPI `intid` without the lock if it is deliverable now:
+    /// `None` if it is not (or has no slot), else the target vCPU and
+    /// whether it must be kicked.
+    #[inline(always)]
+    fn post_fast(&self, intid: u32) -> Option<(usize, bool)> {
+        let k = self.fast_slot(intid)?;
+        let t = self.fast_spis.get(k)?.ready_target()?;
+        Some((t, self.spi_box(t)?.post(k)))
+    }
+
     /// Queues `intid` for its target if it can be delivered now; otherwise
     /// leaves it latched pending. Returns the vCPU to kick.
     fn deliver(&self, s: &mut State, intid: u32, vcpu: usize, source: u8) -> Option<usize> {
@@ -434,6 +507,20 @@ impl Vgic {
     /// Makes a virtual interrupt pending (an SGI from `source`, an emulated
     /// device's edge). `vcpu` selects the banked copy of SGIs/PPIs.
     pub fn raise(&self, intid: u32, vcpu: usize, source: u8) {
+        if intid >= 32 {
+            if let Some((t, kick)) = self.post_fast(intid) {
+                if kick {
+                    self.host.kick(t);
+                }
+                return;
+            }
+        }
+        self.raise_locked(intid, vcpu, source)
+    }
+
+    /// [`Self::raise`] on the locked path only: pending in the distributor
+    /// state, queued if deliverable, else latched.
+    pub fn raise_locked(&self, intid: u32, vcpu: usize, source: u8) {
         let kick = {
             let mut s = self.state.lock();
             match self.irq(&mut s, intid, vcpu) {
@@ -535,6 +622,27 @@ impl Vgic {
                 source: t.lane,
             });
         }
+        if let Some(f) = self
+            .spi_box(vcpu)
+            .and_then(|b| b.take())
+            .and_then(|k| self.fast_spis.get(k))
+        {
+            // Not deliverable any more (disabled, or a reset, since the
+            // post): latched in the distributor, as the locked path would.
+            match f.entry_if_ready() {
+                Some(e) => {
+                    return Some(Queued {
+                        vintid: e.intid,
+                        hw: false,
+                        priority: e.priority,
+                        group1: e.group1,
+                        eoi: e.eoi,
+                        source: 0,
+                    })
+                }
+                None => self.raise_locked(f.intid, vcpu, 0),
+            }
+        }
         if !self.queued.get(vcpu)?.load(Ordering::Acquire) {
             return None;
         }
@@ -570,6 +678,7 @@ impl Vgic {
     pub fn has_queued(&self, vcpu: usize) -> bool {
         self.queued.get(vcpu).is_some_and(|q| q.load(Ordering::Acquire))
             || self.sgis.get(vcpu).is_some_and(|b| b.any())
+            || self.spi_box(vcpu).is_some_and(|b| b.any())
     }
 
     /// Delivers a guest SGI (from ICC_SGI1R_EL1 or GICD_SGIR) to each vCPU
@@ -577,8 +686,18 @@ impl Vgic {
     /// An SGI that is deliverable goes into the target's mailbox without
     /// a lock; one that is not (disabled, its group disabled, or from a
     /// GICv2 source beyond the mailbox's lanes) is latched under the lock.
-    #[inline]
     pub fn send_sgi(&self, intid: u32, from: usize, targets: u64) {
+        let mut kicks = self.post_sgis(intid, from, targets);
+        while kicks != 0 {
+            self.host.kick(kicks.trailing_zeros() as usize);
+            kicks &= kicks - 1;
+        }
+    }
+
+    /// [`Self::send_sgi`] without the kicks: returns the vCPUs (a bit mask)
+    /// whose CPU must be kicked, for a caller that kicks them itself.
+    #[inline(always)]
+    pub fn post_sgis(&self, intid: u32, from: usize, targets: u64) -> u64 {
         let intid = intid & 0xf;
         // GICv3 SGIs carry no source; GICv2 ones carry the sender's number.
         let lane = match self.version {
@@ -591,15 +710,17 @@ impl Vgic {
             (1u64 << self.nvcpus) - 1
         };
         let mut left = targets & all;
+        let mut kicks = 0;
         while left != 0 {
             let t = left.trailing_zeros() as usize;
             left &= left - 1;
             match self.sgis.get(t).and_then(|b| b.post(intid, lane)) {
-                Some(true) => self.host.kick(t),
+                Some(true) => kicks |= 1 << t,
                 Some(false) => {}
                 None => self.raise_cold(intid, t, from as u8),
             }
         }
+        kicks
     }
 
     // Register-level helpers used by `dist` and `redist`.
@@ -618,6 +739,8 @@ impl Vgic {
             let target = if intid < 32 { vcpu } else { usize::from(irq.target) };
             if intid < 16 {
                 self.mirror_sgi(&s, intid, vcpu);
+            } else if intid >= 32 && !self.fast_spis.is_empty() {
+                self.mirror_spis(&s);
             }
             let kick = if on && pending {
                 self.deliver(&mut s, intid, vcpu, 0)
@@ -655,6 +778,10 @@ impl Vgic {
                 if let Some(b) = self.sgis.get(vcpu) {
                     b.cancel(intid);
                 }
+            } else if let Some(k) = self.fast_slot(intid) {
+                for b in &self.sgis {
+                    b.spis.cancel(k);
+                }
             }
             let target = target.min(self.nvcpus - 1);
             if self.with_queue(target, |q| q.remove(intid)) == Some(true) {
@@ -679,6 +806,8 @@ impl Vgic {
         let r = self.irq(&mut s, intid, vcpu).map(f);
         if intid < 16 {
             self.mirror_sgi(&s, intid, vcpu);
+        } else if intid >= 32 && !self.fast_spis.is_empty() {
+            self.mirror_spis(&s);
         }
         r
     }
@@ -821,6 +950,71 @@ pub mod tests {
         assert_eq!(q.vintid, 33);
         assert!(!q.hw);
         assert!(r.0.lock().unwrap().contains(&"kick 0".to_string()));
+    }
+
+    /// The lock-free SPI path (a doorbell's ring) never delivers what the
+    /// locked path would hold back: a disabled SPI, one of a disabled
+    /// group, one cleared by ICPENDR; and it goes to the SPI's target.
+    #[test]
+    fn fast_spis_keep_every_distributor_rule() {
+        let (g, r) = vgic(Version::V3, 2);
+        // Group 1 on, SPI 33 in group 1, still disabled: latched, not posted.
+        g.set_ctlr(2);
+        g.with_irq(33, 0, |i| i.group1 = true);
+        g.raise(33, 0, 0);
+        assert!(!g.has_queued(0) && !g.has_queued(1), "disabled: nothing posted");
+        assert!(r.0.lock().unwrap().iter().all(|l| !l.starts_with("kick")));
+        // Enabling releases the latched one (the locked path).
+        g.set_enabled(33, 0, true);
+        assert_eq!(g.pop(0).map(|q| q.vintid), Some(33));
+        // Now ready: the mailbox, to its target, with a kick.
+        g.set_target(33, 1);
+        r.0.lock().unwrap().clear();
+        g.raise(33, 0, 0);
+        assert!(g.spi_box(1).is_some_and(|b| b.any()), "posted to vCPU 1");
+        assert!(!g.has_queued(0));
+        assert_eq!(*r.0.lock().unwrap(), ["kick 1".to_string()]);
+        // ICPENDR drops it from the mailbox.
+        g.set_pending(33, 0, false);
+        assert!(g.pop(1).is_none(), "cleared pending: nothing delivered");
+        // Its group disabled: latched again, not posted.
+        g.set_ctlr(0);
+        g.raise(33, 0, 0);
+        assert!(!g.has_queued(1), "group disabled: nothing posted");
+        g.set_ctlr(2);
+        let q = g.pop(1).unwrap();
+        assert_eq!((q.vintid, q.group1, q.hw), (33, true, false));
+        // A level-configured virtual SPI keeps its EOI maintenance.
+        g.with_irq(33, 0, |i| i.edge = false);
+        g.raise(33, 0, 0);
+        assert!(g.pop(1).unwrap().eoi);
+        g.with_irq(33, 0, |i| i.edge = true);
+        g.raise(33, 0, 0);
+        assert!(!g.pop(1).unwrap().eoi);
+        // Disabled again: no more posts.
+        g.set_enabled(33, 0, false);
+        g.raise(33, 0, 0);
+        assert!(!g.has_queued(1));
+        // Posted while enabled, disabled before its vCPU drained it: not
+        // delivered, but latched and delivered on enable.
+        g.set_enabled(33, 0, true);
+        assert!(g.pop(1).is_some(), "the latched one from just above");
+        g.raise(33, 0, 0);
+        assert!(g.spi_box(1).is_some_and(|b| b.any()));
+        g.set_enabled(33, 0, false);
+        assert!(g.pop(1).is_none(), "disabled since the post: not delivered");
+        g.set_enabled(33, 0, true);
+        assert_eq!(
+            g.pop(1).map(|q| q.vintid),
+            Some(33),
+            "latched, delivered on enable"
+        );
+        // A VM reset forgets what was posted.
+        g.set_enabled(33, 0, true);
+        g.raise(33, 0, 0);
+        assert!(g.has_queued(1));
+        g.reset();
+        assert!(!g.has_queued(1));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! ready" (the locked path then decides), never claim ready for an SGI the
 //! guest disabled before it was sent.
 
-use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 /// Sources a mailbox has a lane for: GICv2 SGIs carry the sender's CPU
 /// number (0-7); the mailbox has lanes for 0-3, a VM with more vCPUs posts
@@ -27,6 +27,9 @@ pub struct SgiBox {
     ready: AtomicU16,
     /// Per SGI: priority | group1 << 8, for the list register.
     lr: [AtomicU16; 16],
+    /// The vCPU's posted fast SPIs (next to its SGIs: the kick exit looks
+    /// at both).
+    pub spis: SpiBox,
 }
 
 /// What [`SgiBox::take`] hands out.
@@ -44,6 +47,7 @@ impl SgiBox {
             pending: AtomicU64::new(0),
             ready: AtomicU16::new(0),
             lr: [const { AtomicU16::new(0) }; 16],
+            spis: SpiBox::new(),
         }
     }
 
@@ -146,6 +150,157 @@ impl Default for SgiBox {
     }
 }
 
+/// Virtual SPIs the hypervisor raises itself (a shmem doorbell, an
+/// emulated device's edge) take the same way as SGIs: one atomic OR into
+/// the target vCPU's [`SpiBox`] and a kick, drained by the kick exit into
+/// list registers. Each such SPI has a slot in its VM's vGIC, whose state is
+/// mirrored into one word under the vGIC lock whenever the guest changes
+/// it, like an SGI's: an SPI that is not ready (disabled, its group
+/// disabled) takes the locked path and stays latched pending.
+pub const MAX_FAST_SPIS: usize = 32;
+
+/// [`FastSpi`]'s word: deliverable now.
+const READY: u32 = 1 << 31;
+/// The list register wants EOI maintenance (level-triggered virtual SPI).
+const EOI: u32 = 1 << 10;
+const GROUP1: u32 = 1 << 8;
+
+/// One fast SPI of a VM.
+pub struct FastSpi {
+    pub intid: u32,
+    /// READY | target vCPU << 16 | EOI | GROUP1 | priority.
+    word: AtomicU32,
+}
+
+/// What a drained fast SPI becomes in a list register.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FastEntry {
+    pub intid: u32,
+    pub priority: u8,
+    pub group1: bool,
+    pub eoi: bool,
+}
+
+impl FastSpi {
+    pub const fn new(intid: u32) -> Self {
+        FastSpi {
+            intid,
+            word: AtomicU32::new(0),
+        }
+    }
+
+    /// The vCPU to post to, if the SPI is deliverable now.
+    #[inline(always)]
+    pub fn ready_target(&self) -> Option<usize> {
+        let w = self.word.load(Ordering::Acquire);
+        (w & READY != 0).then_some(((w >> 16) & 0xff) as usize)
+    }
+
+    #[inline(always)]
+    pub fn entry(&self) -> FastEntry {
+        let w = self.word.load(Ordering::Relaxed);
+        FastEntry {
+            intid: self.intid,
+            priority: w as u8,
+            group1: w & GROUP1 != 0,
+            eoi: w & EOI != 0,
+        }
+    }
+
+    /// [`Self::entry`] if the SPI is deliverable now (one load): a post that
+    /// raced with the guest disabling it, or with a VM reset, is not.
+    #[inline(always)]
+    pub fn entry_if_ready(&self) -> Option<FastEntry> {
+        let w = self.word.load(Ordering::Acquire);
+        (w & READY != 0).then_some(FastEntry {
+            intid: self.intid,
+            priority: w as u8,
+            group1: w & GROUP1 != 0,
+            eoi: w & EOI != 0,
+        })
+    }
+
+    /// Republishes the SPI's state (the vGIC calls this under its lock).
+    pub fn mirror(&self, ready: bool, target: usize, priority: u8, group1: bool, eoi: bool) {
+        let w = u32::from(ready) << 31
+            | ((target.min(0xff) as u32) << 16)
+            | u32::from(eoi) << 10
+            | u32::from(group1) << 8
+            | u32::from(priority);
+        self.word.store(w, Ordering::Release);
+    }
+}
+
+/// One vCPU's posted fast SPIs: bit `k` is its VM's fast SPI slot `k`.
+pub struct SpiBox {
+    pending: AtomicU32,
+}
+
+impl SpiBox {
+    pub const fn new() -> Self {
+        SpiBox {
+            pending: AtomicU32::new(0),
+        }
+    }
+
+    /// Posts slot `k`; whether it was newly posted (kick the target).
+    #[inline(always)]
+    pub fn post(&self, k: usize) -> bool {
+        let bit = 1u32 << (k % MAX_FAST_SPIS);
+        self.pending.fetch_or(bit, Ordering::AcqRel) & bit == 0
+    }
+
+    #[inline(always)]
+    pub fn any(&self) -> bool {
+        self.pending.load(Ordering::Acquire) != 0
+    }
+
+    /// Takes the lowest posted slot.
+    pub fn take(&self) -> Option<usize> {
+        let mut cur = self.pending.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return None;
+            }
+            let k = cur.trailing_zeros();
+            match self.pending.compare_exchange_weak(
+                cur,
+                cur & !(1u32 << k),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(k as usize),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn take_all(&self) -> u32 {
+        self.pending.swap(0, Ordering::AcqRel)
+    }
+
+    pub fn repost(&self, bits: u32) {
+        self.pending.fetch_or(bits, Ordering::AcqRel);
+    }
+
+    /// Drops slot `k` (ICPENDR).
+    pub fn cancel(&self, k: usize) {
+        self.pending
+            .fetch_and(!(1u32 << (k % MAX_FAST_SPIS)), Ordering::AcqRel);
+    }
+
+    pub fn clear(&self) {
+        self.pending.store(0, Ordering::Release);
+    }
+}
+
+impl Default for SpiBox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +358,39 @@ mod tests {
         assert!(b.take().is_none());
         b.mirror(15, false, 0, false);
         assert_eq!(b.post(15, 0), None);
+        b.clear();
+        assert!(!b.any());
+    }
+
+    #[test]
+    fn fast_spis_post_only_where_the_mirror_says_and_merge() {
+        let f = FastSpi::new(112);
+        assert_eq!(f.ready_target(), None, "not mirrored yet: the locked path");
+        f.mirror(true, 1, 0xa0, true, false);
+        assert_eq!(f.ready_target(), Some(1));
+        assert_eq!(
+            f.entry(),
+            FastEntry {
+                intid: 112,
+                priority: 0xa0,
+                group1: true,
+                eoi: false
+            }
+        );
+        assert!(f.entry_if_ready().is_some());
+        f.mirror(false, 1, 0xa0, true, true);
+        assert_eq!(f.ready_target(), None, "disabled: not posted");
+        assert_eq!(f.entry_if_ready(), None, "disabled: not drained");
+        assert!(f.entry().eoi);
+        let b = SpiBox::new();
+        assert!(b.post(3));
+        assert!(!b.post(3), "merged: no second kick");
+        assert!(b.post(31));
+        b.cancel(31);
+        assert_eq!(b.take_all(), 1 << 3);
+        assert!(!b.any());
+        b.repost(1 << 5);
+        assert!(b.any());
         b.clear();
         assert!(!b.any());
     }

@@ -56,6 +56,8 @@ mod smccc;
 #[cfg(target_os = "none")]
 mod uart;
 #[cfg(target_os = "none")]
+pub mod vnet;
+#[cfg(target_os = "none")]
 pub mod vtimer;
 
 #[cfg(target_os = "none")]

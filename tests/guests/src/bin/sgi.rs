@@ -30,6 +30,8 @@ mod guest {
     const SGI_PING: u32 = 5;
     const SGI_DOORBELL: u32 = 6;
     const SGI_ACTIVE: u32 = 7;
+    /// Never enabled on any vCPU.
+    const SGI_DISABLED: u32 = 9;
     const ROUNDS: u32 = 1000;
     /// How long an SGI gets to arrive.
     const WAIT_MS: u64 = 100;
@@ -118,6 +120,7 @@ mod guest {
         targeted(&mut c, cpus);
         broadcast(&mut c, cpus);
         nowhere(&mut c, cpus);
+        disabled(&mut c);
         back(&mut c, cpus);
         latency(&mut c);
         active_state(&mut c);
@@ -250,6 +253,30 @@ mod guest {
             "sgi_nonexistent_target",
             total == 0,
             format_args!("SGI {SGI_NOWHERE} to target bits {bit} and {cpus} was taken {total} times, want 0"),
+        );
+    }
+
+    /// SGI 9 to vCPU 1, which never enabled it: GICv3 keeps it pending in
+    /// the redistributor, it is not taken (the one-target IPI path must
+    /// not skip the enable). GICv2's SGIs are always enabled (GICD_ISENABLER0
+    /// reads as ones for them, IHI 0048B 4.3.5 allows it): there it is taken.
+    fn disabled(c: &mut Checker) {
+        gic::send_sgi(SGI_DISABLED, SgiTarget::List(1 << 1));
+        // Long enough for a loaded host to run vCPU 1 (GICv2 returns as
+        // soon as it is taken; on GICv3 it must not be taken at all).
+        spin_until(10 * WAIT_MS, || count(1, SGI_DISABLED) != 0);
+        let n = count(1, SGI_DISABLED);
+        let want = match gic::version() {
+            Version::V3 => 0,
+            Version::V2 => 1,
+        };
+        c.check(
+            "sgi_to_a_disabled_sgi_waits",
+            n == want,
+            format_args!(
+                "vCPU 1 took SGI {SGI_DISABLED} (never enabled) {n} times, want {want} on {}",
+                gic::version_name()
+            ),
         );
     }
 

@@ -8,7 +8,9 @@
 //!   (`BENCH doorbell_rtt` in ticks: from the ring to the answer's wake-up;
 //!   `BENCH doorbell`: from the ring to pong's IRQ vector, as the bench
 //!   guest's `ipi` row measures an SGI).
-//! - index 1 (`pong`): answers each message with its reply.
+//! - index 1 (`pong`): answers each message with its reply; then masks its
+//!   doorbell interrupt, and a ring from ping must neither interrupt it nor
+//!   be lost: PENDING shows it, and enabling the interrupt delivers it.
 //! - index 2 (`reader`, read-only): checks that a store into the region
 //!   aborts and that it sees the final message.
 #![cfg_attr(target_os = "none", no_std)]
@@ -33,6 +35,11 @@ mod guest {
     const REPLY: u64 = 0x40;
     const DONE: u64 = 0x80;
     const DONE_MAGIC: u32 = 0x444f_4e45;
+    /// pong masked its doorbell interrupt; ping rang it since.
+    const MASKED: u64 = 0x100;
+    const MASKED_MAGIC: u32 = 0x4d41_534b;
+    const RANG: u64 = 0x104;
+    const RANG_MAGIC: u32 = 0x5241_4e47;
 
     /// Rings taken, by the handler.
     static RUNG: AtomicU32 = AtomicU32::new(0);
@@ -106,6 +113,13 @@ mod guest {
     }
 
     fn ping(c: &mut Checker, r: &Region) {
+        // First, before anything is timed (pong spins meanwhile): a ring to
+        // a peer that masked its doorbell; pong checks that it is held.
+        if spin_until(2_000, || r.get(MASKED) == MASKED_MAGIC) {
+            BELL.write32(0x08, 1);
+            fence(Ordering::SeqCst);
+            r.put(RANG, RANG_MAGIC);
+        }
         // Wait (bounded) for VM 1 to be ready: it says so in REPLY.
         let ready = spin_until(10_000, || r.get(REPLY) == 0xffff_ffff);
         c.check("shmem_peer_ready", ready, "VM 1 wrote its ready mark");
@@ -156,6 +170,7 @@ mod guest {
     }
 
     fn pong(c: &mut Checker, r: &Region) {
+        masked(c, r);
         let mut seen = RUNG.load(Ordering::SeqCst);
         r.put(REPLY, 0xffff_ffff);
         let mut answered = 0u32;
@@ -169,6 +184,29 @@ mod guest {
             answered += 1;
         }
         c.check("shmem_pong_answered", true, format_args!("{answered} messages"));
+    }
+
+    /// Masked: a ring must wait in the distributor (pending), not reach
+    /// this vCPU, and arrive once the interrupt is enabled again.
+    fn masked(c: &mut Checker, r: &Region) {
+        gic::disable(INTID);
+        let before = RUNG.load(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        r.put(MASKED, MASKED_MAGIC);
+        let rang = spin_until(2_000, || r.get(RANG) == RANG_MAGIC);
+        // IRQs are unmasked here: a ring that got through would be taken.
+        let _ = spin_until(5, || RUNG.load(Ordering::SeqCst) != before);
+        let held = RUNG.load(Ordering::SeqCst) == before;
+        let pending = BELL.read32(0x0c) & 1 != 0;
+        gic::enable(INTID);
+        let delivered = spin_until(100, || RUNG.load(Ordering::SeqCst) != before);
+        c.check(
+            "shmem_masked_doorbell_held_until_enabled",
+            rang && held && pending && delivered,
+            format_args!(
+                "rang {rang}, held while masked {held}, PENDING {pending}, delivered on enable {delivered}"
+            ),
+        );
     }
 
     fn reader(c: &mut Checker, r: &Region, writable: bool) {
