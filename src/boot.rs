@@ -128,6 +128,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     if let Some(test) = platform.boot_option("tessera.selftest") {
         selftest(test);
     }
+    vm::seed::init(board);
     let vms = match package() {
         Some(pkg) => match pkg.config().map(Config::parse) {
             Some(Ok(config)) => {
