@@ -231,6 +231,7 @@ mod switches {
     use crate::vdev::shmem::DoorbellLink;
     use crate::vdev::vgic::Vgic;
     use crate::vdev::virtio::net::{NetDevice, NetPort, Switch};
+    use crate::vdev::virtio::vsock::{VsockDevice, VsockLink, VsockPort};
     use crate::vm::mmio::MmioBus;
     use crate::vm::RamRegion;
     use alloc::boxed::Box;
@@ -242,6 +243,8 @@ mod switches {
 
     /// The switch of each `net` link (None for other kinds), by link index.
     static SWITCHES: Once<Vec<Option<Arc<Switch>>>> = Once::new();
+    /// Each `vsock` link's switch (None for other kinds), by link index.
+    static VSOCKS: Once<Vec<Option<Arc<VsockLink>>>> = Once::new();
     /// A shmem link's doorbells and the physical base of its region.
     type Shared = (Arc<DoorbellLink>, u64);
     /// Each `shmem` link's (None for other kinds), by link index.
@@ -255,6 +258,15 @@ mod switches {
             links
                 .iter()
                 .map(|l| (l.kind == LinkKind::Net).then(|| Switch::new(l.ports.len())))
+                .collect()
+        });
+        VSOCKS.call_once(|| {
+            links
+                .iter()
+                .map(|l| {
+                    (l.kind == LinkKind::Vsock)
+                        .then(|| VsockLink::new(&l.ports.iter().map(|p| p.cid).collect::<Vec<_>>()))
+                })
                 .collect()
         });
         SHMEM.call_once(|| {
@@ -372,7 +384,30 @@ mod switches {
                     );
                 }
                 LinkKind::Vsock => {
-                    return Err(format!("link {i}: vsock links are not supported yet"));
+                    let vsocks = VSOCKS.get().map(Vec::as_slice).unwrap_or(&[]);
+                    let Some(Some(vlink)) = vsocks.get(i) else {
+                        return Err(format!("link {i}: no vsock switch"));
+                    };
+                    let Some(vport) = VsockPort::new(port.cid, vlink.clone(), slot) else {
+                        return Err(format!(
+                            "link {i}: no room in the hypervisor's heap for the vsock port"
+                        ));
+                    };
+                    let dev = Arc::new(VsockDevice::new(
+                        name,
+                        vport,
+                        Box::new(VmRam::new(ram)),
+                        Some((vgic.clone(), port.intid)),
+                    ));
+                    mmio.add(port.ipa, Box::new(dev.clone()))
+                        .map_err(|a| format!("link {i}: device overlaps at {a:#x}"))?;
+                    vlink.attach(slot, dev);
+                    log::info!(
+                        "VM {name}: vsock link {i} at {:#x} (INTID {}), CID {}",
+                        port.ipa,
+                        port.intid,
+                        port.cid
+                    );
                 }
             }
         }

@@ -33,7 +33,17 @@ use std::path::{Path, PathBuf};
 /// Modules loaded by `/init`, in this order after their dependencies: what the VM's
 /// virtio-mmio block and network devices need with Debian's kernel (which builds them as
 /// modules rather than into the Image).
-pub const MODULES: &[&str] = &["virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net"];
+pub const MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    // vsock over Tessera's virtio-vsock links, and vsock loopback (CID 1).
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+    "vsock_loopback",
+];
 
 /// The line `/init` prints once userspace is up:
 /// `TESSERA-LINUX-UP <hostname> cpus=<n> linux=<kernel release>`.
@@ -41,15 +51,28 @@ pub const MARKER: &str = "TESSERA-LINUX-UP";
 
 /// Debian packages (of the kernel's suite) whose files go into the initramfs as the
 /// package has them (documentation left out; `lib/`, `bin/`, `sbin/` under `usr/`, as in a
-/// merged-/usr system): guest tools, and the libraries they link (name each; see
-/// [`debian::depends`]).
+/// merged-/usr system), with everything they depend on in that suite ([`debian::closure`]:
+/// the library names differ between suites, e.g. bookworm's `libssl3` is trixie's
+/// `libssl3t64`) but for [`GUEST_SKIP`].
 pub const GUEST_PACKAGES: &[&str] = &[
-    // iperf3 (the bench's TCP rows) and the libraries it loads.
+    // VSOCK-LISTEN / VSOCK-CONNECT for the vsock links (issue 12).
+    "socat", // The bench's TCP rows.
     "iperf3",
-    "libiperf0",
-    "libsctp1",
-    "libssl3",
-    "libc6",
+];
+
+/// Dependencies of [`GUEST_PACKAGES`] nothing in the guest loads at run time: packaging
+/// and service-account tooling (iperf3's maintainer scripts: a whole perl, PAM, dpkg),
+/// compiler documentation packages, `libgcc_s` (only for `pthread_cancel`), OpenSSL's
+/// legacy provider, `/etc/netconfig`.
+pub const GUEST_SKIP: &[&str] = &[
+    "init-system-helpers",
+    "debconf",
+    "adduser",
+    "gcc-12-base",
+    "gcc-14-base",
+    "libgcc-s1",
+    "openssl-provider-legacy",
+    "libtirpc-common",
 ];
 
 /// The board DTBs the boards in `boards/` take from Debian's kernel package
@@ -495,10 +518,7 @@ fn kernel_package(target: &Path, pin: &KernelPin) -> Result<debian::Package> {
 fn resolve_packages(target: &Path, pin: &KernelPin) -> Result<Packages> {
     let kernel = kernel_package(target, pin)?;
     let busybox = debian::info(target, &pin.suite, BUSYBOX_PKG)?;
-    let extras = GUEST_PACKAGES
-        .iter()
-        .map(|name| debian::info(target, &pin.suite, name))
-        .collect::<Result<_>>()?;
+    let extras = debian::closure(target, &pin.suite, GUEST_PACKAGES, GUEST_SKIP)?;
     Ok(Packages {
         pin: pin.clone(),
         kernel,
@@ -1021,12 +1041,18 @@ kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
 kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
 kernel/net/core/failover.ko:
+kernel/net/vmw_vsock/vsock.ko:
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
+kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio_ring.ko kernel/drivers/virtio/virtio.ko
+kernel/net/vmw_vsock/vsock_loopback.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko
 kernel/fs/other.ko:
 ";
         let order = resolve_modules(dep, "", MODULES).unwrap();
         let names: Vec<&str> = order.iter().map(|(n, _)| n.as_str()).collect();
         let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
-        assert_eq!(names.len(), 10, "{names:?}");
+        assert_eq!(names.len(), 14, "{names:?}");
+        assert!(pos("vsock") < pos("vmw_vsock_virtio_transport_common"));
+        assert!(pos("vmw_vsock_virtio_transport_common") < pos("vmw_vsock_virtio_transport"));
         assert!(pos("virtio") < pos("virtio_mmio") && pos("virtio_ring") < pos("virtio_mmio"));
         assert!(pos("failover") < pos("net_failover") && pos("net_failover") < pos("virtio_net"));
         assert_eq!(order[pos("failover")].1, "kernel/net/core/failover.ko");

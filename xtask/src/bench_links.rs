@@ -79,6 +79,7 @@ pub fn run(qemu: &Path, built: &Built, logs: &Path, ipi: Option<f64>, linux: boo
         println!("  doorbell_rtt (ring, answer, wake-up): {r:.0} instructions");
     }
     let mut net = Value::Null;
+    let mut vsock = Value::Null;
     if linux {
         let img = board::build_config_image(&paths::root().join(NET_CONFIG), built, None)?;
         let c = capture(
@@ -110,6 +111,7 @@ pub fn run(qemu: &Path, built: &Built, logs: &Path, ipi: Option<f64>, linux: boo
             ),
             _ => println!("  TCP: no figures (log in {})", paths::display(&logs.join("links-net.log"))),
         }
+        vsock = crate::bench_vsock::run(qemu, built, logs)?;
         net = json!({
             "config": NET_CONFIG, "ping_link_ms": pk, "ping_loopback_ms": pl,
             "tcp_link_mbs": tk, "tcp_loopback_mbs": tl,
@@ -120,6 +122,7 @@ pub fn run(qemu: &Path, built: &Built, logs: &Path, ipi: Option<f64>, linux: boo
         "doorbell": { "config": SHMEM_CONFIG, "instructions": bell, "round_trip_instructions": rtt,
                       "ipi_instructions": ipi, "target": format!("<= ipi + {DOORBELL_PLUS}") },
         "net": net,
+        "vsock": vsock,
     }))
 }
 

@@ -40,6 +40,10 @@ pub const SCRIPTS: &[(&str, &str)] = &[
     ("net_recv", NET_RECV),
     ("net_bench", NET_BENCH),
     ("net_sink", NET_SINK),
+    ("vsock_send", VSOCK_SEND),
+    ("vsock_recv", VSOCK_RECV),
+    ("vsock_bench", VSOCK_BENCH),
+    ("vsock_sink", VSOCK_SINK),
 ];
 
 /// Shared by the scripts: wait (bounded) for the peer, time things.
@@ -144,6 +148,93 @@ echo "TT bench done"
 const NET_SINK: &str = r#"
 head -c 1 /dev/urandom > /dev/null
 iperf3 -s -p 5201
+"#;
+
+/// linux0 (CID 3) on a vsock link: a CID not on the link is refused; a
+/// 64 MiB file goes to linux1 (CID 4) over `socat` twice, linux1 rebooting
+/// in between; an idle connection open across that reboot is reset, not
+/// left hanging. Then keeps the link busy.
+const VSOCK_SEND: &str = r#"
+PEER=4
+MIB=64
+for arg in $(cat /proc/cmdline); do case "$arg" in tessera.mib=*) MIB="${arg#tessera.mib=}" ;; esac; done
+# vc PORT: retry a connect until the peer listens (bounded).
+vc() { n=0; until socat -u "$2" VSOCK-CONNECT:$PEER:$1; do n=$((n+1)); [ $n -gt 300 ] && return 1; sleep 1; done; }
+dd if=/dev/urandom of=/tmp/a bs=1M count=$MIB 2>/dev/null
+SHA=$(sha256sum /tmp/a | cut -d' ' -f1)
+echo "TT vsock file $MIB MiB sha256 $SHA"
+if timeout 20 socat -u - VSOCK-CONNECT:99:5000 < /dev/null 2>/tmp/e; then
+    echo "TT FAIL connect to CID 99 (not on the link) succeeded"
+else
+    echo "TT ok CID 99 not on the link: $(tail -c 80 /tmp/e)"
+fi
+for round in 1 2; do
+    T0=$(now)
+    vc 5000 OPEN:/tmp/a || echo "TT FAIL vsock send round $round"
+    T1=$(now)
+    echo "TT vsock sent round $round in $(awk "BEGIN { print $T1 - $T0 }") s"
+    if [ $round = 1 ]; then
+        # An idle connection to linux1, open while it reboots: it must end.
+        ( socat -d -d -u VSOCK-CONNECT:$PEER:5002 - > /dev/null 2> /tmp/idle.log
+          if grep -q "starting data transfer loop" /tmp/idle.log; then
+              echo "TT ok idle vsock connection reset after the peer went away"
+          else
+              echo "TT FAIL idle vsock connection never opened: $(tail -c 120 /tmp/idle.log)"
+          fi ) &
+        sleep 2
+    fi
+    echo "$SHA $round" > /tmp/s
+    vc 5001 OPEN:/tmp/s || echo "TT FAIL vsock sha round $round"
+done
+i=0
+while [ $i -lt 600 ]; do
+    echo hello | socat -u - VSOCK-CONNECT:$PEER:5003 2>/dev/null && echo "TT alive vsock $i"
+    # CID 5: not on the pair's link, or a VM that never takes a packet.
+    timeout 10 socat -u - VSOCK-CONNECT:5:1 < /dev/null 2>/dev/null
+    sleep 1
+    i=$((i+1))
+done
+"#;
+
+/// linux1 (CID 4): receives the file, checks it against the sha256 sent
+/// after it, keeps an idle connection open and reboots after round 1.
+const VSOCK_RECV: &str = r#"
+echo "TT vsock listening"
+sleep 100000 | socat -u - VSOCK-LISTEN:5002 &
+socat -u VSOCK-LISTEN:5000 CREATE:/tmp/recv
+GOT=$(sha256sum /tmp/recv | cut -d' ' -f1)
+set -- $(socat -u VSOCK-LISTEN:5001 -)
+if [ "$GOT" = "$1" ]; then
+    echo "TT ok vsock sha256 match round $2 $(wc -c < /tmp/recv) bytes"
+else
+    echo "TT FAIL vsock sha256 round $2: got $GOT want $1"
+fi
+rm -f /tmp/recv
+if [ "$2" = 1 ]; then echo "TT rebooting"; reboot -f; fi
+echo "TT vsock done"
+while true; do socat -u VSOCK-LISTEN:5003 - > /dev/null; done
+"#;
+
+/// `cargo xtask bench` (linux0): 32 MiB through `socat` to the peer (CID 4)
+/// and over vsock loopback (CID 1) inside the VM.
+const VSOCK_BENCH: &str = r#"
+vs() {
+    n=0
+    until socat -u /dev/null VSOCK-CONNECT:$1:$2 2>/dev/null; do n=$((n+1)); [ $n -gt 300 ] && break; sleep 1; done
+    T0=$(now)
+    dd if=/dev/zero bs=64k count=512 2>/dev/null | socat -u - VSOCK-CONNECT:$1:$2
+    T1=$(now)
+    awk "BEGIN { printf \"%.3f\", 32 * 1.048576 / ($T1 - $T0) }"
+}
+( while true; do socat -u VSOCK-LISTEN:6001 - > /dev/null; done ) &
+echo "TT bench vsock_lo_mbs $(vs 1 6001)"
+echo "TT bench vsock_link_mbs $(vs 4 6000)"
+echo "TT bench done"
+"#;
+
+/// `cargo xtask bench` (linux1): sinks every connection to port 6000.
+const VSOCK_SINK: &str = r#"
+while true; do socat -u VSOCK-LISTEN:6000 - > /dev/null; done
 "#;
 
 /// What goes into the initramfs besides `assets.rs`'s own files:

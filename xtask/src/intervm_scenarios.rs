@@ -11,7 +11,98 @@ pub fn all() -> Vec<Scenario> {
         hostile_queue(2),
         shmem(3),
         shmem(2),
+        vsock_linux_pair(3, false),
+        vsock_linux_pair(2, false),
+        vsock_linux_pair(3, true),
+        vsock_hostile(3),
+        vsock_hostile(2),
     ]
+}
+
+/// A guest attacking its vsock device on the Linux pair's link: spoofing,
+/// bogus CIDs and lengths answered or dropped, a broken queue resetting its
+/// device only, a receive queue never posted to; the pair's transfers and
+/// the receiver's reboot work as without it.
+fn vsock_hostile(gic: u32) -> Scenario {
+    Scenario {
+        gic,
+        config: Some("tests/configs/intervm_vsock_hostile.toml"),
+        must: &[
+            "VM hostile: vsock link 0 at 0xa800000 (INTID 112), CID 5",
+            "[hostile] RESULT vsock_hostile: 8 passed, 0 failed",
+            "[hostile] vsock_hostile: still alive 10",
+            "VM linux1 restarting",
+            "VM hostile virtio-vsock: queue 1: descriptor chain longer than the queue (a cycle); device needs reset (1 so far)",
+        ],
+        sequence: &[
+            "[linux1] TT ok vsock sha256 match round 1 67108864 bytes",
+            "[linux1] TT rebooting",
+            "[linux0] TT ok idle vsock connection reset after the peer went away",
+            "[linux1] TT ok vsock sha256 match round 2 67108864 bytes",
+            "[linux0] TT alive vsock",
+        ],
+        must_not: &[
+            "FAIL",
+            "VM linux0 virtio-vsock: queue",
+            "VM linux1 virtio-vsock: queue",
+            "Kernel panic",
+            "VM linux0 stopped",
+            "VM linux1 stopped",
+            "VM hostile stopped",
+        ],
+        timeout_secs: 900,
+        ..Scenario::new(if gic == 3 {
+            "intervm_vsock_hostile_beside_linux_pair_gicv3"
+        } else {
+            "intervm_vsock_hostile_beside_linux_pair_gicv2"
+        })
+    }
+}
+
+/// Two Debian kernels on a vsock link: a CID not on the link refused, 64
+/// MiB over socat with matching sha256, a `reboot -f` of the receiver that
+/// resets an idle connection to it, and the link again after it.
+/// `trixie`: Debian 13's 6.12 kernels instead of Debian 12's 6.1.
+fn vsock_linux_pair(gic: u32, trixie: bool) -> Scenario {
+    Scenario {
+        gic,
+        config: Some(if trixie {
+            "tests/configs/intervm_vsock_6_12.toml"
+        } else {
+            "tests/configs/intervm_vsock.toml"
+        }),
+        must: &[
+            "VM linux0: vsock link 0 at 0xa800000 (INTID 112), CID 3",
+            "VM linux1: vsock link 0 at 0xa800000 (INTID 112), CID 4",
+            "[linux0] TT ok CID 99 not on the link",
+            "[linux1] TT vsock done",
+            "VM linux1 restarting",
+            "[outsider] RESULT link_outsider: 2 passed, 0 failed",
+        ],
+        sequence: &[
+            "[linux1] TT ok vsock sha256 match round 1 67108864 bytes",
+            "[linux1] TT rebooting",
+            // Reset by the hypervisor as it resets linux1's device, which
+            // it logs only after that ("VM linux1 restarting").
+            "[linux0] TT ok idle vsock connection reset after the peer went away",
+            "[linux1] TT ok vsock sha256 match round 2 67108864 bytes",
+            "[linux0] TT alive vsock",
+        ],
+        must_not: &[
+            "FAIL",
+            "needs reset",
+            "Kernel panic",
+            "VM linux0 stopped",
+            "VM linux1 stopped",
+            "VM outsider: vsock link",
+        ],
+        timeout_secs: 900,
+        ..Scenario::new(match (gic, trixie) {
+            (3, true) => "intervm_vsock_linux_pair_gicv3_6_12",
+            (3, false) => "intervm_vsock_linux_pair_gicv3",
+            _ => "intervm_vsock_linux_pair_gicv2",
+        })
+    }
 }
 
 /// Two bare-metal VMs exchange messages through a shared region and
@@ -83,8 +174,9 @@ fn hostile_queue(gic: u32) -> Scenario {
     }
 }
 
-/// The default `cargo xtask run` demo has the link: typed into linux0's
-/// shell, a ping reaches linux1 at the address the initramfs gave it.
+/// The default `cargo xtask run` demo has the links (net and vsock): typed
+/// into linux0's shell, a ping reaches linux1 at the address the initramfs
+/// gave it.
 fn demo_ping() -> Scenario {
     Scenario {
         config: Some("boards/qemu-virt/linux.toml"),
@@ -95,6 +187,8 @@ fn demo_ping() -> Scenario {
         must: &[
             "[linux0] tessera-init: link eth0 02:54:53:00:00:01 10.0.0.1/24",
             "[linux1] tessera-init: link eth0 02:54:53:00:00:02 10.0.0.2/24",
+            "VM linux0: vsock link 1 at 0xa801000 (INTID 113), CID 3",
+            "VM linux1: vsock link 1 at 0xa801000 (INTID 113), CID 4",
             "[linux0] TT-demo 3 packets transmitted, 3 packets received, 0% packet loss",
         ],
         must_not: &["needs reset", "Kernel panic", "VM linux0 stopped", "VM linux1 stopped"],

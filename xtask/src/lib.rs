@@ -5,6 +5,7 @@ pub mod args;
 pub mod assets;
 pub mod bench;
 pub mod bench_links;
+pub mod bench_vsock;
 pub mod board;
 pub mod board_console;
 #[cfg(test)]

@@ -109,6 +109,9 @@ pub fn check(
     }
     let mut out = Vec::new();
     let mut macs_seen: Vec<([u8; 6], String)> = Vec::new();
+    // A guest kernel drives one vsock device (its single guest-to-host
+    // transport): a VM is on one vsock link at most.
+    let mut vsock_vms: Vec<(String, usize)> = Vec::new();
     for (k, l) in links.iter().enumerate() {
         let f = |s: &str| format!("link[{k}].{s}");
         if l.vms.len() < 2 {
@@ -266,6 +269,14 @@ pub fn check(
             }
             let cid = l.cids.get(j).copied().unwrap_or(3 + j as u32);
             if l.kind == Kind::Vsock {
+                if let Some((_, other)) = vsock_vms.iter().find(|(n, _)| n == name) {
+                    return Err(err(
+                        Some(name),
+                        field.clone(),
+                        format!("already on vsock link[{other}]: a VM is on one vsock link at most"),
+                    ));
+                }
+                vsock_vms.push((name.clone(), k));
                 // 0-2 are the hypervisor, local and host; -1 is "any".
                 if cid < 3 || cid == u32::MAX {
                     return Err(err(
@@ -302,15 +313,6 @@ pub fn check(
                 cid,
                 writable,
             });
-        }
-        if l.kind == Kind::Vsock {
-            // Checked above like the others, so a config is right once
-            // the device exists; until then no image is built with one.
-            return Err(err(
-                None,
-                f("kind"),
-                "vsock links are not built yet (use \"net\" or \"shmem\")".into(),
-            ));
         }
         out.push(ResolvedLink {
             kind: l.kind,
@@ -453,9 +455,35 @@ mod tests {
     }
 
     #[test]
-    fn vsock_cids_are_checked_and_vsock_links_refused_for_now() {
-        assert!(error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\", \"c\"]")
-            .contains("link[0].kind: vsock links are not built yet"));
+    fn vsock_cids_default_to_3_4_5_and_are_checked() {
+        let l = check_one("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\", \"c\"]").unwrap();
+        assert_eq!(l[0].kind, Kind::Vsock);
+        assert_eq!(l[0].ports.iter().map(|p| p.cid).collect::<Vec<_>>(), [3, 4, 5]);
+        let l =
+            check_one("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\ncids = [10, 0xfffffffe]").unwrap();
+        assert_eq!(l[0].ports[1].cid, 0xffff_fffe);
+        for bad in ["0", "1", "2", "0xffffffff"] {
+            let e = error(&format!(
+                "[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\ncids = [{bad}, 4]"
+            ));
+            assert!(
+                e.contains("t.toml") && e.contains("link[0].cids[0]") && e.contains("reserved"),
+                "{e}"
+            );
+        }
+        assert!(
+            error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\ncids = [3]")
+                .contains("link[0].cids: 1 entries for 2 VMs")
+        );
+        assert!(
+            error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\ncids = [3, 4, 5]")
+                .contains("link[0].cids: 3 entries for 2 VMs")
+        );
+        let e = error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\n[[link]]\nkind = \"vsock\"\nvms = [\"c\", \"b\"]");
+        assert!(
+            e.contains("link[1].vms[1]") && e.contains("already on vsock link[0]"),
+            "{e}"
+        );
         assert!(
             error("[[link]]\nkind = \"vsock\"\nvms = [\"a\", \"b\"]\ncids = [2, 4]").contains("reserved")
         );

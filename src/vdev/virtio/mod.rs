@@ -1,6 +1,6 @@
 //! Virtio devices the hypervisor emulates itself (no backend VM): the
 //! virtio-mmio transport (version 2), the split virtqueue parser that treats
-//! guest memory as hostile input, and the inter-VM network device. They
+//! guest memory as hostile input, and the inter-VM network and vsock devices. They
 //! touch guest RAM only through [`queue::GuestMemory`], never hardware.
 
 pub mod mmio;
@@ -13,3 +13,6 @@ mod proptests;
 pub mod queue;
 #[cfg(test)]
 mod tests;
+pub mod vsock;
+#[cfg(test)]
+mod vsock_tests;

@@ -1,0 +1,743 @@
+//! virtio-vsock between VMs (virtio 1.2, 5.10), stream sockets only, with
+//! the hypervisor as the switch: no backend VM, no host.
+//!
+//! A packet VM A queues for transmission has its 44-byte header read once
+//! into hypervisor memory and checked: `src_cid` must be A's own CID (a
+//! spoofed one is dropped), the type STREAM, the op known, the payload
+//! length within the chain, at most [`MAX_PAYLOAD`] and zero for every op
+//! but RW. It then goes straight from A's buffer into receive buffers the
+//! destination B posted (through a 4 KiB bounce, never a whole packet): a
+//! payload larger than B's buffers is split into several RW packets, each
+//! with the header's credit fields (`buf_alloc`, `fwd_cnt`) as A wrote
+//! them, so the guests' credit-based flow control works end to end.
+//!
+//! - A `dst_cid` that is not on this link, or a peer whose driver is not
+//!   running, is answered with an RST to A (unless the packet is one).
+//! - B has no receive buffer: the packet is **held**, not dropped and not
+//!   waited for. A keeps its chain unanswered in a park slot, one per
+//!   (sender, destination); B's next receive-queue notify resumes it. A
+//!   further packet from A to B while that slot is taken (and B still
+//!   has no room) is refused with an RST to A for its connection: a peer
+//!   that stops taking packets costs its senders those connections, never
+//!   their traffic to a third VM (no head-of-line blocking) and never
+//!   hypervisor memory (at most one held chain per pair of VMs, no data
+//!   copied out of guest RAM). Guests that respect the peer's credit
+//!   window never see this: Linux posts far more receive buffers than its
+//!   default window of 256 KiB.
+//! - A VM whose device is reset (reboot, driver reset) leaves no peer
+//!   hanging: packets held for it are answered with RSTs, and each peer
+//!   connection it had (a bounded table of [`MAX_CONNS`], learnt from its
+//!   own transmissions) gets an RST from it. The VM's driver gets
+//!   `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` on its event queue once it is
+//!   back, as vhost-vsock does.
+//!
+//! Work per exit is bounded by the queue sizes and [`MAX_PAYLOAD`].
+//!
+//! Lock order (no two CPUs can wait on each other): a sender's transmit
+//! queue, then its transmit state (park slots, bounce), then any one
+//! receive queue; each port's connection table is a leaf taken with no
+//! other lock acquired under it. A receive-queue notify takes the
+//! senders' locks one sender at a time, holding nothing of its own.
+
+use super::mmio::{Device, Transport, VirtioMmio, INT_USED};
+use super::queue::{Chain, Queue, QueueError};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use spin::{Mutex, Once};
+
+pub const DEVICE_ID: u32 = 19;
+/// struct virtio_vsock_hdr.
+pub const HDR: usize = 44;
+/// The largest payload one packet may carry (Linux sends at most 64 KiB).
+pub const MAX_PAYLOAD: u32 = 64 * 1024;
+/// Peer connections remembered per VM, to reset them when it resets.
+pub const MAX_CONNS: usize = 64;
+const BOUNCE: usize = 4096;
+pub const RX: usize = 0;
+pub const TX: usize = 1;
+pub const EVENT: usize = 2;
+pub const TYPE_STREAM: u16 = 1;
+pub const OP_REQUEST: u16 = 1;
+pub const OP_RST: u16 = 3;
+pub const OP_RW: u16 = 5;
+const OP_MAX: u16 = 7;
+const EVENT_TRANSPORT_RESET: u32 = 0;
+
+/// The packet header, little-endian in guest memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub src_cid: u64,
+    pub dst_cid: u64,
+    pub src_port: u32,
+    pub dst_port: u32,
+    pub len: u32,
+    pub kind: u16,
+    pub op: u16,
+    pub flags: u32,
+    pub buf_alloc: u32,
+    pub fwd_cnt: u32,
+}
+
+fn le32(b: &[u8; HDR], at: usize) -> u32 {
+    let mut v = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        v.copy_from_slice(s);
+    }
+    u32::from_le_bytes(v)
+}
+
+impl Header {
+    pub fn parse(b: &[u8; HDR]) -> Self {
+        let lo = |at| u64::from(le32(b, at)) | u64::from(le32(b, at + 4)) << 32;
+        Self {
+            src_cid: lo(0),
+            dst_cid: lo(8),
+            src_port: le32(b, 16),
+            dst_port: le32(b, 20),
+            len: le32(b, 24),
+            kind: le32(b, 28) as u16,
+            op: (le32(b, 28) >> 16) as u16,
+            flags: le32(b, 32),
+            buf_alloc: le32(b, 36),
+            fwd_cnt: le32(b, 40),
+        }
+    }
+
+    pub fn bytes(&self) -> [u8; HDR] {
+        let mut b = [0u8; HDR];
+        let fields: [(usize, &[u8]); 10] = [
+            (0, &self.src_cid.to_le_bytes()),
+            (8, &self.dst_cid.to_le_bytes()),
+            (16, &self.src_port.to_le_bytes()),
+            (20, &self.dst_port.to_le_bytes()),
+            (24, &self.len.to_le_bytes()),
+            (28, &self.kind.to_le_bytes()),
+            (30, &self.op.to_le_bytes()),
+            (32, &self.flags.to_le_bytes()),
+            (36, &self.buf_alloc.to_le_bytes()),
+            (40, &self.fwd_cnt.to_le_bytes()),
+        ];
+        for (at, v) in fields {
+            if let Some(d) = b.get_mut(at..at + v.len()) {
+                d.copy_from_slice(v);
+            }
+        }
+        b
+    }
+
+    /// The RST answering this packet, as if from its destination.
+    pub fn rst_reply(&self) -> Self {
+        Self {
+            src_cid: self.dst_cid,
+            dst_cid: self.src_cid,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            kind: TYPE_STREAM,
+            op: OP_RST,
+            ..Self::default()
+        }
+    }
+}
+
+/// Counters of one port, for tests and logs.
+#[derive(Default)]
+pub struct Counters {
+    /// Packets wholly delivered to a peer.
+    pub delivered: AtomicU64,
+    /// Packets held for a peer with no receive buffer.
+    pub parked: AtomicU64,
+    /// RSTs the hypervisor answered on a peer's behalf.
+    pub rst: AtomicU64,
+    /// RSTs it could not give this VM (no receive buffer posted).
+    pub rst_lost: AtomicU64,
+    /// Packets refused: malformed header or length.
+    pub bad: AtomicU64,
+    /// Packets refused: `src_cid` not this VM's.
+    pub spoofed: AtomicU64,
+    /// Packets refused: the destination's park slot was taken.
+    pub refused_full: AtomicU64,
+}
+
+/// One link: its ports (filled in as the VMs are built) and their CIDs.
+pub struct VsockLink {
+    ports: Vec<Once<Arc<VsockDevice>>>,
+    cids: Vec<u32>,
+}
+
+impl VsockLink {
+    pub fn new(cids: &[u32]) -> Arc<Self> {
+        Arc::new(Self {
+            ports: cids.iter().map(|_| Once::new()).collect(),
+            cids: cids.to_vec(),
+        })
+    }
+
+    pub fn attach(&self, slot: usize, dev: Arc<VsockDevice>) {
+        if let Some(p) = self.ports.get(slot) {
+            p.call_once(|| dev);
+        }
+    }
+
+    pub fn port(&self, slot: usize) -> Option<&Arc<VsockDevice>> {
+        self.ports.get(slot).and_then(Once::get)
+    }
+
+    fn slot_of(&self, cid: u64) -> Option<usize> {
+        self.cids.iter().position(|&c| u64::from(c) == cid)
+    }
+}
+
+/// A packet of this VM held for a peer with no receive buffer.
+#[derive(Default)]
+struct Parked {
+    busy: bool,
+    chain: Chain,
+    hdr: Header,
+    /// Payload bytes already delivered.
+    off: u32,
+}
+
+struct TxState {
+    bounce: Vec<u8>,
+    /// By destination slot.
+    parks: Vec<Parked>,
+}
+
+/// A peer connection of this VM: (peer slot, this VM's port, peer's port).
+type Conn = (usize, u32, u32);
+
+struct Conns {
+    list: Vec<Conn>,
+    next: usize,
+}
+
+/// One VM's end of a vsock link.
+pub struct VsockPort {
+    cid: u32,
+    link: Arc<VsockLink>,
+    slot: usize,
+    tx: Mutex<TxState>,
+    conns: Mutex<Conns>,
+    /// A TRANSPORT_RESET event is owed to the driver (after a reset).
+    reset_event: AtomicBool,
+    pub counters: Counters,
+}
+
+/// A VM's vsock device.
+pub type VsockDevice = VirtioMmio<VsockPort>;
+
+enum Delivery {
+    Done,
+    /// The receiver ran out of buffers; `off` says how far it got.
+    Full,
+    /// The receiver is not running (or its queue broke).
+    Dead,
+}
+
+impl VsockPort {
+    /// `None` when the hypervisor's heap has no room for the port's state.
+    pub fn new(cid: u32, link: Arc<VsockLink>, slot: usize) -> Option<Self> {
+        let mut bounce = Vec::new();
+        bounce.try_reserve_exact(BOUNCE).ok()?;
+        bounce.resize(BOUNCE, 0);
+        let n = link.cids.len();
+        let mut parks = Vec::new();
+        parks.try_reserve_exact(n).ok()?;
+        parks.resize_with(n, Parked::default);
+        let mut list = Vec::new();
+        list.try_reserve_exact(MAX_CONNS).ok()?;
+        Some(Self {
+            cid,
+            link,
+            slot,
+            tx: Mutex::new(TxState { bounce, parks }),
+            conns: Mutex::new(Conns { list, next: 0 }),
+            reset_event: AtomicBool::new(false),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn cid(&self) -> u32 {
+        self.cid
+    }
+
+    /// Gives `hdr` (no payload) to this VM, as from a peer. Takes only
+    /// this VM's receive queue lock.
+    fn inject(&self, t: &Transport, hdr: &Header) -> bool {
+        let Some(q) = t.queue(RX) else { return false };
+        if !t.live() {
+            return false;
+        }
+        let mut guard = q.lock();
+        let st = &mut *guard;
+        let mem = t.mem();
+        let mut ok = false;
+        let mut any = false;
+        // Buffers too small for a header go back empty; at most the queue's worth.
+        for _ in 0..st.queue.size {
+            match st.queue.pop(mem, &mut st.chain) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    drop(guard);
+                    t.fail("virtio-vsock", RX, e);
+                    return false;
+                }
+            }
+            ok = st.chain.writable as usize >= HDR && st.chain.write(mem, 0, &hdr.bytes()).ok() == Some(HDR);
+            let len = if ok { HDR as u32 } else { 0 };
+            if let Err(e) = st.queue.push_used(mem, st.chain.head, len) {
+                drop(guard);
+                t.fail("virtio-vsock", RX, e);
+                return false;
+            }
+            any = true;
+            if ok {
+                break;
+            }
+        }
+        let quiet = st.queue.interrupt_suppressed(mem);
+        drop(guard);
+        if ok {
+            self.track(hdr, true);
+        }
+        if any && !quiet {
+            t.interrupt(INT_USED);
+        }
+        ok
+    }
+
+    /// Answers `hdr` from this VM with an RST (never an RST to an RST).
+    fn answer_rst(&self, t: &Transport, hdr: &Header) {
+        if hdr.op == OP_RST {
+            return;
+        }
+        self.counters.rst.fetch_add(1, Ordering::Relaxed);
+        if !self.inject(t, &hdr.rst_reply()) {
+            self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records (or, for an RST, forgets) the connection `hdr` belongs to.
+    /// `incoming`: a packet to this VM (else one it sent).
+    fn track(&self, hdr: &Header, incoming: bool) {
+        let Some(peer) = self
+            .link
+            .slot_of(if incoming { hdr.src_cid } else { hdr.dst_cid })
+        else {
+            return;
+        };
+        let conn = if incoming {
+            (peer, hdr.dst_port, hdr.src_port)
+        } else {
+            (peer, hdr.src_port, hdr.dst_port)
+        };
+        let mut c = self.conns.lock();
+        let at = c.list.iter().position(|&x| x == conn);
+        match (hdr.op == OP_RST, at) {
+            (true, Some(i)) => {
+                c.list.swap_remove(i);
+            }
+            (false, None) if !incoming => {
+                if c.list.len() < MAX_CONNS {
+                    c.list.push(conn);
+                } else {
+                    let i = c.next % MAX_CONNS;
+                    if let Some(e) = c.list.get_mut(i) {
+                        *e = conn;
+                    }
+                    c.next = i + 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Copies the packet `hdr` (payload in `src`'s readable bytes after the
+    /// header, from payload offset `*off`) into `dst`'s receive buffers.
+    /// Holds the sender's transmit locks; takes `dst`'s receive queue lock.
+    fn deliver(
+        src_t: &Transport,
+        src: &Chain,
+        hdr: &Header,
+        off: &mut u32,
+        bounce: &mut [u8],
+        dst: &VsockDevice,
+    ) -> Delivery {
+        let t = &dst.transport;
+        let Some(q) = t.queue(RX) else {
+            return Delivery::Dead;
+        };
+        if !t.live() {
+            return Delivery::Dead;
+        }
+        let mut guard = q.lock();
+        let st = &mut *guard;
+        let mem = t.mem();
+        let mut any = false;
+        let mut result = Delivery::Full;
+        for _ in 0..st.queue.size {
+            match st.queue.pop(mem, &mut st.chain) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    drop(guard);
+                    t.fail("virtio-vsock", RX, e);
+                    return Delivery::Dead;
+                }
+            }
+            let room = (st.chain.writable as usize).saturating_sub(HDR);
+            let chunk = (hdr.len.saturating_sub(*off) as usize).min(room);
+            let mut h = *hdr;
+            h.len = chunk as u32;
+            // A buffer with no room for payload the packet has is too small.
+            let mut ok = st.chain.writable as usize >= HDR
+                && (chunk > 0 || hdr.len <= *off)
+                && st.chain.write(mem, 0, &h.bytes()).ok() == Some(HDR);
+            let mut done = 0usize;
+            while ok && done < chunk {
+                let n = (chunk - done).min(bounce.len());
+                let Some(b) = bounce.get_mut(..n) else { break };
+                let from = HDR + *off as usize + done;
+                ok = src.read(src_t.mem(), from, b).ok() == Some(n)
+                    && st.chain.write(mem, HDR + done, b).ok() == Some(n);
+                done += n;
+            }
+            let used = if ok { (HDR + chunk) as u32 } else { 0 };
+            if let Err(e) = st.queue.push_used(mem, st.chain.head, used) {
+                drop(guard);
+                t.fail("virtio-vsock", RX, e);
+                return Delivery::Dead;
+            }
+            any = true;
+            if ok {
+                *off += chunk as u32;
+                if *off >= hdr.len {
+                    result = Delivery::Done;
+                    break;
+                }
+            }
+        }
+        let quiet = st.queue.interrupt_suppressed(mem);
+        drop(guard);
+        if any && !quiet {
+            t.interrupt(INT_USED);
+        }
+        if matches!(result, Delivery::Done) {
+            dst.device.track(hdr, true);
+        }
+        result
+    }
+
+    /// Checks a packet's header; `Err(true)` if it deserves an RST.
+    fn check(&self, chain: &Chain, hdr: &Header) -> Result<(), bool> {
+        if hdr.src_cid != u64::from(self.cid) {
+            self.counters.spoofed.fetch_add(1, Ordering::Relaxed);
+            return Err(false);
+        }
+        if hdr.kind != TYPE_STREAM {
+            self.counters.bad.fetch_add(1, Ordering::Relaxed);
+            return Err(false);
+        }
+        let room = (chain.readable as usize).saturating_sub(HDR);
+        let bad_len = hdr.len as usize > room
+            || hdr.len > MAX_PAYLOAD
+            || (hdr.op != OP_RW && hdr.len != 0)
+            || hdr.op == 0
+            || hdr.op > OP_MAX;
+        if bad_len {
+            self.counters.bad.fetch_add(1, Ordering::Relaxed);
+            return Err(true);
+        }
+        Ok(())
+    }
+
+    /// Sends every packet the guest queued (at most the queue size).
+    fn transmit(&self, t: &Transport) {
+        let Some(q) = t.queue(TX) else { return };
+        let mut guard = q.lock();
+        let st = &mut *guard;
+        let mut txs = self.tx.lock();
+        let tx = &mut *txs;
+        let mem = t.mem();
+        let mut any = false;
+        for _ in 0..st.queue.size {
+            match st.queue.pop(mem, &mut st.chain) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    drop(txs);
+                    drop(guard);
+                    return t.fail("virtio-vsock", TX, e);
+                }
+            }
+            let mut raw = [0u8; HDR];
+            let got = st.chain.read(mem, 0, &mut raw).unwrap_or(0);
+            let hdr = Header::parse(&raw);
+            let mut consumed = true;
+            if got != HDR {
+                self.counters.bad.fetch_add(1, Ordering::Relaxed);
+            } else if let Err(rst) = self.check(&st.chain, &hdr) {
+                if rst {
+                    self.answer_rst(t, &hdr);
+                }
+            } else {
+                match self.link.slot_of(hdr.dst_cid).filter(|&s| s != self.slot) {
+                    None => self.answer_rst(t, &hdr),
+                    Some(to) => match self.send(t, &mut st.queue, &mut st.chain, &hdr, to, tx) {
+                        Ok(c) => consumed = c,
+                        Err(e) => {
+                            drop(txs);
+                            drop(guard);
+                            return t.fail("virtio-vsock", TX, e);
+                        }
+                    },
+                }
+            }
+            if consumed {
+                if let Err(e) = st.queue.push_used(mem, st.chain.head, 0) {
+                    drop(txs);
+                    drop(guard);
+                    return t.fail("virtio-vsock", TX, e);
+                }
+                any = true;
+            }
+        }
+        let quiet = st.queue.interrupt_suppressed(mem);
+        drop(txs);
+        drop(guard);
+        if any && !quiet {
+            t.interrupt(INT_USED);
+        }
+    }
+
+    /// Sends a checked packet to slot `to`; `Ok(false)` if its chain was
+    /// parked (swapped into the park slot: `chain` then holds a spare).
+    fn send(
+        &self,
+        t: &Transport,
+        queue: &mut Queue,
+        chain: &mut Chain,
+        hdr: &Header,
+        to: usize,
+        tx: &mut TxState,
+    ) -> Result<bool, QueueError> {
+        let TxState { bounce, parks } = tx;
+        let (Some(dst), Some(park)) = (self.link.port(to), parks.get_mut(to)) else {
+            self.answer_rst(t, hdr);
+            return Ok(true);
+        };
+        if park.busy {
+            // The destination may have room by now.
+            self.resume_park(t, queue, park, bounce, dst)?;
+        }
+        if park.busy {
+            self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
+            self.answer_rst(t, hdr);
+            return Ok(true);
+        }
+        self.track(hdr, false);
+        let mut off = 0;
+        Ok(match Self::deliver(t, chain, hdr, &mut off, bounce, dst) {
+            Delivery::Done => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Delivery::Dead => {
+                self.answer_rst(t, hdr);
+                true
+            }
+            Delivery::Full => {
+                self.counters.parked.fetch_add(1, Ordering::Relaxed);
+                core::mem::swap(chain, &mut park.chain);
+                park.hdr = *hdr;
+                park.off = off;
+                park.busy = true;
+                false
+            }
+        })
+    }
+
+    /// Tries the held packet again; once it is through (or its receiver is
+    /// gone, which earns an RST) its chain goes back to this VM. The caller
+    /// holds this VM's transmit queue (`queue`) lock.
+    fn resume_park(
+        &self,
+        t: &Transport,
+        queue: &mut Queue,
+        park: &mut Parked,
+        bounce: &mut [u8],
+        dst: &VsockDevice,
+    ) -> Result<bool, QueueError> {
+        let mut off = park.off;
+        let r = Self::deliver(t, &park.chain, &park.hdr, &mut off, bounce, dst);
+        park.off = off;
+        match r {
+            Delivery::Full => return Ok(false),
+            Delivery::Done => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Delivery::Dead => {
+                let h = park.hdr;
+                self.answer_rst(t, &h);
+            }
+        }
+        park.busy = false;
+        queue.push_used(t.mem(), park.chain.head, 0)?;
+        Ok(true)
+    }
+
+    /// This VM's packet held for slot `to`: resumed (`drop` false: `to`
+    /// posted receive buffers) or answered with an RST (`drop`: `to` was
+    /// reset). Runs on `to`'s exit, holding nothing of `to`'s.
+    fn resume_for(&self, t: &Transport, to: usize, drop_it: bool) {
+        let Some(q) = t.queue(TX) else { return };
+        let mut guard = q.lock();
+        let mut txs = self.tx.lock();
+        let TxState { bounce, parks } = &mut *txs;
+        let Some(park) = parks.get_mut(to).filter(|p| p.busy) else {
+            return;
+        };
+        let r = match self.link.port(to) {
+            Some(dst) if !drop_it => self.resume_park(t, &mut guard.queue, park, bounce, dst),
+            _ => {
+                park.busy = false;
+                let h = park.hdr;
+                self.answer_rst(t, &h);
+                guard.queue.push_used(t.mem(), park.chain.head, 0).map(|()| true)
+            }
+        };
+        let quiet = guard.queue.interrupt_suppressed(t.mem());
+        drop(txs);
+        drop(guard);
+        match r {
+            Ok(true) if !quiet => t.interrupt(INT_USED),
+            Ok(_) => {}
+            Err(e) => t.fail("virtio-vsock", TX, e),
+        }
+    }
+
+    /// This VM posted receive buffers: every peer's packet held for it
+    /// goes on.
+    fn receive_ready(&self) {
+        for s in (0..self.link.ports.len()).filter(|&s| s != self.slot) {
+            if let Some(peer) = self.link.port(s) {
+                peer.device.resume_for(&peer.transport, self.slot, false);
+            }
+        }
+    }
+
+    /// Delivers the TRANSPORT_RESET event owed after a reset, if the driver
+    /// posted an event buffer.
+    fn event(&self, t: &Transport) {
+        if !self.reset_event.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let Some(q) = t.queue(EVENT) else { return };
+        let mut guard = q.lock();
+        let st = &mut *guard;
+        let mem = t.mem();
+        match st.queue.pop(mem, &mut st.chain) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.reset_event.store(true, Ordering::Release);
+                return;
+            }
+            Err(e) => {
+                drop(guard);
+                return t.fail("virtio-vsock", EVENT, e);
+            }
+        }
+        let id = EVENT_TRANSPORT_RESET.to_le_bytes();
+        let n = if st.chain.write(mem, 0, &id).ok() == Some(4) {
+            4
+        } else {
+            0
+        };
+        let r = st.queue.push_used(mem, st.chain.head, n);
+        let quiet = st.queue.interrupt_suppressed(mem);
+        drop(guard);
+        match r {
+            Ok(()) if !quiet => t.interrupt(INT_USED),
+            Ok(()) => {}
+            Err(e) => t.fail("virtio-vsock", EVENT, e),
+        }
+    }
+}
+
+impl Device for VsockPort {
+    fn name(&self) -> &'static str {
+        "virtio-vsock"
+    }
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+    /// Stream sockets only: no VIRTIO_VSOCK_F_SEQPACKET.
+    fn features(&self) -> u64 {
+        0
+    }
+    fn queues(&self) -> usize {
+        3
+    }
+    /// struct virtio_vsock_config: guest_cid (le64).
+    fn config(&self, offset: u64) -> u8 {
+        let c = u64::from(self.cid).to_le_bytes();
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| c.get(o))
+            .copied()
+            .unwrap_or(0)
+    }
+    fn notify(&self, t: &Transport, queue: usize) {
+        match queue {
+            TX => self.transmit(t),
+            RX => {
+                self.receive_ready();
+                self.event(t);
+            }
+            _ => self.event(t),
+        }
+    }
+    /// The queues are already reset: this VM's held packets are gone with
+    /// them; peers' packets held for it get RSTs, and so does every peer
+    /// connection it had.
+    fn reset(&self) {
+        for p in self.tx.lock().parks.iter_mut() {
+            p.busy = false;
+        }
+        self.reset_event.store(true, Ordering::Release);
+        for s in (0..self.link.ports.len()).filter(|&s| s != self.slot) {
+            if let Some(peer) = self.link.port(s) {
+                peer.device.resume_for(&peer.transport, self.slot, true);
+            }
+        }
+        let mut conns = [(0usize, 0u32, 0u32); MAX_CONNS];
+        let n = {
+            let mut c = self.conns.lock();
+            let n = c.list.len().min(MAX_CONNS);
+            for (d, s) in conns.iter_mut().zip(c.list.drain(..)) {
+                *d = s;
+            }
+            c.next = 0;
+            n
+        };
+        for &(peer, local, remote) in conns.iter().take(n) {
+            let (Some(dev), Some(&cid)) = (self.link.port(peer), self.link.cids.get(peer)) else {
+                continue;
+            };
+            let rst = Header {
+                src_cid: u64::from(self.cid),
+                dst_cid: u64::from(cid),
+                src_port: local,
+                dst_port: remote,
+                kind: TYPE_STREAM,
+                op: OP_RST,
+                ..Header::default()
+            };
+            if !dev.device.inject(&dev.transport, &rst) {
+                self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
