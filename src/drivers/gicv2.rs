@@ -228,6 +228,12 @@ impl Gicv2 {
         }
     }
 
+    /// Whether `intid` is enabled (SGIs/PPIs: the calling CPU's banked
+    /// copy).
+    pub fn enabled(&self, intid: u32) -> bool {
+        intid < self.lines() && self.d().isenabler[(intid / 32) as usize].get() & (1 << (intid % 32)) != 0
+    }
+
     pub fn set_enabled(&self, intid: u32, on: bool) {
         let bit = 1 << (intid % 32);
         let n = (intid / 32) as usize;
@@ -330,9 +336,10 @@ impl Gicv2 {
     /// EOId through the GICV frame at `gicv` (mapped at EL2), and then GICC
     /// is watched for it. `None` if the probe itself could not run (the
     /// interrupt never arrived, or the virtual interface did not offer
-    /// it). Boot CPU, IRQs masked, no guest yet; the
-    /// PPI, list register 0 and GICH_VMCR are left as they were found
-    /// (disabled, empty, reset).
+    /// it). Boot CPU, IRQs masked, no guest yet; the PPI is left enabled or
+    /// disabled as it was found (the EL2 timer is the hypervisor's own, and
+    /// its CPU set-up may have enabled it already), not pending and not
+    /// active; list register 0 and GICH_VMCR are left empty and reset.
     ///
     /// # Safety
     /// `gicv` must be this GIC's virtual CPU interface, mapped as device
@@ -347,6 +354,7 @@ impl Gicv2 {
         // SAFETY: the caller's contract.
         let v = unsafe { &*(gicv as *const GicvRegs) };
         let h = self.h();
+        let was_enabled = self.enabled(ppi);
         self.set_enabled(ppi, true);
         raise();
         let first = self.wait_signalled(ppi);
@@ -370,10 +378,14 @@ impl Gicv2 {
         }
         // Whatever the model did with the first activation, end it.
         self.clear_active(ppi);
-        self.set_enabled(ppi, false);
+        self.set_enabled(ppi, was_enabled);
         self.d().icpendr[0].set(1 << ppi);
         h.lr[0].set(0);
         self.reset_virtual();
         listed.then_some(again.is_some())
     }
 }
+
+#[cfg(test)]
+#[path = "gicv2_tests.rs"]
+mod tests;
