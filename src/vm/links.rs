@@ -171,6 +171,16 @@ impl GuestMemory for VmRam {
         self.pieces(gpa, len, |_, _, _| {}).is_ok()
     }
 
+    fn ready(&self, gpa: u64, len: u64) -> bool {
+        self.contains(gpa, len) && self.lazy.as_ref().is_none_or(|l| l.is_ready(gpa, len))
+    }
+
+    fn prepare(&self, gpa: u64, len: u64) {
+        if self.contains(gpa, len) {
+            self.ensure_scrubbed(gpa, len);
+        }
+    }
+
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
         // Checked whole before any byte moves.
         if !self.contains(gpa, buf.len() as u64) {
