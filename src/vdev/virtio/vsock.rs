@@ -207,6 +207,8 @@ struct Parked {
 
 struct TxState {
     bounce: Vec<u8>,
+    /// The work the exit holding this state has left.
+    budget: Budget,
     /// By destination slot.
     parks: Vec<Parked>,
 }
@@ -260,7 +262,11 @@ impl VsockPort {
             cid,
             link,
             slot,
-            tx: Mutex::new(TxState { bounce, parks }),
+            tx: Mutex::new(TxState {
+                bounce,
+                budget: Budget::new(TX_BUDGET),
+                parks,
+            }),
             conns: Mutex::new(Conns { list, next: 0 }),
             reset_event: AtomicBool::new(false),
             resume: AtomicBool::new(false),
@@ -503,13 +509,14 @@ impl VsockPort {
         let tx = &mut *txs;
         let mem = t.mem();
         let mut any = false;
-        let mut budget = Budget::new(TX_BUDGET);
+        tx.budget = Budget::new(TX_BUDGET);
         for _ in 0..st.queue.size {
-            if budget.spent() {
+            if tx.budget.spent() {
                 break;
             }
             let popped = st.queue.pop(mem, &mut st.chain);
-            budget.charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize) + HDR);
+            tx.budget
+                .charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize) + HDR);
             match popped {
                 Ok(true) => {}
                 Ok(false) => break,
@@ -532,7 +539,7 @@ impl VsockPort {
             } else {
                 match self.link.slot_of(hdr.dst_cid).filter(|&s| s != self.slot) {
                     None => self.answer_rst(t, &hdr),
-                    Some(to) => match self.send(t, &mut st.queue, &mut st.chain, &hdr, to, tx, &mut budget) {
+                    Some(to) => match self.send(t, &mut st.queue, &mut st.chain, &hdr, to, tx) {
                         Ok(c) => consumed = c,
                         Err(e) => {
                             drop(txs);
@@ -553,7 +560,7 @@ impl VsockPort {
         }
         // Stopped at the budget with packets left: the interrupt (asked
         // for or not) brings the guest's InterruptAck, which resumes.
-        let left = budget.spent() && st.queue.pending(mem).is_ok_and(|n| n > 0);
+        let left = tx.budget.spent() && st.queue.pending(mem).is_ok_and(|n| n > 0);
         let quiet = st.queue.interrupt_suppressed(mem) && !left;
         drop(txs);
         drop(guard);
@@ -575,9 +582,12 @@ impl VsockPort {
         hdr: &Header,
         to: usize,
         tx: &mut TxState,
-        b: &mut Budget,
     ) -> Result<bool, QueueError> {
-        let TxState { bounce, parks } = tx;
+        let TxState {
+            bounce,
+            budget: b,
+            parks,
+        } = tx;
         let (Some(dst), Some(park)) = (self.link.port(to), parks.get_mut(to)) else {
             self.answer_rst(t, hdr);
             return Ok(true);
@@ -650,14 +660,18 @@ impl VsockPort {
         let Some(q) = t.queue(TX) else { return };
         let mut guard = q.lock();
         let mut txs = self.tx.lock();
-        let TxState { bounce, parks } = &mut *txs;
+        let TxState {
+            bounce,
+            budget,
+            parks,
+        } = &mut *txs;
         let Some(park) = parks.get_mut(to).filter(|p| p.busy) else {
             return;
         };
         let r = match self.link.port(to) {
             Some(dst) if !drop_it => {
-                let mut b = Budget::new(TX_BUDGET);
-                self.resume_park(t, &mut guard.queue, park, bounce, dst, &mut b)
+                *budget = Budget::new(TX_BUDGET);
+                self.resume_park(t, &mut guard.queue, park, bounce, dst, budget)
             }
             _ => {
                 park.busy = false;
