@@ -436,6 +436,25 @@ mod tests {
     }
 
     #[test]
+    fn readiness_is_read_without_scrubbing() {
+        let l = ram();
+        let ops = Log::default();
+        assert!(!l.is_ready(IPA + 8, 16), "a fresh block is not ready");
+        assert!(!l.is_ready(IPA + BLOCK - 8, 16));
+        assert_eq!(l.touch(IPA, &ops), Touch::Ready);
+        assert!(l.is_ready(IPA + 8, 16));
+        assert!(
+            !l.is_ready(IPA + BLOCK - 8, 16),
+            "the range reaches a fresh block"
+        );
+        assert!(!l.is_ready(IPA - 8, 16), "partly outside the RAM");
+        assert!(l.is_ready(IPA + 8, 0));
+        assert_eq!(ops.take().len(), 2, "only the touch scrubbed (and mapped)");
+        let eager = LazyRam::new(&[(IPA, PA, 16 << 20)], false);
+        assert!(eager.is_ready(IPA, 16 << 20));
+    }
+
+    #[test]
     fn concurrent_first_touches_scrub_once_and_all_wait_for_it() {
         let l = ram();
         let ops = Log {

@@ -497,6 +497,29 @@ mod tests {
     }
 
     #[test]
+    fn another_vms_view_refuses_unscrubbed_blocks_and_scrubs_nothing() {
+        use crate::vdev::virtio::queue::Foreign;
+        let lazy = alloc::sync::Arc::new(crate::mm::scrub::LazyRam::new(
+            &[(0x4000_0000, 0x8000_0000, 4 << 20)],
+            true,
+        ));
+        let region = RamRegion {
+            ipa: 0x4000_0000,
+            pa: 0x8000_0000,
+            size: 4 << 20,
+        };
+        let ram = VmRam::new(&[region]).with_lazy(lazy.clone());
+        assert!(ram.contains(0x4000_0000, 64));
+        assert!(!ram.ready(0x4000_0000, 64));
+        let peer = Foreign(&ram);
+        assert_eq!(peer.write(0x4000_0000, &[1; 64]), Err(OutsideRam));
+        let mut b = [0u8; 4];
+        assert_eq!(peer.read(0x4000_0000, &mut b), Err(OutsideRam));
+        assert!(!lazy.is_ready(0x4000_0000, 64), "the block is still fresh");
+        assert!(peer.contains(0x4000_0000, 64), "yet it is the VM's RAM");
+    }
+
+    #[test]
     fn link_nodes_are_virtio_mmio_with_their_spi() {
         let mut w = vm_fdt::FdtWriter::new().unwrap();
         let root = w.begin_node("").unwrap();

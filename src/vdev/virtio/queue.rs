@@ -742,6 +742,25 @@ mod tests {
     }
 
     #[test]
+    fn a_readable_descriptor_in_a_receive_chain_is_refused_at_the_first() {
+        let (mem, mut q) = setup(8);
+        let mut d = driver(&mem, 8);
+        // Readable descriptors leading into a writable one: fine for a
+        // transmit queue, refused by a receive queue's pop at descriptor 0.
+        for i in 0..7 {
+            d.desc(i, DATA, 32, F_NEXT, i + 1);
+        }
+        d.desc(7, DATA, 1, F_WRITE, 0);
+        d.offer(0);
+        d.offer(0);
+        let mut c = Chain::default();
+        assert_eq!(q.pop_rx(&mem, &mut c), Err(QueueError::ReadableRx(0)));
+        assert_eq!(c.descs, 1, "the walk stops at the first readable one");
+        assert_eq!(q.pop(&mem, &mut c), Ok(true));
+        assert_eq!((c.descs, c.readable, c.writable), (8, 7 * 32, 1));
+    }
+
+    #[test]
     fn readable_after_writable_is_refused() {
         let (mem, mut q) = setup(8);
         let mut d = driver(&mem, 8);
