@@ -36,18 +36,20 @@ fn image_range() -> PhysRange {
     PhysRange::new(base, size)
 }
 
-/// What the boot CPU wrote with its MMU off: the image up to the end of BSS
-/// (relocations, BSS) and its own stack.
+/// What the boot CPU wrote with its MMU off: the image from the end of text
+/// (entry.S relocates nothing below it) to the end of BSS (relocations, BSS)
+/// and its own stack.
 fn written_before_mmu() -> [PhysRange; 2] {
     extern "C" {
+        static __text_end: u8;
         static __bss_end: u8;
     }
-    let image = image_range();
+    let text_end = core::ptr::addr_of!(__text_end) as u64;
     let bss_end = core::ptr::addr_of!(__bss_end) as u64;
     let stack_top = smp::stack_top(0);
     let stack = crate::arch::aarch64::STACK_SIZE as u64;
     [
-        PhysRange::new(image.base.0, bss_end - image.base.0),
+        PhysRange::new(text_end, bss_end - text_end),
         PhysRange::new(stack_top - stack, stack),
     ]
 }
@@ -128,6 +130,7 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     if let Some(test) = platform.boot_option("tessera.selftest") {
         selftest(test);
     }
+    vm::seed::init(board);
     let vms = match package() {
         Some(pkg) => match pkg.config().map(Config::parse) {
             Some(Ok(config)) => {

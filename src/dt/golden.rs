@@ -61,6 +61,7 @@ pub(super) fn spec<'a>(host: &'a super::Tree<'a>, passthrough: &'a [&'a str]) ->
         initrd: None,
         passthrough,
         host: Some(host),
+        seed: None,
     }
 }
 

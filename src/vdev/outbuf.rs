@@ -18,6 +18,8 @@
 //!
 //! Pure data structure, tested on the host.
 
+use alloc::vec::Vec;
+
 /// Longest VM name kept with a line.
 pub const NAME: usize = 24;
 /// Longest line kept (the virtual UART cuts longer ones).
@@ -76,7 +78,10 @@ impl Line {
 /// One VM's waiting lines, oldest first.
 pub struct Queue {
     name: Name,
-    lines: [[u8; LINE]; SLOTS],
+    /// [`SLOTS`] lines on the heap: the queue itself stays small, so
+    /// registering a console moves a few words, not 4 KiB, each time the
+    /// queue is built, locked and pushed.
+    lines: Vec<[u8; LINE]>,
     lens: [u8; SLOTS],
     head: usize,
     len: usize,
@@ -91,7 +96,7 @@ impl Queue {
     pub fn new(vm: &str) -> Self {
         Self {
             name: Name::new(vm),
-            lines: [[0; LINE]; SLOTS],
+            lines: alloc::vec![[0; LINE]; SLOTS],
             lens: [0; SLOTS],
             head: 0,
             len: 0,

@@ -357,6 +357,7 @@ fn create(
             };
             let paths = &device_paths;
             let t = p.timer;
+            let seed = super::seed::next(index);
             let spec = GuestDtbSpec {
                 name: &vc.name,
                 vcpus: vc.cpus.len(),
@@ -372,6 +373,7 @@ fn create(
                 initrd: initrd.map(|(b, at)| GuestRegion::new(at, b.len() as u64)),
                 passthrough: paths,
                 host: Some(dtb),
+                seed: seed.as_ref(),
             };
             let link_nodes = super::links::guest_links(links.all, links.vm);
             generate_with_links(&spec, &link_nodes)
@@ -386,6 +388,11 @@ fn create(
         kernel,
         kernel_ipa: first.ipa + text_offset,
         initrd,
+        seed: vc
+            .dtb
+            .is_none()
+            .then(|| super::seed::SeedSlots::find(&dtb, index))
+            .flatten(),
         dtb,
         dtb_ipa,
     };
@@ -567,7 +574,14 @@ pub fn load_images(ram: &[RamRegion], im: &Images, lazy: &crate::mm::scrub::Lazy
             unsafe { phys::zero_to_poc(pa, len) };
         }
     }
+    // A fresh guest seed for every start (crate::vm::seed).
+    let dtb = super::seed::fresh(&im.dtb, im.seed);
     for (pa, bytes) in placed {
+        let bytes = if bytes.as_ptr() == im.dtb.as_ptr() {
+            &dtb
+        } else {
+            bytes
+        };
         // SAFETY: inside one of the VM's RAM regions (checked above); vCPUs
         // start with their MMU and caches off, so the bytes go to PoC.
         unsafe { phys::copy_to_poc(pa, bytes) };

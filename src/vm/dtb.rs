@@ -109,6 +109,8 @@ pub struct GuestDtbSpec<'a> {
     pub passthrough: &'a [&'a str],
     /// The board DTB the passed-through nodes are copied from.
     pub host: Option<&'a Tree<'a>>,
+    /// `/chosen/rng-seed` and `kaslr-seed` (crate::vm::seed); none without boot entropy.
+    pub seed: Option<&'a super::seed::GuestSeed>,
 }
 
 /// Why a guest DTB could not be built.
@@ -431,6 +433,10 @@ fn write_chosen(w: &mut FdtWriter, spec: &GuestDtbSpec) -> Result<(), DtbError> 
         // check() ruled out the overflow.
         w.property_u64("linux,initrd-start", initrd.base.0)?;
         w.property_u64("linux,initrd-end", initrd.base.0 + initrd.size)?;
+    }
+    if let Some(seed) = spec.seed {
+        w.property("rng-seed", &seed.rng)?;
+        w.property_u64("kaslr-seed", seed.kaslr)?;
     }
     w.end_node(node)?;
     Ok(())
@@ -775,6 +781,7 @@ mod tests {
             initrd: Some(GuestRegion::new(0x4800_0000, 0x20_0000)),
             passthrough,
             host,
+            seed: None,
         }
     }
 

@@ -202,6 +202,7 @@ proptest! {
             initrd: s.initrd,
             passthrough: &s.passthrough,
             host: host.as_ref(),
+            seed: None,
         };
         let result = generate(&spec);
         if breaks_a_rule(&s) {
@@ -301,6 +302,7 @@ fn passing_through_a_node_the_generator_writes_is_refused() {
             initrd: None,
             passthrough: &passthrough,
             host: Some(&host),
+            seed: None,
         };
         assert_eq!(
             generate(&spec),

@@ -24,6 +24,7 @@ pub mod mmio;
 pub mod passthrough;
 pub mod pcie;
 pub mod psci;
+pub mod seed;
 pub mod trap;
 
 #[cfg(target_os = "none")]
@@ -67,6 +68,8 @@ pub struct Images {
     /// may be up to 2 MiB); a generated one is owned.
     pub dtb: alloc::borrow::Cow<'static, [u8]>,
     pub dtb_ipa: u64,
+    /// Where a generated DTB's seed is rewritten on every start.
+    pub seed: Option<seed::SeedSlots>,
 }
 
 /// Lifecycle of a VM.

@@ -344,6 +344,7 @@ mod tests {
                 initrd: None,
                 passthrough: &["/pcie@10000000"],
                 host: Some(host),
+                seed: None,
             };
             let blob = generate(&spec).unwrap();
             let g = Tree::new(&blob).unwrap();

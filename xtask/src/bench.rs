@@ -281,7 +281,7 @@ pub(crate) fn capture(mut cmd: Command, log: &Path, until: &str, timeout: Durati
 /// QEMU `virt` without EL2 (the guest runs at EL1 on the real devices, PSCI by `hvc`
 /// to QEMU's built-in firmware), under icount. `dtb-randomness=off`: no `kaslr-seed` /
 /// `rng-seed` from the host in the DTB, which would make Linux boot differently each run
-/// (Tessera's generated guest DTBs have none either).
+/// (and Tessera's guests then get none either, as `tessera_command` runs it).
 fn native_command(qemu: &Path, gic: u32, smp: u32, mem: &str, kernel: &Path) -> Command {
     let mut cmd = Command::new(qemu);
     cmd.args(["-machine", &format!("virt,gic-version={gic},dtb-randomness=off")])
@@ -300,10 +300,15 @@ pub(crate) fn tessera_command(qemu: &Path, img: &board::ConfigImage) -> Result<C
     if !extra.iter().any(|a| a == "-icount") {
         extra.extend(ICOUNT.iter().map(|s| s.to_string()));
     }
-    let m = Machine {
-        extra,
-        ..img.machine.to_machine(img.path.clone())
+    let base = img.machine.to_machine(img.path.clone());
+    // As natively: no seed in QEMU's DTB, so none in the guests' (src/vm/seed.rs),
+    // whose boot (KASLR, CRNG) would otherwise differ from run to run.
+    let model = if base.model == "virt" {
+        format!("{},dtb-randomness=off", base.model)
+    } else {
+        base.model.clone()
     };
+    let m = Machine { extra, model, ..base };
     m.validate()?;
     Ok(m.command(qemu, Console::Captured))
 }

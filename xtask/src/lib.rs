@@ -36,6 +36,7 @@ pub mod run_cmd;
 pub mod runner;
 pub mod scenarios;
 pub mod scrub_scenarios;
+pub mod seed_scenarios;
 pub mod smmu_linux;
 pub mod smmu_scenarios;
 pub mod soak;

@@ -368,6 +368,7 @@ pub fn all() -> Vec<Scenario> {
     all.extend(crate::media::scenarios::all());
     all.extend(crate::scrub_scenarios::all());
     all.extend(crate::smmu_scenarios::all());
+    all.extend(crate::seed_scenarios::all());
     all
 }
 

@@ -2,7 +2,7 @@
 
 use aarch64_cpu::asm;
 use aarch64_cpu::registers::{
-    CurrentEL, Readable, Writeable, CNTFRQ_EL0, CNTPCT_EL0, DAIF, MPIDR_EL1, TPIDR_EL2,
+    CurrentEL, Readable, Writeable, CNTFRQ_EL0, CNTPCT_EL0, DAIF, ID_AA64ISAR0_EL1, MPIDR_EL1, TPIDR_EL2,
 };
 
 /// Index of the running CPU in the platform's CPU list (set at entry).
@@ -24,6 +24,27 @@ pub fn current_el() -> u64 {
 pub fn counter() -> u64 {
     asm::barrier::isb(asm::barrier::SY);
     CNTPCT_EL0.get()
+}
+
+/// 64 bits from the CPU's reseeded random number generator (FEAT_RNG
+/// RNDRRS); `None` without one or when it delivered none this time.
+pub fn random() -> Option<u64> {
+    if (ID_AA64ISAR0_EL1.get() >> 60) & 0xf == 0 {
+        return None;
+    }
+    let (value, nzcv): (u64, u64);
+    // SAFETY: RNDRRS exists (ID_AA64ISAR0_EL1.RNDR above); reading it sets
+    // only NZCV (Z on failure), which the asm does not promise to keep.
+    unsafe {
+        core::arch::asm!(
+            "mrs {v}, s3_3_c2_c4_1",
+            "mrs {f}, nzcv",
+            v = out(reg) value,
+            f = out(reg) nzcv,
+            options(nomem, nostack)
+        )
+    };
+    (nzcv & (1 << 30) == 0).then_some(value)
 }
 
 /// Counter frequency in Hz.

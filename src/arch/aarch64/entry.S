@@ -26,18 +26,24 @@ primary_entry:
     ubfx    x20, x20, #2, #2        // exception level we were entered at
 
     // Apply R_AARCH64_RELATIVE relocations: linked at 0, so the load address
-    // is the delta. Anything else in .rela.dyn is a build error: park.
+    // is the delta. Anything else in .rela.dyn is a build error: park. So is
+    // one into text (below __text_end), which stays exactly as loaded.
     adr     x21, _start
     adrp    x0, __rela_start
     add     x0, x0, :lo12:__rela_start
     adrp    x1, __rela_end
     add     x1, x1, :lo12:__rela_end
+    adrp    x5, __text_end
+    add     x5, x5, :lo12:__text_end
+    sub     x5, x5, x21             // its link-time offset
 1:  cmp     x0, x1
     b.hs    2f
     ldp     x2, x3, [x0], #16       // r_offset, r_info
     ldr     x4, [x0], #8            // r_addend
     cmp     x3, #1027               // R_AARCH64_RELATIVE
     b.ne    park_early
+    cmp     x2, x5
+    b.lo    park_early
     add     x4, x4, x21
     str     x4, [x2, x21]
     b       1b

@@ -3,6 +3,7 @@
 //! demand. Everything else faults, so a stray pointer is caught at once.
 
 use super::devio;
+use super::zero_plan::ZeroPlan;
 use crate::mm::pagetable::{Attrs, MapError, PageTable, Regime, TableMemory, MAIR_EL2};
 use crate::mm::PhysRange;
 use aarch64_cpu::asm::barrier;
@@ -211,14 +212,19 @@ pub fn clean_dcache(start: u64, end: u64) {
 /// no cache line of it is left for a guest's non-cacheable (MMU off)
 /// writes to be shadowed by once its MMU is on.
 pub fn clean_invalidate_dcache(start: u64, end: u64) {
-    let line = dcache_line();
+    clean_invalidate_lines(start, end, dcache_line());
+    barrier::dsb(barrier::SY);
+}
+
+/// DC CIVAC on every `line`-byte cache line touching `[start, end)`; the
+/// caller issues the DSB.
+fn clean_invalidate_lines(start: u64, end: u64, line: u64) {
     let mut a = start & !(line - 1);
     while a < end {
         // SAFETY: cleaning writes dirty lines back first; contents unchanged.
         unsafe { asm!("dc civac, {}", in(reg) a, options(nostack)) };
         a += line;
     }
-    barrier::dsb(barrier::SY);
 }
 
 /// Zeroes `[start, start + len)` a cache-line block at a time with DC ZVA
@@ -245,7 +251,16 @@ pub unsafe fn zero_to_poc(start: u64, len: u64) {
     unsafe { zero_blocks::<true>(start, len) }
 }
 
-/// Both of the above; `CLEAN` also cleans the range to PoC.
+/// Blocks per iteration of the unrolled DC ZVA loops.
+const GROUP: u64 = 32;
+
+/// Both of the above; `CLEAN` also cleans the range to PoC. DCZID_EL0 and
+/// CTR_EL0 are read once; [`ZeroPlan`] cuts the range at block boundaries,
+/// whatever the two sizes are. When a DC ZVA block is one cache line (the
+/// usual case) each line is zeroed and cleaned while it is at hand: three
+/// instructions a line (DC ZVA, DC CIVAC, the add that makes the next
+/// address, as DC takes no offset) plus 2/32 for the loop. Otherwise the
+/// blocks are zeroed first and every line of the range cleaned after.
 ///
 /// # Safety
 /// As for [`zero`].
@@ -254,76 +269,77 @@ unsafe fn zero_blocks<const CLEAN: bool>(start: u64, len: u64) {
     // SAFETY: reading DCZID_EL0 has no side effects.
     unsafe { asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack)) };
     let block = 4u64 << (dczid & 0xf);
+    let line = dcache_line();
     let end = start + len;
-    if dczid & (1 << 4) != 0 || len < block {
+    // DCZID_EL0.DZP: DC ZVA is prohibited.
+    let plan = if dczid & (1 << 4) != 0 {
+        None
+    } else {
+        ZeroPlan::new(start, len, block, GROUP)
+    };
+    let Some(p) = plan else {
         // SAFETY: the caller's contract.
         unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
         if CLEAN {
-            clean_invalidate_dcache(start, end);
+            clean_invalidate_lines(start, end, line);
+            barrier::dsb(barrier::SY);
         }
         return;
-    }
-    // Clean each block as it is zeroed when a block is one cache line;
-    // otherwise (unusual) clean in a second pass.
-    let fused = CLEAN && block == dcache_line();
-    let first = (start + block - 1) & !(block - 1);
-    let last = end & !(block - 1);
-    // SAFETY: the caller's contract, for each part; DC CIVAC leaves contents
-    // unchanged.
+    };
+    let fused = CLEAN && block == line;
+    // SAFETY: the caller's contract, for each part (the plan keeps every
+    // block inside the range); DC CIVAC leaves contents unchanged.
     unsafe {
-        core::ptr::write_bytes(start as *mut u8, 0, (first - start) as usize);
-        // Sixteen blocks per iteration, the loop in one asm block: a block
-        // costs its DC ZVA, its DC CIVAC (fused) and the add that makes the
-        // next address (DC takes no offset), plus 2/16 for the loop.
-        let group = 16 * block;
-        let body_end = first + (last - first) / group * group;
-        if body_end > first {
+        core::ptr::write_bytes(start as *mut u8, 0, (p.first - start) as usize);
+        if p.groups > p.first {
             if fused {
                 asm!(
                     "2:",
-                    ".rept 16",
+                    ".rept 32",
                     "dc zva, {a}",
                     "dc civac, {a}",
                     "add {a}, {a}, {b}",
                     ".endr",
                     "cmp {a}, {e}",
                     "b.lo 2b",
-                    a = inout(reg) first => _,
+                    a = inout(reg) p.first => _,
                     b = in(reg) block,
-                    e = in(reg) body_end,
+                    e = in(reg) p.groups,
                     options(nostack)
                 );
             } else {
                 asm!(
                     "2:",
-                    ".rept 16",
+                    ".rept 32",
                     "dc zva, {a}",
                     "add {a}, {a}, {b}",
                     ".endr",
                     "cmp {a}, {e}",
                     "b.lo 2b",
-                    a = inout(reg) first => _,
+                    a = inout(reg) p.first => _,
                     b = in(reg) block,
-                    e = in(reg) body_end,
+                    e = in(reg) p.groups,
                     options(nostack)
                 );
             }
         }
-        let mut a = body_end;
-        while a < last {
+        let mut a = p.groups;
+        while a < p.last {
             asm!("dc zva, {}", in(reg) a, options(nostack));
             if fused {
                 asm!("dc civac, {}", in(reg) a, options(nostack));
             }
             a += block;
         }
-        core::ptr::write_bytes(last as *mut u8, 0, (end - last) as usize);
+        core::ptr::write_bytes(p.last as *mut u8, 0, (end - p.last) as usize);
     }
     if fused {
-        clean_invalidate_dcache(start, first);
-        clean_invalidate_dcache(last, end);
+        clean_invalidate_lines(start, p.first, line);
+        clean_invalidate_lines(p.last, end, line);
+        barrier::dsb(barrier::SY);
     } else if CLEAN {
-        clean_invalidate_dcache(start, end);
+        clean_invalidate_lines(start, end, line);
+        barrier::dsb(barrier::SY);
     }
 }
 

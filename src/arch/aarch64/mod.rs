@@ -8,6 +8,7 @@ mod esr_proptests;
 pub mod extable;
 pub mod frame;
 pub mod pmu;
+pub mod zero_plan;
 
 #[cfg(target_os = "none")]
 pub mod copy;

@@ -177,15 +177,27 @@ impl Uart {
         self.serial().getc()
     }
 
-    /// Writes a string, turning `\n` into `\r\n`.
+    /// Writes a string, turning `\n` into `\r\n`. One match per string,
+    /// not a dynamic call per byte: each family's `putc` is inlined into
+    /// its own loop.
     pub fn write_str(&self, s: &str) {
-        let u = self.serial();
-        for b in s.bytes() {
-            if b == b'\n' {
-                u.putc(b'\r');
-            }
-            u.putc(b);
+        match self {
+            Uart::Pl011(u) => put_str(u, s),
+            Uart::Cadence(u) => put_str(u, s),
+            Uart::Imx(u) => put_str(u, s),
+            Uart::BcmAux(u) => put_str(u, s),
         }
+    }
+}
+
+/// [`Uart::write_str`] for one family.
+#[inline(always)]
+fn put_str(u: &impl Serial, s: &str) {
+    for b in s.bytes() {
+        if b == b'\n' {
+            u.putc(b'\r');
+        }
+        u.putc(b);
     }
 }
 
