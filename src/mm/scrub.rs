@@ -214,6 +214,33 @@ impl LazyRam {
         Some((r, ((ipa - r.ipa) / BLOCK) as usize))
     }
 
+    /// Whether every block `[ipa, ipa + len)` overlaps is usable as it is
+    /// (eager, or lazy and already scrubbed): touching it costs no scrub.
+    /// Changes nothing. Bytes outside the VM's RAM count as not usable.
+    pub fn is_ready(&self, ipa: u64, len: u64) -> bool {
+        if len == 0 {
+            return true;
+        }
+        let last = ipa.saturating_add(len - 1);
+        let mut at = ipa & !(BLOCK - 1);
+        // One step per 2 MiB block: a range inside the VM's RAM.
+        while at <= last {
+            let Some((r, i)) = self.find(at) else {
+                return false;
+            };
+            if let Some(st) = r.state.get(i) {
+                if !matches!(st.load(Ordering::Acquire), EAGER | READY) {
+                    return false;
+                }
+            }
+            let Some(next) = at.checked_add(BLOCK) else {
+                return true;
+            };
+            at = next;
+        }
+        true
+    }
+
     /// Makes the block holding `ipa` usable: scrubbed and mapped, exactly
     /// once, whoever comes first; returns once it is.
     pub fn touch(&self, ipa: u64, ops: &impl BlockOps) -> Touch {
@@ -406,6 +433,25 @@ mod tests {
         assert!(ops.take().is_empty());
         assert_eq!(l.touch(IPA - 1, &ops), Touch::NotRam);
         assert_eq!(l.touch(IPA + (16 << 20), &ops), Touch::NotRam);
+    }
+
+    #[test]
+    fn readiness_is_read_without_scrubbing() {
+        let l = ram();
+        let ops = Log::default();
+        assert!(!l.is_ready(IPA + 8, 16), "a fresh block is not ready");
+        assert!(!l.is_ready(IPA + BLOCK - 8, 16));
+        assert_eq!(l.touch(IPA, &ops), Touch::Ready);
+        assert!(l.is_ready(IPA + 8, 16));
+        assert!(
+            !l.is_ready(IPA + BLOCK - 8, 16),
+            "the range reaches a fresh block"
+        );
+        assert!(!l.is_ready(IPA - 8, 16), "partly outside the RAM");
+        assert!(l.is_ready(IPA + 8, 0));
+        assert_eq!(ops.take().len(), 2, "only the touch scrubbed (and mapped)");
+        let eager = LazyRam::new(&[(IPA, PA, 16 << 20)], false);
+        assert!(eager.is_ready(IPA, 16 << 20));
     }
 
     #[test]

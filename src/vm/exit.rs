@@ -519,7 +519,7 @@ fn reset_vm(vm: &Vm, vcpu: usize) -> ! {
 }
 
 /// Stops a whole VM with a logged reason; this CPU goes back to waiting.
-fn stop_vm(vm: &Vm, vcpu: usize, why: &str, pc: u64) -> ! {
+pub(super) fn stop_vm(vm: &Vm, vcpu: usize, why: &str, pc: u64) -> ! {
     if !vm.stop() {
         // Another vCPU stopped it first and said why.
         abandon_guest();

@@ -66,15 +66,15 @@ pub fn on_fault(vm: &Vm, ipa: u64) -> bool {
 }
 
 /// Before a vCPU of `vm` enters it: the first time, on this (the VM's own)
-/// CPU, its eager RAM is scrubbed and its images loaded.
-pub fn before_entry(vm: &Vm) {
+/// CPU, its eager RAM is scrubbed and its images loaded. An error means
+/// that did not happen: the VM must not run.
+pub fn before_entry(vm: &Vm) -> Result<(), alloc::string::String> {
     if !vm.lazy.begin_first_start() {
-        return;
+        return Ok(());
     }
-    if let Err(e) = super::create::load_images(&vm.ram, &vm.images, &vm.lazy) {
-        log::error!("VM {}: {e}", vm.name());
-    }
+    let loaded = super::create::load_images(&vm.ram, &vm.images, &vm.lazy);
     vm.lazy.end_first_start();
+    loaded?;
     let eager: u64 = vm.lazy.eager_ranges().iter().map(|r| r.1).sum();
     log::info!(
         "first entry of {} on CPU {}: {} KiB of RAM scrubbed before it, {} KiB left to first touch",
@@ -83,6 +83,7 @@ pub fn before_entry(vm: &Vm) {
         eager >> 10,
         vm.lazy.lazy_bytes() >> 10
     );
+    Ok(())
 }
 
 /// A reset of `vm` (its vCPUs all out of the guest): lazy blocks unmapped

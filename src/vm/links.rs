@@ -171,6 +171,16 @@ impl GuestMemory for VmRam {
         self.pieces(gpa, len, |_, _, _| {}).is_ok()
     }
 
+    fn ready(&self, gpa: u64, len: u64) -> bool {
+        self.contains(gpa, len) && self.lazy.as_ref().is_none_or(|l| l.is_ready(gpa, len))
+    }
+
+    fn prepare(&self, gpa: u64, len: u64) {
+        if self.contains(gpa, len) {
+            self.ensure_scrubbed(gpa, len);
+        }
+    }
+
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
         // Checked whole before any byte moves.
         if !self.contains(gpa, buf.len() as u64) {
@@ -484,6 +494,29 @@ mod tests {
         let mut b = [1u8; 4];
         assert_eq!(ram.read(0x0900_0000, &mut b), Err(OutsideRam));
         assert_eq!(b, [1; 4], "nothing copied");
+    }
+
+    #[test]
+    fn another_vms_view_refuses_unscrubbed_blocks_and_scrubs_nothing() {
+        use crate::vdev::virtio::queue::Foreign;
+        let lazy = alloc::sync::Arc::new(crate::mm::scrub::LazyRam::new(
+            &[(0x4000_0000, 0x8000_0000, 4 << 20)],
+            true,
+        ));
+        let region = RamRegion {
+            ipa: 0x4000_0000,
+            pa: 0x8000_0000,
+            size: 4 << 20,
+        };
+        let ram = VmRam::new(&[region]).with_lazy(lazy.clone());
+        assert!(ram.contains(0x4000_0000, 64));
+        assert!(!ram.ready(0x4000_0000, 64));
+        let peer = Foreign(&ram);
+        assert_eq!(peer.write(0x4000_0000, &[1; 64]), Err(OutsideRam));
+        let mut b = [0u8; 4];
+        assert_eq!(peer.read(0x4000_0000, &mut b), Err(OutsideRam));
+        assert!(!lazy.is_ready(0x4000_0000, 64), "the block is still fresh");
+        assert!(peer.contains(0x4000_0000, 64), "yet it is the VM's RAM");
     }
 
     #[test]

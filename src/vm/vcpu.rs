@@ -117,7 +117,10 @@ pub extern "C" fn cpu_loop() -> ! {
         super::irq::wait_for_kick();
     };
     // The first entry scrubs the VM's eager RAM here, on its own CPU.
-    super::lazy::before_entry(vm);
+    if let Err(e) = super::lazy::before_entry(vm) {
+        log::error!("VM {}: {e}", vm.name());
+        super::exit::stop_vm(vm, vcpu.index, "its RAM could not be scrubbed and loaded", 0);
+    }
     guest::load_vm(
         vm.vttbr,
         vm.vtcr,

@@ -83,6 +83,8 @@ pub trait Device: Send + Sync {
     /// The driver acknowledged interrupts: a device that stopped at its
     /// per-exit budget goes on here (runs on the driver's exit).
     fn resume(&self, _t: &Transport) {}
+    /// The driver enabled queue `queue` (QueueReady, on its exit).
+    fn enabled(&self, _t: &Transport, _queue: usize) {}
 }
 
 /// A queue and the device's scratch chain for it, under one lock.
@@ -354,9 +356,11 @@ impl<D: Device> VirtioMmio<D> {
             let kept = Queue::new(q.queue.size, q.queue.desc, q.queue.avail, q.queue.used);
             q.queue = kept;
         } else if !q.queue.ready {
-            if let Err(e) = q.queue.enable(t.mem()) {
-                drop(q);
-                t.fail(self.device.name(), index, e);
+            let enabled = q.queue.enable(t.mem());
+            drop(q);
+            match enabled {
+                Ok(()) => self.device.enabled(t, index),
+                Err(e) => t.fail(self.device.name(), index, e),
             }
         }
     }

@@ -9,8 +9,12 @@
 //! peers that both negotiated them; for a receiver that did not, the
 //! hypervisor completes the checksum or cuts the frame into segments.
 //!
-//! Work per exit is bounded: one transmit exit moves at most [`TX_BUDGET`]
-//! bytes. What is left waits in the guest's ring, and the device asks for
+//! Work per exit is bounded: one transmit exit does at most [`TX_BUDGET`]
+//! of work ([`Budget`]): bytes read and written, descriptors walked and
+//! chains taken in its own queue and in receivers', refused frames too.
+//! A receiver's RAM is touched only where it is already scrubbed (its
+//! owner prepares its posted buffers on its own rx notify), so a peer's
+//! lazy scrub never runs on the sender's CPU. What is left waits in the guest's ring, and the device asks for
 //! the guest's attention with a used-buffer interrupt; its handler's
 //! InterruptAck (virtio_mmio acknowledges before it looks at the rings)
 //! resumes the transmission, so the leftover goes without a new kick.
@@ -22,6 +26,7 @@
 
 use super::mmio::{Device, Transport, VirtioMmio, INT_USED};
 use super::net_hdr::{self, HdrError, NetHdr, Offload, Tso};
+use super::queue::{Foreign, GuestMemory};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,9 +47,23 @@ const ETH_HDR: usize = 14;
 /// largest segmentation offload frame (an IPv6 header and 64 KiB of
 /// payload; IPv4's total length stops below that).
 pub const MAX_FRAME: usize = HDR + ETH_HDR + 40 + 65535;
-/// Bytes one transmit exit moves at most (frames taken, or written into
-/// receivers, whichever is more): four of the largest frames.
+/// Work one transmit exit does at most, in bytes (see [`Budget`]): four
+/// of the largest frames read, or written into receivers.
 pub const TX_BUDGET: usize = 4 * MAX_FRAME;
+/// What reading one descriptor costs, in budget bytes.
+pub const DESC_COST: usize = 64;
+/// What taking one chain costs, besides its descriptors.
+pub const CHAIN_COST: usize = 64;
+/// Receive chains one frame may take in one receiver, all its segments
+/// together.
+pub const FRAME_CHAINS: usize = 256;
+/// Work one frame may cost in one receiver, all its segments together:
+/// twice what copying the largest frame costs, room for its descriptors
+/// when it is spread over small buffers.
+pub const FRAME_WORK: usize = 2 * MAX_FRAME;
+/// Descriptors a receiver's rx notify reads at most to prepare its
+/// posted buffers.
+const PREPARE_DESCS: u32 = 4096;
 /// Room for the headers of one segment: Ethernet, IPv4 or IPv6 with
 /// options, TCP with options.
 const SEG_HDR: usize = ETH_HDR + 60 + 60;
@@ -72,6 +91,50 @@ pub struct Counters {
     pub segmented: AtomicU64,
     /// Transmit exits that stopped at [`TX_BUDGET`] with frames left.
     pub budget_stops: AtomicU64,
+}
+
+/// The work an exit has left to do, in bytes ([`DESC_COST`] per
+/// descriptor read, [`CHAIN_COST`] per chain taken, a byte per byte read
+/// or written), and what the frame being delivered to one receiver may
+/// still cost ([`FRAME_WORK`], [`FRAME_CHAINS`]). The exit stops taking
+/// frames once its budget is spent; a frame's delivery stops (the frame
+/// is dropped there) once its own share is, so a frame begun is never
+/// cut short by the frames before it, and one exit costs at most its
+/// budget plus one frame's share per receiver.
+pub struct Budget {
+    left: usize,
+    frame: usize,
+    chains: usize,
+}
+
+impl Budget {
+    pub const fn new(bytes: usize) -> Self {
+        Self {
+            left: bytes,
+            frame: FRAME_WORK,
+            chains: FRAME_CHAINS,
+        }
+    }
+    /// A new frame (or receiver): its share is whole again.
+    pub fn next_frame(&mut self) {
+        self.frame = FRAME_WORK;
+        self.chains = FRAME_CHAINS;
+    }
+    pub fn charge(&mut self, n: usize) {
+        self.left = self.left.saturating_sub(n);
+        self.frame = self.frame.saturating_sub(n);
+    }
+    /// Takes one receive chain from the frame's share; false if none left.
+    pub fn take_chain(&mut self) -> bool {
+        if self.frame == 0 || self.chains == 0 {
+            return false;
+        }
+        self.chains -= 1;
+        true
+    }
+    pub fn spent(&self) -> bool {
+        self.left == 0
+    }
 }
 
 /// One VM's end of a net link.
@@ -158,7 +221,7 @@ impl Switch {
     /// Forwards `frame` (Ethernet, no virtio header; its offload request
     /// `o` validated) from port `from`. Returns the bytes written into
     /// receivers.
-    pub fn forward(&self, from: usize, o: &Offload, frame: &[u8]) -> usize {
+    pub fn forward(&self, from: usize, o: &Offload, frame: &[u8], b: &mut Budget) -> usize {
         let (Some(dst), Some(src)) = (frame.get(..6), frame.get(6..12)) else {
             return 0;
         };
@@ -172,17 +235,18 @@ impl Switch {
         let to = if d[0] & 1 == 0 { self.lookup(&d) } else { None };
         match to {
             Some(p) if p == from => 0,
-            Some(p) => self.deliver(p, o, frame),
+            Some(p) => self.deliver(p, o, frame, b),
             None => (0..self.ports.len())
                 .filter(|&p| p != from)
-                .map(|p| self.deliver(p, o, frame))
+                .map(|p| self.deliver(p, o, frame, b))
                 .sum(),
         }
     }
 
-    fn deliver(&self, slot: usize, o: &Offload, frame: &[u8]) -> usize {
+    fn deliver(&self, slot: usize, o: &Offload, frame: &[u8], b: &mut Budget) -> usize {
+        b.next_frame();
         match self.port(slot) {
-            Some(dev) => dev.device.receive(&dev.transport, dev.negotiated(), o, frame),
+            Some(dev) => dev.device.receive(&dev.transport, dev.negotiated(), o, frame, b),
             None => 0,
         }
     }
@@ -211,7 +275,7 @@ impl NetPort {
     /// the header; a checksum it cannot take is completed here, a TCP
     /// segmentation frame it cannot take is cut into segments. Returns the
     /// bytes written. Runs on the sender's CPU.
-    pub fn receive(&self, t: &Transport, features: u64, o: &Offload, frame: &[u8]) -> usize {
+    pub fn receive(&self, t: &Transport, features: u64, o: &Offload, frame: &[u8], b: &mut Budget) -> usize {
         let (hdr, work) = net_hdr::for_receiver(o, features);
         match work {
             Offload::Csum { start, offset } => {
@@ -223,16 +287,17 @@ impl NetPort {
                 self.counters.csum_completed.fetch_add(1, Ordering::Relaxed);
                 // The sum covered the field's old bytes: the pseudo-header
                 // sum Linux leaves there, as the checksum must.
-                self.take(t, features, &hdr, &[head, &field, tail])
+                self.take(t, features, &hdr, &[head, &field, tail], b)
             }
-            Offload::Tso(tso) => self.segments(t, features, &tso, frame),
-            Offload::None => self.take(t, features, &hdr, &[frame]),
+            Offload::Tso(tso) => self.segments(t, features, &tso, frame, b),
+            Offload::None => self.take(t, features, &hdr, &[frame], b),
         }
     }
 
     /// Delivers `frame` as segments of `tso.mss` payload bytes, each with
-    /// complete headers and checksums.
-    fn segments(&self, t: &Transport, features: u64, tso: &Tso, frame: &[u8]) -> usize {
+    /// complete headers and checksums. Stops at the first segment the
+    /// receiver does not take: the rest would be lost to TCP anyway.
+    fn segments(&self, t: &Transport, features: u64, tso: &Tso, frame: &[u8], b: &mut Budget) -> usize {
         self.counters.segmented.fetch_add(1, Ordering::Relaxed);
         let hl = usize::from(tso.hdr_len);
         let Some(payload) = frame.get(hl..) else { return 0 };
@@ -247,15 +312,21 @@ impl NetPort {
                 break;
             }
             let Some(h) = out.get(..hl) else { break };
-            written += self.take(t, features, &NetHdr::default(), &[h, seg]);
+            let w = self.take(t, features, &NetHdr::default(), &[h, seg], b);
+            if w == 0 {
+                break;
+            }
+            written += w;
         }
         written
     }
 
     /// Takes the frame made of `parts` into this VM's receive queue with
     /// header `hdr`, if it has buffers; returns the bytes written. Holds
-    /// only this queue's lock.
-    fn take(&self, t: &Transport, features: u64, hdr: &NetHdr, parts: &[&[u8]]) -> usize {
+    /// only this queue's lock. Runs on the sender's CPU: charges `b`,
+    /// and touches this VM's RAM only where it needs no scrub (a buffer
+    /// elsewhere is unusable: the frame is dropped).
+    fn take(&self, t: &Transport, features: u64, hdr: &NetHdr, parts: &[&[u8]], b: &mut Budget) -> usize {
         let c = &self.counters;
         let Some(q) = t.queue(RX) else { return 0 };
         if !t.live() {
@@ -265,7 +336,8 @@ impl NetPort {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut guard = q.lock();
         let st = &mut *guard;
-        let mem = t.mem();
+        let foreign = Foreign(t.mem());
+        let mem: &dyn GuestMemory = &foreign;
         let merge = features & F_MRG_RXBUF != 0;
         // Chains taken for this frame: (head, bytes written). The first
         // one is kept in `st.spare` to receive the header last, when
@@ -275,7 +347,12 @@ impl NetPort {
         // Where the copy stands: part `p`, byte `at` in it; bytes done.
         let (mut p, mut at, mut done) = (0usize, 0usize, 0usize);
         loop {
-            match st.queue.pop(mem, &mut st.chain) {
+            if !b.take_chain() {
+                break;
+            }
+            let popped = st.queue.pop_rx(mem, &mut st.chain);
+            b.charge(DESC_COST.saturating_mul(st.chain.descs as usize));
+            match popped {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -284,6 +361,7 @@ impl NetPort {
                     return 0;
                 }
             }
+            b.charge(CHAIN_COST);
             let off = if n == 0 { HDR } else { 0 };
             let room = (st.chain.writable as usize).saturating_sub(off);
             let mut wrote = 0;
@@ -304,6 +382,7 @@ impl NetPort {
                 }
             }
             done += wrote;
+            b.charge(wrote);
             if let Some(u) = used.get_mut(n) {
                 *u = (st.chain.head, (off + wrote) as u32);
             }
@@ -315,9 +394,12 @@ impl NetPort {
                 break;
             }
         }
-        let fits = n > 0 && done == total && st.spare.writable as usize >= HDR;
+        let fits = n > 0
+            && done == total
+            && st.spare.writable as usize >= HDR
+            && st.spare.write(mem, 0, &hdr.bytes(n as u16)) == Ok(HDR);
         if fits {
-            let _ = st.spare.write(mem, 0, &hdr.bytes(n as u16));
+            b.charge(HDR);
             c.delivered.fetch_add(1, Ordering::Relaxed);
         } else {
             // No buffer, or too little room: the frame is lost, never
@@ -390,7 +472,7 @@ impl NetPort {
     }
 
     /// Sends the frames the guest queued, up to the queue size and
-    /// [`TX_BUDGET`] bytes.
+    /// [`TX_BUDGET`] of work (refused frames and receivers' work included).
     fn transmit(&self, t: &Transport) {
         let Some(q) = t.queue(TX) else { return };
         self.resume.store(false, Ordering::Relaxed);
@@ -400,12 +482,14 @@ impl NetPort {
         let st = &mut *guard;
         let mem = t.mem();
         let mut any = false;
-        let mut budget = TX_BUDGET;
+        let mut budget = Budget::new(TX_BUDGET);
         for _ in 0..st.queue.size {
-            if budget == 0 {
+            if budget.spent() {
                 break;
             }
-            match st.queue.pop(mem, &mut st.chain) {
+            let popped = st.queue.pop(mem, &mut st.chain);
+            budget.charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize));
+            match popped {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -415,6 +499,8 @@ impl NetPort {
                 }
             }
             let len = st.chain.readable as usize;
+            // Read, or refused: charged alike.
+            budget.charge(len.min(MAX_FRAME));
             if (HDR + ETH_HDR..=MAX_FRAME).contains(&len) {
                 match st.chain.read(mem, 0, &mut buf) {
                     Ok(n) if n == len => {
@@ -424,8 +510,7 @@ impl NetPort {
                         match net_hdr::validate(&NetHdr::parse(&raw), frame, features) {
                             Ok(o) => {
                                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                                let moved = self.switch.forward(self.slot, &o, frame);
-                                budget = budget.saturating_sub(len.max(moved));
+                                self.switch.forward(self.slot, &o, frame, &mut budget);
                             }
                             Err(e) => self.bad_header(t, e),
                         }
@@ -449,7 +534,7 @@ impl NetPort {
         }
         // Stopped at the budget with frames left: the interrupt (asked
         // for or not) brings the guest's InterruptAck, which resumes.
-        let left = budget == 0 && st.queue.pending(mem).is_ok_and(|n| n > 0);
+        let left = budget.spent() && st.queue.pending(mem).is_ok_and(|n| n > 0);
         let quiet = st.queue.interrupt_suppressed(mem) && !left;
         drop(guard);
         drop(buf);
@@ -490,9 +575,17 @@ impl Device for NetPort {
             .unwrap_or(0)
     }
     fn notify(&self, t: &Transport, queue: usize) {
-        // Receive buffers are taken when a frame arrives, not queued here.
-        if queue == TX {
-            self.transmit(t);
+        // Receive buffers are taken when a frame arrives, on the sender's
+        // CPU; here, on this VM's own, they are made ready for it.
+        match queue {
+            TX => self.transmit(t),
+            RX => prepare_rx(t, RX),
+            _ => {}
+        }
+    }
+    fn enabled(&self, t: &Transport, queue: usize) {
+        if queue == RX {
+            prepare_rx(t, RX);
         }
     }
     fn resume(&self, t: &Transport) {
@@ -503,4 +596,15 @@ impl Device for NetPort {
     fn reset(&self) {
         self.resume.store(false, Ordering::Relaxed);
     }
+}
+
+/// On the owning VM's own exit (its rx notify or queue enable): makes the
+/// buffers of the receive chains it posted ready (scrubbed), so a peer's
+/// delivery, on the peer's CPU, never scrubs. Bounded by
+/// [`PREPARE_DESCS`] descriptors.
+pub fn prepare_rx(t: &Transport, queue: usize) {
+    let Some(q) = t.queue(queue) else { return };
+    let mut guard = q.lock();
+    let st = &mut *guard;
+    st.queue.prepare_rx(t.mem(), &mut st.chain, PREPARE_DESCS);
 }

@@ -40,6 +40,40 @@ pub trait GuestMemory {
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam>;
     /// Whether `[gpa, gpa + len)` lies wholly inside the VM's RAM.
     fn contains(&self, gpa: u64, len: u64) -> bool;
+    /// Whether `[gpa, gpa + len)` may be touched with no work for the
+    /// VM's RAM first (no lazy scrub): what another VM's CPU may touch.
+    fn ready(&self, gpa: u64, len: u64) -> bool {
+        self.contains(gpa, len)
+    }
+    /// Makes `[gpa, gpa + len)` [`Self::ready`] (a lazy scrub): only on
+    /// the owning VM's own CPU.
+    fn prepare(&self, _gpa: u64, _len: u64) {}
+}
+
+/// A VM's RAM as another VM's exit sees it: blocks not yet
+/// [`GuestMemory::ready`] are refused as [`OutsideRam`] instead of being
+/// scrubbed on the wrong CPU.
+pub struct Foreign<'a>(pub &'a dyn GuestMemory);
+
+impl GuestMemory for Foreign<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        if !self.0.ready(gpa, buf.len() as u64) {
+            return Err(OutsideRam);
+        }
+        self.0.read(gpa, buf)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+        if !self.0.ready(gpa, data.len() as u64) {
+            return Err(OutsideRam);
+        }
+        self.0.write(gpa, data)
+    }
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        self.0.contains(gpa, len)
+    }
+    fn ready(&self, gpa: u64, len: u64) -> bool {
+        self.0.ready(gpa, len)
+    }
 }
 
 /// A guest-physical range that is not the VM's RAM.
@@ -67,6 +101,9 @@ pub enum QueueError {
     OutsideRam { desc: u16, addr: u64, len: u32 },
     /// A device-readable descriptor after a device-writable one.
     ReadAfterWrite(u16),
+    /// A device-readable descriptor in a receive queue (its buffers are
+    /// device-writable only).
+    ReadableRx(u16),
     /// A ring read or write outside the VM's RAM (it was checked at
     /// QueueReady; memory does not move, so this means a broken check).
     Ring,
@@ -94,6 +131,7 @@ impl core::fmt::Display for QueueError {
                 )
             }
             Self::ReadAfterWrite(i) => write!(f, "descriptor {i}: readable after writable"),
+            Self::ReadableRx(i) => write!(f, "descriptor {i}: readable in a receive queue"),
             Self::Ring => write!(f, "ring access outside the VM's RAM"),
         }
     }
@@ -117,6 +155,8 @@ pub struct Chain {
     /// Total bytes of the readable and of the writable segments.
     pub readable: u32,
     pub writable: u32,
+    /// Descriptors read to build it (the work it cost).
+    pub descs: u32,
 }
 
 /// A queue's registers as the driver set them, and the device's position.
@@ -131,6 +171,9 @@ pub struct Queue {
     next_avail: u16,
     /// The used index the device publishes next (free running).
     next_used: u16,
+    /// Avail entries up to this one (free running) had their buffers
+    /// prepared ([`Self::prepare_rx`]).
+    prepared: u16,
 }
 
 impl Queue {
@@ -144,6 +187,7 @@ impl Queue {
             used,
             next_avail: 0,
             next_used: 0,
+            prepared: 0,
         }
     }
 
@@ -169,8 +213,18 @@ impl Queue {
                 return Err(QueueError::BadRing(base));
             }
         }
+        // On the owner's exit: the rings are scrubbed here, so a peer's
+        // delivery reads them without scrubbing.
+        for (base, len) in [
+            (self.desc, DESC_SIZE * n),
+            (self.avail, 6 + 2 * n),
+            (self.used, 6 + 8 * n),
+        ] {
+            mem.prepare(base, len);
+        }
         self.next_avail = 0;
         self.next_used = 0;
+        self.prepared = 0;
         self.ready = true;
         Ok(())
     }
@@ -214,17 +268,73 @@ impl Queue {
         fence(Ordering::Acquire);
         let slot = u64::from(self.next_avail % self.size);
         let head = Self::read_u16(mem, self.avail.wrapping_add(4 + 2 * slot))?;
-        self.walk(mem, head, out)?;
+        self.walk(mem, head, out, false)?;
         self.next_avail = self.next_avail.wrapping_add(1);
         Ok(true)
     }
 
+    /// [`Self::pop`] for a receive queue: a device-readable descriptor is
+    /// [`QueueError::ReadableRx`], found at the first one (the walk stops
+    /// there).
+    pub fn pop_rx(&mut self, mem: &dyn GuestMemory, out: &mut Chain) -> Result<bool, QueueError> {
+        if self.pending(mem)? == 0 {
+            return Ok(false);
+        }
+        fence(Ordering::Acquire);
+        let slot = u64::from(self.next_avail % self.size);
+        let head = Self::read_u16(mem, self.avail.wrapping_add(4 + 2 * slot))?;
+        self.walk(mem, head, out, true)?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Ok(true)
+    }
+
+    /// Gives back the chain the last pop took (not used): it is taken
+    /// again by the next pop.
+    pub fn unpop(&mut self) {
+        self.next_avail = self.next_avail.wrapping_sub(1);
+    }
+
+    /// Makes the buffers of the receive chains waiting in the ring
+    /// [`GuestMemory::ready`], reading at most `limit` descriptors; takes
+    /// nothing. For the owning VM's own exit (its notify), so a peer's
+    /// delivery never has to scrub. Stops at the first broken chain (the
+    /// pop that meets it fails the queue). Chains prepared before are
+    /// skipped. Returns the descriptors read.
+    pub fn prepare_rx(&mut self, mem: &dyn GuestMemory, scratch: &mut Chain, limit: u32) -> u32 {
+        let Ok(n) = self.pending(mem) else { return 0 };
+        fence(Ordering::Acquire);
+        let mut read = 0u32;
+        let done = self.prepared.wrapping_sub(self.next_avail);
+        let from = if done <= n { done } else { 0 };
+        for k in from..n {
+            if read >= limit {
+                break;
+            }
+            let at = self.next_avail.wrapping_add(k);
+            let slot = u64::from(at % self.size);
+            let Ok(head) = Self::read_u16(mem, self.avail.wrapping_add(4 + 2 * slot)) else {
+                break;
+            };
+            let walked = self.walk(mem, head, scratch, true);
+            read = read.saturating_add(scratch.descs);
+            if walked.is_err() {
+                break;
+            }
+            for s in &scratch.segments {
+                mem.prepare(s.addr, u64::from(s.len));
+            }
+            self.prepared = at.wrapping_add(1);
+        }
+        read
+    }
+
     /// Follows the chain from `head`, reading each descriptor exactly once.
-    fn walk(&self, mem: &dyn GuestMemory, head: u16, out: &mut Chain) -> Result<(), QueueError> {
+    fn walk(&self, mem: &dyn GuestMemory, head: u16, out: &mut Chain, rx: bool) -> Result<(), QueueError> {
         out.head = head;
         out.segments.clear();
         out.readable = 0;
         out.writable = 0;
+        out.descs = 0;
         let mut index = head;
         let mut seen_write = false;
         for _ in 0..self.size {
@@ -232,6 +342,7 @@ impl Queue {
                 return Err(QueueError::BadIndex(index));
             }
             let mut raw = [0u8; DESC_SIZE as usize];
+            out.descs += 1;
             mem.read(self.desc + DESC_SIZE * u64::from(index), &mut raw)
                 .map_err(|_| QueueError::Ring)?;
             let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, f0, f1, n0, n1] = raw;
@@ -253,6 +364,9 @@ impl Queue {
                 });
             }
             let write = flags & F_WRITE != 0;
+            if rx && !write {
+                return Err(QueueError::ReadableRx(index));
+            }
             let total = if write {
                 seen_write = true;
                 &mut out.writable
@@ -625,6 +739,25 @@ mod tests {
         d.offer(0);
         let mut c = Chain::default();
         assert_eq!(q.pop(&mem, &mut c), Err(QueueError::Indirect(0)));
+    }
+
+    #[test]
+    fn a_readable_descriptor_in_a_receive_chain_is_refused_at_the_first() {
+        let (mem, mut q) = setup(8);
+        let mut d = driver(&mem, 8);
+        // Readable descriptors leading into a writable one: fine for a
+        // transmit queue, refused by a receive queue's pop at descriptor 0.
+        for i in 0..7 {
+            d.desc(i, DATA, 32, F_NEXT, i + 1);
+        }
+        d.desc(7, DATA, 1, F_WRITE, 0);
+        d.offer(0);
+        d.offer(0);
+        let mut c = Chain::default();
+        assert_eq!(q.pop_rx(&mem, &mut c), Err(QueueError::ReadableRx(0)));
+        assert_eq!(c.descs, 1, "the walk stops at the first readable one");
+        assert_eq!(q.pop(&mem, &mut c), Ok(true));
+        assert_eq!((c.descs, c.readable, c.writable), (8, 7 * 32, 1));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::queue::{GuestMemory, OutsideRam};
 use crate::vdev::MmioDevice;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::vec::Vec;
 
 const RAM: u64 = 0x4000_0000;
@@ -29,17 +30,73 @@ impl GuestMemory for Shared {
     }
 }
 
+/// Guest RAM that counts descriptor reads (queue 0's table) and acts
+/// like lazily scrubbed RAM: 64 KiB blocks from [`LAZY_FROM`] on are
+/// "scrubbed" (counted) by the first read or write or prepare.
+struct Counting {
+    mem: Arc<VecMemory>,
+    size: u16,
+    desc_reads: Arc<AtomicUsize>,
+    scrubs: Arc<AtomicUsize>,
+    scrubbed: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+}
+
+const LAZY_FROM: u64 = RAM + 0xc_0000;
+
+impl Counting {
+    fn blocks(gpa: u64, len: u64) -> impl Iterator<Item = u64> {
+        let last = gpa + len.max(1) - 1;
+        (gpa.max(LAZY_FROM) >> 16..=last >> 16).filter(move |_| last >= LAZY_FROM)
+    }
+    fn scrub(&self, gpa: u64, len: u64) {
+        let mut s = self.scrubbed.lock().unwrap();
+        for b in Self::blocks(gpa, len) {
+            if s.insert(b) {
+                self.scrubs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl GuestMemory for Counting {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        let (d, _, _) = ring(0);
+        if (d..d + 16 * u64::from(self.size)).contains(&gpa) {
+            self.desc_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        self.scrub(gpa, buf.len() as u64);
+        self.mem.read(gpa, buf)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+        self.scrub(gpa, data.len() as u64);
+        self.mem.write(gpa, data)
+    }
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        self.mem.contains(gpa, len)
+    }
+    fn ready(&self, gpa: u64, len: u64) -> bool {
+        let s = self.scrubbed.lock().unwrap();
+        self.contains(gpa, len) && Self::blocks(gpa, len).all(|b| s.contains(&b))
+    }
+    fn prepare(&self, gpa: u64, len: u64) {
+        self.scrub(gpa, len);
+    }
+}
+
 /// A minimal virtio-net driver: queue 0 (rx) and 1 (tx) at fixed places.
 struct Driver {
     dev: Arc<NetDevice>,
     mem: Arc<VecMemory>,
+    size: u16,
+    desc_reads: Arc<AtomicUsize>,
+    scrubs: Arc<AtomicUsize>,
     avail: [u16; 2],
     used_seen: [u16; 2],
 }
 
 fn ring(q: usize) -> (u64, u64, u64) {
     let base = RAM + 0x1_0000 * q as u64;
-    (base, base + 0x1000, base + 0x2000)
+    (base, base + 0x4000, base + 0x6000)
 }
 
 impl Driver {
@@ -51,6 +108,9 @@ impl Driver {
         Self {
             dev,
             mem,
+            size: SIZE,
+            desc_reads: Arc::default(),
+            scrubs: Arc::default(),
             avail: [0; 2],
             used_seen: [0; 2],
         }
@@ -77,7 +137,7 @@ impl Driver {
             let (d, a, u) = ring(q as usize);
             self.w(0x30, q);
             assert_eq!(self.r(0x34), u32::from(super::queue::MAX_SIZE));
-            self.w(0x38, u32::from(SIZE));
+            self.w(0x38, u32::from(self.size));
             self.w(0x80, d as u32);
             self.w(0x84, (d >> 32) as u32);
             self.w(0x90, a as u32);
@@ -102,8 +162,10 @@ impl Driver {
 
     fn offer(&mut self, q: usize, head: u16) {
         let a = ring(q).1;
-        self.mem
-            .put(a + 4 + 2 * u64::from(self.avail[q] % SIZE), &head.to_le_bytes());
+        self.mem.put(
+            a + 4 + 2 * u64::from(self.avail[q] % self.size),
+            &head.to_le_bytes(),
+        );
         self.avail[q] = self.avail[q].wrapping_add(1);
         self.mem.put(a + 2, &self.avail[q].to_le_bytes());
     }
@@ -131,7 +193,9 @@ impl Driver {
         let idx = u16::from_le_bytes(self.mem.get(u + 2, 2).try_into().unwrap());
         let mut out = Vec::new();
         while self.used_seen[q] != idx {
-            let e = self.mem.get(u + 4 + 8 * u64::from(self.used_seen[q] % SIZE), 8);
+            let e = self
+                .mem
+                .get(u + 4 + 8 * u64::from(self.used_seen[q] % self.size), 8);
             out.push((
                 u32::from_le_bytes(e[..4].try_into().unwrap()),
                 u32::from_le_bytes(e[4..].try_into().unwrap()),
@@ -596,6 +660,9 @@ fn a_merged_frame_is_published_under_one_used_index() {
     let mut b = Driver {
         dev,
         mem,
+        size: SIZE,
+        desc_reads: Arc::default(),
+        scrubs: Arc::default(),
         avail: [0; 2],
         used_seen: [0; 2],
     }
@@ -659,4 +726,138 @@ fn a_transmit_exit_stops_at_its_budget_and_the_interrupt_ack_resumes() {
             .load(core::sync::atomic::Ordering::Relaxed)
             >= 1
     );
+}
+
+// ---------------------------------------------------------------------------
+// Work done on the sender's CPU for a hostile receiver.
+
+use super::net::{DESC_COST, FRAME_WORK};
+
+impl Driver {
+    /// A driver over [`Counting`] RAM with queues of `size`.
+    fn counting(switch: &Arc<Switch>, slot: usize, mac: u8, size: u16) -> Self {
+        let mem = Arc::new(VecMemory::new(RAM, 0x10_0000));
+        let desc_reads = Arc::new(AtomicUsize::new(0));
+        let scrubs = Arc::new(AtomicUsize::new(0));
+        let ram = Counting {
+            mem: mem.clone(),
+            size,
+            desc_reads: desc_reads.clone(),
+            scrubs: scrubs.clone(),
+            scrubbed: Arc::default(),
+        };
+        let port = NetPort::new([2, 0, 0, 0, 0, mac], switch.clone(), slot).unwrap();
+        let dev = Arc::new(NetDevice::new("vm", port, Box::new(ram), None));
+        switch.attach(slot, dev.clone());
+        Self {
+            dev,
+            mem,
+            size,
+            desc_reads,
+            scrubs,
+            avail: [0; 2],
+            used_seen: [0; 2],
+        }
+    }
+}
+
+/// Checksum offloads, merged buffers, no TSO.
+const NO_TSO: u64 = BASIC | (1 << 15) | nh::F_CSUM | nh::F_GUEST_CSUM;
+
+/// A TSO frame of `payload` bytes in 1448-byte segments.
+fn tso(payload: usize) -> (NetHdr, Vec<u8>) {
+    let p: Vec<u8> = (0..payload).map(|i| (i % 251) as u8).collect();
+    let h = NetHdr {
+        gso_type: nh::GSO_TCPV4,
+        gso_size: 1448,
+        ..partial()
+    };
+    (h, tcp(false, 0, &p, 0x19))
+}
+
+#[test]
+fn a_shared_tail_receive_queue_costs_the_sender_at_most_its_budget() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(OFFLOADING);
+    let mut b = Driver::counting(&sw, 1, 2, 1024).up(NO_TSO);
+    // Heads 0..512 all lead into one tail 512..=1023 of 1-byte buffers.
+    let buf = RAM + 0x8_0000;
+    for i in 0..1024u16 {
+        let (flags, next) = match i {
+            0..512 => (2 | 1, 512),
+            1023 => (2, 0),
+            _ => (2 | 1, i + 1),
+        };
+        b.desc(0, i, buf, 1, flags, next);
+    }
+    for h in 0..512 {
+        b.offer(0, h);
+    }
+    b.w(0x50, 0);
+    b.desc_reads.store(0, Ordering::Relaxed);
+    let (h, f) = tso(60000);
+    a.send_with(0, &h, &f);
+    let reads = b.desc_reads.load(Ordering::Relaxed);
+    assert!(
+        reads <= FRAME_WORK / DESC_COST + 1024,
+        "one exit read {reads} of the receiver's descriptors"
+    );
+    assert_eq!(a.used(1).len(), 1, "the sender's frame is done");
+}
+
+#[test]
+fn segmentation_stops_at_the_first_segment_the_receiver_drops() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(OFFLOADING);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC | nh::F_CSUM | nh::F_GUEST_CSUM);
+    // Buffers too small for even the header: every segment is dropped.
+    for i in 0..8 {
+        b.post_rx(i, 8);
+    }
+    let (h, f) = tso(3000);
+    a.send_with(0, &h, &f);
+    assert_eq!(b.used(0).len(), 1, "one chain taken, for the first segment only");
+}
+
+#[test]
+fn a_readable_receive_descriptor_fails_only_the_receivers_device() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC | (1 << 15));
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC | (1 << 15));
+    b.desc(0, 0, RAM + 0x8_0000, 0x1_0000, 0, 0);
+    b.offer(0, 0);
+    a.send(0, &frame(2, 1, b"to a read-only buffer"));
+    assert_ne!(
+        b.r(0x70) & STATUS_NEEDS_RESET,
+        0,
+        "the receiver's queue is broken"
+    );
+    assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0, "the sender goes on");
+    assert_eq!(a.used(1).len(), 1);
+}
+
+#[test]
+fn a_sender_never_scrubs_the_receivers_ram_which_its_notify_prepares() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC | (1 << 15));
+    let mut b = Driver::counting(&sw, 1, 2, SIZE).up(BASIC | (1 << 15));
+    // Buffer 4 is in a block never touched, posted without a notify.
+    b.post_rx(4, 0x1_0000);
+    a.send(0, &frame(2, 1, b"first"));
+    assert_eq!(
+        b.scrubs.load(Ordering::Relaxed),
+        0,
+        "scrubbed on the sender's CPU"
+    );
+    assert_eq!(b.used(0), [(4, 0)], "the unusable buffer goes back empty");
+    // Buffer 5, also untouched, posted and notified: the receiver's own
+    // exit scrubs it and the next frame lands there.
+    b.post_rx(5, 0x1_0000);
+    b.w(0x50, 0);
+    assert_eq!(b.scrubs.load(Ordering::Relaxed), 1);
+    let f = frame(2, 1, b"second");
+    a.send(1, &f);
+    assert_eq!(b.used(0), [(5, (HDR + f.len()) as u32)]);
+    assert_eq!(b.rx_bytes(5, HDR + f.len())[HDR..], f[..]);
+    assert_eq!(b.scrubs.load(Ordering::Relaxed), 1);
 }

@@ -31,7 +31,13 @@
 //!   `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` on its event queue once it is
 //!   back, as vhost-vsock does.
 //!
-//! Work per exit is bounded by the queue sizes and [`MAX_PAYLOAD`].
+//! Work per exit is bounded by a [`Budget`] as for virtio-net: descriptors
+//! walked, chains taken, bytes copied, refused packets; one packet's
+//! delivery stops at its share (the rest is held), and a transmit exit
+//! that stops at its budget with packets left resumes on the guest's
+//! InterruptAck. A receiver's RAM is touched only where it needs no
+//! scrub: a receive buffer elsewhere is given back untouched and the
+//! packet held; the receiver's own rx notify makes its buffers ready.
 //!
 //! Lock order (no two CPUs can wait on each other): a sender's transmit
 //! queue, then its transmit state (park slots, bounce), then any one
@@ -40,7 +46,8 @@
 //! senders' locks one sender at a time, holding nothing of its own.
 
 use super::mmio::{Device, Transport, VirtioMmio, INT_USED};
-use super::queue::{Chain, Queue, QueueError};
+use super::net::{self, Budget, CHAIN_COST, DESC_COST, TX_BUDGET};
+use super::queue::{Chain, Foreign, GuestMemory, Queue, QueueError};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,6 +207,8 @@ struct Parked {
 
 struct TxState {
     bounce: Vec<u8>,
+    /// The work the exit holding this state has left.
+    budget: Budget,
     /// By destination slot.
     parks: Vec<Parked>,
 }
@@ -221,6 +230,8 @@ pub struct VsockPort {
     conns: Mutex<Conns>,
     /// A TRANSPORT_RESET event is owed to the driver (after a reset).
     reset_event: AtomicBool,
+    /// A transmit exit stopped at its budget: resume on InterruptAck.
+    resume: AtomicBool,
     pub counters: Counters,
 }
 
@@ -251,9 +262,14 @@ impl VsockPort {
             cid,
             link,
             slot,
-            tx: Mutex::new(TxState { bounce, parks }),
+            tx: Mutex::new(TxState {
+                bounce,
+                budget: Budget::new(TX_BUDGET),
+                parks,
+            }),
             conns: Mutex::new(Conns { list, next: 0 }),
             reset_event: AtomicBool::new(false),
+            resume: AtomicBool::new(false),
             counters: Counters::default(),
         })
     }
@@ -262,8 +278,9 @@ impl VsockPort {
         self.cid
     }
 
-    /// Gives `hdr` (no payload) to this VM, as from a peer. Takes only
-    /// this VM's receive queue lock.
+    /// Gives `hdr` (no payload) to this VM, as from a peer (maybe on the
+    /// peer's CPU: bounded by one packet's budget share, and only into
+    /// buffers that need no scrub). Takes only this VM's receive queue lock.
     fn inject(&self, t: &Transport, hdr: &Header) -> bool {
         let Some(q) = t.queue(RX) else { return false };
         if !t.live() {
@@ -271,12 +288,19 @@ impl VsockPort {
         }
         let mut guard = q.lock();
         let st = &mut *guard;
-        let mem = t.mem();
+        let foreign = Foreign(t.mem());
+        let mem: &dyn GuestMemory = &foreign;
         let mut ok = false;
         let mut any = false;
+        let mut b = Budget::new(TX_BUDGET);
         // Buffers too small for a header go back empty; at most the queue's worth.
         for _ in 0..st.queue.size {
-            match st.queue.pop(mem, &mut st.chain) {
+            if !b.take_chain() {
+                break;
+            }
+            let popped = st.queue.pop_rx(mem, &mut st.chain);
+            b.charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize));
+            match popped {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -364,6 +388,7 @@ impl VsockPort {
         off: &mut u32,
         bounce: &mut [u8],
         dst: &VsockDevice,
+        b: &mut Budget,
     ) -> Delivery {
         let t = &dst.transport;
         let Some(q) = t.queue(RX) else {
@@ -374,11 +399,19 @@ impl VsockPort {
         }
         let mut guard = q.lock();
         let st = &mut *guard;
-        let mem = t.mem();
+        let foreign = Foreign(t.mem());
+        let mem: &dyn GuestMemory = &foreign;
         let mut any = false;
         let mut result = Delivery::Full;
+        b.next_frame();
         for _ in 0..st.queue.size {
-            match st.queue.pop(mem, &mut st.chain) {
+            // Out of this packet's share: the rest is held.
+            if !b.take_chain() {
+                break;
+            }
+            let popped = st.queue.pop_rx(mem, &mut st.chain);
+            b.charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize));
+            match popped {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -386,6 +419,17 @@ impl VsockPort {
                     t.fail("virtio-vsock", RX, e);
                     return Delivery::Dead;
                 }
+            }
+            // A buffer not yet made ready by its owner: left in the ring,
+            // the packet held until the owner's next rx notify.
+            if !st
+                .chain
+                .segments
+                .iter()
+                .all(|s| mem.ready(s.addr, u64::from(s.len)))
+            {
+                st.queue.unpop();
+                break;
             }
             let room = (st.chain.writable as usize).saturating_sub(HDR);
             let chunk = (hdr.len.saturating_sub(*off) as usize).min(room);
@@ -405,6 +449,7 @@ impl VsockPort {
                 done += n;
             }
             let used = if ok { (HDR + chunk) as u32 } else { 0 };
+            b.charge(2 * (HDR + done));
             if let Err(e) = st.queue.push_used(mem, st.chain.head, used) {
                 drop(guard);
                 t.fail("virtio-vsock", RX, e);
@@ -453,17 +498,26 @@ impl VsockPort {
         Ok(())
     }
 
-    /// Sends every packet the guest queued (at most the queue size).
+    /// Sends the packets the guest queued, up to the queue size and
+    /// [`TX_BUDGET`] of work (receivers' included).
     fn transmit(&self, t: &Transport) {
         let Some(q) = t.queue(TX) else { return };
+        self.resume.store(false, Ordering::Relaxed);
         let mut guard = q.lock();
         let st = &mut *guard;
         let mut txs = self.tx.lock();
         let tx = &mut *txs;
         let mem = t.mem();
         let mut any = false;
+        tx.budget = Budget::new(TX_BUDGET);
         for _ in 0..st.queue.size {
-            match st.queue.pop(mem, &mut st.chain) {
+            if tx.budget.spent() {
+                break;
+            }
+            let popped = st.queue.pop(mem, &mut st.chain);
+            tx.budget
+                .charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize) + HDR);
+            match popped {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -504,10 +558,16 @@ impl VsockPort {
                 any = true;
             }
         }
-        let quiet = st.queue.interrupt_suppressed(mem);
+        // Stopped at the budget with packets left: the interrupt (asked
+        // for or not) brings the guest's InterruptAck, which resumes.
+        let left = tx.budget.spent() && st.queue.pending(mem).is_ok_and(|n| n > 0);
+        let quiet = st.queue.interrupt_suppressed(mem) && !left;
         drop(txs);
         drop(guard);
-        if any && !quiet {
+        if left {
+            self.resume.store(true, Ordering::Relaxed);
+        }
+        if (any || left) && !quiet {
             t.interrupt(INT_USED);
         }
     }
@@ -523,14 +583,18 @@ impl VsockPort {
         to: usize,
         tx: &mut TxState,
     ) -> Result<bool, QueueError> {
-        let TxState { bounce, parks } = tx;
+        let TxState {
+            bounce,
+            budget: b,
+            parks,
+        } = tx;
         let (Some(dst), Some(park)) = (self.link.port(to), parks.get_mut(to)) else {
             self.answer_rst(t, hdr);
             return Ok(true);
         };
         if park.busy {
             // The destination may have room by now.
-            self.resume_park(t, queue, park, bounce, dst)?;
+            self.resume_park(t, queue, park, bounce, dst, b)?;
         }
         if park.busy {
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
@@ -539,7 +603,7 @@ impl VsockPort {
         }
         self.track(hdr, false);
         let mut off = 0;
-        Ok(match Self::deliver(t, chain, hdr, &mut off, bounce, dst) {
+        Ok(match Self::deliver(t, chain, hdr, &mut off, bounce, dst, b) {
             Delivery::Done => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 true
@@ -569,9 +633,10 @@ impl VsockPort {
         park: &mut Parked,
         bounce: &mut [u8],
         dst: &VsockDevice,
+        b: &mut Budget,
     ) -> Result<bool, QueueError> {
         let mut off = park.off;
-        let r = Self::deliver(t, &park.chain, &park.hdr, &mut off, bounce, dst);
+        let r = Self::deliver(t, &park.chain, &park.hdr, &mut off, bounce, dst, b);
         park.off = off;
         match r {
             Delivery::Full => return Ok(false),
@@ -595,12 +660,19 @@ impl VsockPort {
         let Some(q) = t.queue(TX) else { return };
         let mut guard = q.lock();
         let mut txs = self.tx.lock();
-        let TxState { bounce, parks } = &mut *txs;
+        let TxState {
+            bounce,
+            budget,
+            parks,
+        } = &mut *txs;
         let Some(park) = parks.get_mut(to).filter(|p| p.busy) else {
             return;
         };
         let r = match self.link.port(to) {
-            Some(dst) if !drop_it => self.resume_park(t, &mut guard.queue, park, bounce, dst),
+            Some(dst) if !drop_it => {
+                *budget = Budget::new(TX_BUDGET);
+                self.resume_park(t, &mut guard.queue, park, bounce, dst, budget)
+            }
             _ => {
                 park.busy = false;
                 let h = park.hdr;
@@ -693,6 +765,8 @@ impl Device for VsockPort {
         match queue {
             TX => self.transmit(t),
             RX => {
+                // On this VM's own CPU: its buffers made ready first.
+                net::prepare_rx(t, RX);
                 self.receive_ready();
                 self.event(t);
             }
@@ -702,6 +776,16 @@ impl Device for VsockPort {
     /// The queues are already reset: this VM's held packets are gone with
     /// them; peers' packets held for it get RSTs, and so does every peer
     /// connection it had.
+    fn enabled(&self, t: &Transport, queue: usize) {
+        if queue == RX {
+            net::prepare_rx(t, RX);
+        }
+    }
+    fn resume(&self, t: &Transport) {
+        if self.resume.load(Ordering::Relaxed) {
+            self.transmit(t);
+        }
+    }
     fn reset(&self) {
         for p in self.tx.lock().parks.iter_mut() {
             p.busy = false;

@@ -647,3 +647,107 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Work done on the sender's CPU for a hostile or lazy receiver.
+
+/// Guest RAM lazily "scrubbed" (counted) in 8 KiB blocks from the receive
+/// buffers on: by the first read, write or prepare of a block.
+struct Lazy {
+    mem: Arc<VecMemory>,
+    scrubbed: std::sync::Mutex<std::collections::HashSet<u64>>,
+    scrubs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+const LAZY_FROM: u64 = RAM + 0x8_0000;
+
+impl Lazy {
+    fn blocks(gpa: u64, len: u64) -> impl Iterator<Item = u64> {
+        let last = gpa + len.max(1) - 1;
+        (gpa.max(LAZY_FROM) >> 13..=last >> 13).filter(move |_| last >= LAZY_FROM)
+    }
+    fn scrub(&self, gpa: u64, len: u64) {
+        let mut s = self.scrubbed.lock().unwrap();
+        for b in Self::blocks(gpa, len) {
+            if s.insert(b) {
+                self.scrubs.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl GuestMemory for Lazy {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        self.scrub(gpa, buf.len() as u64);
+        self.mem.read(gpa, buf)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+        self.scrub(gpa, data.len() as u64);
+        self.mem.write(gpa, data)
+    }
+    fn contains(&self, gpa: u64, len: u64) -> bool {
+        self.mem.contains(gpa, len)
+    }
+    fn ready(&self, gpa: u64, len: u64) -> bool {
+        let s = self.scrubbed.lock().unwrap();
+        self.contains(gpa, len) && Self::blocks(gpa, len).all(|b| s.contains(&b))
+    }
+    fn prepare(&self, gpa: u64, len: u64) {
+        self.scrub(gpa, len);
+    }
+}
+
+#[test]
+fn a_sender_never_scrubs_the_receivers_ram_the_packet_waits_for_its_notify() {
+    let link = VsockLink::new(&[3, 4]);
+    let mut a = Driver::new(&link, 0, 3).up();
+    let mem = Arc::new(VecMemory::new(RAM, RAM_SIZE));
+    let scrubs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let lazy = Lazy {
+        mem: mem.clone(),
+        scrubbed: Default::default(),
+        scrubs: scrubs.clone(),
+    };
+    let port = VsockPort::new(4, link.clone(), 1).unwrap();
+    let dev = Arc::new(VsockDevice::new("vm", port, Box::new(lazy), None));
+    link.attach(1, dev.clone());
+    let mut b = Driver {
+        dev,
+        mem,
+        cid: 4,
+        avail: [0; 3],
+        used_seen: [0; 3],
+        rx_out: 0,
+    }
+    .up();
+    // Posted in a block never touched, without a notify.
+    b.post_rx_quiet(0, RXBUF);
+    let h = a.hdr(4, OP_RW, 5);
+    a.send(0, &h, b"hello");
+    assert_eq!(scrubs.load(Ordering::Relaxed), 0, "scrubbed on the sender's CPU");
+    assert!(b.received().is_empty(), "the buffer is left alone");
+    assert!(a.used(1).is_empty(), "the packet is held");
+    // The receiver's notify, on its own CPU, makes the buffer ready and
+    // the held packet goes there.
+    b.w(0x50, 0);
+    assert_eq!(scrubs.load(Ordering::Relaxed), 1);
+    let got = b.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].0, &got[0].1[..]), (h, &b"hello"[..]));
+    assert_eq!(a.used(1), [(0, 0)]);
+}
+
+#[test]
+fn a_readable_receive_descriptor_fails_only_the_receivers_device() {
+    let (mut a, mut b) = pair();
+    b.desc(0, 0, rx_at(0), RXBUF, 0, 0);
+    b.offer(0, 0);
+    let h = a.hdr(4, OP_RW, 5);
+    a.send(0, &h, b"hello");
+    assert_ne!(
+        b.r(0x70) & STATUS_NEEDS_RESET,
+        0,
+        "the receiver's queue is broken"
+    );
+    assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0, "the sender goes on");
+}
