@@ -257,6 +257,21 @@ fn flush_on<C: CpuIf>(mut c: C, vgic: &Vgic, vcpu: usize, kicked: bool) {
 
 /// Everything in `b` into list registers; what does not fit is posted
 /// again and `true` returned (the caller asks for underflow maintenance).
+/// The list register of an SGI taken from a mailbox: pending, software
+/// (no HW bit), its source vCPU as the lane.
+#[inline(always)]
+fn sgi_lr(t: crate::vdev::vgic::sgi::Taken) -> Lr {
+    Lr {
+        vintid: t.sgi,
+        pintid: None,
+        priority: t.priority,
+        state: crate::vdev::vgic::lr::LrState::Pending,
+        group1: t.group1,
+        eoi: false,
+        source: t.lane,
+    }
+}
+
 #[inline(always)]
 fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
     let mut bits = b.take_all();
@@ -269,15 +284,7 @@ fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
         // Nothing listed, so nothing to merge with: straight into the free
         // list registers from the first (LR0), no list register read.
         let t = b.entry(bits.trailing_zeros());
-        c.write_first(Lr {
-            vintid: t.sgi,
-            pintid: None,
-            priority: t.priority,
-            state: crate::vdev::vgic::lr::LrState::Pending,
-            group1: t.group1,
-            eoi: false,
-            source: t.lane,
-        });
+        c.write_first(sgi_lr(t));
         empty &= empty - 1;
         bits &= bits - 1;
         while bits != 0 {
@@ -286,18 +293,7 @@ fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
                 return true;
             }
             let t = b.entry(bits.trailing_zeros());
-            c.write(
-                empty.trailing_zeros() as usize,
-                Lr {
-                    vintid: t.sgi,
-                    pintid: None,
-                    priority: t.priority,
-                    state: crate::vdev::vgic::lr::LrState::Pending,
-                    group1: t.group1,
-                    eoi: false,
-                    source: t.lane,
-                },
-            );
+            c.write(empty.trailing_zeros() as usize, sgi_lr(t));
             empty &= empty - 1;
             bits &= bits - 1;
         }
@@ -305,15 +301,7 @@ fn drain_sgis<C: CpuIf>(c: &mut C, b: &crate::vdev::vgic::sgi::SgiBox) -> bool {
     }
     while bits != 0 {
         let t = b.entry(bits.trailing_zeros());
-        let lr = Lr {
-            vintid: t.sgi,
-            pintid: None,
-            priority: t.priority,
-            state: crate::vdev::vgic::lr::LrState::Pending,
-            group1: t.group1,
-            eoi: false,
-            source: t.lane,
-        };
+        let lr = sgi_lr(t);
         if place(c, lr) == Placed::Full {
             b.repost(bits);
             return true;
