@@ -13,7 +13,7 @@
 //! mapped, read or written by anyone before its scrub is complete.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// The lazy granule: one level-2 stage-2 block.
 pub const BLOCK: u64 = 2 << 20;
@@ -70,6 +70,8 @@ pub struct LazyRam {
     /// The first start's eager scrub and image load: 0 to do, 1 under way,
     /// 2 done.
     first: AtomicU8,
+    /// Every lazy block READY since the last start ([`Self::scrub_all`]).
+    all_ready: AtomicBool,
 }
 
 impl LazyRam {
@@ -94,6 +96,7 @@ impl LazyRam {
         Self {
             regions,
             first: AtomicU8::new(0),
+            all_ready: AtomicBool::new(false),
         }
     }
 
@@ -294,6 +297,24 @@ impl LazyRam {
         }
     }
 
+    /// Makes every lazy block usable (scrubbed and mapped), each exactly once
+    /// whoever else touches it meanwhile; returns once all are. For a VM whose
+    /// bus-mastering devices are only reachable through trapped accesses: run
+    /// before the first such access reaches a device, the device never finds
+    /// a block unscrubbed, and the VM is as good as eager until its next reset.
+    pub fn scrub_all(&self, ops: &impl BlockOps) {
+        if self.all_ready.load(Ordering::Acquire) {
+            return;
+        }
+        for r in &self.regions {
+            for i in 0..r.state.len() {
+                self.touch(r.ipa + i as u64 * BLOCK, ops);
+            }
+        }
+        // Release: whoever sees it sees every block READY.
+        self.all_ready.store(true, Ordering::Release);
+    }
+
     /// The slot and descriptor of lazy block `i` of `r`.
     fn slot_of<'a>(&self, r: &'a Region, i: usize) -> Option<&'a (u64, u64)> {
         r.slots.get()?.get(i).filter(|s| s.0 != 0)
@@ -304,6 +325,7 @@ impl LazyRam {
     /// Each block is claimed first (waiting out a scrub in progress), so no
     /// one maps it between its unmapping and the TLB flush.
     pub fn reset(&self, ops: &impl BlockOps) {
+        self.all_ready.store(false, Ordering::Release);
         let mut any = false;
         for r in &self.regions {
             for (i, st) in r.state.iter().enumerate() {
@@ -433,6 +455,51 @@ mod tests {
         assert!(ops.take().is_empty());
         assert_eq!(l.touch(IPA - 1, &ops), Touch::NotRam);
         assert_eq!(l.touch(IPA + (16 << 20), &ops), Touch::NotRam);
+    }
+
+    #[test]
+    fn scrub_all_leaves_no_block_fresh_and_is_rearmed_by_a_reset() {
+        let l = ram();
+        l.mark_covered(&[(IPA, 0x1000)]);
+        let ops = Log::default();
+        l.touch(IPA + (4 << 20), &ops);
+        ops.take();
+        l.scrub_all(&ops);
+        // The six blocks still fresh (not the image's, not the touched one).
+        assert_eq!(ops.take().iter().filter(|e| e.0 == "scrub").count(), 6);
+        assert!(l.is_ready(IPA, 16 << 20));
+        l.scrub_all(&ops);
+        assert!(ops.take().is_empty(), "done once per run");
+        l.reset(&ops);
+        ops.take();
+        assert!(!l.is_ready(IPA + BLOCK, 8));
+        l.scrub_all(&ops);
+        assert_eq!(ops.take().iter().filter(|e| e.0 == "scrub").count(), 7);
+        assert!(l.is_ready(IPA, 16 << 20));
+    }
+
+    #[test]
+    fn scrub_all_racing_first_touches_scrubs_each_block_once_and_waits_for_all() {
+        let l = std::sync::Arc::new(ram());
+        let ops = std::sync::Arc::new(Log {
+            slow: true,
+            ..Log::default()
+        });
+        let (l2, ops2) = (l.clone(), ops.clone());
+        let toucher = std::thread::spawn(move || {
+            for b in (0..8).rev() {
+                l2.touch(IPA + b * BLOCK, &*ops2);
+            }
+        });
+        l.scrub_all(&*ops);
+        // Whoever scrubbed a block, scrub_all returned only once all were.
+        assert!(l.is_ready(IPA, 16 << 20));
+        toucher.join().unwrap();
+        let ev = ops.take();
+        let mut scrubbed: Vec<u64> = ev.iter().filter(|e| e.0 == "scrub").map(|e| e.1).collect();
+        scrubbed.sort();
+        let all: Vec<u64> = (0..8).map(|b| PA + b * BLOCK).collect();
+        assert_eq!(scrubbed, all);
     }
 
     #[test]

@@ -121,23 +121,15 @@ fn create(
         }
     }
 
-    // Scrubbed at first touch, block by block, unless a device may DMA
-    // into the RAM (it would read unscrubbed memory, or lose what it wrote
-    // to a later scrub) or the config asks for all of it before the VM
-    // starts (vm/lazy.rs). Only devices known never to master the bus
-    // (guard::never_masters) leave a VM lazy.
-    let dma = vc.dma_unrestricted
-        || vc.scrub_at_boot
-        || vc.devices.iter().any(|d| !super::guard::never_masters(dtb, d));
-    let tuples: Vec<(u64, u64, u64)> = ram.iter().map(|r| (r.ipa, r.pa, r.size)).collect();
-    let lazy = Arc::new(crate::mm::scrub::LazyRam::new(&tuples, !dma));
-
     // Passed-through devices: their MMIO (mapped at the same address) and
     // their SPIs, resolved against the live DTB.
     let mut passthrough: Vec<(u64, u64)> = Vec::new();
     let mut owned: Vec<(u32, Owner)> = alloc::vec![(p.timer.virt, Owner::Hw), (p.timer.phys, Owner::Hw)];
     // A passthrough console is the board's UART, owned outright.
     let mut device_paths: Vec<&str> = vc.devices.iter().map(|d| d.as_str()).collect();
+    // The `reg`s of the devices that may master the bus, and whether one is a PCIe bridge.
+    let mut dma_regs: Vec<(u64, u64)> = Vec::new();
+    let mut bridge = false;
     if vc.console == ConsoleKind::Passthrough {
         device_paths.push(&p.console.path);
     }
@@ -151,13 +143,34 @@ fn create(
         }
         let dev = platform::device(dtb, path).map_err(|e| alloc::format!("{e}"))?;
         passthrough.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
+        if !super::guard::never_masters(dtb, path) {
+            dma_regs.extend(dev.regs.iter().map(|r| (r.base.0, r.size)));
+        }
         owned.extend(dev.spis.iter().map(|&i| (i, Owner::Hw)));
         // A PCIe host bridge: its windows and INTx lines too (vm/pcie.rs).
         if let Some(b) = super::pcie::bridge(dtb, path, None) {
+            bridge = true;
             passthrough.extend(b.windows);
             owned.extend(b.spis.iter().map(|&i| (i, Owner::Hw)));
         }
     }
+    // Scrubbed at first touch, block by block, unless a device may DMA
+    // into the RAM (it would read unscrubbed memory, or lose what it wrote
+    // to a later scrub) or the config asks for all of it before the VM
+    // starts (vm/lazy.rs). Only devices known never to master the bus
+    // (guard::never_masters) leave a VM lazy outright; bus masters reachable
+    // only through the sub-page filter have all of the RAM scrubbed at their
+    // first forwarded access instead (HwWindow), before it reaches them.
+    let runs = super::passthrough::plan(dtb, &device_paths, &passthrough);
+    let scrub =
+        super::passthrough::scrub_plan(vc.scrub_at_boot, vc.dma_unrestricted, &dma_regs, bridge, &runs);
+    let tuples: Vec<(u64, u64, u64)> = ram.iter().map(|r| (r.ipa, r.pa, r.size)).collect();
+    let lazy = Arc::new(crate::mm::scrub::LazyRam::new(
+        &tuples,
+        scrub != super::passthrough::ScrubPlan::Eager,
+    ));
+    let scrub_first = (scrub == super::passthrough::ScrubPlan::BeforeDeviceAccess).then(|| lazy.clone());
+
     if vc.console == ConsoleKind::Virtual {
         owned.push((VUART_INTID, Owner::Virtual));
     }
@@ -229,9 +242,8 @@ fn create(
             "a device's interrupt {intid} is {what}: not passed through"
         ));
     }
-    let runs = super::passthrough::plan(dtb, &device_paths, &passthrough);
     for run in runs.iter().filter(|r| r.filtered) {
-        let windows = filter_windows(&passthrough, run.start, run.end)
+        let windows = filter_windows(&passthrough, run.start, run.end, &scrub_first)
             .map_err(|e| format!("sub-page filter at {:#x}: EL2 map: {e}", run.start))?;
         info!(
             "VM {}: {:#x}..{:#x} not owned outright (shared with other nodes, or partly undescribed): {} window(s) trapped through the sub-page filter",
@@ -471,21 +483,40 @@ struct Links<'a> {
     vm: usize,
 }
 
-/// The hardware behind one filtered window: the EL2 volatile accessor.
-struct HwWindow(mmu::DeviceWindow);
+/// The hardware behind one filtered window: the EL2 volatile accessor, and
+/// for a VM whose bus masters are all behind the filter its RAM, scrubbed
+/// whole before any access reaches a device (passthrough::ScrubPlan).
+struct HwWindow(mmu::DeviceWindow, Option<Arc<crate::mm::scrub::LazyRam>>);
+
+impl HwWindow {
+    /// On the trapping vCPU's CPU; returns once every block is scrubbed and
+    /// mapped (one atomic load once it is done).
+    fn scrub_first(&self) {
+        if let Some(lazy) = &self.1 {
+            lazy.scrub_all(&super::lazy::HwBlocks::TOUCH);
+        }
+    }
+}
 
 impl WindowIo for HwWindow {
     fn read(&self, offset: u64, width: u8) -> Result<u64, BusError> {
+        self.scrub_first();
         self.0.read(offset, width).ok_or(BusError)
     }
     fn write(&self, offset: u64, width: u8, value: u64) -> Result<(), BusError> {
+        self.scrub_first();
         self.0.write(offset, width, value).ok_or(BusError)
     }
 }
 
 /// The VM's device windows clipped to the filtered pages `[start, end)`,
 /// each mapped as device memory at EL2 for forwarding.
-fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Window<HwWindow>>, MapError> {
+fn filter_windows(
+    regs: &[(u64, u64)],
+    start: u64,
+    end: u64,
+    scrub_first: &Option<Arc<crate::mm::scrub::LazyRam>>,
+) -> Result<Vec<Window<HwWindow>>, MapError> {
     let mut out = Vec::new();
     for &(b, s) in regs {
         let (lo, hi) = (b.max(start), b.saturating_add(s).min(end));
@@ -494,7 +525,7 @@ fn filter_windows(regs: &[(u64, u64)], start: u64, end: u64) -> Result<Vec<Windo
             out.push(Window {
                 base: lo,
                 size: hi - lo,
-                io: HwWindow(io),
+                io: HwWindow(io, scrub_first.clone()),
             });
         }
     }

@@ -76,6 +76,63 @@ pub fn plan(dtb: &Tree, paths: &[&str], regs: &[(u64, u64)]) -> Vec<Run> {
     page_share::plan(regs, &foreign_regs(dtb, paths))
 }
 
+/// When a VM's RAM is scrubbed (src/vm/lazy.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScrubPlan {
+    /// Block by block at first touch: nothing of the VM masters the bus.
+    Lazy,
+    /// At first touch, and all of it at the first trapped access that
+    /// reaches one of its bus-mastering devices (each reachable only through
+    /// the sub-page filter), before that access does.
+    BeforeDeviceAccess,
+    /// All of it before the VM enters.
+    Eager,
+}
+
+/// The plan for a VM that asks for its scrub at boot (`boot`), accepts
+/// untranslated DMA (`dma_unrestricted`), whose possibly bus-mastering
+/// devices have the `reg`s `dma_regs` and whose pages are laid out as
+/// `runs`; `bridge`: one of them is a PCIe host bridge (its BARs and bus
+/// mastering are not behind the filter). A bus master with a single page
+/// mapped directly could be driven without a trap: eager.
+pub fn scrub_plan(
+    boot: bool,
+    dma_unrestricted: bool,
+    dma_regs: &[(u64, u64)],
+    bridge: bool,
+    runs: &[Run],
+) -> ScrubPlan {
+    let regs: Vec<(u64, u64)> = dma_regs.iter().copied().filter(|r| r.1 != 0).collect();
+    if boot || bridge {
+        return ScrubPlan::Eager;
+    }
+    if regs.is_empty() {
+        return if dma_unrestricted {
+            ScrubPlan::Eager
+        } else {
+            ScrubPlan::Lazy
+        };
+    }
+    let overlap = |(b, s): (u64, u64), r: &Run| {
+        let (lo, hi) = (b.max(r.start), b.saturating_add(s).min(r.end));
+        hi.saturating_sub(lo)
+    };
+    // Runs are disjoint: a reg is wholly trapped if the filtered ones cover
+    // all its bytes.
+    let trapped = regs.iter().all(|&reg| {
+        runs.iter()
+            .filter(|r| r.filtered)
+            .map(|r| overlap(reg, r))
+            .sum::<u64>()
+            == reg.1
+    });
+    if trapped {
+        ScrubPlan::BeforeDeviceAccess
+    } else {
+        ScrubPlan::Eager
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +153,55 @@ mod tests {
             .flat_map(|p| platform::device(dtb, p).unwrap().regs)
             .map(|r| (r.base.0, r.size))
             .collect()
+    }
+
+    #[test]
+    fn a_vm_whose_bus_masters_are_all_trapped_is_scrubbed_at_their_first_access() {
+        with_dtb(|dtb| {
+            // The bench VM: a mapped RTC (never masters), a filtered transport.
+            let paths = ["/pl031@9010000", "/virtio_mmio@a003e00"];
+            let runs = plan(dtb, &paths, &regs(dtb, &paths));
+            let virtio = regs(dtb, &["/virtio_mmio@a003e00"]);
+            assert_eq!(
+                scrub_plan(false, true, &virtio, false, &runs),
+                ScrubPlan::BeforeDeviceAccess
+            );
+            // scrub = "boot", or a PCIe bridge among them: eager.
+            assert_eq!(scrub_plan(true, true, &virtio, false, &runs), ScrubPlan::Eager);
+            assert_eq!(scrub_plan(false, true, &virtio, true, &runs), ScrubPlan::Eager);
+            // No bus master: lazy, unless the config accepts untranslated DMA.
+            assert_eq!(scrub_plan(false, false, &[], false, &runs), ScrubPlan::Lazy);
+            assert_eq!(scrub_plan(false, true, &[], false, &runs), ScrubPlan::Eager);
+            // A whole page of transports is mapped: drivable without a trap.
+            let page: Vec<alloc::string::String> = (0..8)
+                .map(|i| alloc::format!("/virtio_mmio@{:x}", 0xa00_2000 + i * 0x200))
+                .collect();
+            let page: Vec<&str> = page.iter().map(|s| s.as_str()).collect();
+            let mapped = regs(dtb, &page);
+            let runs = plan(dtb, &page, &mapped);
+            assert_eq!(scrub_plan(false, true, &mapped, false, &runs), ScrubPlan::Eager);
+            // A bus master half in a filtered run, half mapped: eager.
+            let half = [
+                Run {
+                    start: 0x1000,
+                    end: 0x2000,
+                    filtered: true,
+                },
+                Run {
+                    start: 0x2000,
+                    end: 0x3000,
+                    filtered: false,
+                },
+            ];
+            assert_eq!(
+                scrub_plan(false, true, &[(0x1800, 0x1000)], false, &half),
+                ScrubPlan::Eager
+            );
+            assert_eq!(
+                scrub_plan(false, true, &[(0x1800, 0x800)], false, &half),
+                ScrubPlan::BeforeDeviceAccess
+            );
+        });
     }
 
     #[test]
