@@ -444,8 +444,16 @@ impl NetPort {
             t.fail("virtio-net", RX, e);
             return 0;
         }
+        // Few prepared buffers left: the driver's next refill kicks again,
+        // so its own exit prepares what it posted (prepare_rx).
+        let low = st.queue.prepared_ahead() < st.queue.size / 4;
+        let kicks = if low { st.queue.quiet(mem, false) } else { Ok(()) };
         let quiet = n == 0 || st.queue.interrupt_suppressed(mem);
         drop(guard);
+        if let Err(e) = kicks {
+            t.fail("virtio-net", RX, e);
+            return 0;
+        }
         if !quiet {
             t.interrupt(INT_USED);
         }
@@ -618,13 +626,13 @@ impl Device for NetPort {
         // CPU; here, on this VM's own, they are made ready for it.
         match queue {
             TX => self.transmit(t),
-            RX => prepare_rx(t, RX),
+            RX => prepare_net_rx(t),
             _ => {}
         }
     }
     fn enabled(&self, t: &Transport, queue: usize) {
         if queue == RX {
-            prepare_rx(t, RX);
+            prepare_net_rx(t);
         }
     }
     fn resume(&self, t: &Transport) {
@@ -646,4 +654,25 @@ pub fn prepare_rx(t: &Transport, queue: usize) {
     let mut guard = q.lock();
     let st = &mut *guard;
     st.queue.prepare_rx(t.mem(), &mut st.chain, PREPARE_DESCS);
+}
+
+/// [`prepare_rx`] for virtio-net's receive queue, which needs no kick per
+/// refill: with at least half the ring prepared ahead, the driver is asked
+/// not to kick after its refills (VRING_USED_F_NO_NOTIFY) until a delivery
+/// finds fewer than a quarter left ([`NetPort::take`]), so one rx exit
+/// serves hundreds of frames instead of one. Buffers posted meanwhile are
+/// taken all the same where the driver's RAM is already scrubbed; where it
+/// is not, the frame is dropped as for any unready buffer. (vsock keeps a
+/// kick per refill: it resumes held packets there.)
+fn prepare_net_rx(t: &Transport) {
+    let Some(q) = t.queue(RX) else { return };
+    let mut guard = q.lock();
+    let st = &mut *guard;
+    st.queue.prepare_rx(t.mem(), &mut st.chain, PREPARE_DESCS);
+    let plenty = st.queue.prepared_ahead() >= st.queue.size / 2;
+    let set = st.queue.quiet(t.mem(), plenty);
+    drop(guard);
+    if let Err(e) = set {
+        t.fail("virtio-net", RX, e);
+    }
 }

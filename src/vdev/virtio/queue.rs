@@ -183,6 +183,8 @@ pub struct Queue {
     /// Avail entries up to this one (free running) had their buffers
     /// prepared ([`Self::prepare_rx`]).
     prepared: u16,
+    /// VRING_USED_F_NO_NOTIFY is set in the used ring ([`Self::quiet`]).
+    quiet: bool,
 }
 
 impl Queue {
@@ -197,6 +199,7 @@ impl Queue {
             next_avail: 0,
             next_used: 0,
             prepared: 0,
+            quiet: false,
         }
     }
 
@@ -231,10 +234,40 @@ impl Queue {
         ] {
             mem.prepare(base, len);
         }
+        // No hint left from an earlier life of the ring (Self::quiet).
+        mem.write(self.used, &[0, 0])
+            .map_err(|_| QueueError::BadRing(self.used))?;
         self.next_avail = 0;
         self.next_used = 0;
         self.prepared = 0;
+        self.quiet = false;
         self.ready = true;
+        Ok(())
+    }
+
+    /// Chains waiting in the ring whose buffers [`Self::prepare_rx`] made
+    /// ready, not yet taken.
+    pub fn prepared_ahead(&self) -> u16 {
+        let d = self.prepared.wrapping_sub(self.next_avail);
+        if d <= self.size {
+            d
+        } else {
+            0
+        }
+    }
+
+    /// Sets (`on`) or clears VRING_USED_F_NO_NOTIFY (2.7.10): a hint the
+    /// driver reads before it kicks, so a device that needs no kick for
+    /// every buffer saves the driver an exit. The driver may miss a clear
+    /// it raced with and not kick once; nothing depends on that kick.
+    pub fn quiet(&mut self, mem: &dyn GuestMemory, on: bool) -> Result<(), QueueError> {
+        if !self.ready || self.quiet == on {
+            return Ok(());
+        }
+        mem.write(self.used, &u16::from(on).to_le_bytes())
+            .map_err(|_| QueueError::Ring)?;
+        fence(Ordering::SeqCst);
+        self.quiet = on;
         Ok(())
     }
 

@@ -889,3 +889,41 @@ fn a_sender_never_scrubs_the_receivers_ram_which_its_notify_prepares() {
     assert_eq!(b.rx_bytes(5, HDR + f.len())[HDR..], f[..]);
     assert_eq!(b.scrubs.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn a_receiver_with_plenty_of_prepared_buffers_is_asked_not_to_kick() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    let flags = |d: &Driver| u16::from_le_bytes(d.mem.get(ring(0).2, 2).try_into().unwrap());
+    // Half the ring posted and kicked: prepared, so no kick needed per refill.
+    for i in 0..4 {
+        b.post_rx(i, 1526);
+    }
+    assert_eq!(flags(&b), 0, "nothing prepared before the kick");
+    b.w(0x50, 0);
+    assert_eq!(flags(&b), 1, "VRING_USED_F_NO_NOTIFY");
+    // Deliveries use them up; under a quarter left, kicks are wanted again.
+    for i in 0..2 {
+        a.send(i, &frame(2, 1, b"x"));
+    }
+    assert_eq!(flags(&b), 1, "two of eight prepared ahead: still quiet");
+    a.send(2, &frame(2, 1, b"y"));
+    assert_eq!(flags(&b), 0, "one left: the driver's next refill kicks");
+    assert_eq!(b.used(0).len(), 3);
+    // Fewer than half posted: every refill kicks.
+    b.post_rx(4, 1526);
+    b.w(0x50, 0);
+    assert_eq!(flags(&b), 0, "two prepared of eight");
+    // A device reset forgets it.
+    for i in 5..8 {
+        b.post_rx(i, 1526);
+    }
+    b.w(0x50, 0);
+    assert_eq!(flags(&b), 1);
+    // A driver reset and a fresh ring (nothing posted yet): the old hint
+    // is cleared when the queue is enabled again.
+    b.mem.put(ring(0).1 + 2, &[0, 0]);
+    let b = b.up(BASIC);
+    assert_eq!(flags(&b), 0, "a reset driver's fresh ring: no hint");
+}
