@@ -614,6 +614,10 @@ impl VsockPort {
             }
             Delivery::Full => {
                 self.counters.parked.fetch_add(1, Ordering::Relaxed);
+                // Its payload is read later on the receiver's CPU (its rx
+                // notify resumes it): make it ready here, on this VM's own
+                // CPU, so that read never scrubs this VM's RAM there.
+                prepare_readable(t.mem(), chain, HDR + off as usize, HDR + hdr.len as usize);
                 core::mem::swap(chain, &mut park.chain);
                 park.hdr = *hdr;
                 park.off = off;
@@ -822,6 +826,23 @@ impl Device for VsockPort {
             if !dev.device.inject(&dev.transport, &rst) {
                 self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// Makes bytes `[from, to)` of `chain`'s readable segments (counted from
+/// the first readable byte) [`GuestMemory::ready`]: on the owner's CPU.
+fn prepare_readable(mem: &dyn GuestMemory, chain: &Chain, from: usize, to: usize) {
+    let mut at = 0usize;
+    for s in chain.segments.iter().filter(|s| !s.write) {
+        let end = at.saturating_add(s.len as usize);
+        let (lo, hi) = (at.max(from), end.min(to));
+        if lo < hi {
+            mem.prepare(s.addr + (lo - at) as u64, (hi - lo) as u64);
+        }
+        at = end;
+        if at >= to {
+            break;
         }
     }
 }
