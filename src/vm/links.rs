@@ -64,7 +64,6 @@ pub fn guest_links(links: &[LinkConfig], vm: usize) -> Vec<GuestLink> {
 
 const GIC_SPI: u32 = 0;
 const IRQ_EDGE_RISING: u32 = 1;
-const IRQ_LEVEL_HIGH: u32 = 4;
 
 /// Writes the link devices' nodes (at the root) into a guest DTB.
 pub fn write_dtb(w: &mut vm_fdt::FdtWriter, links: &[GuestLink]) -> Result<(), vm_fdt::Error> {
@@ -87,9 +86,14 @@ pub fn write_dtb(w: &mut vm_fdt::FdtWriter, links: &[GuestLink]) -> Result<(), v
         let n = w.begin_node(&l.node_name())?;
         w.property_string("compatible", "virtio,mmio")?;
         w.property_array_u64("reg", &[l.base, crate::vdev::virtio::mmio::WINDOW])?;
+        // Edge, as kvmtool declares virtio-mmio: the guest configures it
+        // edge and its EOI needs no maintenance exit. The transport raises
+        // an edge on every 0 -> non-zero InterruptStatus and again on an
+        // acknowledge that leaves bits set, so no event is lost; a guest
+        // that configures it level still gets the level line.
         w.property_array_u32(
             "interrupts",
-            &[GIC_SPI, l.intid.saturating_sub(32), IRQ_LEVEL_HIGH],
+            &[GIC_SPI, l.intid.saturating_sub(32), IRQ_EDGE_RISING],
         )?;
         // The device is the hypervisor: its accesses are coherent.
         w.property_null("dma-coherent")?;
@@ -541,7 +545,7 @@ mod tests {
         let n = fdt.find_node("/virtio_mmio@a800000").unwrap();
         assert_eq!(n.property("compatible").unwrap().as_str(), Some("virtio,mmio"));
         let irq: Vec<u8> = n.property("interrupts").unwrap().value.to_vec();
-        assert_eq!(irq, [0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 4]);
+        assert_eq!(irq, [0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 1]);
         assert!(n.property("dma-coherent").is_some());
     }
 }
