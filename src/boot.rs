@@ -36,6 +36,14 @@ fn image_range() -> PhysRange {
     PhysRange::new(base, size)
 }
 
+/// The end of the image's text (page aligned by the linker script).
+fn text_end() -> u64 {
+    extern "C" {
+        static __text_end: u8;
+    }
+    core::ptr::addr_of!(__text_end) as u64
+}
+
 /// What the boot CPU wrote with its MMU off: the image from the end of text
 /// (entry.S relocates nothing below it) to the end of BSS (relocations, BSS)
 /// and its own stack.
@@ -79,7 +87,14 @@ extern "C" fn primary_main(dtb: usize, el: u64) -> ! {
     }
     let image = image_range();
     let dtb_range = PhysRange::new(dtb as u64, size as u64);
-    if mmu::init(platform::memory_ranges(raw), image, &written_before_mmu()).is_err() {
+    if mmu::init(
+        platform::memory_ranges(raw),
+        image,
+        text_end(),
+        &written_before_mmu(),
+    )
+    .is_err()
+    {
         early_complain(
             raw,
             "tessera: cannot build the EL2 translation tables; stopping\n",

@@ -86,13 +86,15 @@ mod target {
                 // Discovery said why.
                 (EnableMethod::Off, _) => continue,
             }
-            // Wait for it to report in (bounded: a CPU that never arrives is left).
-            let deadline = cpu::counter() + cpu::counter_freq();
+            // Wait for it to report in (bounded: a CPU that never arrives is
+            // left). 5 s, as Linux waits for a secondary: a loaded emulator
+            // can take over 1 s to schedule a CPU it just released.
+            let deadline = cpu::counter() + 5 * cpu::counter_freq();
             while ONLINE.load(Ordering::Acquire) == before && cpu::counter() < deadline {
                 core::hint::spin_loop();
             }
             if ONLINE.load(Ordering::Acquire) == before {
-                warn!("CPU {i} (MPIDR {:#x}) did not report in within 1 s", c.mpidr);
+                warn!("CPU {i} (MPIDR {:#x}) did not report in within 5 s", c.mpidr);
             }
         }
         ONLINE.load(Ordering::Acquire)

@@ -49,12 +49,33 @@ impl Attrs {
         write: true,
         exec: true,
     };
+    /// The hypervisor's own data (all RAM but its text, at EL2): read,
+    /// write, never execute.
+    pub const DATA: Attrs = Attrs {
+        mem: MemType::Normal,
+        write: true,
+        exec: false,
+    };
+    /// The hypervisor's text (at EL2): read and execute, never write.
+    pub const TEXT: Attrs = Attrs {
+        mem: MemType::Normal,
+        write: false,
+        exec: true,
+    };
     /// MMIO: read, write, never execute.
     pub const DEVICE: Attrs = Attrs {
         mem: MemType::Device,
         write: true,
         exec: false,
     };
+}
+
+/// `[base, end)` without `[hole, hole_end)`: the pieces below and above
+/// the hole (either may be empty, `start >= end`).
+pub const fn around(base: u64, end: u64, hole: u64, hole_end: u64) -> [(u64, u64); 2] {
+    let below_end = if end < hole { end } else { hole };
+    let above = if base > hole_end { base } else { hole_end };
+    [(base, below_end), (above, end)]
 }
 
 /// MAIR_EL2 value matching [`Regime::El2Stage1`]'s AttrIndx use:
@@ -584,5 +605,22 @@ pub mod tests {
         assert_eq!(d & (0xf << 2), 0b0001 << 2);
         assert_eq!(d & (0b11 << 6), 0b01 << 6);
         assert_ne!(d & XN, 0);
+    }
+
+    #[test]
+    fn around_cuts_a_hole_out_of_a_range() {
+        let real = |p: [(u64, u64); 2]| p.into_iter().filter(|(b, e)| b < e).collect::<std::vec::Vec<_>>();
+        // Text inside RAM: below and above it.
+        assert_eq!(
+            real(around(0x4000_0000, 0x8000_0000, 0x4020_0000, 0x4030_0000)),
+            [(0x4000_0000, 0x4020_0000), (0x4030_0000, 0x8000_0000)]
+        );
+        // RAM wholly below or above the text: all of it.
+        assert_eq!(real(around(0x1000, 0x2000, 0x4000, 0x5000)), [(0x1000, 0x2000)]);
+        assert_eq!(real(around(0x6000, 0x7000, 0x4000, 0x5000)), [(0x6000, 0x7000)]);
+        // Text at either edge, or covering all of it.
+        assert_eq!(real(around(0x4000, 0x8000, 0x4000, 0x5000)), [(0x5000, 0x8000)]);
+        assert_eq!(real(around(0x4000, 0x8000, 0x7000, 0x8000)), [(0x4000, 0x7000)]);
+        assert!(real(around(0x4000, 0x5000, 0x3000, 0x6000)).is_empty());
     }
 }

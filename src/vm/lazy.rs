@@ -10,7 +10,7 @@
 //! a fault elsewhere goes on to the MMIO emulation or the injected abort.
 
 use super::Vm;
-use crate::arch::aarch64::{guest, mmu};
+use crate::arch::aarch64::guest;
 use crate::mm::scrub::{BlockOps, Touch};
 
 /// Scrubbing, stage-2 slot stores and TLB flushes for one VM's RAM.
@@ -31,7 +31,13 @@ impl BlockOps for HwBlocks {
         // names its own blocks), identity mapped, and claimed by this CPU:
         // it is mapped to no one until this scrub is done.
         unsafe { crate::mm::phys::zero_to_poc(pa, len) };
-        mmu::invalidate_icache_all();
+        // No instruction-cache maintenance: no CPU holds a line of this
+        // block. The block has been unmapped for the VM since its start;
+        // each of the VM's CPUs invalidated its own instruction cache when
+        // its vCPU entered after that (vcpu::cpu_loop), EL2 never executes
+        // from a VM's RAM (mmu::init maps it execute-never), and no other
+        // VM maps it. So no first touch broadcasts an invalidation to the
+        // CPUs of other VMs.
     }
 
     fn map(&self, slot: u64, desc: u64) {

@@ -148,6 +148,18 @@ impl VmRam {
         Some((r.pa + off, (r.size - off).min(len)))
     }
 
+    /// The physical address of `[gpa, gpa + len)` if it lies wholly in one
+    /// region (every access of a one-region VM): one region scan, then one
+    /// copy, instead of [`Self::pieces`]' check pass and copy pass.
+    fn within(&self, gpa: u64, len: u64) -> Option<u64> {
+        let r = self
+            .regions
+            .iter()
+            .find(|r| gpa >= r.ipa && gpa - r.ipa < r.size)?;
+        let off = gpa - r.ipa;
+        (len <= r.size - off).then_some(r.pa + off)
+    }
+
     /// Calls `f(pa, offset, n)` for each physically contiguous piece of
     /// `[gpa, gpa + len)`; `Err` if any byte is not RAM.
     fn pieces(&self, gpa: u64, len: u64, mut f: impl FnMut(u64, usize, usize)) -> Result<(), OutsideRam> {
@@ -172,7 +184,7 @@ impl VmRam {
 
 impl GuestMemory for VmRam {
     fn contains(&self, gpa: u64, len: u64) -> bool {
-        self.pieces(gpa, len, |_, _, _| {}).is_ok()
+        self.within(gpa, len).is_some() || self.pieces(gpa, len, |_, _, _| {}).is_ok()
     }
 
     fn ready(&self, gpa: u64, len: u64) -> bool {
@@ -185,7 +197,39 @@ impl GuestMemory for VmRam {
         }
     }
 
+    fn read_ready(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        let len = buf.len() as u64;
+        match self.within(gpa, len) {
+            Some(pa) if self.lazy.as_ref().is_none_or(|l| l.is_ready(gpa, len)) => {
+                read_phys(pa, buf);
+                Ok(())
+            }
+            Some(_) => Err(OutsideRam),
+            None if self.ready(gpa, len) => self.read(gpa, buf),
+            None => Err(OutsideRam),
+        }
+    }
+
+    fn write_ready(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+        let len = data.len() as u64;
+        match self.within(gpa, len) {
+            Some(pa) if self.lazy.as_ref().is_none_or(|l| l.is_ready(gpa, len)) => {
+                write_phys(pa, data);
+                Ok(())
+            }
+            Some(_) => Err(OutsideRam),
+            None if self.ready(gpa, len) => self.write(gpa, data),
+            None => Err(OutsideRam),
+        }
+    }
+
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        let len = buf.len() as u64;
+        if let Some(pa) = self.within(gpa, len) {
+            self.ensure_scrubbed(gpa, len);
+            read_phys(pa, buf);
+            return Ok(());
+        }
         // Checked whole before any byte moves.
         if !self.contains(gpa, buf.len() as u64) {
             return Err(OutsideRam);
@@ -199,6 +243,12 @@ impl GuestMemory for VmRam {
     }
 
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+        let len = data.len() as u64;
+        if let Some(pa) = self.within(gpa, len) {
+            self.ensure_scrubbed(gpa, len);
+            write_phys(pa, data);
+            return Ok(());
+        }
         if !self.contains(gpa, data.len() as u64) {
             return Err(OutsideRam);
         }
@@ -498,6 +548,20 @@ mod tests {
         let mut b = [1u8; 4];
         assert_eq!(ram.read(0x0900_0000, &mut b), Err(OutsideRam));
         assert_eq!(b, [1; 4], "nothing copied");
+        // The one-region shortcut: only a range wholly inside one region.
+        assert_eq!(ram.within(0x4000_0010, 0x10), Some(0x8000_0010));
+        assert_eq!(ram.within(0x4010_0000, 0x10_0000), Some(0x9000_0000));
+        assert_eq!(
+            ram.within(0x400f_fff0, 0x20),
+            None,
+            "spans two: the piecewise path"
+        );
+        assert_eq!(ram.within(0x401f_fff0, 0x20), None);
+        assert_eq!(ram.within(u64::MAX - 4, 16), None);
+        assert_eq!(ram.read_ready(0x401f_fffe, &mut b), Err(OutsideRam));
+        assert_eq!(ram.write_ready(0x3fff_fffe, &b), Err(OutsideRam));
+        assert_eq!(b, [1; 4], "nothing copied");
+        assert_eq!(ram.read_ready(0x400f_fffe, &mut b), Ok(()), "spanning, piecewise");
     }
 
     #[test]

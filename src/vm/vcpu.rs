@@ -4,7 +4,7 @@
 
 use super::psci::Power;
 use super::{Vcpu, Vm, VmState};
-use crate::arch::aarch64::{cpu, guest, MAX_CPUS};
+use crate::arch::aarch64::{cpu, guest, mmu, MAX_CPUS};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use spin::Once;
@@ -129,6 +129,9 @@ pub extern "C" fn cpu_loop() -> ! {
     );
     super::irq::reset_vcpu_interface(&vm.vgic);
     super::irq::flush(&vm.vgic, vcpu.index);
+    // Nothing this CPU fetched before this start is fetched now (see
+    // lazy::HwBlocks::scrub, which relies on it).
+    mmu::invalidate_icache_local();
     guest::enter(
         entry,
         context,

@@ -140,7 +140,8 @@ fn hostile_queue(gic: u32) -> Scenario {
         gic,
         config: Some("tests/configs/intervm_hostile.toml"),
         must: &[
-            "[hostile] RESULT vq_hostile: 26 passed, 0 failed",
+            "[hostile] RESULT vq_hostile: 27 passed, 0 failed",
+            "VM hostile virtio-net: frame dropped, its source is another VM's MAC: 1 so far",
             "VM hostile virtio-net: frame dropped, its header is refused (Flags(2)): 1 so far",
             "[hostile] vq_hostile: still alive 10",
             "VM hostile virtio-net: queue 1: descriptor chain longer than the queue (a cycle); device needs reset (1 so far)",

@@ -663,7 +663,14 @@ fn vcpu_state_scenarios(gic: u32) -> Vec<Scenario> {
                 "[bystander] hello: tick",
             ],
             must: &["[bystander] hello: tick 300"],
-            must_not: &["FAIL", "VM racer stopped", "VM bystander"],
+            // Not "VM bystander" alone: under load the console may report
+            // "console line(s) of VM bystander dropped", which is no reset.
+            must_not: &[
+                "FAIL",
+                "VM racer stopped",
+                "VM bystander stopped",
+                "VM bystander restarting",
+            ],
             ..Scenario::new(pick(
                 "system_reset_from_two_vcpus_at_once_resets_once_gicv3",
                 "system_reset_from_two_vcpus_at_once_resets_once_gicv2",

@@ -88,23 +88,36 @@ fn tcr_el2() -> u64 {
 
 /// Builds the identity map of `ram` and `image` and turns the MMU and caches
 /// on for the boot CPU. Runs with the MMU off and no other CPU up.
+///
+/// W^X at EL2: the image's text (`image.base` up to `text_end`, page
+/// aligned by the linker script) is the only executable memory, and it is
+/// read-only; all other RAM, the VMs' included, is never executable here, so
+/// the hypervisor can neither be made to run guest-written bytes nor fetch
+/// (even speculatively) from a VM's RAM into its instruction cache.
 pub fn init(
     ram: impl Iterator<Item = PhysRange>,
     image: PhysRange,
+    text_end: u64,
     written: &[PhysRange],
 ) -> Result<(), MapError> {
     let mut mem = El2TableMemory { used: 0 };
     let mut table = PageTable::new(Regime::El2Stage1, 48, &mut mem)?;
+    let text = image.base.align_down(4096).0;
+    let text_end = (text_end + 4095) & !4095;
     for r in ram {
         let base = r.base.align_down(4096).0;
         let end = (r.end() + 4095) & !4095;
-        table.map(base, base, end - base, Attrs::RAM, &mut mem)?;
+        for (b, e) in crate::mm::pagetable::around(base, end, text, text_end) {
+            if b < e {
+                table.map(b, b, e - b, Attrs::DATA, &mut mem)?;
+            }
+        }
     }
-    let base = image.base.align_down(4096).0;
+    table.map(text, text, text_end - text, Attrs::TEXT, &mut mem)?;
     let end = (image.end() + 4095) & !4095;
-    // The image lies in RAM on every real board; map it anyway in case not.
-    if table.translate(base, &mut mem).is_none() {
-        table.map(base, base, end - base, Attrs::RAM, &mut mem)?;
+    // The image lies in RAM on every real board; map the rest anyway in case not.
+    if text_end < end && table.translate(text_end, &mut mem).is_none() {
+        table.map(text_end, text_end, end - text_end, Attrs::DATA, &mut mem)?;
     }
     // SAFETY: single CPU, MMU off: nobody else reads ROOT yet.
     unsafe { ROOT = table.root() };
@@ -165,6 +178,13 @@ pub fn map_device(range: PhysRange) -> Result<(), MapError> {
 /// Makes translation-table stores visible to every CPU's table walker.
 pub fn table_write_barrier() {
     barrier::dsb(barrier::ISHST);
+}
+
+/// Invalidates this CPU's instruction cache to PoU (no broadcast): before a
+/// vCPU enters fresh on this CPU, so none of its lines is of a previous run.
+pub fn invalidate_icache_local() {
+    // SAFETY: instruction-cache invalidation has no effect on memory.
+    unsafe { asm!("ic iallu", "dsb nsh", "isb", options(nostack)) };
 }
 
 /// Invalidates every CPU's instruction cache (inner shareable) to PoU: after

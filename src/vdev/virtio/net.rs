@@ -19,10 +19,14 @@
 //! InterruptAck (virtio_mmio acknowledges before it looks at the rings)
 //! resumes the transmission, so the leftover goes without a new kick.
 //!
-//! A link of more than two VMs is a learning switch: source MACs are
-//! learnt per port; a frame to a known MAC goes to that port only, a
-//! broadcast, multicast or unknown one to every other port of the link.
-//! Nothing leaves the link.
+//! A link of more than two VMs is a learning switch: each port's own
+//! (configured) MAC is known from the start and belongs to that port
+//! alone, other source MACs (a guest's bridge or macvlan) are learnt per
+//! port; a frame to a known MAC goes to that port only, a broadcast,
+//! multicast or unknown one to every other port of the link. A frame
+//! whose source is another port's own MAC is dropped: no VM can take
+//! over a peer's address and receive what is sent to it. Nothing leaves
+//! the link.
 
 use super::mmio::{Device, Transport, VirtioMmio, INT_USED};
 use super::net_hdr::{self, HdrError, NetHdr, Offload, Tso};
@@ -85,6 +89,8 @@ pub struct Counters {
     pub dropped_bad: AtomicU64,
     /// Frames the guest sent whose virtio_net_hdr was refused.
     pub dropped_bad_hdr: AtomicU64,
+    /// Frames the guest sent with another port's own MAC as the source.
+    pub dropped_spoofed: AtomicU64,
     /// Frames completed or segmented here for a receiver without the
     /// offload (counted at the receiver).
     pub csum_completed: AtomicU64,
@@ -187,6 +193,11 @@ impl Switch {
         self.ports.get(slot).and_then(Once::get)
     }
 
+    /// The port whose own (configured) MAC `mac` is.
+    fn owner(&self, mac: &Mac) -> Option<usize> {
+        (0..self.ports.len()).find(|&p| self.port(p).is_some_and(|d| &d.device.mac == mac))
+    }
+
     fn learn(&self, mac: Mac, slot: usize) -> Option<usize> {
         let mut l = self.learnt.lock();
         let cap = 4 * self.ports.len();
@@ -228,11 +239,26 @@ impl Switch {
         let mut s = [0u8; 6];
         s.copy_from_slice(src);
         if s[0] & 1 == 0 {
-            self.learn(s, from);
+            match self.owner(&s) {
+                Some(p) if p != from => {
+                    if let Some(dev) = self.port(from) {
+                        dev.device.spoofed(&dev.transport);
+                    }
+                    return 0;
+                }
+                Some(_) => {}
+                None => {
+                    self.learn(s, from);
+                }
+            }
         }
         let mut d = [0u8; 6];
         d.copy_from_slice(dst);
-        let to = if d[0] & 1 == 0 { self.lookup(&d) } else { None };
+        let to = if d[0] & 1 == 0 {
+            self.owner(&d).or_else(|| self.lookup(&d))
+        } else {
+            None
+        };
         match to {
             Some(p) if p == from => 0,
             Some(p) => self.deliver(p, o, frame, b),
@@ -438,6 +464,19 @@ impl NetPort {
         if n < 4 || (n + 1).is_multiple_of(4096) {
             log::info!(
                 "VM {} virtio-net: no receive buffer posted: {} frame(s) dropped so far",
+                t.vm(),
+                n + 1
+            );
+        }
+    }
+
+    /// Counts a frame sent with another port's own MAC as its source; logs
+    /// the first few and then every 4096th.
+    fn spoofed(&self, t: &Transport) {
+        let n = self.counters.dropped_spoofed.fetch_add(1, Ordering::Relaxed);
+        if n < 4 || (n + 1).is_multiple_of(4096) {
+            log::info!(
+                "VM {} virtio-net: frame dropped, its source is another VM's MAC: {} so far",
                 t.vm(),
                 n + 1
             );

@@ -48,6 +48,21 @@ pub trait GuestMemory {
     /// Makes `[gpa, gpa + len)` [`Self::ready`] (a lazy scrub): only on
     /// the owning VM's own CPU.
     fn prepare(&self, _gpa: u64, _len: u64) {}
+    /// [`Self::read`] if the range is [`Self::ready`], else [`OutsideRam`]
+    /// (one pass where the memory can do both at once).
+    fn read_ready(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
+        if !self.ready(gpa, buf.len() as u64) {
+            return Err(OutsideRam);
+        }
+        self.read(gpa, buf)
+    }
+    /// [`Self::write`] if the range is [`Self::ready`], else [`OutsideRam`].
+    fn write_ready(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
+        if !self.ready(gpa, data.len() as u64) {
+            return Err(OutsideRam);
+        }
+        self.write(gpa, data)
+    }
 }
 
 /// A VM's RAM as another VM's exit sees it: blocks not yet
@@ -57,16 +72,10 @@ pub struct Foreign<'a>(pub &'a dyn GuestMemory);
 
 impl GuestMemory for Foreign<'_> {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutsideRam> {
-        if !self.0.ready(gpa, buf.len() as u64) {
-            return Err(OutsideRam);
-        }
-        self.0.read(gpa, buf)
+        self.0.read_ready(gpa, buf)
     }
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), OutsideRam> {
-        if !self.0.ready(gpa, data.len() as u64) {
-            return Err(OutsideRam);
-        }
-        self.0.write(gpa, data)
+        self.0.write_ready(gpa, data)
     }
     fn contains(&self, gpa: u64, len: u64) -> bool {
         self.0.contains(gpa, len)

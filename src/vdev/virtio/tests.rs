@@ -367,20 +367,48 @@ fn a_switch_learns_macs_and_sends_unicast_to_one_port_only() {
             d.post_rx(i, 1526);
         }
     }
-    // Unknown destination: flooded to B and C.
-    a.send(0, &frame(2, 1, b"who"));
+    // A port's own MAC is known before it ever sent: C alone gets it.
+    a.send(0, &frame(3, 1, b"to c"));
+    assert_eq!((b.used(0).len(), c.used(0).len()), (0, 1));
+    // Unknown destination (a MAC behind B's bridge): flooded to B and C.
+    a.send(1, &frame(9, 1, b"who"));
     assert_eq!((b.used(0).len(), c.used(0).len()), (1, 1));
-    // B answers: A's MAC is known now, so only A gets it.
-    b.send(0, &frame(1, 2, b"me"));
+    // B answers from it: learnt, and A's own MAC goes to A only.
+    b.send(0, &frame(1, 9, b"me"));
     assert_eq!((a.used(0).len(), c.used(0).len()), (1, 0));
-    // And B's MAC is known: A to B reaches B only.
-    a.send(1, &frame(2, 1, b"hi b"));
+    // Now A to that MAC reaches B only.
+    a.send(2, &frame(9, 1, b"hi b"));
     assert_eq!((b.used(0).len(), c.used(0).len()), (1, 0));
     // Broadcast reaches everybody else.
     let mut bc = frame(0, 1, b"all");
     bc[..6].copy_from_slice(&[0xff; 6]);
-    a.send(2, &bc);
+    a.send(3, &bc);
     assert_eq!((b.used(0).len(), c.used(0).len()), (1, 1));
+}
+
+#[test]
+fn a_port_cannot_take_over_another_ports_mac() {
+    let sw = Switch::new(3);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    let mut c = Driver::new(&sw, 2, 3).up(BASIC);
+    for d in [&mut a, &mut b, &mut c] {
+        for i in 0..4 {
+            d.post_rx(i, 1526);
+        }
+    }
+    // C sends as B (to A, and broadcast): dropped, counted, nothing learnt.
+    c.send(0, &frame(1, 2, b"i am b"));
+    let mut bc = frame(0, 2, b"i am b, everybody");
+    bc[..6].copy_from_slice(&[0xff; 6]);
+    c.send(1, &bc);
+    assert_eq!((a.used(0).len(), b.used(0).len()), (0, 0));
+    assert_eq!(c.dev.device.counters.dropped_spoofed.load(Ordering::Relaxed), 2);
+    assert_eq!(c.used(1).len(), 2, "the spoofed frames' buffers go back");
+    // What A sends to B still reaches B, not C.
+    a.send(0, &frame(2, 1, b"for b only"));
+    assert_eq!((b.used(0).len(), c.used(0).len()), (1, 0));
+    assert_eq!(c.dev.device.counters.dropped_spoofed.load(Ordering::Relaxed), 2);
 }
 
 #[test]

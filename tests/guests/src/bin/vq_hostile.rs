@@ -4,7 +4,8 @@
 //! the address space, a huge length, an index jump, a head beyond the
 //! queue, an indirect descriptor, rings outside its RAM, receive buffers in
 //! MMIO. Each must put its device into DEVICE_NEEDS_RESET (status bit 0x40)
-//! and nothing else; a driver reset must bring it back. Then it keeps
+//! and nothing else; a driver reset must bring it back. Sending with a
+//! peer's MAC as its source must steal none of that peer's frames. Then it keeps
 //! storming the device with notifications, printing `vq_hostile: still
 //! alive N`. The Linux VMs on the same link must not notice.
 //!
@@ -187,6 +188,68 @@ mod guest {
         );
     }
 
+    /// linux1's MAC on the link (the scenario's second port).
+    const LINUX1: [u8; 6] = [2, 0x54, 0x53, 0, 0, 2];
+
+    /// For 20 s, sends a broadcast every 5 ms with linux1's MAC as its
+    /// source while counting what arrives for that MAC: a switch that
+    /// learnt it here would hand this VM linux0's frames to linux1.
+    fn spoof(c: &mut Checker) {
+        if !setup() {
+            c.fail("vq_spoofed_mac_steals_nothing", "setup failed");
+            return;
+        }
+        let rxbuf = |i: u16| data() + 0x1000 + 0x800 * u64::from(i);
+        for i in 0..SIZE {
+            desc(0, i, rxbuf(i), 1526, F_WRITE, 0);
+            offer(0, i, i, i + 1);
+        }
+        notify(0);
+        let f = data();
+        for i in 0..12 + 60u64 {
+            put::<u8>(f + i, 0);
+        }
+        let mut hdr = [0xffu8; 14];
+        hdr[6..12].copy_from_slice(&LINUX1);
+        hdr[12..].copy_from_slice(&[0x88, 0xb5]);
+        for (i, b) in hdr.iter().enumerate() {
+            put::<u8>(f + 12 + i as u64, *b);
+        }
+        let (mut posted, mut seen, mut tx) = (SIZE, 0u16, 0u16);
+        let (mut received, mut stolen) = (0u32, 0u32);
+        let deadline = counter() + ms_to_ticks(20_000);
+        let mut next = 0;
+        let mut s = status();
+        while counter() < deadline && s & NEEDS_RESET == 0 {
+            if counter() >= next {
+                desc(1, 0, f, 12 + 60, 0, 0);
+                offer(1, tx, 0, tx.wrapping_add(1));
+                tx = tx.wrapping_add(1);
+                notify(1);
+                s = status();
+                next = counter() + ms_to_ticks(5);
+            }
+            let used: u16 = get(used_at(0) + 2);
+            while seen != used {
+                let id = get::<u32>(used_at(0) + 4 + 8 * u64::from(seen % SIZE)) as u16 % SIZE;
+                let dst: [u8; 6] = core::array::from_fn(|k| get::<u8>(rxbuf(id) + 12 + k as u64));
+                received += 1;
+                stolen += u32::from(dst == LINUX1);
+                seen = seen.wrapping_add(1);
+                offer(0, posted, id, posted.wrapping_add(1));
+                posted = posted.wrapping_add(1);
+                notify(0);
+            }
+        }
+        c.check(
+            "vq_spoofed_mac_steals_nothing",
+            stolen == 0 && s & NEEDS_RESET == 0 && tx > 1000,
+            format_args!(
+                "{tx} frames sent as linux1, {received} received, {stolen} of them for linux1, status {s:#x}"
+            ),
+        );
+    }
+
     tessera_guests::entry!(run);
 
     fn run() -> ! {
@@ -330,6 +393,7 @@ mod guest {
         } else {
             c.fail("vq_device_works_after_reset", "setup failed");
         }
+        spoof(&mut c);
         c.finish();
         // Forever: break the device again and storm it.
         setup();
