@@ -565,13 +565,31 @@ impl Vgic {
         }
     }
 
+    /// A new edge on a still-high line of an edge-configured virtual SPI
+    /// (its source has more events); nothing for a level-configured one.
+    pub fn retrigger(&self, intid: u32) {
+        let kick = {
+            let mut s = self.state.lock();
+            match self.irq(&mut s, intid, 0) {
+                Some(irq) if irq.edge && irq.line && intid >= 32 => {
+                    irq.pending = true;
+                    self.deliver(&mut s, intid, 0, 0)
+                }
+                _ => None,
+            }
+        };
+        if let Some(t) = kick {
+            self.host.kick(t);
+        }
+    }
+
     /// The guest EOIed a level-triggered virtual interrupt: if its line is
     /// still high, it is pending again.
     pub fn eoi(&self, intid: u32, vcpu: usize) {
         let kick = {
             let mut s = self.state.lock();
             match self.irq(&mut s, intid, vcpu) {
-                Some(irq) if irq.line => self.deliver(&mut s, intid, vcpu, 0),
+                Some(irq) if irq.line && !irq.edge => self.deliver(&mut s, intid, vcpu, 0),
                 _ => None,
             }
         };
@@ -1070,6 +1088,34 @@ pub mod tests {
         assert_eq!(g.pop(0).unwrap().vintid, 33);
         g.set_line(33, false);
         g.eoi(33, 0);
+        assert!(g.pop(0).is_none());
+    }
+
+    #[test]
+    fn edge_lines_fire_once_per_rise_and_on_retrigger() {
+        let (g, _) = vgic(Version::V2, 1);
+        g.state.lock().ctlr = 1;
+        g.set_enabled(33, 0, true);
+        g.with_irq(33, 0, |i| i.edge = true);
+        g.set_line(33, true);
+        let q = g.pop(0).unwrap();
+        assert!(!q.eoi, "edge virtual interrupts need no EOI maintenance");
+        // Still high: no new edge, and an EOI does not replay it.
+        g.set_line(33, true);
+        g.eoi(33, 0);
+        assert!(g.pop(0).is_none());
+        // Acknowledged with events left: a new edge.
+        g.retrigger(33);
+        assert_eq!(g.pop(0).unwrap().vintid, 33);
+        // Low: a retrigger is nothing; the next rise is an edge.
+        g.set_line(33, false);
+        g.retrigger(33);
+        assert!(g.pop(0).is_none());
+        g.set_line(33, true);
+        assert_eq!(g.pop(0).unwrap().vintid, 33);
+        // Level-configured: retrigger adds nothing, EOI reasserts.
+        g.with_irq(33, 0, |i| i.edge = false);
+        g.retrigger(33);
         assert!(g.pop(0).is_none());
     }
 

@@ -176,6 +176,15 @@ impl Transport {
         self.line();
     }
 
+    /// Bits the driver did not acknowledge are still pending: a new edge for
+    /// a guest that configured the interrupt edge-triggered (no effect on a
+    /// level one, whose line stays high).
+    fn retrigger(&self) {
+        if let Some((vgic, intid)) = &self.irq {
+            vgic.retrigger(*intid);
+        }
+    }
+
     fn line(&self) {
         if let Some((vgic, intid)) = &self.irq {
             vgic.set_line(*intid, self.int_status.load(Ordering::SeqCst) != 0);
@@ -337,8 +346,11 @@ impl<D: Device> VirtioMmio<D> {
             }
             INTERRUPT_ACK => {
                 drop(r);
-                t.int_status.fetch_and(!v, Ordering::SeqCst);
+                let left = t.int_status.fetch_and(!v, Ordering::SeqCst) & !v;
                 t.line();
+                if left != 0 {
+                    t.retrigger();
+                }
                 if t.live() {
                     self.device.resume(t);
                 }
