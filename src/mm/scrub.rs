@@ -302,10 +302,17 @@ impl LazyRam {
     /// bus-mastering devices are only reachable through trapped accesses: run
     /// before the first such access reaches a device, the device never finds
     /// a block unscrubbed, and the VM is as good as eager until its next reset.
+    #[inline(always)]
     pub fn scrub_all(&self, ops: &impl BlockOps) {
-        if self.all_ready.load(Ordering::Acquire) {
-            return;
+        if !self.all_ready.load(Ordering::Acquire) {
+            self.scrub_all_now(ops);
         }
+    }
+
+    /// [`Self::scrub_all`]'s once-per-run part, out of the device-access path.
+    #[cold]
+    #[inline(never)]
+    fn scrub_all_now(&self, ops: &impl BlockOps) {
         for r in &self.regions {
             for i in 0..r.state.len() {
                 self.touch(r.ipa + i as u64 * BLOCK, ops);
