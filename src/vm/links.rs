@@ -64,6 +64,7 @@ pub fn guest_links(links: &[LinkConfig], vm: usize) -> Vec<GuestLink> {
 
 const GIC_SPI: u32 = 0;
 const IRQ_EDGE_RISING: u32 = 1;
+const IRQ_LEVEL_HIGH: u32 = 4;
 
 /// Writes the link devices' nodes (at the root) into a guest DTB.
 pub fn write_dtb(w: &mut vm_fdt::FdtWriter, links: &[GuestLink]) -> Result<(), vm_fdt::Error> {
@@ -86,15 +87,13 @@ pub fn write_dtb(w: &mut vm_fdt::FdtWriter, links: &[GuestLink]) -> Result<(), v
         let n = w.begin_node(&l.node_name())?;
         w.property_string("compatible", "virtio,mmio")?;
         w.property_array_u64("reg", &[l.base, crate::vdev::virtio::mmio::WINDOW])?;
-        // Edge, as kvmtool describes its virtio-mmio transports: the
-        // transport raises its line at every InterruptStatus 0 -> non-zero
-        // (mmio.rs), which is an edge the driver acknowledges before it
-        // reads the rings, so nothing is lost, and the guest's EOI needs no
-        // maintenance exit to sample a level again. A guest that configures
-        // it level anyway gets level semantics (vgic).
+        // Level, not edge: an edge raised while the guest still has the
+        // interrupt active would be lost (the vGIC lists a virtual SPI once;
+        // the EOI maintenance of a level line is what samples it again).
+        // Edge stalled a vsock transfer in the test suite.
         w.property_array_u32(
             "interrupts",
-            &[GIC_SPI, l.intid.saturating_sub(32), IRQ_EDGE_RISING],
+            &[GIC_SPI, l.intid.saturating_sub(32), IRQ_LEVEL_HIGH],
         )?;
         // The device is the hypervisor: its accesses are coherent.
         w.property_null("dma-coherent")?;
@@ -610,7 +609,7 @@ mod tests {
         let n = fdt.find_node("/virtio_mmio@a800000").unwrap();
         assert_eq!(n.property("compatible").unwrap().as_str(), Some("virtio,mmio"));
         let irq: Vec<u8> = n.property("interrupts").unwrap().value.to_vec();
-        assert_eq!(irq, [0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 1]);
+        assert_eq!(irq, [0, 0, 0, 0, 0, 0, 0, 80, 0, 0, 0, 4]);
         assert!(n.property("dma-coherent").is_some());
     }
 }
