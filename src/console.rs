@@ -243,7 +243,10 @@ fn come_back_if_left(left: bool, me: usize) {
     if left {
         if let Some(slot) = LEFT.get(cpu::index()) {
             slot.store(me, Ordering::Relaxed);
-            hyptimer::arm_in(cpu::counter_freq() * COME_BACK_US / 1_000_000);
+            hyptimer::arm_in(
+                hyptimer::Use::Console,
+                cpu::counter_freq() * COME_BACK_US / 1_000_000,
+            );
         }
     }
 }
@@ -253,7 +256,6 @@ fn come_back_if_left(left: bool, me: usize) {
 /// the interrupt paths it is called from.
 #[inline(never)]
 pub fn on_come_back_timer() {
-    hyptimer::disarm();
     let me = LEFT
         .get(cpu::index())
         .map_or(NOBODY, |slot| slot.swap(NOBODY, Ordering::Relaxed));

@@ -590,6 +590,19 @@ pub fn init_console_input(intid: u32, cpu: usize) {
     crate::console::enable_input();
 }
 
+/// This CPU's hypervisor timer fired: its deadlines that passed are
+/// served (and the timer re-set for the rest, or stopped).
+#[inline(never)]
+fn on_hyp_timer() {
+    let due = hyptimer::expired();
+    if due & hyptimer::Use::Console.bit() != 0 {
+        crate::console::on_come_back_timer();
+    }
+    if due & hyptimer::Use::Interrupts.bit() != 0 {
+        crate::vdev::virtio::moderate::release_held(cpu::index());
+    }
+}
+
 /// A CPU with no vCPU: it only serves the console's input, if that
 /// interrupt is routed here, and otherwise sleeps.
 pub fn idle() -> ! {
@@ -605,7 +618,7 @@ pub fn idle() -> ! {
             if Some(intid) == console_irq() {
                 crate::console::on_input();
             } else if intid == hyptimer::INTID {
-                crate::console::on_come_back_timer();
+                on_hyp_timer();
             } else {
                 super::smmu::on_irq(intid);
             }
@@ -633,7 +646,7 @@ pub fn wait_for_kick() {
         }
         if intid == hyptimer::INTID {
             // Disarmed before the deactivation, so the level is gone.
-            crate::console::on_come_back_timer();
+            on_hyp_timer();
         }
         g.eoi(raw);
         g.deactivate(raw);
@@ -838,7 +851,7 @@ fn other_irq(g: &'static PhysGic, intid: u32, raw: u32) {
     } else if intid == hyptimer::INTID {
         // Still asserted when deactivated above; disarming it drops the
         // level, and with it the pending state, before the guest resumes.
-        crate::console::on_come_back_timer();
+        on_hyp_timer();
     } else if super::smmu::on_irq(intid) {
     } else if intid < 32 || !owned_elsewhere(vm, intid) {
         // Nobody's, or this VM's and disabled by it: mask it here so it

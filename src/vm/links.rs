@@ -408,6 +408,8 @@ mod switches {
                     ));
                     mmio.add(port.ipa, Box::new(dev.clone()))
                         .map_err(|a| format!("link {i}: device overlaps at {a:#x}"))?;
+                    // Its transmit completions wait for the next frame in.
+                    dev.transport.moderate(dev.clone());
                     switch.attach(slot, dev);
                     log::info!(
                         "VM {name}: net link {i} at {:#x} (INTID {}), MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",

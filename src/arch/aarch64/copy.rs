@@ -3,8 +3,8 @@
 //! 8-byte word from byte loads when source and destination are not equally
 //! aligned, which costs about 2.8 instructions a byte: most of what a
 //! 64 KiB inter-VM frame cost. Normal memory takes unaligned accesses
-//! (SCTLR_EL2.A is 0), so this copies 64 bytes per loop with `ldp`/`stp`
-//! whatever the alignment: about 0.2 instructions a byte.
+//! (SCTLR_EL2.A is 0), so this copies 128 bytes per loop with `ldp`/`stp`
+//! whatever the alignment: about 0.16 instructions a byte.
 //!
 //! A copy of 2, 4 or 8 bytes is one load and one store: a virtqueue's
 //! 16-bit indices are read and published whole (single-copy atomic when
@@ -23,6 +23,30 @@ core::arch::global_asm!(
     "    b.eq    6f",
     "    cmp     x2, #8",
     "    b.eq    7f",
+    // 128 bytes a loop: 20 instructions, 0.16 a byte.
+    "    subs    x2, x2, #128",
+    "    b.lo    8f",
+    "9:  ldp     x3, x4, [x1]",
+    "    ldp     x5, x6, [x1, #16]",
+    "    ldp     x7, x8, [x1, #32]",
+    "    ldp     x9, x10, [x1, #48]",
+    "    stp     x3, x4, [x0]",
+    "    stp     x5, x6, [x0, #16]",
+    "    stp     x7, x8, [x0, #32]",
+    "    stp     x9, x10, [x0, #48]",
+    "    ldp     x3, x4, [x1, #64]",
+    "    ldp     x5, x6, [x1, #80]",
+    "    ldp     x7, x8, [x1, #96]",
+    "    ldp     x9, x10, [x1, #112]",
+    "    add     x1, x1, #128",
+    "    stp     x3, x4, [x0, #64]",
+    "    stp     x5, x6, [x0, #80]",
+    "    stp     x7, x8, [x0, #96]",
+    "    stp     x9, x10, [x0, #112]",
+    "    add     x0, x0, #128",
+    "    subs    x2, x2, #128",
+    "    b.hs    9b",
+    "8:  add     x2, x2, #128",
     "    cmp     x2, #64",
     "    b.lo    2f",
     "1:  ldp     x3, x4, [x1]",

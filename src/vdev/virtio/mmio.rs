@@ -15,6 +15,7 @@
 //! queue until the driver resets it, says so with a configuration-change
 //! interrupt and logs the reason, rate-limited.
 
+use super::moderate::{Held, Release};
 use super::queue::{Chain, GuestMemory, Queue, QueueError, MAX_SIZE};
 use crate::vdev::vgic::Vgic;
 use crate::vdev::{BusError, MmioDevice};
@@ -129,6 +130,8 @@ pub struct Transport {
     /// VMs' exits without the register lock (which a driver may hold while
     /// it waits for a queue lock).
     agreed: AtomicU64,
+    /// Used-buffer bits held back for the next interrupt (moderate.rs).
+    held: Held,
 }
 
 impl Transport {
@@ -172,8 +175,38 @@ impl Transport {
     /// fence orders the used-ring writes before the injection.
     pub fn interrupt(&self, bits: u32) {
         fence(Ordering::SeqCst);
+        let bits = bits | self.held.take();
         self.int_status.fetch_or(bits, Ordering::SeqCst);
         self.line();
+    }
+
+    /// Raises `bits` with the next interrupt this device raises anyway, or
+    /// within [`super::moderate::HOLD_US`] (see moderate.rs); at once when
+    /// an interrupt is already pending (the driver's handler will see them)
+    /// or the device cannot hold bits.
+    pub fn interrupt_soon(&self, bits: u32) {
+        if self.int_status.load(Ordering::SeqCst) != 0 || !self.held.hold(bits) {
+            self.interrupt(bits);
+        }
+    }
+
+    /// Lets this device hold interrupts: `dev` is the device this
+    /// transport is part of (build time).
+    pub fn moderate(&self, dev: Arc<dyn Release>) {
+        self.held.register(dev);
+    }
+
+    /// Raises the bits held, if any (the holding CPU's timer fired).
+    pub fn release_held(&self) {
+        let bits = self.held.take();
+        if bits != 0 {
+            self.interrupt(bits);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn held_for_test(&self) -> &Held {
+        &self.held
     }
 
     /// Bits the driver did not acknowledge are still pending: a new edge for
@@ -216,6 +249,7 @@ impl Transport {
             q.lock().queue.reset();
         }
         self.status.store(0, Ordering::SeqCst);
+        self.held.clear();
         self.int_status.store(0, Ordering::SeqCst);
         self.line();
     }
@@ -257,6 +291,7 @@ impl<D: Device> VirtioMmio<D> {
                 errors: AtomicU64::new(0),
                 offered,
                 agreed: AtomicU64::new(0),
+                held: Held::default(),
             },
             device,
         }
@@ -400,6 +435,12 @@ impl<D: Device> VirtioMmio<D> {
             new &= !STATUS_DRIVER_OK;
         }
         t.status.store(new, Ordering::SeqCst);
+    }
+}
+
+impl<D: Device> Release for VirtioMmio<D> {
+    fn release(&self) {
+        self.transport.release_held();
     }
 }
 

@@ -4,6 +4,7 @@
 //! touch guest RAM only through [`queue::GuestMemory`], never hardware.
 
 pub mod mmio;
+pub mod moderate;
 pub mod net;
 pub mod net_hdr;
 #[cfg(test)]

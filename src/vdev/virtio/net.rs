@@ -29,6 +29,7 @@
 //! the link.
 
 use super::mmio::{Device, Transport, VirtioMmio, INT_USED};
+use super::moderate;
 use super::net_hdr::{self, HdrError, NetHdr, Offload, Tso};
 use super::queue::{Foreign, GuestMemory};
 use alloc::sync::Arc;
@@ -529,12 +530,15 @@ impl NetPort {
         let st = &mut *guard;
         let mem = t.mem();
         let mut any = false;
+        let mut descs = 0usize;
+        let mut largest = 0usize;
         let mut budget = Budget::new(TX_BUDGET);
         for _ in 0..st.queue.size {
             if budget.spent() {
                 break;
             }
             let popped = st.queue.pop(mem, &mut st.chain);
+            descs += st.chain.descs as usize;
             budget.charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize));
             match popped {
                 Ok(true) => {}
@@ -546,6 +550,7 @@ impl NetPort {
                 }
             }
             let len = st.chain.readable as usize;
+            largest = largest.max(len);
             // Read, or refused: charged alike.
             budget.charge(len.min(MAX_FRAME));
             if (HDR + ETH_HDR..=MAX_FRAME).contains(&len) {
@@ -583,6 +588,11 @@ impl NetPort {
         // for or not) brings the guest's InterruptAck, which resumes.
         let left = budget.spent() && st.queue.pending(mem).is_ok_and(|n| n > 0);
         let quiet = st.queue.interrupt_suppressed(mem) && !left;
+        // Only small frames wait (moderate.rs): a bulk sender's socket
+        // counts its frames' bytes until their completion frees them. Nor
+        // does half the ring or more finished at once: the driver may have
+        // stopped its queue for room and waits for this interrupt.
+        let now = left || largest > moderate::SMALL || descs >= usize::from(st.queue.size) / 2;
         drop(guard);
         drop(buf);
         if left {
@@ -590,7 +600,13 @@ impl NetPort {
             self.resume.store(true, Ordering::Relaxed);
         }
         if any && !quiet {
-            t.interrupt(INT_USED);
+            // Otherwise it comes with the next frame delivered to this VM
+            // (moderate.rs): the reply to what it just sent, usually.
+            if now {
+                t.interrupt(INT_USED);
+            } else {
+                t.interrupt_soon(INT_USED);
+            }
         }
     }
 }

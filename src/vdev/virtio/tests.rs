@@ -927,3 +927,68 @@ fn a_receiver_with_plenty_of_prepared_buffers_is_asked_not_to_kick() {
     let b = b.up(BASIC);
     assert_eq!(flags(&b), 0, "a reset driver's fresh ring: no hint");
 }
+
+#[test]
+fn a_senders_completion_interrupt_waits_for_the_next_frame_in() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    a.dev.transport.held_for_test().give_slot_for_test(0);
+    a.post_rx(0, 1526);
+    b.post_rx(0, 1526);
+    a.send(0, &frame(2, 1, b"ping"));
+    assert_eq!(a.used(1), [(0, 0)], "the frame is finished at once");
+    assert_eq!(a.r(0x60), 0, "its interrupt is held");
+    b.send(0, &frame(1, 2, b"pong"));
+    assert_eq!(a.r(0x60), INT_USED, "the reply raises it, once, for both queues");
+    assert_eq!(a.used(0).len(), 1);
+    a.w(0x64, INT_USED);
+    a.dev.transport.release_held();
+    assert_eq!(a.r(0x60), 0, "nothing left held");
+
+    // No frame comes back: the holding CPU's timer raises it.
+    a.send(1, &frame(2, 1, b"lost"));
+    assert_eq!(a.r(0x60), 0);
+    a.dev.transport.release_held();
+    assert_eq!(a.r(0x60), INT_USED);
+    a.w(0x64, INT_USED);
+
+    // An interrupt already pending takes the bits at once.
+    b.send(1, &frame(1, 2, b"no buffer: dropped"));
+    a.dev.transport.interrupt(INT_CONFIG);
+    a.send(2, &frame(2, 1, b"x"));
+    assert_eq!(a.r(0x60), INT_CONFIG | INT_USED);
+    a.w(0x64, INT_CONFIG | INT_USED);
+
+    // A large frame's completion is not held: a bulk sender's socket
+    // waits for it.
+    a.send(3, &frame(2, 1, &[0; super::moderate::SMALL]));
+    assert_eq!(a.r(0x60), INT_USED);
+    a.w(0x64, INT_USED);
+
+    // A reset forgets what was held.
+    a.send(0, &frame(2, 1, b"y"));
+    a.w(0x70, 0);
+    a.dev.transport.release_held();
+    assert_eq!(a.r(0x60), 0);
+}
+
+#[test]
+fn half_a_ring_finished_at_once_interrupts_at_once() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let _b = Driver::new(&sw, 1, 2).up(BASIC);
+    a.dev.transport.held_for_test().give_slot_for_test(0);
+    let f = frame(2, 1, b"burst");
+    let mut b = std::vec![0u8; HDR];
+    b.extend_from_slice(&f);
+    let at = RAM + 0x4_0000;
+    a.mem.put(at, &b);
+    for i in 0..SIZE / 2 {
+        a.desc(1, i, at, b.len() as u32, 0, 0);
+        a.offer(1, i);
+    }
+    a.w(0x50, 1);
+    assert_eq!(a.used(1).len(), usize::from(SIZE / 2));
+    assert_eq!(a.r(0x60), INT_USED, "a driver out of room waits for it");
+}
