@@ -116,6 +116,10 @@ pub enum QueueError {
     /// A ring read or write outside the VM's RAM (it was checked at
     /// QueueReady; memory does not move, so this means a broken check).
     Ring,
+    /// The hypervisor's heap has no room for the chain's segment list (a
+    /// chain longer than any before on this queue): the device fails, not
+    /// the hypervisor.
+    NoRoom(u16),
 }
 
 impl core::fmt::Display for QueueError {
@@ -142,6 +146,7 @@ impl core::fmt::Display for QueueError {
             Self::ReadAfterWrite(i) => write!(f, "descriptor {i}: readable after writable"),
             Self::ReadableRx(i) => write!(f, "descriptor {i}: readable in a receive queue"),
             Self::Ring => write!(f, "ring access outside the VM's RAM"),
+            Self::NoRoom(n) => write!(f, "no room in the hypervisor's heap for a {n}-descriptor chain"),
         }
     }
 }
@@ -419,6 +424,14 @@ impl Queue {
                 &mut out.readable
             };
             *total = total.checked_add(len).ok_or(QueueError::Overflow(index))?;
+            // The list grows only past the longest chain seen on this
+            // queue, and never aborts the hypervisor when the heap is full.
+            if out.segments.len() == out.segments.capacity() {
+                let more = out.segments.len().max(4);
+                out.segments
+                    .try_reserve(more)
+                    .map_err(|_| QueueError::NoRoom(out.descs as u16))?;
+            }
             out.segments.push(Segment { addr, len, write });
             if flags & F_NEXT == 0 {
                 return Ok(());
