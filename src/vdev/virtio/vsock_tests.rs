@@ -751,3 +751,79 @@ fn a_readable_receive_descriptor_fails_only_the_receivers_device() {
     );
     assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0, "the sender goes on");
 }
+
+// ---------------------------------------------------------------------------
+// An RST owed to a sender with no receive buffer is never lost.
+
+#[test]
+fn a_refused_packet_waits_for_the_senders_receive_buffer_for_its_rst() {
+    let (mut a, _b) = pair();
+    // A has no receive buffer: its packet to a CID nobody has stays in the
+    // ring (not consumed, no RST lost), and so does the one behind it.
+    let mut h = a.hdr(99, OP_REQUEST, 0);
+    a.send(0, &h, &[]);
+    h.src_port = 1001;
+    a.send(1, &h, &[]);
+    assert!(a.used(1).is_empty(), "both chains wait");
+    assert_eq!(a.counter(|c| &c.rst), 0);
+    // Kicking the transmit queue again costs one try, nothing else.
+    for _ in 0..100 {
+        a.w(0x50, 1);
+    }
+    assert!(a.used(1).is_empty());
+    // One buffer posted: the first RST is given and its chain comes back;
+    // the second waits for the next buffer.
+    a.post_rx([0]);
+    let r = a.received();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0.op, r[0].0.src_cid, r[0].0.dst_port), (OP_RST, 99, 1000));
+    assert_eq!(a.used(1), [(0, 0)]);
+    a.post_rx([1]);
+    let r = a.received();
+    assert_eq!((r[0].0.op, r[0].0.dst_port), (OP_RST, 1001));
+    assert_eq!(a.used(1), [(2, 0)]);
+    assert_eq!(a.counter(|c| &c.rst), 2);
+    assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0);
+}
+
+#[test]
+fn a_packet_refused_for_a_full_peer_waits_and_may_then_go_through() {
+    let (mut a, mut b) = pair();
+    // Held for B (no buffer), then a second packet to B is refused while A
+    // has no receive buffer for the RST: it waits in A's ring.
+    a.send(0, &a.hdr(4, OP_RW, 3), b"abc");
+    let mut h2 = a.hdr(4, OP_RW, 1);
+    h2.src_port = 1001;
+    a.send(1, &h2, b"x");
+    assert!(a.used(1).is_empty());
+    assert_eq!(a.counter(|c| &c.parked), 1);
+    // B takes packets again: the held one goes; A's refill then retries
+    // the waiting one, which now goes through instead of being reset.
+    b.post_rx(0..4);
+    assert_eq!(b.received().len(), 1);
+    assert_eq!(a.used(1), [(0, 0)]);
+    a.post_rx(0..2);
+    assert!(a.received().is_empty(), "no RST after all");
+    assert_eq!(a.used(1), [(2, 0)]);
+    let got = b.received();
+    assert_eq!((got[0].0, &got[0].1[..]), (h2, &b"x"[..]));
+}
+
+#[test]
+fn a_held_packet_whose_peer_resets_keeps_its_chain_until_its_rst_is_given() {
+    let (mut a, b) = pair();
+    a.send(0, &a.hdr(4, OP_RW, 3), b"abc");
+    assert_eq!(a.counter(|c| &c.parked), 1);
+    // B resets while A has no receive buffer: the RST waits, and so does
+    // the chain (returned only with its RST).
+    b.dev.reset();
+    assert!(a.used(1).is_empty());
+    a.post_rx(0..2);
+    let r = a.received();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0.op, r[0].0.src_cid, r[0].0.dst_port), (OP_RST, 4, 1000));
+    assert_eq!(a.used(1), [(0, 0)]);
+    // Once only.
+    a.post_rx(2..4);
+    assert!(a.received().is_empty());
+}
