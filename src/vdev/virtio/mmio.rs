@@ -445,4 +445,11 @@ impl<D: Device> MmioDevice for VirtioMmio<D> {
         self.transport.reset();
         self.device.reset();
     }
+
+    /// A stopped VM's device is reset: no longer live, it takes nothing
+    /// from its peers (a frame for it is dropped, a packet refused) and
+    /// releases what they hold for it.
+    fn stop(&self) {
+        MmioDevice::reset(self);
+    }
 }

@@ -37,7 +37,8 @@
 //!   connection it had (a bounded table of [`MAX_CONNS`], learnt from its
 //!   own transmissions) gets an RST from it. The VM's driver gets
 //!   `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` on its event queue once it is
-//!   back, as vhost-vsock does.
+//!   back, as vhost-vsock does. A VM the hypervisor stops has its device
+//!   reset the same way ([`crate::vdev::MmioDevice::stop`]).
 //!
 //! Work per exit is bounded by a [`Budget`] as for virtio-net: descriptors
 //! walked, chains taken, bytes copied, refused packets; one packet's

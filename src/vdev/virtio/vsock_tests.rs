@@ -827,3 +827,35 @@ fn a_held_packet_whose_peer_resets_keeps_its_chain_until_its_rst_is_given() {
     a.post_rx(2..4);
     assert!(a.received().is_empty());
 }
+
+#[test]
+fn a_stopped_vm_refuses_its_peers_and_answers_what_they_held_for_it() {
+    let (mut a, mut b) = pair();
+    a.post_rx(0..8);
+    b.post_rx(0..1);
+    let p1 = a.hdr(4, OP_RW, 2);
+    a.send(0, &p1, b"p1");
+    let mut p2 = a.hdr(4, OP_RW, 2);
+    p2.src_port = 1002;
+    a.send(1, &p2, b"p2");
+    assert_eq!(a.used(1), [(0, 0)]);
+    assert_eq!(a.counter(|c| &c.parked), 1, "p2 held: B is full");
+    assert_eq!(b.received().len(), 1);
+    // B's guest left a buffer posted (no notify) and the hypervisor stops
+    // its VM (SYSTEM_OFF, an SError...): what the VM's MMIO bus does then.
+    b.post_rx_quiet(1, RXBUF);
+    let mut bus = crate::vm::mmio::MmioBus::default();
+    bus.add(0x0a00_0000, Box::new(b.dev.clone())).unwrap();
+    bus.stop();
+    // The held packet comes back with an RST, and so does a new one:
+    // nothing more goes into the stopped VM's RAM.
+    assert_eq!(a.used(1), [(2, 0)]);
+    let mut p3 = a.hdr(4, OP_RW, 2);
+    p3.src_port = 1003;
+    a.send(2, &p3, b"p3");
+    assert_eq!(a.used(1), [(4, 0)]);
+    let ports: Vec<(u16, u32)> = a.received().iter().map(|p| (p.0.op, p.0.dst_port)).collect();
+    assert!(ports.contains(&(OP_RST, 1002)), "{ports:?}");
+    assert!(ports.contains(&(OP_RST, 1003)), "{ports:?}");
+    assert!(b.used(0).is_empty(), "B's posted buffer is left alone");
+}
