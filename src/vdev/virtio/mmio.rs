@@ -85,6 +85,10 @@ pub trait Device: Send + Sync {
     fn resume(&self, _t: &Transport) {}
     /// The driver enabled queue `queue` (QueueReady, on its exit).
     fn enabled(&self, _t: &Transport, _queue: usize) {}
+    /// The driver cleared QueueReady of `queue`: the chains it had are
+    /// gone with it. Runs with that queue's lock held (the queue already
+    /// reset): it must take no queue lock.
+    fn disabled(&self, _queue: usize) {}
 }
 
 /// A queue and the device's scratch chain for it, under one lock.
@@ -367,6 +371,7 @@ impl<D: Device> VirtioMmio<D> {
             // Addresses and size stay for the driver to read back.
             let kept = Queue::new(q.queue.size, q.queue.desc, q.queue.avail, q.queue.used);
             q.queue = kept;
+            self.device.disabled(index);
         } else if !q.queue.ready {
             let enabled = q.queue.enable(t.mem());
             drop(q);

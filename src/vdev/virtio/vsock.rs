@@ -756,6 +756,17 @@ impl VsockPort {
         }
     }
 
+    /// Drops this VM's transmit work in flight: held chains, a pending
+    /// resume (its queue was reset or turned off).
+    fn forget_tx(&self) {
+        for p in self.tx.lock().parks.iter_mut() {
+            p.busy = false;
+            p.owed = false;
+        }
+        self.resume.store(false, Ordering::Relaxed);
+        self.rst_wait.store(false, Ordering::SeqCst);
+    }
+
     /// This VM posted receive buffers and an RST owed to it had waited for
     /// one: its held packets whose peer is gone get theirs, then the
     /// transmit ring goes on from the packet that waited. On its own exit.
@@ -881,17 +892,21 @@ impl Device for VsockPort {
             net::prepare_rx(t, RX);
         }
     }
+    /// The transmit queue off: its chains held here go with it (no used
+    /// entry for them in the ring the driver sets up next). Called under
+    /// that queue's lock, which comes before the transmit state's.
+    fn disabled(&self, queue: usize) {
+        if queue == TX {
+            self.forget_tx();
+        }
+    }
     fn resume(&self, t: &Transport) {
         if self.resume.load(Ordering::Relaxed) {
             self.transmit(t);
         }
     }
     fn reset(&self) {
-        for p in self.tx.lock().parks.iter_mut() {
-            p.busy = false;
-            p.owed = false;
-        }
-        self.rst_wait.store(false, Ordering::SeqCst);
+        self.forget_tx();
         self.reset_event.store(true, Ordering::Release);
         for s in (0..self.link.ports.len()).filter(|&s| s != self.slot) {
             if let Some(peer) = self.link.port(s) {

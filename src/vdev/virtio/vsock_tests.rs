@@ -859,3 +859,57 @@ fn a_stopped_vm_refuses_its_peers_and_answers_what_they_held_for_it() {
     assert!(ports.contains(&(OP_RST, 1003)), "{ports:?}");
     assert!(b.used(0).is_empty(), "B's posted buffer is left alone");
 }
+
+#[test]
+fn a_transmit_queue_turned_off_leaves_no_held_chain_behind() {
+    let (mut a, mut b) = pair();
+    a.send(0, &a.hdr(4, OP_RW, 3), b"abc");
+    assert_eq!(a.counter(|c| &c.parked), 1);
+    // A's driver turns its transmit queue off and on again (same rings).
+    a.w(0x30, 1);
+    a.w(0x44, 0);
+    a.w(0x44, 1);
+    assert_eq!(a.r(0x44), 1);
+    // B posts buffers: the chain of the ring's earlier life is not
+    // delivered, nor returned into the new one.
+    b.post_rx(0..2);
+    assert!(b.received().is_empty(), "nothing from a queue turned off");
+    assert!(a.used(1).is_empty(), "no used entry for a chain never offered");
+    assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0);
+}
+
+#[test]
+fn a_reset_forgets_a_transmit_exit_that_stopped_at_its_budget() {
+    let (mut a, mut b) = pair();
+    // Three 64 KiB packets into big buffers: two spend the exit's budget.
+    for i in 0..3u16 {
+        b.post_rx_quiet(i, HDR as u32 + MAX_PAYLOAD);
+    }
+    b.w(0x50, 0);
+    let body = std::vec![7u8; MAX_PAYLOAD as usize];
+    for i in 0..3u16 {
+        let at = tx_at(i);
+        a.mem.put(at, &a.hdr(4, OP_RW, MAX_PAYLOAD).bytes());
+        a.mem.put(at + 0x100, &body);
+        a.desc(1, 2 * i, at, HDR as u32, 1, 2 * i + 1);
+        a.desc(1, 2 * i + 1, at + 0x100, MAX_PAYLOAD, 0, 0);
+        a.offer(1, 2 * i);
+    }
+    a.w(0x50, 1);
+    assert_eq!(a.used(1).len(), 2, "stopped at the budget with one left");
+    // The driver resets (B's last buffer takes the RST for A's
+    // connection) and comes back; a chain it offers without a notify is
+    // not taken by its first InterruptAck.
+    let mut a = a.up();
+    assert_eq!(b.received()[2].0.op, OP_RST);
+    b.post_rx([3]);
+    // A driver's rings start zeroed.
+    a.mem.put(ring(1).1, &[0; 4]);
+    a.mem.put(ring(1).2, &[0; 4]);
+    let at = tx_at(1);
+    a.mem.put(at, &a.hdr(4, OP_RW, 0).bytes());
+    a.desc(1, 2, at, HDR as u32, 0, 0);
+    a.offer(1, 2);
+    a.w(0x64, INT_USED);
+    assert!(a.used(1).is_empty(), "no resume left from before the reset");
+}
