@@ -35,7 +35,9 @@
 //! - A VM whose device is reset (reboot, driver reset) leaves no peer
 //!   hanging: packets held for it are answered with RSTs, and each peer
 //!   connection it had (a bounded table of [`MAX_CONNS`], learnt from its
-//!   own transmissions) gets an RST from it. The VM's driver gets
+//!   own transmissions) gets an RST from it (one the peer has no receive
+//!   buffer for waits, up to [`MAX_CONNS`] per VM, for its next rx
+//!   notify). The VM's driver gets
 //!   `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` on its event queue once it is
 //!   back, as vhost-vsock does. A VM the hypervisor stops has its device
 //!   reset the same way ([`crate::vdev::MmioDevice::stop`]).
@@ -168,7 +170,8 @@ pub struct Counters {
     /// RSTs owed to this VM that found no receive buffer: the packet they
     /// answer waited for this VM's next receive-queue notify.
     pub rst_deferred: AtomicU64,
-    /// RSTs for a reset VM's connections a peer had no receive buffer for.
+    /// RSTs from a reset peer for this VM's connections to it that found
+    /// no receive buffer and no room among the [`MAX_CONNS`] that wait.
     pub rst_lost: AtomicU64,
     /// Packets refused: malformed header or length.
     pub bad: AtomicU64,
@@ -251,6 +254,10 @@ pub struct VsockPort {
     /// answers waits (left in the transmit ring, or held `owed`) for this
     /// VM's next receive-queue notify.
     rst_wait: AtomicBool,
+    /// RSTs from peers that reset, for this VM's connections to them, that
+    /// found no receive buffer: given at this VM's next rx notify. At most
+    /// [`MAX_CONNS`], no two alike; a leaf lock.
+    owed: Mutex<Vec<Header>>,
     pub counters: Counters,
 }
 
@@ -288,6 +295,8 @@ impl VsockPort {
         parks.resize_with(n, Parked::default);
         let mut list = Vec::new();
         list.try_reserve_exact(MAX_CONNS).ok()?;
+        let mut owed = Vec::new();
+        owed.try_reserve_exact(MAX_CONNS).ok()?;
         Some(Self {
             cid,
             link,
@@ -301,6 +310,7 @@ impl VsockPort {
             reset_event: AtomicBool::new(false),
             resume: AtomicBool::new(false),
             rst_wait: AtomicBool::new(false),
+            owed: Mutex::new(owed),
             counters: Counters::default(),
         })
     }
@@ -387,6 +397,51 @@ impl VsockPort {
             self.counters.rst_deferred.fetch_add(1, Ordering::Relaxed);
         }
         given
+    }
+
+    /// Gives this VM `rst`, from a peer that reset, for a connection of
+    /// this VM's to it: now, or with no receive buffer at this VM's next rx
+    /// notify (a lost RST would leave the connection waiting for ever).
+    /// Runs on the peer's CPU; O(1) work beyond one inject.
+    fn give_rst(&self, t: &Transport, rst: &Header) {
+        // A VM whose driver is not running resets before it talks again.
+        if !t.live() || self.inject(t, rst) {
+            return;
+        }
+        {
+            let mut owed = self.owed.lock();
+            if owed.contains(rst) {
+                return;
+            }
+            if owed.len() >= MAX_CONNS {
+                self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            owed.push(*rst);
+        }
+        // Raised before looking again, as in `answer_rst`.
+        self.rst_wait.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.give_owed(t);
+    }
+
+    /// The RSTs waiting in `owed`, one at a time while this VM has
+    /// receive buffers for them. Takes the `owed` lock with nothing else.
+    fn give_owed(&self, t: &Transport) {
+        for _ in 0..MAX_CONNS {
+            let Some(rst) = self.owed.lock().pop() else {
+                return;
+            };
+            if !self.inject(t, &rst) {
+                let mut owed = self.owed.lock();
+                if owed.len() < MAX_CONNS {
+                    owed.push(rst);
+                } else {
+                    self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
     }
 
     /// Records (or, for an RST, forgets) the connection `hdr` belongs to.
@@ -757,23 +812,25 @@ impl VsockPort {
     }
 
     /// Drops this VM's transmit work in flight: held chains, a pending
-    /// resume (its queue was reset or turned off).
+    /// resume (its queue was reset or turned off). A stale `rst_wait`
+    /// left costs one look at the next rx notify.
     fn forget_tx(&self) {
         for p in self.tx.lock().parks.iter_mut() {
             p.busy = false;
             p.owed = false;
         }
         self.resume.store(false, Ordering::Relaxed);
-        self.rst_wait.store(false, Ordering::SeqCst);
     }
 
     /// This VM posted receive buffers and an RST owed to it had waited for
-    /// one: its held packets whose peer is gone get theirs, then the
-    /// transmit ring goes on from the packet that waited. On its own exit.
+    /// one: RSTs from peers that reset are given, its held packets whose
+    /// peer is gone get theirs, then the transmit ring goes on from the
+    /// packet that waited. On its own exit.
     fn rst_ready(&self, t: &Transport) {
         if !self.rst_wait.swap(false, Ordering::SeqCst) {
             return;
         }
+        self.give_owed(t);
         if let Some(q) = t.queue(TX) {
             let mut guard = q.lock();
             let mut txs = self.tx.lock();
@@ -907,6 +964,9 @@ impl Device for VsockPort {
     }
     fn reset(&self) {
         self.forget_tx();
+        // Its connections are gone: so are RSTs owed to them.
+        self.owed.lock().clear();
+        self.rst_wait.store(false, Ordering::SeqCst);
         self.reset_event.store(true, Ordering::Release);
         for s in (0..self.link.ports.len()).filter(|&s| s != self.slot) {
             if let Some(peer) = self.link.port(s) {
@@ -936,9 +996,7 @@ impl Device for VsockPort {
                 op: OP_RST,
                 ..Header::default()
             };
-            if !dev.device.inject(&dev.transport, &rst) {
-                self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
-            }
+            dev.device.give_rst(&dev.transport, &rst);
         }
     }
 }

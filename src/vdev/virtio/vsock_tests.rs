@@ -913,3 +913,31 @@ fn a_reset_forgets_a_transmit_exit_that_stopped_at_its_budget() {
     a.w(0x64, INT_USED);
     assert!(a.used(1).is_empty(), "no resume left from before the reset");
 }
+
+#[test]
+fn a_reset_peers_rst_waits_for_a_receive_buffer_of_the_vm_it_is_for() {
+    let (mut a, mut b) = pair();
+    b.post_rx(0..4);
+    // A connects to B, B answers into A's only buffer.
+    a.post_rx(0..1);
+    a.send(0, &a.hdr(4, OP_REQUEST, 0), &[]);
+    let mut resp = b.hdr(3, OP_RESPONSE, 0);
+    resp.src_port = 2000;
+    resp.dst_port = 1000;
+    b.send(0, &resp, &[]);
+    assert_eq!(a.received().len(), 1);
+    // B reboots while A has no receive buffer: the RST for A's connection
+    // waits for A's refill instead of being lost.
+    b.dev.reset();
+    assert_eq!(a.counter(|c| &c.rst_lost), 0);
+    a.post_rx(1..3);
+    let r: Vec<Header> = a.received().into_iter().map(|p| p.0).collect();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (r[0].op, r[0].src_cid, r[0].src_port, r[0].dst_port),
+        (OP_RST, 4, 2000, 1000)
+    );
+    // Given once.
+    a.post_rx(3..4);
+    assert!(a.received().is_empty());
+}
