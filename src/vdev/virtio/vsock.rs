@@ -827,7 +827,8 @@ impl VsockPort {
     /// peer is gone get theirs, then the transmit ring goes on from the
     /// packet that waited. On its own exit.
     fn rst_ready(&self, t: &Transport) {
-        if !self.rst_wait.swap(false, Ordering::SeqCst) {
+        // Every rx notify comes here: a load, no store, when nothing waits.
+        if !self.rst_wait.load(Ordering::SeqCst) || !self.rst_wait.swap(false, Ordering::SeqCst) {
             return;
         }
         self.give_owed(t);
