@@ -51,6 +51,11 @@ pub trait MmioDevice: Send + Sync {
     /// Back to the state after power-on (VM reset). Shared state (the vGIC)
     /// is reset by its owner, not by each of its frames.
     fn reset(&self) {}
+    /// The VM stopped for good (its vCPUs never run again): let go of what
+    /// other VMs wait on. A link device resets, so its peers see it gone
+    /// (their packets refused, their held ones answered) instead of a VM
+    /// that looks live and never takes anything.
+    fn stop(&self) {}
     /// For a device that counts the guest's accesses it forwards (the
     /// sub-page filter): (trapped, refused) since the last reset, which the
     /// VM reset logs at the rate of its restart line.
@@ -76,6 +81,9 @@ impl<T: MmioDevice> MmioDevice for alloc::sync::Arc<T> {
     }
     fn reset(&self) {
         (**self).reset()
+    }
+    fn stop(&self) {
+        (**self).stop()
     }
     fn trapped(&self) -> Option<(u64, u64)> {
         (**self).trapped()

@@ -530,6 +530,11 @@ pub(super) fn stop_vm(vm: &Vm, vcpu: usize, why: &str, pc: u64) -> ! {
             super::irq::kick_cpu(v.pcpu);
         }
     }
+    // Its link devices go with it: peers are refused and their held
+    // packets answered, instead of waiting for ever on a VM that looks
+    // live. On this CPU; each device takes only its own and its peers'
+    // locks, none of which a stopping path holds.
+    vm.mmio.stop();
     info!("VM {} stopped: {} (vCPU {}, pc {:#x})", vm.name(), why, vcpu, pc);
     abandon_guest()
 }

@@ -58,6 +58,14 @@ impl MmioBus {
     pub fn regions(&self) -> &[Region] {
         &self.regions
     }
+
+    /// The VM stopped: each device lets go of what other VMs wait on
+    /// ([`MmioDevice::stop`]).
+    pub fn stop(&self) {
+        for r in &self.regions {
+            r.device.stop();
+        }
+    }
 }
 
 #[cfg(test)]

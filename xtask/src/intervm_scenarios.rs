@@ -20,8 +20,9 @@ pub fn all() -> Vec<Scenario> {
 }
 
 /// A guest attacking its vsock device on the Linux pair's link: spoofing,
-/// bogus CIDs and lengths answered or dropped, a broken queue resetting its
-/// device only, a receive queue never posted to; the pair's transfers and
+/// bogus CIDs and lengths answered or dropped, an RST that waits for a
+/// receive buffer, a broken queue resetting its device only, a receive
+/// queue never posted to; the pair's transfers and
 /// the receiver's reboot work as without it.
 fn vsock_hostile(gic: u32) -> Scenario {
     Scenario {
@@ -29,7 +30,7 @@ fn vsock_hostile(gic: u32) -> Scenario {
         config: Some("tests/configs/intervm_vsock_hostile.toml"),
         must: &[
             "VM hostile: vsock link 0 at 0xa800000 (INTID 112), CID 5",
-            "[hostile] RESULT vsock_hostile: 8 passed, 0 failed",
+            "[hostile] RESULT vsock_hostile: 9 passed, 0 failed",
             "[hostile] vsock_hostile: still alive 10",
             "VM linux1 restarting",
             "VM hostile virtio-vsock: queue 1: descriptor chain longer than the queue (a cycle); device needs reset (1 so far)",

@@ -86,6 +86,10 @@ pub trait Device: Send + Sync {
     fn resume(&self, _t: &Transport) {}
     /// The driver enabled queue `queue` (QueueReady, on its exit).
     fn enabled(&self, _t: &Transport, _queue: usize) {}
+    /// The driver cleared QueueReady of `queue`: the chains it had are
+    /// gone with it. Runs with that queue's lock held (the queue already
+    /// reset): it must take no queue lock.
+    fn disabled(&self, _queue: usize) {}
 }
 
 /// A queue and the device's scratch chain for it, under one lock.
@@ -402,6 +406,7 @@ impl<D: Device> VirtioMmio<D> {
             // Addresses and size stay for the driver to read back.
             let kept = Queue::new(q.queue.size, q.queue.desc, q.queue.avail, q.queue.used);
             q.queue = kept;
+            self.device.disabled(index);
         } else if !q.queue.ready {
             let enabled = q.queue.enable(t.mem());
             drop(q);
@@ -485,5 +490,12 @@ impl<D: Device> MmioDevice for VirtioMmio<D> {
     fn reset(&self) {
         self.transport.reset();
         self.device.reset();
+    }
+
+    /// A stopped VM's device is reset: no longer live, it takes nothing
+    /// from its peers (a frame for it is dropped, a packet refused) and
+    /// releases what they hold for it.
+    fn stop(&self) {
+        MmioDevice::reset(self);
     }
 }

@@ -299,6 +299,33 @@ fn without_a_posted_buffer_the_frame_is_dropped_and_the_sender_goes_on() {
 }
 
 #[test]
+fn a_stopped_vms_device_takes_no_more_frames() {
+    let sw = Switch::new(2);
+    let mut a = Driver::new(&sw, 0, 1).up(BASIC);
+    let mut b = Driver::new(&sw, 1, 2).up(BASIC);
+    b.post_rx(0, 1526);
+    b.post_rx(1, 1526);
+    a.send(0, &frame(2, 1, b"live"));
+    assert_eq!(b.used(0).len(), 1);
+    // B's VM stops (what its MMIO bus does then): its posted buffer is
+    // never written, the frame dropped, the sender goes on.
+    let mut bus = crate::vm::mmio::MmioBus::default();
+    bus.add(0x0a00_0000, Box::new(b.dev.clone())).unwrap();
+    bus.stop();
+    a.send(1, &frame(2, 1, b"dead"));
+    assert_eq!(a.used(1).len(), 2);
+    assert!(b.used(0).is_empty(), "nothing delivered into a stopped VM");
+    assert_eq!(
+        b.dev
+            .device
+            .counters
+            .dropped_no_buffer
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
 fn a_large_frame_spans_merged_receive_buffers() {
     let sw = Switch::new(2);
     let mrg = BASIC | (1 << 15) | (1 << 3);

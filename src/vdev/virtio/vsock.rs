@@ -13,6 +13,14 @@
 //!
 //! - A `dst_cid` that is not on this link, or a peer whose driver is not
 //!   running, is answered with an RST to A (unless the packet is one).
+//!   An RST is never lost: when A has no receive buffer for it, the
+//!   refused packet stays in A's transmit ring (A's transmit queue stops
+//!   there) and is taken again, checked afresh, after A's next
+//!   receive-queue notify (Linux kicks after every refill); a held packet
+//!   whose peer went away keeps its chain until its RST is given. A's own
+//!   traffic waits for A to take packets, as vhost-vsock stops a guest's
+//!   transmissions while its replies are pending; no memory is held for
+//!   it and a notify costs one chain's look.
 //! - B has no receive buffer: the packet is **held**, not dropped and not
 //!   waited for. A keeps its chain unanswered in a park slot, one per
 //!   (sender, destination); B's next receive-queue notify resumes it. A
@@ -27,9 +35,12 @@
 //! - A VM whose device is reset (reboot, driver reset) leaves no peer
 //!   hanging: packets held for it are answered with RSTs, and each peer
 //!   connection it had (a bounded table of [`MAX_CONNS`], learnt from its
-//!   own transmissions) gets an RST from it. The VM's driver gets
+//!   own transmissions) gets an RST from it (one the peer has no receive
+//!   buffer for waits, up to [`MAX_CONNS`] per VM, for its next rx
+//!   notify). The VM's driver gets
 //!   `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` on its event queue once it is
-//!   back, as vhost-vsock does.
+//!   back, as vhost-vsock does. A VM the hypervisor stops has its device
+//!   reset the same way ([`crate::vdev::MmioDevice::stop`]).
 //!
 //! Work per exit is bounded by a [`Budget`] as for virtio-net: descriptors
 //! walked, chains taken, bytes copied, refused packets; one packet's
@@ -50,7 +61,7 @@ use super::net::{self, Budget, CHAIN_COST, DESC_COST, TX_BUDGET};
 use super::queue::{Chain, Foreign, GuestMemory, Queue, QueueError};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use spin::{Mutex, Once};
 
 pub const DEVICE_ID: u32 = 19;
@@ -156,7 +167,11 @@ pub struct Counters {
     pub parked: AtomicU64,
     /// RSTs the hypervisor answered on a peer's behalf.
     pub rst: AtomicU64,
-    /// RSTs it could not give this VM (no receive buffer posted).
+    /// RSTs owed to this VM that found no receive buffer: the packet they
+    /// answer waited for this VM's next receive-queue notify.
+    pub rst_deferred: AtomicU64,
+    /// RSTs from a reset peer for this VM's connections to it that found
+    /// no receive buffer and no room among the [`MAX_CONNS`] that wait.
     pub rst_lost: AtomicU64,
     /// Packets refused: malformed header or length.
     pub bad: AtomicU64,
@@ -199,6 +214,9 @@ impl VsockLink {
 #[derive(Default)]
 struct Parked {
     busy: bool,
+    /// The peer is gone: the packet is answered with an RST, which waits
+    /// (its chain with it) for a receive buffer of this VM.
+    owed: bool,
     chain: Chain,
     hdr: Header,
     /// Payload bytes already delivered.
@@ -232,11 +250,30 @@ pub struct VsockPort {
     reset_event: AtomicBool,
     /// A transmit exit stopped at its budget: resume on InterruptAck.
     resume: AtomicBool,
+    /// An RST owed to this VM found no receive buffer: the packet it
+    /// answers waits (left in the transmit ring, or held `owed`) for this
+    /// VM's next receive-queue notify.
+    rst_wait: AtomicBool,
+    /// RSTs from peers that reset, for this VM's connections to them, that
+    /// found no receive buffer: given at this VM's next rx notify. At most
+    /// [`MAX_CONNS`], no two alike; a leaf lock.
+    owed: Mutex<Vec<Header>>,
     pub counters: Counters,
 }
 
 /// A VM's vsock device.
 pub type VsockDevice = VirtioMmio<VsockPort>;
+
+/// What became of a transmitted chain.
+enum Sent {
+    /// Done with: back to the driver.
+    Used,
+    /// Swapped into a park slot.
+    Held,
+    /// Refused, and this VM has no receive buffer for the RST: the chain
+    /// goes back into the ring, taken again after the next rx notify.
+    Waiting,
+}
 
 enum Delivery {
     Done,
@@ -258,6 +295,8 @@ impl VsockPort {
         parks.resize_with(n, Parked::default);
         let mut list = Vec::new();
         list.try_reserve_exact(MAX_CONNS).ok()?;
+        let mut owed = Vec::new();
+        owed.try_reserve_exact(MAX_CONNS).ok()?;
         Some(Self {
             cid,
             link,
@@ -270,6 +309,8 @@ impl VsockPort {
             conns: Mutex::new(Conns { list, next: 0 }),
             reset_event: AtomicBool::new(false),
             resume: AtomicBool::new(false),
+            rst_wait: AtomicBool::new(false),
+            owed: Mutex::new(owed),
             counters: Counters::default(),
         })
     }
@@ -332,14 +373,74 @@ impl VsockPort {
         ok
     }
 
-    /// Answers `hdr` from this VM with an RST (never an RST to an RST).
-    fn answer_rst(&self, t: &Transport, hdr: &Header) {
+    /// Answers `hdr`, a packet this VM sent, with an RST from its
+    /// destination (never an RST to an RST). False if this VM has no
+    /// receive buffer for it: the caller keeps the packet's chain, and
+    /// [`Self::rst_wait`] has this VM's next rx notify try again. (Lost,
+    /// the RST would leave the VM's socket waiting for ever.)
+    fn answer_rst(&self, t: &Transport, hdr: &Header) -> bool {
         if hdr.op == OP_RST {
+            return true;
+        }
+        let rst = hdr.rst_reply();
+        let mut given = self.inject(t, &rst);
+        if !given {
+            // Raised before looking again: a notify for buffers posted
+            // after that look sees it (its check follows the post).
+            self.rst_wait.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            given = self.inject(t, &rst);
+        }
+        if given {
+            self.counters.rst.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.rst_deferred.fetch_add(1, Ordering::Relaxed);
+        }
+        given
+    }
+
+    /// Gives this VM `rst`, from a peer that reset, for a connection of
+    /// this VM's to it: now, or with no receive buffer at this VM's next rx
+    /// notify (a lost RST would leave the connection waiting for ever).
+    /// Runs on the peer's CPU; O(1) work beyond one inject.
+    fn give_rst(&self, t: &Transport, rst: &Header) {
+        // A VM whose driver is not running resets before it talks again.
+        if !t.live() || self.inject(t, rst) {
             return;
         }
-        self.counters.rst.fetch_add(1, Ordering::Relaxed);
-        if !self.inject(t, &hdr.rst_reply()) {
-            self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut owed = self.owed.lock();
+            if owed.contains(rst) {
+                return;
+            }
+            if owed.len() >= MAX_CONNS {
+                self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            owed.push(*rst);
+        }
+        // Raised before looking again, as in `answer_rst`.
+        self.rst_wait.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.give_owed(t);
+    }
+
+    /// The RSTs waiting in `owed`, one at a time while this VM has
+    /// receive buffers for them. Takes the `owed` lock with nothing else.
+    fn give_owed(&self, t: &Transport) {
+        for _ in 0..MAX_CONNS {
+            let Some(rst) = self.owed.lock().pop() else {
+                return;
+            };
+            if !self.inject(t, &rst) {
+                let mut owed = self.owed.lock();
+                if owed.len() < MAX_CONNS {
+                    owed.push(rst);
+                } else {
+                    self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
         }
     }
 
@@ -529,18 +630,17 @@ impl VsockPort {
             let mut raw = [0u8; HDR];
             let got = st.chain.read(mem, 0, &mut raw).unwrap_or(0);
             let hdr = Header::parse(&raw);
-            let mut consumed = true;
-            if got != HDR {
+            let refused = |rst_given: bool| if rst_given { Sent::Used } else { Sent::Waiting };
+            let sent = if got != HDR {
                 self.counters.bad.fetch_add(1, Ordering::Relaxed);
+                Sent::Used
             } else if let Err(rst) = self.check(&st.chain, &hdr) {
-                if rst {
-                    self.answer_rst(t, &hdr);
-                }
+                refused(!rst || self.answer_rst(t, &hdr))
             } else {
                 match self.link.slot_of(hdr.dst_cid).filter(|&s| s != self.slot) {
-                    None => self.answer_rst(t, &hdr),
+                    None => refused(self.answer_rst(t, &hdr)),
                     Some(to) => match self.send(t, &mut st.queue, &mut st.chain, &hdr, to, tx) {
-                        Ok(c) => consumed = c,
+                        Ok(s) => s,
                         Err(e) => {
                             drop(txs);
                             drop(guard);
@@ -548,14 +648,24 @@ impl VsockPort {
                         }
                     },
                 }
-            }
-            if consumed {
-                if let Err(e) = st.queue.push_used(mem, st.chain.head, 0) {
-                    drop(txs);
-                    drop(guard);
-                    return t.fail("virtio-vsock", TX, e);
+            };
+            match sent {
+                Sent::Used => {
+                    if let Err(e) = st.queue.push_used(mem, st.chain.head, 0) {
+                        drop(txs);
+                        drop(guard);
+                        return t.fail("virtio-vsock", TX, e);
+                    }
+                    any = true;
                 }
-                any = true;
+                Sent::Held => {}
+                // Taken again, checked afresh, after this VM's next rx
+                // notify (or its next transmit notify): one chain of work
+                // per notify while its RST cannot be given.
+                Sent::Waiting => {
+                    st.queue.unpop();
+                    break;
+                }
             }
         }
         // Stopped at the budget with packets left: the interrupt (asked
@@ -572,7 +682,7 @@ impl VsockPort {
         }
     }
 
-    /// Sends a checked packet to slot `to`; `Ok(false)` if its chain was
+    /// Sends a checked packet to slot `to`; [`Sent::Held`] if its chain was
     /// parked (swapped into the park slot: `chain` then holds a spare).
     fn send(
         &self,
@@ -582,15 +692,15 @@ impl VsockPort {
         hdr: &Header,
         to: usize,
         tx: &mut TxState,
-    ) -> Result<bool, QueueError> {
+    ) -> Result<Sent, QueueError> {
+        let refused = |rst_given: bool| if rst_given { Sent::Used } else { Sent::Waiting };
         let TxState {
             bounce,
             budget: b,
             parks,
         } = tx;
         let (Some(dst), Some(park)) = (self.link.port(to), parks.get_mut(to)) else {
-            self.answer_rst(t, hdr);
-            return Ok(true);
+            return Ok(refused(self.answer_rst(t, hdr)));
         };
         if park.busy {
             // The destination may have room by now.
@@ -598,20 +708,16 @@ impl VsockPort {
         }
         if park.busy {
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
-            self.answer_rst(t, hdr);
-            return Ok(true);
+            return Ok(refused(self.answer_rst(t, hdr)));
         }
         self.track(hdr, false);
         let mut off = 0;
         Ok(match Self::deliver(t, chain, hdr, &mut off, bounce, dst, b) {
             Delivery::Done => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                true
+                Sent::Used
             }
-            Delivery::Dead => {
-                self.answer_rst(t, hdr);
-                true
-            }
+            Delivery::Dead => refused(self.answer_rst(t, hdr)),
             Delivery::Full => {
                 self.counters.parked.fetch_add(1, Ordering::Relaxed);
                 // Its payload is read later on the receiver's CPU (its rx
@@ -622,14 +728,15 @@ impl VsockPort {
                 park.hdr = *hdr;
                 park.off = off;
                 park.busy = true;
-                false
+                park.owed = false;
+                Sent::Held
             }
         })
     }
 
     /// Tries the held packet again; once it is through (or its receiver is
-    /// gone, which earns an RST) its chain goes back to this VM. The caller
-    /// holds this VM's transmit queue (`queue`) lock.
+    /// gone and this VM has its RST) its chain goes back to this VM. The
+    /// caller holds this VM's transmit queue (`queue`) lock.
     fn resume_park(
         &self,
         t: &Transport,
@@ -639,20 +746,32 @@ impl VsockPort {
         dst: &VsockDevice,
         b: &mut Budget,
     ) -> Result<bool, QueueError> {
-        let mut off = park.off;
-        let r = Self::deliver(t, &park.chain, &park.hdr, &mut off, bounce, dst, b);
-        park.off = off;
-        match r {
-            Delivery::Full => return Ok(false),
-            Delivery::Done => {
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        if !park.owed {
+            let mut off = park.off;
+            let r = Self::deliver(t, &park.chain, &park.hdr, &mut off, bounce, dst, b);
+            park.off = off;
+            match r {
+                Delivery::Full => return Ok(false),
+                Delivery::Done => {
+                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Delivery::Dead => park.owed = true,
             }
-            Delivery::Dead => {
-                let h = park.hdr;
-                self.answer_rst(t, &h);
+        }
+        self.settle(t, queue, park)
+    }
+
+    /// Gives a held chain back to this VM, once its RST (if it is `owed`
+    /// one) is given; `Ok(false)` while that waits for a receive buffer.
+    fn settle(&self, t: &Transport, queue: &mut Queue, park: &mut Parked) -> Result<bool, QueueError> {
+        if park.owed {
+            let h = park.hdr;
+            if !self.answer_rst(t, &h) {
+                return Ok(false);
             }
         }
         park.busy = false;
+        park.owed = false;
         queue.push_used(t.mem(), park.chain.head, 0)?;
         Ok(true)
     }
@@ -678,10 +797,8 @@ impl VsockPort {
                 self.resume_park(t, &mut guard.queue, park, bounce, dst, budget)
             }
             _ => {
-                park.busy = false;
-                let h = park.hdr;
-                self.answer_rst(t, &h);
-                guard.queue.push_used(t.mem(), park.chain.head, 0).map(|()| true)
+                park.owed = true;
+                self.settle(t, &mut guard.queue, park)
             }
         };
         let quiet = guard.queue.interrupt_suppressed(t.mem());
@@ -692,6 +809,53 @@ impl VsockPort {
             Ok(_) => {}
             Err(e) => t.fail("virtio-vsock", TX, e),
         }
+    }
+
+    /// Drops this VM's transmit work in flight: held chains, a pending
+    /// resume (its queue was reset or turned off). A stale `rst_wait`
+    /// left costs one look at the next rx notify.
+    fn forget_tx(&self) {
+        for p in self.tx.lock().parks.iter_mut() {
+            p.busy = false;
+            p.owed = false;
+        }
+        self.resume.store(false, Ordering::Relaxed);
+    }
+
+    /// This VM posted receive buffers and an RST owed to it had waited for
+    /// one: RSTs from peers that reset are given, its held packets whose
+    /// peer is gone get theirs, then the transmit ring goes on from the
+    /// packet that waited. On its own exit.
+    fn rst_ready(&self, t: &Transport) {
+        // Every rx notify comes here: a load, no store, when nothing waits.
+        if !self.rst_wait.load(Ordering::SeqCst) || !self.rst_wait.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.give_owed(t);
+        if let Some(q) = t.queue(TX) {
+            let mut guard = q.lock();
+            let mut txs = self.tx.lock();
+            let mut any = false;
+            let mut r = Ok(());
+            for park in txs.parks.iter_mut().filter(|p| p.busy && p.owed) {
+                match self.settle(t, &mut guard.queue, park) {
+                    Ok(done) => any |= done,
+                    Err(e) => {
+                        r = Err(e);
+                        break;
+                    }
+                }
+            }
+            let quiet = guard.queue.interrupt_suppressed(t.mem());
+            drop(txs);
+            drop(guard);
+            match r {
+                Ok(()) if any && !quiet => t.interrupt(INT_USED),
+                Ok(()) => {}
+                Err(e) => return t.fail("virtio-vsock", TX, e),
+            }
+        }
+        self.transmit(t);
     }
 
     /// This VM posted receive buffers: every peer's packet held for it
@@ -771,6 +935,7 @@ impl Device for VsockPort {
             RX => {
                 // On this VM's own CPU: its buffers made ready first.
                 net::prepare_rx(t, RX);
+                self.rst_ready(t);
                 self.receive_ready();
                 self.event(t);
             }
@@ -785,15 +950,24 @@ impl Device for VsockPort {
             net::prepare_rx(t, RX);
         }
     }
+    /// The transmit queue off: its chains held here go with it (no used
+    /// entry for them in the ring the driver sets up next). Called under
+    /// that queue's lock, which comes before the transmit state's.
+    fn disabled(&self, queue: usize) {
+        if queue == TX {
+            self.forget_tx();
+        }
+    }
     fn resume(&self, t: &Transport) {
         if self.resume.load(Ordering::Relaxed) {
             self.transmit(t);
         }
     }
     fn reset(&self) {
-        for p in self.tx.lock().parks.iter_mut() {
-            p.busy = false;
-        }
+        self.forget_tx();
+        // Its connections are gone: so are RSTs owed to them.
+        self.owed.lock().clear();
+        self.rst_wait.store(false, Ordering::SeqCst);
         self.reset_event.store(true, Ordering::Release);
         for s in (0..self.link.ports.len()).filter(|&s| s != self.slot) {
             if let Some(peer) = self.link.port(s) {
@@ -823,9 +997,7 @@ impl Device for VsockPort {
                 op: OP_RST,
                 ..Header::default()
             };
-            if !dev.device.inject(&dev.transport, &rst) {
-                self.counters.rst_lost.fetch_add(1, Ordering::Relaxed);
-            }
+            dev.device.give_rst(&dev.transport, &rst);
         }
     }
 }

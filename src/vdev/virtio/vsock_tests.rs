@@ -751,3 +751,193 @@ fn a_readable_receive_descriptor_fails_only_the_receivers_device() {
     );
     assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0, "the sender goes on");
 }
+
+// ---------------------------------------------------------------------------
+// An RST owed to a sender with no receive buffer is never lost.
+
+#[test]
+fn a_refused_packet_waits_for_the_senders_receive_buffer_for_its_rst() {
+    let (mut a, _b) = pair();
+    // A has no receive buffer: its packet to a CID nobody has stays in the
+    // ring (not consumed, no RST lost), and so does the one behind it.
+    let mut h = a.hdr(99, OP_REQUEST, 0);
+    a.send(0, &h, &[]);
+    h.src_port = 1001;
+    a.send(1, &h, &[]);
+    assert!(a.used(1).is_empty(), "both chains wait");
+    assert_eq!(a.counter(|c| &c.rst), 0);
+    // Kicking the transmit queue again costs one try, nothing else.
+    for _ in 0..100 {
+        a.w(0x50, 1);
+    }
+    assert!(a.used(1).is_empty());
+    // One buffer posted: the first RST is given and its chain comes back;
+    // the second waits for the next buffer.
+    a.post_rx([0]);
+    let r = a.received();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0.op, r[0].0.src_cid, r[0].0.dst_port), (OP_RST, 99, 1000));
+    assert_eq!(a.used(1), [(0, 0)]);
+    a.post_rx([1]);
+    let r = a.received();
+    assert_eq!((r[0].0.op, r[0].0.dst_port), (OP_RST, 1001));
+    assert_eq!(a.used(1), [(2, 0)]);
+    assert_eq!(a.counter(|c| &c.rst), 2);
+    assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0);
+}
+
+#[test]
+fn a_packet_refused_for_a_full_peer_waits_and_may_then_go_through() {
+    let (mut a, mut b) = pair();
+    // Held for B (no buffer), then a second packet to B is refused while A
+    // has no receive buffer for the RST: it waits in A's ring.
+    a.send(0, &a.hdr(4, OP_RW, 3), b"abc");
+    let mut h2 = a.hdr(4, OP_RW, 1);
+    h2.src_port = 1001;
+    a.send(1, &h2, b"x");
+    assert!(a.used(1).is_empty());
+    assert_eq!(a.counter(|c| &c.parked), 1);
+    // B takes packets again: the held one goes; A's refill then retries
+    // the waiting one, which now goes through instead of being reset.
+    b.post_rx(0..4);
+    assert_eq!(b.received().len(), 1);
+    assert_eq!(a.used(1), [(0, 0)]);
+    a.post_rx(0..2);
+    assert!(a.received().is_empty(), "no RST after all");
+    assert_eq!(a.used(1), [(2, 0)]);
+    let got = b.received();
+    assert_eq!((got[0].0, &got[0].1[..]), (h2, &b"x"[..]));
+}
+
+#[test]
+fn a_held_packet_whose_peer_resets_keeps_its_chain_until_its_rst_is_given() {
+    let (mut a, b) = pair();
+    a.send(0, &a.hdr(4, OP_RW, 3), b"abc");
+    assert_eq!(a.counter(|c| &c.parked), 1);
+    // B resets while A has no receive buffer: the RST waits, and so does
+    // the chain (returned only with its RST).
+    b.dev.reset();
+    assert!(a.used(1).is_empty());
+    a.post_rx(0..2);
+    let r = a.received();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].0.op, r[0].0.src_cid, r[0].0.dst_port), (OP_RST, 4, 1000));
+    assert_eq!(a.used(1), [(0, 0)]);
+    // Once only.
+    a.post_rx(2..4);
+    assert!(a.received().is_empty());
+}
+
+#[test]
+fn a_stopped_vm_refuses_its_peers_and_answers_what_they_held_for_it() {
+    let (mut a, mut b) = pair();
+    a.post_rx(0..8);
+    b.post_rx(0..1);
+    let p1 = a.hdr(4, OP_RW, 2);
+    a.send(0, &p1, b"p1");
+    let mut p2 = a.hdr(4, OP_RW, 2);
+    p2.src_port = 1002;
+    a.send(1, &p2, b"p2");
+    assert_eq!(a.used(1), [(0, 0)]);
+    assert_eq!(a.counter(|c| &c.parked), 1, "p2 held: B is full");
+    assert_eq!(b.received().len(), 1);
+    // B's guest left a buffer posted (no notify) and the hypervisor stops
+    // its VM (SYSTEM_OFF, an SError...): what the VM's MMIO bus does then.
+    b.post_rx_quiet(1, RXBUF);
+    let mut bus = crate::vm::mmio::MmioBus::default();
+    bus.add(0x0a00_0000, Box::new(b.dev.clone())).unwrap();
+    bus.stop();
+    // The held packet comes back with an RST, and so does a new one:
+    // nothing more goes into the stopped VM's RAM.
+    assert_eq!(a.used(1), [(2, 0)]);
+    let mut p3 = a.hdr(4, OP_RW, 2);
+    p3.src_port = 1003;
+    a.send(2, &p3, b"p3");
+    assert_eq!(a.used(1), [(4, 0)]);
+    let ports: Vec<(u16, u32)> = a.received().iter().map(|p| (p.0.op, p.0.dst_port)).collect();
+    assert!(ports.contains(&(OP_RST, 1002)), "{ports:?}");
+    assert!(ports.contains(&(OP_RST, 1003)), "{ports:?}");
+    assert!(b.used(0).is_empty(), "B's posted buffer is left alone");
+}
+
+#[test]
+fn a_transmit_queue_turned_off_leaves_no_held_chain_behind() {
+    let (mut a, mut b) = pair();
+    a.send(0, &a.hdr(4, OP_RW, 3), b"abc");
+    assert_eq!(a.counter(|c| &c.parked), 1);
+    // A's driver turns its transmit queue off and on again (same rings).
+    a.w(0x30, 1);
+    a.w(0x44, 0);
+    a.w(0x44, 1);
+    assert_eq!(a.r(0x44), 1);
+    // B posts buffers: the chain of the ring's earlier life is not
+    // delivered, nor returned into the new one.
+    b.post_rx(0..2);
+    assert!(b.received().is_empty(), "nothing from a queue turned off");
+    assert!(a.used(1).is_empty(), "no used entry for a chain never offered");
+    assert_eq!(a.r(0x70) & STATUS_NEEDS_RESET, 0);
+}
+
+#[test]
+fn a_reset_forgets_a_transmit_exit_that_stopped_at_its_budget() {
+    let (mut a, mut b) = pair();
+    // Three 64 KiB packets into big buffers: two spend the exit's budget.
+    for i in 0..3u16 {
+        b.post_rx_quiet(i, HDR as u32 + MAX_PAYLOAD);
+    }
+    b.w(0x50, 0);
+    let body = std::vec![7u8; MAX_PAYLOAD as usize];
+    for i in 0..3u16 {
+        let at = tx_at(i);
+        a.mem.put(at, &a.hdr(4, OP_RW, MAX_PAYLOAD).bytes());
+        a.mem.put(at + 0x100, &body);
+        a.desc(1, 2 * i, at, HDR as u32, 1, 2 * i + 1);
+        a.desc(1, 2 * i + 1, at + 0x100, MAX_PAYLOAD, 0, 0);
+        a.offer(1, 2 * i);
+    }
+    a.w(0x50, 1);
+    assert_eq!(a.used(1).len(), 2, "stopped at the budget with one left");
+    // The driver resets (B's last buffer takes the RST for A's
+    // connection) and comes back; a chain it offers without a notify is
+    // not taken by its first InterruptAck.
+    let mut a = a.up();
+    assert_eq!(b.received()[2].0.op, OP_RST);
+    b.post_rx([3]);
+    // A driver's rings start zeroed.
+    a.mem.put(ring(1).1, &[0; 4]);
+    a.mem.put(ring(1).2, &[0; 4]);
+    let at = tx_at(1);
+    a.mem.put(at, &a.hdr(4, OP_RW, 0).bytes());
+    a.desc(1, 2, at, HDR as u32, 0, 0);
+    a.offer(1, 2);
+    a.w(0x64, INT_USED);
+    assert!(a.used(1).is_empty(), "no resume left from before the reset");
+}
+
+#[test]
+fn a_reset_peers_rst_waits_for_a_receive_buffer_of_the_vm_it_is_for() {
+    let (mut a, mut b) = pair();
+    b.post_rx(0..4);
+    // A connects to B, B answers into A's only buffer.
+    a.post_rx(0..1);
+    a.send(0, &a.hdr(4, OP_REQUEST, 0), &[]);
+    let mut resp = b.hdr(3, OP_RESPONSE, 0);
+    resp.src_port = 2000;
+    resp.dst_port = 1000;
+    b.send(0, &resp, &[]);
+    assert_eq!(a.received().len(), 1);
+    // B reboots while A has no receive buffer: the RST for A's connection
+    // waits for A's refill instead of being lost.
+    b.dev.reset();
+    assert_eq!(a.counter(|c| &c.rst_lost), 0);
+    a.post_rx(1..3);
+    let r: Vec<Header> = a.received().into_iter().map(|p| p.0).collect();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (r[0].op, r[0].src_cid, r[0].src_port, r[0].dst_port),
+        (OP_RST, 4, 2000, 1000)
+    );
+    // Given once.
+    a.post_rx(3..4);
+    assert!(a.received().is_empty());
+}

@@ -5,7 +5,9 @@
 //! the hypervisor), asks linux1 (CID 4) for a port nobody listens on
 //! (an RST comes back), breaks its transmit queue with a cyclic
 //! chain (only its device needs a reset), and comes back with a driver
-//! reset (TRANSPORT_RESET on its event queue). Then it never posts a
+//! reset (TRANSPORT_RESET on its event queue), sends to CID 99 with no
+//! receive buffer posted (the chain waits; the RST comes with the first
+//! buffer, never lost). Then it never posts a
 //! receive buffer again and storms its device with notifications, printing
 //! `vsock_hostile: still alive N`: packets the pair sends it are held or
 //! refused, never waited for. The pair must not notice.
@@ -283,6 +285,25 @@ mod guest {
             "vsock_device_works_after_reset",
             ok,
             "RST from CID 99 after the reset",
+        );
+        // Refused with no receive buffer posted: the RST is not lost, the
+        // chain waits in the ring until a buffer comes.
+        let mut got = (true, false, None);
+        let ok = setup(0).is_some_and(|mut d| {
+            d.send(ME, 99, 1, 0, OP_REQUEST, HDR as u32);
+            let waiting = d.used(1).is_none();
+            desc(0, 0, rx_buf(0), 0x100, F_WRITE, 0);
+            d.offer(0, 0);
+            notify(0);
+            let back = d.used(1).is_some();
+            let r = d.receive(2000);
+            got = (waiting, back, r);
+            waiting && back && r == Some((99, OP_RST))
+        });
+        c.check(
+            "vsock_rst_waits_for_a_receive_buffer",
+            ok,
+            format_args!("(chain waiting, back after the refill, answer) {got:?}"),
         );
         c.finish();
         // Forever: a healthy device that never posts a receive buffer,
