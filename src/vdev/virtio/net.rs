@@ -538,7 +538,6 @@ impl NetPort {
                 break;
             }
             let popped = st.queue.pop(mem, &mut st.chain);
-            descs += st.chain.descs as usize;
             budget.charge(CHAIN_COST + DESC_COST.saturating_mul(st.chain.descs as usize));
             match popped {
                 Ok(true) => {}
@@ -549,6 +548,7 @@ impl NetPort {
                     return;
                 }
             }
+            descs += st.chain.descs as usize;
             let len = st.chain.readable as usize;
             largest = largest.max(len);
             // Read, or refused: charged alike.
