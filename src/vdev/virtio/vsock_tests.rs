@@ -218,6 +218,16 @@ impl Driver {
     }
 }
 
+/// A (port 1000) connects to B (port 2000) from tx slot 0; B answers
+/// from its tx slot 0.
+fn connect(a: &mut Driver, b: &mut Driver) {
+    a.send(0, &a.hdr(4, OP_REQUEST, 0), &[]);
+    let mut resp = b.hdr(3, OP_RESPONSE, 0);
+    resp.src_port = 2000;
+    resp.dst_port = 1000;
+    b.send(0, &resp, &[]);
+}
+
 fn pair() -> (Driver, Driver) {
     let link = VsockLink::new(&[3, 4]);
     (Driver::new(&link, 0, 3).up(), Driver::new(&link, 1, 4).up())
@@ -425,11 +435,7 @@ fn a_peer_that_resets_leaves_no_connection_or_held_packet_hanging() {
     a.post_rx(0..8);
     b.post_rx(0..4);
     // A connects to B; B answers.
-    a.send(0, &a.hdr(4, OP_REQUEST, 0), &[]);
-    let mut resp = b.hdr(3, OP_RESPONSE, 0);
-    resp.src_port = 2000;
-    resp.dst_port = 1000;
-    b.send(0, &resp, &[]);
+    connect(&mut a, &mut b);
     assert_eq!(a.received().len(), 1);
     b.received();
     // A queues data B has no room for (B's 4 buffers: 3 left, filled).
@@ -920,11 +926,7 @@ fn a_reset_peers_rst_waits_for_a_receive_buffer_of_the_vm_it_is_for() {
     b.post_rx(0..4);
     // A connects to B, B answers into A's only buffer.
     a.post_rx(0..1);
-    a.send(0, &a.hdr(4, OP_REQUEST, 0), &[]);
-    let mut resp = b.hdr(3, OP_RESPONSE, 0);
-    resp.src_port = 2000;
-    resp.dst_port = 1000;
-    b.send(0, &resp, &[]);
+    connect(&mut a, &mut b);
     assert_eq!(a.received().len(), 1);
     // B reboots while A has no receive buffer: the RST for A's connection
     // waits for A's refill instead of being lost.
